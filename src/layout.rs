@@ -1,0 +1,424 @@
+//! Placing the product on the output canvas.
+//!
+//! Placement is plain data (computed once, shown to the user, reused for the
+//! diffusion conditioning and the paste-back) so the product lands at exactly the
+//! same pixels in every stage. Scaling is uniform and, by default, never enlarges
+//! the product, because upscaled product pixels look soft next to a sharp
+//! generated background.
+
+use std::fmt;
+
+use image::imageops::FilterType;
+use image::{Rgba32FImage, RgbaImage};
+
+use crate::image_io::DecodedImage;
+use crate::mask::ProductMask;
+
+/// An axis-aligned pixel rectangle (top-left `x`,`y`, size `w`×`h`), the one
+/// rectangle type shared by masks and layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rect {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width in pixels.
+    pub w: u32,
+    /// Height in pixels.
+    pub h: u32,
+}
+
+/// Smallest accepted canvas side: smaller canvases cannot hold a recognisable product.
+pub const MIN_CANVAS_SIDE: u32 = 8;
+/// Largest accepted canvas side: bounds memory for the diffusion model and the browser.
+pub const MAX_CANVAS_SIDE: u32 = 4096;
+
+/// Where the product goes on the canvas.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// Canvas width in pixels.
+    pub canvas_w: u32,
+    /// Canvas height in pixels.
+    pub canvas_h: u32,
+    /// Product bounding box in the source image (what is cut out and placed).
+    pub crop: Rect,
+    /// Left of the placed rectangle on the canvas.
+    pub x: i32,
+    /// Top of the placed rectangle on the canvas.
+    pub y: i32,
+    /// Placed width (≈ crop.w × scale, rounded).
+    pub w: u32,
+    /// Placed height (≈ crop.h × scale, rounded).
+    pub h: u32,
+    /// Uniform scale from source to canvas; exactly 1.0 means a pixel-exact copy.
+    pub scale: f32,
+}
+
+/// Layout request; defaults give a centred product with breathing room for the scene.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayoutOptions {
+    /// Canvas width (8..=4096, default 512).
+    pub canvas_w: u32,
+    /// Canvas height (8..=4096, default 512).
+    pub canvas_h: u32,
+    /// Fraction of the canvas's shorter side the product's longer side should
+    /// occupy (0 < fill ≤ 1, default 0.6: leaves room for the generated scene).
+    pub fill: f32,
+    /// Allow scale > 1 (default false: upscaling blurs the product; scale is capped at 1.0).
+    pub allow_upscale: bool,
+}
+
+impl Default for LayoutOptions {
+    fn default() -> Self {
+        Self {
+            canvas_w: 512,
+            canvas_h: 512,
+            fill: 0.6,
+            allow_upscale: false,
+        }
+    }
+}
+
+/// Why a placement could not be computed; `Display` is user-facing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayoutError {
+    /// Canvas side outside [`MIN_CANVAS_SIDE`]..=[`MAX_CANVAS_SIDE`].
+    CanvasSize {
+        /// Requested width.
+        width: u32,
+        /// Requested height.
+        height: u32,
+    },
+    /// `fill` not in (0, 1] (or not finite).
+    Fill(f32),
+    /// The mask has no product pixels to place.
+    EmptyMask,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutError::CanvasSize { width, height } => write!(
+                f,
+                "The canvas size {width}×{height} is not supported; each side must be between {MIN_CANVAS_SIDE} and {MAX_CANVAS_SIDE} pixels."
+            ),
+            LayoutError::Fill(v) => write!(
+                f,
+                "The product size {v} is not valid; it must be a fraction greater than 0 and at most 1 of the canvas."
+            ),
+            LayoutError::EmptyMask => write!(
+                f,
+                "There is no product to place: the product mask is empty."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
+/// Coverage threshold for the crop: keeps faint soft-edge pixels, drops numerical dust.
+const CROP_THRESHOLD: f32 = 0.01;
+
+/// Compute a centred, uniformly scaled placement of the mask's bounding box.
+pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placement, LayoutError> {
+    let (cw, ch) = (opts.canvas_w, opts.canvas_h);
+    let ok = |s: u32| (MIN_CANVAS_SIDE..=MAX_CANVAS_SIDE).contains(&s);
+    if !ok(cw) || !ok(ch) {
+        return Err(LayoutError::CanvasSize {
+            width: cw,
+            height: ch,
+        });
+    }
+    if !(opts.fill.is_finite() && opts.fill > 0.0 && opts.fill <= 1.0) {
+        return Err(LayoutError::Fill(opts.fill));
+    }
+    let crop = mask.bbox(CROP_THRESHOLD).ok_or(LayoutError::EmptyMask)?;
+    let target = f64::from(opts.fill) * f64::from(cw.min(ch));
+    let mut scale = target / f64::from(crop.w.max(crop.h));
+    if !opts.allow_upscale {
+        scale = scale.min(1.0);
+    }
+    // Both sides must fit (fill ≤ 1 already implies it; this guards rounding).
+    scale = scale
+        .min(f64::from(cw) / f64::from(crop.w))
+        .min(f64::from(ch) / f64::from(crop.h));
+    let (w, h) = if scale == 1.0 {
+        (crop.w, crop.h)
+    } else {
+        (
+            ((f64::from(crop.w) * scale).round() as u32).clamp(1, cw),
+            ((f64::from(crop.h) * scale).round() as u32).clamp(1, ch),
+        )
+    };
+    let x = ((cw - w) / 2) as i32;
+    let y = ((ch - h) / 2) as i32;
+    Ok(Placement {
+        canvas_w: cw,
+        canvas_h: ch,
+        crop,
+        x,
+        y,
+        w,
+        h,
+        scale: scale as f32,
+    })
+}
+
+/// The product on a transparent canvas plus its canvas-size mask: the inputs to
+/// the diffusion conditioning and to [`crate::composite::composite`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlacedProduct {
+    /// Canvas-size image: product colour at the placement, alpha = round(mask·255), alpha 0 elsewhere.
+    pub rgba: RgbaImage,
+    /// Canvas-size row-major coverage, 1 = product.
+    pub mask: Vec<f32>,
+}
+
+/// Render the product onto an empty canvas according to `p`.
+///
+/// At scale 1.0 the photo's pixels are copied exactly (no resampling). When scaled,
+/// colour is resampled premultiplied by the mask (so the old background cannot
+/// bleed into the edge) and the mask with the same Lanczos3 filter; for a photo
+/// the colour comes from the photo and the alpha from the mask. Coverage within
+/// 0.001 of 0 or 1 is snapped so the resampled interior is exactly 1.0.
+pub fn render_placed(img: &DecodedImage, mask: &ProductMask, p: &Placement) -> PlacedProduct {
+    let (cw, ch) = (p.canvas_w, p.canvas_h);
+    let mut rgba = RgbaImage::new(cw, ch);
+    let mut out_mask = vec![0.0f32; cw as usize * ch as usize];
+    let c = p.crop;
+    let mw = mask.width as usize;
+    let exact = p.w == c.w && p.h == c.h;
+    // Fill a canvas pixel (skipping those off-canvas).
+    let mut put = |dx: u32, dy: u32, rgb: [u8; 3], m: f32| {
+        let (x, y) = (p.x + dx as i32, p.y + dy as i32);
+        if x < 0 || y < 0 || x >= cw as i32 || y >= ch as i32 {
+            return;
+        }
+        let (x, y) = (x as u32, y as u32);
+        out_mask[y as usize * cw as usize + x as usize] = m;
+        let a = (m * 255.0).round() as u8;
+        rgba.put_pixel(
+            x,
+            y,
+            image::Rgba(if a == 0 {
+                [0, 0, 0, 0]
+            } else {
+                [rgb[0], rgb[1], rgb[2], a]
+            }),
+        );
+    };
+    if exact {
+        for dy in 0..c.h {
+            for dx in 0..c.w {
+                let (sx, sy) = (c.x + dx, c.y + dy);
+                let s = img.rgba.get_pixel(sx, sy).0;
+                let m = mask.alpha[sy as usize * mw + sx as usize];
+                put(dx, dy, [s[0], s[1], s[2]], m);
+            }
+        }
+    } else {
+        let mut pre = Rgba32FImage::new(c.w, c.h);
+        for (dx, dy, d) in pre.enumerate_pixels_mut() {
+            let (sx, sy) = (c.x + dx, c.y + dy);
+            let s = img.rgba.get_pixel(sx, sy).0;
+            let m = mask.alpha[sy as usize * mw + sx as usize];
+            d.0 = [
+                f32::from(s[0]) / 255.0 * m,
+                f32::from(s[1]) / 255.0 * m,
+                f32::from(s[2]) / 255.0 * m,
+                m,
+            ];
+        }
+        let res = image::imageops::resize(&pre, p.w, p.h, FilterType::Lanczos3);
+        for (dx, dy, s) in res.enumerate_pixels() {
+            let mut m = s.0[3].clamp(0.0, 1.0);
+            if m >= 0.999 {
+                m = 1.0;
+            } else if m <= 0.001 {
+                m = 0.0;
+            }
+            let a = s.0[3].max(1e-6);
+            let col = |v: f32| ((v / a).clamp(0.0, 1.0) * 255.0).round() as u8;
+            put(dx, dy, [col(s.0[0]), col(s.0[1]), col(s.0[2])], m);
+        }
+    }
+    PlacedProduct {
+        rgba,
+        mask: out_mask,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image_io::{DecodeLimits, decode_image};
+    use crate::mask::{MaskOptions, MaskSource, product_mask};
+
+    fn load(bytes: &[u8]) -> (DecodedImage, ProductMask) {
+        let img = decode_image(bytes, &DecodeLimits::default()).unwrap();
+        let m = product_mask(&img, &MaskOptions::default()).unwrap();
+        (img, m)
+    }
+
+    fn opts(cw: u32, ch: u32, fill: f32) -> LayoutOptions {
+        LayoutOptions {
+            canvas_w: cw,
+            canvas_h: ch,
+            fill,
+            allow_upscale: false,
+        }
+    }
+
+    #[test]
+    fn alpha32_sits_one_to_one_in_the_centre() {
+        let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let p = place_product(&m, &opts(64, 64, 0.6)).unwrap();
+        assert_eq!(
+            p.crop,
+            Rect {
+                x: 0,
+                y: 0,
+                w: 32,
+                h: 32
+            }
+        );
+        assert_eq!((p.x, p.y, p.w, p.h, p.scale), (16, 16, 32, 32, 1.0));
+        let placed = render_placed(&img, &m, &p);
+        assert_eq!(placed.rgba.dimensions(), (64, 64));
+        for y in 0..64u32 {
+            for x in 0..64u32 {
+                let inside = (16..48).contains(&x) && (16..48).contains(&y);
+                let mv = placed.mask[(y * 64 + x) as usize];
+                let q = placed.rgba.get_pixel(x, y).0;
+                if inside {
+                    let s = img.rgba.get_pixel(x - 16, y - 16).0;
+                    assert_eq!(mv, f32::from(s[3]) / 255.0);
+                    if s[3] > 0 {
+                        assert_eq!(q, s, "exact copy at ({x},{y})");
+                    } else {
+                        assert_eq!(q[3], 0);
+                    }
+                } else {
+                    assert_eq!(mv, 0.0);
+                    assert_eq!(q[3], 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn upscale_only_when_allowed() {
+        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let o = LayoutOptions {
+            allow_upscale: true,
+            ..opts(64, 64, 0.75)
+        };
+        let p = place_product(&m, &o).unwrap();
+        assert_eq!((p.w, p.h, p.x, p.y), (48, 48, 8, 8));
+        assert!((p.scale - 1.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn downscale_centred_aspect_preserved() {
+        let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_128.png"));
+        // bbox 80×112 (fixture), canvas 100×60: target = 0.5·60 = 30 → scale 30/112.
+        let p = place_product(&m, &opts(100, 60, 0.5)).unwrap();
+        assert_eq!(
+            p.crop,
+            Rect {
+                x: 24,
+                y: 8,
+                w: 80,
+                h: 112
+            }
+        );
+        assert_eq!(p.h, 30);
+        assert_eq!(p.w, (80.0f64 * 30.0 / 112.0).round() as u32); // 21
+        let ratio_err = (f64::from(p.w) - f64::from(p.h) * 80.0 / 112.0).abs();
+        assert!(ratio_err < 1.0);
+        assert_eq!((p.x, p.y), (((100 - p.w) / 2) as i32, 15));
+        let placed = render_placed(&img, &m, &p);
+        let at = |x: u32, y: u32| placed.mask[(y * 100 + x) as usize];
+        // Centre of the placed product is solid; outside the placed rect is empty.
+        let (cx, cy) = (p.x as u32 + p.w / 2, p.y as u32 + p.h / 2);
+        assert_eq!(at(cx, cy), 1.0);
+        assert_eq!(placed.rgba.get_pixel(cx, cy).0[3], 255);
+        for y in 0..60 {
+            for x in 0..100 {
+                let inside = x >= p.x as u32
+                    && x < p.x as u32 + p.w
+                    && y >= p.y as u32
+                    && y < p.y as u32 + p.h;
+                if !inside {
+                    assert_eq!(at(x, y), 0.0);
+                }
+                let mv = at(x, y);
+                assert!((0.0..=1.0).contains(&mv));
+            }
+        }
+        // Premultiplied resampling: edge pixels keep the product's red, never darken
+        // toward the black stored under alpha 0.
+        for (q, &mv) in placed.rgba.pixels().zip(&placed.mask) {
+            if mv > 0.05 {
+                let s = u32::from(q.0[0]) + u32::from(q.0[1]) + u32::from(q.0[2]);
+                assert!(q.0[0] >= 25 && s > 150, "{q:?} at mask {mv}");
+            }
+        }
+    }
+
+    #[test]
+    fn jpeg_on_white_takes_alpha_from_mask() {
+        let (img, m) = load(include_bytes!("../tests/fixtures/product_white.jpg"));
+        assert!(matches!(m.source, MaskSource::Background { .. }));
+        let p = place_product(&m, &opts(256, 256, 0.6)).unwrap();
+        assert_eq!(p.scale, 1.0);
+        let placed = render_placed(&img, &m, &p);
+        let c = p.crop;
+        for dy in 0..c.h {
+            for dx in 0..c.w {
+                let mv = m.alpha[((c.y + dy) * m.width + c.x + dx) as usize];
+                let (x, y) = (p.x as u32 + dx, p.y as u32 + dy);
+                assert_eq!(placed.mask[(y * 256 + x) as usize], mv);
+                let q = placed.rgba.get_pixel(x, y).0;
+                assert_eq!(q[3], (mv * 255.0).round() as u8);
+                if mv == 1.0 {
+                    let s = img.rgba.get_pixel(c.x + dx, c.y + dy).0;
+                    assert_eq!(&q[..3], &s[..3]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn validates_canvas_and_fill() {
+        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        for (w, h) in [(4, 64), (64, 7), (5000, 64), (64, 4097), (0, 0)] {
+            let e = place_product(&m, &opts(w, h, 0.6)).unwrap_err();
+            assert_eq!(
+                e,
+                LayoutError::CanvasSize {
+                    width: w,
+                    height: h
+                }
+            );
+            assert!(e.to_string().contains("between 8 and 4096"));
+        }
+        for f in [0.0, -0.1, 1.5, f32::NAN] {
+            assert!(matches!(
+                place_product(&m, &opts(64, 64, f)),
+                Err(LayoutError::Fill(_))
+            ));
+        }
+        assert!(place_product(&m, &opts(8, 4096, 1.0)).is_ok());
+        let empty = ProductMask {
+            width: 4,
+            height: 4,
+            alpha: vec![0.0; 16],
+            source: MaskSource::Alpha,
+        };
+        assert_eq!(
+            place_product(&empty, &opts(64, 64, 0.6)).unwrap_err(),
+            LayoutError::EmptyMask
+        );
+    }
+}

@@ -1,0 +1,695 @@
+//! The product mask: which pixels of the photo are the product.
+//!
+//! The product's pixels are pasted back unchanged after the diffusion model paints
+//! a new background, so the mask decides what is preserved. A cut-out PNG gives it
+//! directly; a photo on a plain background gets an automatic mask by region growing
+//! from the border. Busy photos are refused rather than guessed at, because a wrong
+//! mask would silently cut the product apart.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use image::RgbaImage;
+
+use crate::image_io::DecodedImage;
+use crate::layout::Rect;
+
+/// Where a mask came from, so the UI can tell the user what was assumed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MaskSource {
+    /// The photo's own alpha channel (a cut-out).
+    Alpha,
+    /// Automatic: everything connected to the border within `tolerance` of `color` is background.
+    Background {
+        /// Estimated background colour (per-channel median of the border ring).
+        color: [u8; 3],
+        /// Colour-distance tolerance used (see [`MaskOptions::tolerance`]).
+        tolerance: f32,
+    },
+}
+
+/// A soft product mask at the decoded image's size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductMask {
+    /// Width in pixels (equals the decoded image's width).
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major coverage: 1.0 = product, 0.0 = background, soft edge in between.
+    pub alpha: Vec<f32>,
+    /// How the mask was obtained.
+    pub source: MaskSource,
+}
+
+/// Tuning for the automatic (background) mask; the defaults suit a product shot
+/// on a plain white or light studio background.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskOptions {
+    /// Colour distance (0..1, see [`color_distance`]) below which a pixel joins the
+    /// background. Default 0.08 ≈ 20 levels on every channel: absorbs JPEG noise,
+    /// paper texture and a gentle vignette while keeping light-grey product edges.
+    pub tolerance: f32,
+    /// Largest accepted border spread (90th percentile of border pixels' distance
+    /// to the background colour). Default 0.10: above this the border is not a
+    /// plain background and the photo is refused as busy.
+    pub max_border_spread: f32,
+    /// Radius (px, square element) of the morphological open/close clean-up.
+    /// Default 1: removes single-pixel noise and closes 1-2 px cracks without
+    /// eating thin product details.
+    pub morph_radius: u32,
+    /// Product components smaller than this fraction of the image are dropped as
+    /// specks (dust, noise); the largest component is always kept. Default 0.001.
+    pub min_area_fraction: f32,
+    /// Width of the soft edge in pixels (default 1.5: anti-aliases the paste-back
+    /// seam without a visible halo). Pixels deeper than about `feather_px/2 + 0.5`
+    /// inside the product stay exactly 1.0. 0 gives a hard mask.
+    pub feather_px: f32,
+}
+
+impl Default for MaskOptions {
+    fn default() -> Self {
+        Self {
+            tolerance: 0.08,
+            max_border_spread: 0.10,
+            morph_radius: 1,
+            min_area_fraction: 0.001,
+            feather_px: 1.5,
+        }
+    }
+}
+
+/// Why no usable mask was found; `Display` tells the user what to do instead.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MaskError {
+    /// Nothing was recognised as product.
+    Empty,
+    /// ≥ 99.5 % of the photo is product: there is no background to replace.
+    FullFrame,
+    /// The photo's border is not a near-uniform colour, so the automatic mask would be a guess.
+    BusyBackground {
+        /// Measured border spread (same units as [`MaskOptions::max_border_spread`]).
+        spread: f32,
+    },
+}
+
+impl fmt::Display for MaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaskError::Empty => write!(
+                f,
+                "No product found: the mask is empty. Use a PNG cut-out with transparency, or a photo with the product clearly visible on a plain light background."
+            ),
+            MaskError::FullFrame => write!(
+                f,
+                "The product fills the whole photo; there is no background to replace. Use a photo with some plain background around the product, or a PNG cut-out with transparency."
+            ),
+            MaskError::BusyBackground { spread } => write!(
+                f,
+                "The background of this photo is not plain enough to separate the product automatically (border variation {spread:.2}). Use a PNG cut-out with transparency or a photo on a plain light background."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MaskError {}
+
+/// Perceptual-ish colour distance in 0..1: the "redmean" weighted RGB distance
+/// (cheap, no colour-space conversion, tracks human judgement far better than
+/// plain Euclidean RGB), divided by its maximum 765.
+pub fn color_distance(a: [u8; 3], b: [u8; 3]) -> f32 {
+    let rmean = (f32::from(a[0]) + f32::from(b[0])) * 0.5;
+    let dr = f32::from(a[0]) - f32::from(b[0]);
+    let dg = f32::from(a[1]) - f32::from(b[1]);
+    let db = f32::from(a[2]) - f32::from(b[2]);
+    let d2 =
+        (2.0 + rmean / 256.0) * dr * dr + 4.0 * dg * dg + (2.0 + (255.0 - rmean) / 256.0) * db * db;
+    d2.sqrt() / 765.0
+}
+
+/// Find the product in a decoded photo: its alpha channel when it has one,
+/// otherwise an automatic mask against a plain border-coloured background.
+pub fn product_mask(img: &DecodedImage, opts: &MaskOptions) -> Result<ProductMask, MaskError> {
+    let (w, h) = img.rgba.dimensions();
+    let n = (w as usize) * (h as usize);
+    if n == 0 {
+        return Err(MaskError::Empty);
+    }
+    let mask = if img.has_alpha {
+        let alpha: Vec<f32> = img
+            .rgba
+            .pixels()
+            .map(|p| f32::from(p.0[3]) / 255.0)
+            .collect();
+        ProductMask {
+            width: w,
+            height: h,
+            alpha,
+            source: MaskSource::Alpha,
+        }
+    } else {
+        auto_mask(&img.rgba, opts)?
+    };
+    let solid = mask.alpha.iter().filter(|&&a| a >= 0.5).count();
+    if solid == 0 {
+        return Err(MaskError::Empty);
+    }
+    if solid as f64 >= 0.995 * n as f64 {
+        return Err(MaskError::FullFrame);
+    }
+    Ok(mask)
+}
+
+fn px(img: &RgbaImage, x: u32, y: u32) -> [u8; 3] {
+    let p = img.get_pixel(x, y).0;
+    [p[0], p[1], p[2]]
+}
+
+fn auto_mask(img: &RgbaImage, opts: &MaskOptions) -> Result<ProductMask, MaskError> {
+    let (w, h) = img.dimensions();
+    let (wu, hu) = (w as usize, h as usize);
+    // Border ring: ~2% of the shorter side, at least 1 px.
+    let ring = (w.min(h) / 50).max(1);
+    let in_ring = |x: u32, y: u32| {
+        x < ring || y < ring || x >= w.saturating_sub(ring) || y >= h.saturating_sub(ring)
+    };
+    let mut border: Vec<[u8; 3]> = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            if in_ring(x, y) {
+                border.push(px(img, x, y));
+            }
+        }
+    }
+    let mut color = [0u8; 3];
+    for (c, slot) in color.iter_mut().enumerate() {
+        let mut v: Vec<u8> = border.iter().map(|p| p[c]).collect();
+        v.sort_unstable();
+        *slot = v[v.len() / 2];
+    }
+    let mut dists: Vec<f32> = border.iter().map(|&p| color_distance(p, color)).collect();
+    dists.sort_by(f32::total_cmp);
+    // 90th percentile: a product touching up to ~10% of the border is tolerated.
+    let spread = dists[((dists.len() - 1) as f32 * 0.9).round() as usize];
+    if spread > opts.max_border_spread {
+        return Err(MaskError::BusyBackground { spread });
+    }
+
+    // Region grow (4-connected) from every border-ring pixel within tolerance.
+    let close = |x: u32, y: u32| color_distance(px(img, x, y), color) <= opts.tolerance;
+    let mut bg = vec![false; wu * hu];
+    let mut queue = VecDeque::new();
+    for y in 0..h {
+        for x in 0..w {
+            if in_ring(x, y) && close(x, y) {
+                bg[y as usize * wu + x as usize] = true;
+                queue.push_back((x, y));
+            }
+        }
+    }
+    while let Some((x, y)) = queue.pop_front() {
+        let mut visit = |nx: u32, ny: u32| {
+            let i = ny as usize * wu + nx as usize;
+            if !bg[i] && close(nx, ny) {
+                bg[i] = true;
+                queue.push_back((nx, ny));
+            }
+        };
+        if x > 0 {
+            visit(x - 1, y);
+        }
+        if x + 1 < w {
+            visit(x + 1, y);
+        }
+        if y > 0 {
+            visit(x, y - 1);
+        }
+        if y + 1 < h {
+            visit(x, y + 1);
+        }
+    }
+    let mut prod: Vec<bool> = bg.iter().map(|&b| !b).collect();
+
+    // Clean-up: open removes specks and hairline bridges, close seals small cracks.
+    let r = opts.morph_radius as usize;
+    if r > 0 {
+        prod = dilate(&erode(&prod, wu, hu, r), wu, hu, r);
+        prod = erode(&dilate(&prod, wu, hu, r), wu, hu, r);
+    }
+    fill_holes(&mut prod, wu, hu);
+    remove_specks(&mut prod, wu, hu, opts.min_area_fraction);
+
+    let alpha = feather(&prod, wu, hu, opts.feather_px);
+    Ok(ProductMask {
+        width: w,
+        height: h,
+        alpha,
+        source: MaskSource::Background {
+            color,
+            tolerance: opts.tolerance,
+        },
+    })
+}
+
+/// Separable square min/max filter with edge clamping (`max == true` dilates).
+fn morph(m: &[bool], w: usize, h: usize, r: usize, max: bool) -> Vec<bool> {
+    let mut tmp = vec![false; m.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
+            let row = &m[y * w + lo..=y * w + hi];
+            tmp[y * w + x] = if max {
+                row.iter().any(|&b| b)
+            } else {
+                row.iter().all(|&b| b)
+            };
+        }
+    }
+    let mut out = vec![false; m.len()];
+    for y in 0..h {
+        let (lo, hi) = (y.saturating_sub(r), (y + r).min(h - 1));
+        for x in 0..w {
+            let mut it = (lo..=hi).map(|yy| tmp[yy * w + x]);
+            out[y * w + x] = if max { it.any(|b| b) } else { it.all(|b| b) };
+        }
+    }
+    out
+}
+
+fn erode(m: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+    morph(m, w, h, r, false)
+}
+
+fn dilate(m: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+    morph(m, w, h, r, true)
+}
+
+/// Label connected components of pixels equal to `value` (4- or 8-connected).
+fn components(m: &[bool], w: usize, h: usize, value: bool, eight: bool) -> (Vec<u32>, Vec<usize>) {
+    let mut label = vec![u32::MAX; m.len()];
+    let mut sizes = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..m.len() {
+        if m[start] != value || label[start] != u32::MAX {
+            continue;
+        }
+        let id = sizes.len() as u32;
+        let mut size = 0usize;
+        label[start] = id;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            size += 1;
+            let (x, y) = ((i % w) as isize, (i / w) as isize);
+            for dy in -1isize..=1 {
+                for dx in -1isize..=1 {
+                    if (dx == 0 && dy == 0) || (!eight && dx != 0 && dy != 0) {
+                        continue;
+                    }
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if m[j] == value && label[j] == u32::MAX {
+                        label[j] = id;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        sizes.push(size);
+    }
+    (label, sizes)
+}
+
+/// Background regions not connected to the image border are holes in the product.
+fn fill_holes(prod: &mut [bool], w: usize, h: usize) {
+    let (label, sizes) = components(prod, w, h, false, false);
+    let mut touches = vec![false; sizes.len()];
+    for y in 0..h {
+        for x in 0..w {
+            if (x == 0 || y == 0 || x == w - 1 || y == h - 1) && !prod[y * w + x] {
+                touches[label[y * w + x] as usize] = true;
+            }
+        }
+    }
+    for (i, p) in prod.iter_mut().enumerate() {
+        if !*p && !touches[label[i] as usize] {
+            *p = true;
+        }
+    }
+}
+
+/// Drop product components below `min_frac` of the image, always keeping the largest.
+fn remove_specks(prod: &mut [bool], w: usize, h: usize, min_frac: f32) {
+    let (label, sizes) = components(prod, w, h, true, true);
+    let Some(largest) = (0..sizes.len()).max_by_key(|&i| sizes[i]) else {
+        return;
+    };
+    let min = (min_frac.max(0.0) as f64 * prod.len() as f64).ceil() as usize;
+    for (i, p) in prod.iter_mut().enumerate() {
+        if *p {
+            let l = label[i] as usize;
+            if l != largest && sizes[l] < min {
+                *p = false;
+            }
+        }
+    }
+}
+
+/// Two-pass chamfer distance (1, √2) from every pixel to the nearest pixel where `target` is true.
+fn chamfer(target: &[bool], w: usize, h: usize) -> Vec<f32> {
+    const D: f32 = std::f32::consts::SQRT_2;
+    let big = (w + h) as f32 * 2.0;
+    let mut d: Vec<f32> = target.iter().map(|&t| if t { 0.0 } else { big }).collect();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut v = d[i];
+            if x > 0 {
+                v = v.min(d[i - 1] + 1.0);
+            }
+            if y > 0 {
+                v = v.min(d[i - w] + 1.0);
+                if x > 0 {
+                    v = v.min(d[i - w - 1] + D);
+                }
+                if x + 1 < w {
+                    v = v.min(d[i - w + 1] + D);
+                }
+            }
+            d[i] = v;
+        }
+    }
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            let i = y * w + x;
+            let mut v = d[i];
+            if x + 1 < w {
+                v = v.min(d[i + 1] + 1.0);
+            }
+            if y + 1 < h {
+                v = v.min(d[i + w] + 1.0);
+                if x + 1 < w {
+                    v = v.min(d[i + w + 1] + D);
+                }
+                if x > 0 {
+                    v = v.min(d[i + w - 1] + D);
+                }
+            }
+            d[i] = v;
+        }
+    }
+    d
+}
+
+/// Soft edge as a ramp of the signed distance to the boundary: coverage =
+/// clamp(0.5 + s / feather), s = +(d_to_background − ½) inside, −(d_to_product − ½)
+/// outside. The clamp makes pixels more than ~feather/2 from the edge exactly 1.0
+/// (or 0.0), so the product's interior is never touched.
+fn feather(prod: &[bool], w: usize, h: usize, feather_px: f32) -> Vec<f32> {
+    if feather_px <= 0.0 || !prod.iter().any(|&p| p) || prod.iter().all(|&p| p) {
+        return prod.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect();
+    }
+    let bg: Vec<bool> = prod.iter().map(|&p| !p).collect();
+    let d_to_bg = chamfer(&bg, w, h);
+    let d_to_prod = chamfer(prod, w, h);
+    prod.iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let s = if p {
+                d_to_bg[i] - 0.5
+            } else {
+                -(d_to_prod[i] - 0.5)
+            };
+            (0.5 + s / feather_px).clamp(0.0, 1.0)
+        })
+        .collect()
+}
+
+impl ProductMask {
+    /// Tight bounding box of pixels with coverage above `threshold`, used to crop the
+    /// product before placing it; `None` when no pixel qualifies.
+    pub fn bbox(&self, threshold: f32) -> Option<Rect> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+        for y in 0..h {
+            for x in 0..w {
+                if self.alpha[y * w + x] > threshold {
+                    x0 = x0.min(x);
+                    x1 = x1.max(x);
+                    y0 = y0.min(y);
+                    y1 = y1.max(y);
+                }
+            }
+        }
+        (x0 != usize::MAX).then(|| Rect {
+            x: x0 as u32,
+            y: y0 as u32,
+            w: (x1 - x0 + 1) as u32,
+            h: (y1 - y0 + 1) as u32,
+        })
+    }
+
+    /// Mean coverage (soft area) as a fraction of the image, for sanity checks
+    /// and for telling the user how much of the photo is product.
+    pub fn area_fraction(&self) -> f32 {
+        if self.alpha.is_empty() {
+            return 0.0;
+        }
+        (self.alpha.iter().map(|&a| f64::from(a)).sum::<f64>() / self.alpha.len() as f64) as f32
+    }
+
+    /// Opaque preview for the user to confirm the mask: product white, background
+    /// dark grey (40), soft edge blended between them.
+    pub fn to_preview_rgba(&self) -> RgbaImage {
+        let mut out = RgbaImage::new(self.width, self.height);
+        for (p, &a) in out.pixels_mut().zip(&self.alpha) {
+            let v = (40.0 + a.clamp(0.0, 1.0) * 215.0).round() as u8;
+            p.0 = [v, v, v, 255];
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image_io::{DecodeLimits, decode_image};
+
+    fn decode(bytes: &[u8]) -> DecodedImage {
+        decode_image(bytes, &DecodeLimits::default()).unwrap()
+    }
+
+    fn solid(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> DecodedImage {
+        let rgba = RgbaImage::from_fn(w, h, |x, y| {
+            let c = f(x, y);
+            image::Rgba([c[0], c[1], c[2], 255])
+        });
+        DecodedImage {
+            rgba,
+            has_alpha: false,
+            original_size: (w, h),
+        }
+    }
+
+    #[test]
+    fn alpha_mask_equals_alpha() {
+        let img = decode(include_bytes!("../tests/fixtures/product_alpha_128.png"));
+        let m = product_mask(&img, &MaskOptions::default()).unwrap();
+        assert_eq!(m.source, MaskSource::Alpha);
+        assert_eq!((m.width, m.height), (128, 128));
+        for (a, p) in m.alpha.iter().zip(img.rgba.pixels()) {
+            assert_eq!(*a, f32::from(p.0[3]) / 255.0);
+        }
+        assert_eq!(
+            m.bbox(0.01),
+            Some(Rect {
+                x: 24,
+                y: 8,
+                w: 80,
+                h: 112
+            })
+        );
+        let m32 = product_mask(
+            &decode(include_bytes!("../tests/fixtures/product_alpha_32.png")),
+            &MaskOptions::default(),
+        );
+        // The 32 px jar touches every edge but leaves transparent corners.
+        assert_eq!(
+            m32.unwrap().bbox(0.01),
+            Some(Rect {
+                x: 0,
+                y: 0,
+                w: 32,
+                h: 32
+            })
+        );
+    }
+
+    #[test]
+    fn white_background_auto_mask() {
+        let img = decode(include_bytes!("../tests/fixtures/product_white.jpg"));
+        let m = product_mask(&img, &MaskOptions::default()).unwrap();
+        let MaskSource::Background { color, .. } = m.source else {
+            panic!("expected auto mask")
+        };
+        assert!(color.iter().all(|&c| c > 225), "{color:?}");
+        // Generated coverage is 0.1626 (scripts/make_fixtures.py).
+        let f = m.area_fraction();
+        assert!((0.15..0.18).contains(&f), "area {f}");
+        let at = |x: u32, y: u32| m.alpha[(y * m.width + x) as usize];
+        // Bottle body, label, neck and cap interiors exactly 1.
+        for (x, y) in [
+            (80, 90),
+            (80, 70),
+            (80, 50),
+            (80, 30),
+            (80, 22),
+            (62, 70),
+            (98, 70),
+        ] {
+            assert_eq!(at(x, y), 1.0, "({x},{y})");
+        }
+        // Border and clear background exactly 0.
+        for x in 0..m.width {
+            assert_eq!(at(x, 0), 0.0);
+            assert_eq!(at(x, m.height - 1), 0.0);
+        }
+        for y in 0..m.height {
+            assert_eq!(at(0, y), 0.0);
+            assert_eq!(at(m.width - 1, y), 0.0);
+        }
+        assert_eq!(at(30, 60), 0.0);
+        assert_eq!(at(130, 60), 0.0);
+        assert_eq!(at(80, 10), 0.0);
+        // Body spans x 58..102: bbox close to the drawn bottle (x 58..102, y 18..104).
+        let b = m.bbox(0.01).unwrap();
+        assert!(b.x.abs_diff(57) <= 2 && b.y.abs_diff(17) <= 2, "{b:?}");
+        assert!(b.w.abs_diff(46) <= 3 && b.h.abs_diff(88) <= 3, "{b:?}");
+        // Soft edge exists but is narrow.
+        let soft = m.alpha.iter().filter(|&&a| a > 0.0 && a < 1.0).count();
+        assert!(soft > 0 && soft < 600, "{soft}");
+    }
+
+    #[test]
+    fn busy_photo_refused() {
+        let img = decode(include_bytes!("../tests/fixtures/busy.jpg"));
+        let e = product_mask(&img, &MaskOptions::default()).unwrap_err();
+        let MaskError::BusyBackground { spread } = e else {
+            panic!("{e:?}")
+        };
+        assert!(spread > 0.10);
+        assert!(e.to_string().contains("PNG cut-out with transparency"));
+    }
+
+    #[test]
+    fn empty_and_full_frame() {
+        // Uniform grey photo: nothing differs from the background.
+        let e = product_mask(
+            &solid(40, 30, |_, _| [230, 230, 230]),
+            &MaskOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e, MaskError::Empty);
+        assert!(
+            e.to_string()
+                .starts_with("No product found: the mask is empty")
+        );
+        // Fully transparent cut-out.
+        let mut img = solid(16, 16, |_, _| [0, 0, 0]);
+        img.has_alpha = true;
+        img.rgba.pixels_mut().for_each(|p| p.0[3] = 0);
+        assert_eq!(
+            product_mask(&img, &MaskOptions::default()).unwrap_err(),
+            MaskError::Empty
+        );
+        // Cut-out opaque everywhere except one pixel: the product fills the frame.
+        let mut img = solid(16, 16, |_, _| [10, 20, 30]);
+        img.has_alpha = true;
+        img.rgba.get_pixel_mut(0, 0).0[3] = 0;
+        let e = product_mask(&img, &MaskOptions::default()).unwrap_err();
+        assert_eq!(e, MaskError::FullFrame);
+        assert!(e.to_string().contains("no background to replace"));
+    }
+
+    #[test]
+    fn synthetic_square_exact_mask_with_hole_filled_and_speck_removed() {
+        // 60×60 white, dark 20×20 square at 20..40 with a white 4×4 "hole" inside,
+        // and a 1-px dark speck far away.
+        let img = solid(60, 60, |x, y| {
+            let in_sq = (20..40).contains(&x) && (20..40).contains(&y);
+            let in_hole = (28..32).contains(&x) && (28..32).contains(&y);
+            if (in_sq && !in_hole) || (x, y) == (5, 50) {
+                [20, 30, 40]
+            } else {
+                [250, 250, 250]
+            }
+        });
+        let m = product_mask(&img, &MaskOptions::default()).unwrap();
+        let at = |x: u32, y: u32| m.alpha[(y * 60 + x) as usize];
+        assert_eq!(at(5, 50), 0.0, "speck removed");
+        assert_eq!(at(29, 29), 1.0, "hole filled");
+        for y in 21..39 {
+            for x in 21..39 {
+                assert_eq!(at(x, y), 1.0);
+            }
+        }
+        // Feather: edge pixels of the square 5/6, first outside pixels 1/6, then 0.
+        assert!((at(20, 30) - (0.5 + 0.5 / 1.5)).abs() < 1e-6);
+        assert!((at(19, 30) - (0.5 - 0.5 / 1.5)).abs() < 1e-6);
+        assert_eq!(at(18, 30), 0.0);
+        assert_eq!(
+            m.bbox(0.01),
+            Some(Rect {
+                x: 19,
+                y: 19,
+                w: 22,
+                h: 22
+            })
+        );
+        assert_eq!(
+            m.bbox(0.5),
+            Some(Rect {
+                x: 20,
+                y: 20,
+                w: 20,
+                h: 20
+            })
+        );
+        // Hard mask when feather is 0.
+        let hard = product_mask(
+            &img,
+            &MaskOptions {
+                feather_px: 0.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(hard.alpha.iter().all(|&a| a == 0.0 || a == 1.0));
+        assert!((hard.area_fraction() - 400.0 / 3600.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn preview_is_grey_white() {
+        let m = ProductMask {
+            width: 3,
+            height: 1,
+            alpha: vec![0.0, 0.5, 1.0],
+            source: MaskSource::Alpha,
+        };
+        let p = m.to_preview_rgba();
+        assert_eq!(p.get_pixel(0, 0).0, [40, 40, 40, 255]);
+        assert_eq!(p.get_pixel(2, 0).0, [255, 255, 255, 255]);
+        assert_eq!(p.get_pixel(1, 0).0[3], 255);
+        assert_eq!(
+            m.bbox(0.9),
+            Some(Rect {
+                x: 2,
+                y: 0,
+                w: 1,
+                h: 1
+            })
+        );
+        assert_eq!(m.bbox(1.0), None);
+    }
+}
