@@ -1,0 +1,69 @@
+//! diffusers' `Attention` (`models/attention_processor.py`): the layer owns the
+//! projections `to_q`, `to_k`, `to_v`, `to_out.0`; the math is the standard scaled
+//! dot-product processor. Cross-attention here is the seam MEPA occupies: it decides
+//! which prompt tokens each latent position attends to (docs/METHOD.md).
+
+use burn::tensor::Tensor;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::nn::Linear;
+use crate::weights::{ModelError, Weights};
+
+/// Multi-head attention with diffusers' parameter names.
+pub struct Attention {
+    heads: usize,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+}
+
+impl Attention {
+    /// `query_dim` → `heads × head_dim` inner width; keys and values come from
+    /// `context_dim` features (equal to `query_dim` for self-attention).
+    /// `qkv_bias` is false in the UNet's transformer blocks and true in the VAE.
+    pub fn load(
+        w: &Weights,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+    ) -> Result<Self, ModelError> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            heads,
+            to_q: Linear::load(&w.pp("to_q"), query_dim, inner, qkv_bias)?,
+            to_k: Linear::load(&w.pp("to_k"), context_dim, inner, qkv_bias)?,
+            to_v: Linear::load(&w.pp("to_v"), context_dim, inner, qkv_bias)?,
+            to_out: Linear::load(&w.pp("to_out").pp(0), inner, query_dim, true)?,
+        })
+    }
+
+    /// Attends from `x` to `context` (to `x` itself when `None`).
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, query_dim]`
+    /// - context: `[batch, context_tokens, context_dim]`
+    /// - output: `[batch, tokens, query_dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
+        let context = context.cloned().unwrap_or_else(|| x.clone());
+        let q = self.split_heads(self.to_q.forward(x));
+        let k = self.split_heads(self.to_k.forward(context.clone()));
+        let v = self.split_heads(self.to_v.forward(context));
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        self.to_out.forward(merge_heads(out))
+    }
+
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, c] = x.dims();
+        x.reshape([b, n, self.heads, c / self.heads]).swap_dims(1, 2)
+    }
+}
+
+/// `[batch, heads, tokens, head_dim]` → `[batch, tokens, heads × head_dim]`.
+fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
+}

@@ -1,0 +1,5 @@
+//! Denoising: the UNet (with the cross-attention seam MEPA occupies) and the scheduler.
+
+pub mod attention;
+pub mod scheduler;
+pub mod unet;

@@ -1,0 +1,25 @@
+//! adcanvas: product advertising images generated on the user's own device.
+//!
+//! The crate reads as the pipeline it runs:
+//! [`image_io`] → [`mask`] → [`layout`] → [`pfv`] → (encoders) → [`denoise`]
+//! (UNet with the MEPA seam, scheduler) → [`vae`] (decode) → [`composite`].
+//! [`pipeline`] strings them together; [`model`] and [`pack`] load the weights;
+//! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
+
+pub mod image_io;
+pub mod mask;
+pub mod layout;
+pub mod pfv;
+pub mod denoise;
+pub mod vae;
+pub mod composite;
+
+pub mod gpu;
+pub mod model;
+pub mod nn;
+pub mod pack;
+pub mod pipeline;
+pub mod weights;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

@@ -1,0 +1,96 @@
+//! The loaded foundation model: UNet, VAE encoder and decoder, scheduler config.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+
+use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
+use crate::pack::{Manifest, component_file};
+use crate::vae::{VaeConfig, VaeDecoder, VaeEncoder};
+use crate::weights::{ModelError, Weights};
+
+/// Everything the denoising pipeline runs, on one burn device.
+pub struct Model {
+    pub manifest: Manifest,
+    pub unet: UNet2DConditionModel,
+    pub vae_encoder: VaeEncoder,
+    pub vae_decoder: VaeDecoder,
+    pub device: Device,
+}
+
+impl Model {
+    /// Builds the model from a manifest and its component files' bytes, verifying each
+    /// file's size and SHA-256 first.
+    pub fn from_pack(manifest: Manifest, files: &BTreeMap<String, Vec<u8>>, device: &Device) -> Result<Self, ModelError> {
+        let get = |component: &str| -> Result<&[u8], ModelError> {
+            let entry = manifest.file(component)?;
+            let bytes = files.get(component).ok_or_else(|| ModelError::Io(format!("{} was not read", entry.file)))?;
+            manifest.verify(component, bytes)?;
+            Ok(bytes.as_slice())
+        };
+        let unet_bytes = get("unet")?;
+        let vae_bytes = get("vae")?;
+        let unet_w = Weights::from_safetensors(&manifest.file("unet")?.file, unet_bytes, device)?;
+        let vae_w = Weights::from_safetensors(&manifest.file("vae")?.file, vae_bytes, device)?;
+        Self::check_compatible(&manifest.unet, &manifest.vae)?;
+        Ok(Self {
+            unet: UNet2DConditionModel::load(&unet_w, &manifest.unet)?,
+            vae_encoder: VaeEncoder::load(&vae_w, &manifest.vae)?,
+            vae_decoder: VaeDecoder::load(&vae_w, &manifest.vae)?,
+            manifest,
+            device: device.clone(),
+        })
+    }
+
+    fn check_compatible(unet: &UNetConfig, vae: &VaeConfig) -> Result<(), ModelError> {
+        let lat = vae.latent_channels;
+        if unet.in_channels != 2 * lat + 1 || unet.out_channels != lat {
+            return Err(ModelError::Unsupported(format!(
+                "the pipeline needs an inpainting UNet ({} input channels = latents + mask + masked-image latents, {} output); this one has {} in, {} out",
+                2 * lat + 1,
+                lat,
+                unet.in_channels,
+                unet.out_channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// Output sides must be a multiple of this many pixels.
+    pub fn size_multiple(&self) -> usize {
+        self.manifest.vae.downscale() * self.manifest.unet.latent_multiple()
+    }
+}
+
+/// Creates the untrained demo model pack: seeded random weights in the diffusers
+/// structure (see `adcanvas demo-model`). Returns the manifest and file bytes by name.
+pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), ModelError> {
+    let unet_cfg = UNetConfig::demo();
+    let vae_cfg = VaeConfig::demo();
+    let (unet_w, unet_created) = Weights::random(seed, device);
+    UNet2DConditionModel::load(&unet_w, &unet_cfg)?;
+    let (vae_w, vae_created) = Weights::random(seed.wrapping_add(1), device);
+    VaeEncoder::load(&vae_w, &vae_cfg)?;
+    VaeDecoder::load(&vae_w, &vae_cfg)?;
+    let unet_bytes = unet_created.lock().expect("creator").to_safetensors();
+    let vae_bytes = vae_created.lock().expect("creator").to_safetensors();
+    let mut files = BTreeMap::new();
+    let mut entries = BTreeMap::new();
+    entries.insert("unet".to_string(), component_file("unet.safetensors", &unet_bytes, "f32"));
+    entries.insert("vae".to_string(), component_file("vae.safetensors", &vae_bytes, "f32"));
+    files.insert("unet".to_string(), unet_bytes);
+    files.insert("vae".to_string(), vae_bytes);
+    let manifest = Manifest {
+        format: "adcanvas-pack".into(),
+        format_version: crate::pack::FORMAT_VERSION,
+        name: "adcanvas demo (random weights)".into(),
+        trained: false,
+        label: "untrained demo model".into(),
+        unet: unet_cfg,
+        vae: vae_cfg,
+        scheduler: Default::default(),
+        files: entries,
+        provenance: format!("adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"),
+    };
+    Ok((manifest, files))
+}

@@ -1,0 +1,139 @@
+//! The few layer types the diffusers models are made of, loaded by parameter name.
+//!
+//! Each layer keeps PyTorch's storage layout (conv `[out, in, kh, kw]`, linear `[out, in]`),
+//! so a diffusers checkpoint loads without conversion; the linear weight is transposed
+//! once at load into burn's `[in, out]`.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation;
+use burn::tensor::module::{conv2d, interpolate, layer_norm, linear};
+use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+
+use crate::weights::{Init, ModelError, Weights};
+
+/// `torch.nn.Conv2d` with square kernel, symmetric padding and no dilation.
+pub struct Conv2d {
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+}
+
+impl Conv2d {
+    /// Loads `weight` `[c_out, c_in, k, k]` and `bias` `[c_out]` from `w`.
+    pub fn load(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self, ModelError> {
+        let fan_in = c_in * kernel * kernel;
+        Ok(Self {
+            weight: w.tensor("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
+            bias: Some(w.tensor("bias", [c_out], Init::FanIn(fan_in))?),
+            options: ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
+        })
+    }
+
+    /// Like [`Conv2d::load`] with explicit per-side padding `(top, bottom)`/`(left, right)`,
+    /// for diffusers' VAE downsampler, which pads (0, 1, 0, 1) then convolves with padding 0.
+    pub fn load_padded(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, pad: [(usize, usize); 2]) -> Result<Self, ModelError> {
+        let mut conv = Self::load(w, c_in, c_out, kernel, stride, 0)?;
+        conv.options.padding = pad;
+        Ok(conv)
+    }
+
+    /// # Shapes
+    /// - x: `[batch, c_in, h, w]` → `[batch, c_out, h', w']`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(x, self.weight.clone(), self.bias.clone(), self.options.clone())
+    }
+}
+
+/// `torch.nn.Linear`.
+pub struct Linear {
+    /// `[d_in, d_out]` (transposed from PyTorch's `[d_out, d_in]` at load).
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// Loads `weight` `[d_out, d_in]` and, when `bias`, `bias` `[d_out]`.
+    pub fn load(w: &Weights, d_in: usize, d_out: usize, bias: bool) -> Result<Self, ModelError> {
+        let weight: Tensor<2> = w.tensor("weight", [d_out, d_in], Init::FanIn(d_in))?;
+        let bias = if bias { Some(w.tensor("bias", [d_out], Init::FanIn(d_in))?) } else { None };
+        Ok(Self { weight: weight.transpose(), bias })
+    }
+
+    /// # Shapes
+    /// - x: `[..., d_in]` → `[..., d_out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.clone(), self.bias.clone())
+    }
+}
+
+/// `torch.nn.GroupNorm` (affine) over `[batch, channels, h, w]`.
+pub struct GroupNorm {
+    groups: usize,
+    eps: f64,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+}
+
+impl GroupNorm {
+    /// Loads `weight` and `bias` `[channels]`; `channels` must divide into `groups`.
+    pub fn load(w: &Weights, groups: usize, channels: usize, eps: f64) -> Result<Self, ModelError> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(ModelError::Unsupported(format!(
+                "group norm with {channels} channels cannot be split into {groups} groups"
+            )));
+        }
+        Ok(Self {
+            groups,
+            eps,
+            weight: w.tensor("weight", [channels], Init::Ones)?,
+            bias: w.tensor("bias", [channels], Init::Zeros)?,
+        })
+    }
+
+    /// # Shapes
+    /// - x: `[batch, channels, h, w]` → same
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, wd] = x.dims();
+        let grouped = x.reshape([b, self.groups, (c / self.groups) * h * wd]);
+        let (var, mean) = grouped.clone().var_mean_bias(2);
+        let normed = (grouped - mean) / var.add_scalar(self.eps).sqrt();
+        let normed = normed.reshape([b, c, h, wd]);
+        normed * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last axis.
+pub struct LayerNorm {
+    eps: f64,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` `[dim]`.
+    pub fn load(w: &Weights, dim: usize, eps: f64) -> Result<Self, ModelError> {
+        Ok(Self { eps, weight: w.tensor("weight", [dim], Init::Ones)?, bias: w.tensor("bias", [dim], Init::Zeros)? })
+    }
+
+    /// # Shapes
+    /// - x: `[..., dim]` → same
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+    }
+}
+
+/// SiLU (swish), the activation of every diffusers resnet.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    activation::silu(x)
+}
+
+/// Exact (erf) GELU, as `torch.nn.functional.gelu` with its default `approximate="none"`.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    activation::gelu(x)
+}
+
+/// Nearest-neighbour 2× upsampling, as `F.interpolate(scale_factor=2.0, mode="nearest")`.
+pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h * 2, w * 2]))
+}

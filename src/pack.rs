@@ -1,0 +1,126 @@
+//! Model packs: a folder with `manifest.json` and one safetensors file per component.
+//!
+//! The manifest carries each component's diffusers config, its file, byte size and
+//! SHA-256, so a wrong or damaged download is refused with a clear message before any
+//! tensor reaches the GPU. The web app fetches the same files the CLI reads from disk.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::denoise::scheduler::SchedulerConfig;
+use crate::denoise::unet::UNetConfig;
+use crate::vae::VaeConfig;
+use crate::weights::ModelError;
+
+/// The manifest format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One weight file of a pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentFile {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// `"f32"`, `"f16"` (dequantised to f32 at load for now).
+    pub dtype: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub name: String,
+    /// False for the randomly initialised demo model: the app and CLI then say so plainly.
+    pub trained: bool,
+    /// What the UI shows next to the model ("untrained demo model").
+    pub label: String,
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Component name (`unet`, `vae`, …) → file.
+    pub files: BTreeMap<String, ComponentFile>,
+    /// How the pack was made (script and arguments), for reproducibility.
+    #[serde(default)]
+    pub provenance: String,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ModelError> {
+        // Format and version first, so a newer pack says so instead of failing on a field.
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ModelError::Manifest(format!("not valid JSON: {e}")))?;
+        if value.get("format").and_then(|v| v.as_str()) != Some("adcanvas-pack") {
+            return Err(ModelError::Manifest("it is not an adcanvas pack manifest (format != \"adcanvas-pack\")".into()));
+        }
+        let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != FORMAT_VERSION as u64 {
+            return Err(ModelError::Manifest(format!(
+                "format_version {version} is not supported by this build (it reads {FORMAT_VERSION})"
+            )));
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|e| ModelError::Manifest(e.to_string()))?;
+        for needed in ["unet", "vae"] {
+            if !m.files.contains_key(needed) {
+                return Err(ModelError::Manifest(format!("no {needed} file listed")));
+            }
+        }
+        Ok(m)
+    }
+
+    /// The file entry for `component`.
+    pub fn file(&self, component: &str) -> Result<&ComponentFile, ModelError> {
+        self.files.get(component).ok_or_else(|| ModelError::Manifest(format!("no {component} file listed")))
+    }
+
+    /// Checks a component file's size and SHA-256 against the manifest.
+    pub fn verify(&self, component: &str, bytes: &[u8]) -> Result<(), ModelError> {
+        let entry = self.file(component)?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(ModelError::Corrupt {
+                file: entry.file.clone(),
+                reason: format!("{} bytes, the manifest says {}", bytes.len(), entry.bytes),
+            });
+        }
+        let got = sha256_hex(bytes);
+        if got != entry.sha256 {
+            return Err(ModelError::Checksum { file: entry.file.clone(), expected: entry.sha256.clone(), got });
+        }
+        Ok(())
+    }
+
+    /// Serialises with stable key order (pretty, for diffs).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serialises")
+    }
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file entry for freshly written bytes.
+pub fn component_file(file: &str, bytes: &[u8], dtype: &str) -> ComponentFile {
+    ComponentFile { file: file.to_string(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes), dtype: dtype.to_string() }
+}
+
+/// Reads a pack folder from disk: the manifest, then every file it lists.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_pack_dir(dir: &std::path::Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), ModelError> {
+    let manifest_path = dir.join("manifest.json");
+    let bytes = std::fs::read(&manifest_path).map_err(|e| ModelError::Io(format!("{}: {e}", manifest_path.display())))?;
+    let manifest = Manifest::parse(&bytes)?;
+    let mut files = BTreeMap::new();
+    for (component, entry) in &manifest.files {
+        let path = dir.join(&entry.file);
+        let data = std::fs::read(&path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
+        files.insert(component.clone(), data);
+    }
+    Ok((manifest, files))
+}

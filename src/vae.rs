@@ -1,0 +1,291 @@
+//! `AutoencoderKL` in diffusers' structure (`models/autoencoders/autoencoder_kl.py`,
+//! `vae.py`): the encoder turns the masked product image into latents for the
+//! inpainting input, the decoder turns denoised latents into pixels.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::denoise::unet::ResnetBlock2D;
+use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
+use crate::weights::{ModelError, Weights};
+
+/// diffusers' `AutoencoderKL` config (field names as in its `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaeConfig {
+    #[serde(default = "three")]
+    pub in_channels: usize,
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "one")]
+    pub layers_per_block: usize,
+    #[serde(default = "four")]
+    pub latent_channels: usize,
+    #[serde(default = "groups")]
+    pub norm_num_groups: usize,
+    #[serde(default = "scaling")]
+    pub scaling_factor: f32,
+    #[serde(default = "default_down")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "default_up")]
+    pub up_block_types: Vec<String>,
+}
+
+fn three() -> usize {
+    3
+}
+fn one() -> usize {
+    1
+}
+fn four() -> usize {
+    4
+}
+fn groups() -> usize {
+    32
+}
+fn scaling() -> f32 {
+    0.18215
+}
+fn default_down() -> Vec<String> {
+    vec!["DownEncoderBlock2D".into()]
+}
+fn default_up() -> Vec<String> {
+    vec!["UpDecoderBlock2D".into()]
+}
+
+impl VaeConfig {
+    /// Stable Diffusion 1.x VAE (`stable-diffusion-v1-5/vae/config.json`).
+    pub fn sd15() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            latent_channels: 4,
+            norm_num_groups: 32,
+            scaling_factor: 0.18215,
+            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+        }
+    }
+
+    /// The untrained demo model's VAE: SD's 8× downsampling with few channels.
+    pub fn demo() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            block_out_channels: vec![8, 16, 32, 32],
+            layers_per_block: 1,
+            latent_channels: 4,
+            norm_num_groups: 8,
+            scaling_factor: 0.18215,
+            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+        }
+    }
+
+    /// Image pixels per latent pixel along one side.
+    pub fn downscale(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let n = self.block_out_channels.len();
+        let ok_types = self.down_block_types.iter().all(|t| t == "DownEncoderBlock2D")
+            && self.up_block_types.iter().all(|t| t == "UpDecoderBlock2D")
+            && self.down_block_types.len() == n
+            && self.up_block_types.len() == n;
+        if n == 0 || !ok_types {
+            return Err(ModelError::Unsupported(
+                "VAE must have one DownEncoderBlock2D and one UpDecoderBlock2D per block_out_channels entry".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The VAE's single-head spatial self-attention (diffusers `Attention` with `group_norm`,
+/// `residual_connection=True`), applied in both mid blocks.
+struct VaeAttention {
+    group_norm: GroupNorm,
+    inner: crate::denoise::attention::Attention,
+}
+
+impl VaeAttention {
+    fn load(w: &Weights, channels: usize, groups: usize) -> Result<Self, ModelError> {
+        Ok(Self {
+            group_norm: GroupNorm::load(&w.pp("group_norm"), groups, channels, 1e-6)?,
+            inner: crate::denoise::attention::Attention::load(w, channels, channels, 1, channels, true)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let out = self.inner.forward(tokens, None);
+        out.swap_dims(1, 2).reshape([b, c, h, w]) + x
+    }
+}
+
+struct VaeMidBlock {
+    resnet0: ResnetBlock2D,
+    attention: VaeAttention,
+    resnet1: ResnetBlock2D,
+}
+
+impl VaeMidBlock {
+    fn load(w: &Weights, channels: usize, groups: usize) -> Result<Self, ModelError> {
+        Ok(Self {
+            resnet0: ResnetBlock2D::load(&w.pp("resnets").pp(0), channels, channels, None, groups, 1e-6)?,
+            attention: VaeAttention::load(&w.pp("attentions").pp(0), channels, groups)?,
+            resnet1: ResnetBlock2D::load(&w.pp("resnets").pp(1), channels, channels, None, groups, 1e-6)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.resnet0.forward(x, None);
+        let x = self.attention.forward(x);
+        self.resnet1.forward(x, None)
+    }
+}
+
+struct CodecBlock {
+    resnets: Vec<ResnetBlock2D>,
+    resample: Option<Conv2d>,
+}
+
+/// Image → latent distribution mean (diffusers `Encoder` + `quant_conv`).
+pub struct VaeEncoder {
+    conv_in: Conv2d,
+    down_blocks: Vec<CodecBlock>,
+    mid_block: VaeMidBlock,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Conv2d,
+    latent_channels: usize,
+    scaling_factor: f32,
+}
+
+impl VaeEncoder {
+    /// Loads `encoder.*` and `quant_conv.*` from the VAE weights `w`.
+    pub fn load(w: &Weights, config: &VaeConfig) -> Result<Self, ModelError> {
+        config.validate()?;
+        let c = &config.block_out_channels;
+        let g = config.norm_num_groups;
+        let ew = w.pp("encoder");
+        let mut down_blocks = Vec::new();
+        let mut out_ch = c[0];
+        for i in 0..c.len() {
+            let in_ch = out_ch;
+            out_ch = c[i];
+            let bw = ew.pp("down_blocks").pp(i);
+            let resnets = (0..config.layers_per_block)
+                .map(|j| ResnetBlock2D::load(&bw.pp("resnets").pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, None, g, 1e-6))
+                .collect::<Result<Vec<_>, _>>()?;
+            let resample = if i + 1 < c.len() {
+                Some(Conv2d::load_padded(&bw.pp("downsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 2, [(0, 1), (0, 1)])?)
+            } else {
+                None
+            };
+            down_blocks.push(CodecBlock { resnets, resample });
+        }
+        let top = c[c.len() - 1];
+        let lat2 = 2 * config.latent_channels;
+        Ok(Self {
+            conv_in: Conv2d::load(&ew.pp("conv_in"), config.in_channels, c[0], 3, 1, 1)?,
+            down_blocks,
+            mid_block: VaeMidBlock::load(&ew.pp("mid_block"), top, g)?,
+            conv_norm_out: GroupNorm::load(&ew.pp("conv_norm_out"), g, top, 1e-6)?,
+            conv_out: Conv2d::load(&ew.pp("conv_out"), top, lat2, 3, 1, 1)?,
+            quant_conv: Conv2d::load(&w.pp("quant_conv"), lat2, lat2, 1, 1, 0)?,
+            latent_channels: config.latent_channels,
+            scaling_factor: config.scaling_factor,
+        })
+    }
+
+    /// Encodes and returns the distribution's mean times `scaling_factor` (the mode:
+    /// deterministic, so the same inputs give the same latents).
+    ///
+    /// # Shapes
+    /// - image: `[batch, 3, H, W]` in [-1, 1] → `[batch, latent_channels, H/f, W/f]`
+    pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
+        let mut h = self.conv_in.forward(image);
+        for block in &self.down_blocks {
+            for r in &block.resnets {
+                h = r.forward(h, None);
+            }
+            if let Some(down) = &block.resample {
+                h = down.forward(h);
+            }
+        }
+        h = self.mid_block.forward(h);
+        let moments = self.quant_conv.forward(self.conv_out.forward(silu(self.conv_norm_out.forward(h))));
+        moments.narrow(1, 0, self.latent_channels).mul_scalar(self.scaling_factor)
+    }
+}
+
+/// Latents → image (diffusers `post_quant_conv` + `Decoder`).
+pub struct VaeDecoder {
+    post_quant_conv: Conv2d,
+    conv_in: Conv2d,
+    mid_block: VaeMidBlock,
+    up_blocks: Vec<CodecBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    scaling_factor: f32,
+}
+
+impl VaeDecoder {
+    /// Loads `decoder.*` and `post_quant_conv.*` from the VAE weights `w`.
+    pub fn load(w: &Weights, config: &VaeConfig) -> Result<Self, ModelError> {
+        config.validate()?;
+        let c = &config.block_out_channels;
+        let g = config.norm_num_groups;
+        let dw = w.pp("decoder");
+        let reversed: Vec<usize> = c.iter().rev().copied().collect();
+        let lat = config.latent_channels;
+        let mut up_blocks = Vec::new();
+        let mut out_ch = reversed[0];
+        for i in 0..reversed.len() {
+            let prev = out_ch;
+            out_ch = reversed[i];
+            let bw = dw.pp("up_blocks").pp(i);
+            let resnets = (0..config.layers_per_block + 1)
+                .map(|j| ResnetBlock2D::load(&bw.pp("resnets").pp(j), if j == 0 { prev } else { out_ch }, out_ch, None, g, 1e-6))
+                .collect::<Result<Vec<_>, _>>()?;
+            let resample = if i + 1 < reversed.len() {
+                Some(Conv2d::load(&bw.pp("upsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 1, 1)?)
+            } else {
+                None
+            };
+            up_blocks.push(CodecBlock { resnets, resample });
+        }
+        Ok(Self {
+            post_quant_conv: Conv2d::load(&w.pp("post_quant_conv"), lat, lat, 1, 1, 0)?,
+            conv_in: Conv2d::load(&dw.pp("conv_in"), lat, reversed[0], 3, 1, 1)?,
+            mid_block: VaeMidBlock::load(&dw.pp("mid_block"), reversed[0], g)?,
+            up_blocks,
+            conv_norm_out: GroupNorm::load(&dw.pp("conv_norm_out"), g, c[0], 1e-6)?,
+            conv_out: Conv2d::load(&dw.pp("conv_out"), c[0], config.out_channels, 3, 1, 1)?,
+            scaling_factor: config.scaling_factor,
+        })
+    }
+
+    /// Decodes scaled latents (divides by `scaling_factor` first, as the SD pipelines do).
+    ///
+    /// # Shapes
+    /// - latents: `[batch, latent_channels, h, w]` → `[batch, 3, h·f, w·f]`, roughly in [-1, 1]
+    pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        let z = self.post_quant_conv.forward(latents.div_scalar(self.scaling_factor));
+        let mut h = self.mid_block.forward(self.conv_in.forward(z));
+        for block in &self.up_blocks {
+            for r in &block.resnets {
+                h = r.forward(h, None);
+            }
+            if let Some(up) = &block.resample {
+                h = up.forward(upsample_nearest_2x(h));
+            }
+        }
+        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+    }
+}
