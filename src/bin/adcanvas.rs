@@ -1,0 +1,191 @@
+//! `adcanvas`: the native command line over the same pipeline the web app runs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use adcanvas::gpu::{DeviceChoice, open_device};
+use adcanvas::mask::MaskSource;
+use adcanvas::model::{Model, create_demo_pack};
+use adcanvas::pack::read_pack_dir;
+use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "adcanvas", version, about = "Product ad images from a product photo, on your own GPU or CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an ad: the product's pixels unchanged on a generated background.
+    Generate {
+        /// Product photo: PNG cut-out with transparency, or a JPEG/PNG/WebP on a plain light background.
+        #[arg(long)]
+        product: PathBuf,
+        /// Scene description.
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Square output side in pixels (a multiple of the model's size step).
+        #[arg(long, default_value_t = 512)]
+        size: u32,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Classifier-free guidance scale (used when the model has a text encoder).
+        #[arg(long, default_value_t = 7.5)]
+        guidance: f32,
+        /// Model pack folder (manifest.json + weights); default: models/default.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+        device: DeviceArg,
+        /// Also write the product mask as a PNG here.
+        #[arg(long)]
+        mask_out: Option<PathBuf>,
+    },
+    /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
+    DemoModel {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20261126)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate { product, prompt, out, size, steps, seed, guidance, model, device, mask_out } => {
+            let options = GenerateOptions { prompt, width: size, height: size, steps, seed, guidance_scale: guidance, ..Default::default() };
+            run_generate(&product, &out, options, model, device, mask_out)
+        }
+        Command::DemoModel { out, seed } => run_demo_model(&out, seed),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("adcanvas: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The pack folder: `--model`, else `./models/default`, else the one beside the sources.
+fn model_dir(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = arg {
+        return dir;
+    }
+    let local = PathBuf::from("models/default");
+    if local.join("manifest.json").exists() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
+    }
+}
+
+fn run_generate(
+    product_path: &Path,
+    out: &Path,
+    options: GenerateOptions,
+    model: Option<PathBuf>,
+    device: DeviceArg,
+    mask_out: Option<PathBuf>,
+) -> Result<(), String> {
+    let started = web_time_now();
+    let photo = std::fs::read(product_path).map_err(|e| format!("cannot read {}: {e}", product_path.display()))?;
+    let product = prepare_product(&photo).map_err(|e| e.to_string())?;
+    if let Some(path) = &mask_out {
+        product.mask.to_preview_rgba().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let choice = match device {
+        DeviceArg::Gpu => DeviceChoice::Gpu,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+    };
+    let device = pollster::block_on(open_device(choice)).map_err(|e| e.to_string())?;
+    let dir = model_dir(model);
+    let load_started = web_time_now();
+    let (manifest, files) = read_pack_dir(&dir).map_err(|e| e.to_string())?;
+    let model = Model::from_pack(manifest, &files, &device).map_err(|e| e.to_string())?;
+    drop(files);
+    let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
+    if !model.manifest.trained {
+        eprintln!("adcanvas: note: {} is an untrained demo model: the background is not a real scene.", dir.display());
+    }
+    if !model.prompt_used() && !options.prompt.is_empty() {
+        eprintln!("adcanvas: note: this model has no text encoder yet; the prompt is not used.");
+    }
+    let mut progress = |step: usize, total: usize| {
+        eprint!("\rdenoising {step}/{total}");
+        if step == total {
+            eprintln!();
+        }
+        true
+    };
+    let generated = pollster::block_on(generate(&model, &product, &options, &mut progress)).map_err(|e| e.to_string())?;
+    generated.image.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+
+    let mut timings = serde_json::Map::new();
+    timings.insert("load_model".into(), json!(round1(load_ms)));
+    for (stage, ms) in &generated.timings.0 {
+        timings.insert((*stage).into(), json!(round1(*ms)));
+    }
+    timings.insert("total".into(), json!(round1(started.elapsed().as_secs_f64() * 1000.0)));
+    let p = &generated.placement;
+    let report = json!({
+        "output": out.display().to_string(),
+        "width": options.width,
+        "height": options.height,
+        "steps": options.steps,
+        "seed": options.seed,
+        "device": match choice { DeviceChoice::Gpu => "gpu", DeviceChoice::Cpu => "cpu" },
+        "model": model.manifest.name,
+        "model_label": model.manifest.label,
+        "trained": model.manifest.trained,
+        "prompt_used": model.prompt_used(),
+        "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
+        "mask_area": round4(product.mask.area_fraction() as f64),
+        "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
+        "timings_ms": timings,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    Ok(())
+}
+
+fn run_demo_model(out: &Path, seed: u64) -> Result<(), String> {
+    let device = burn::tensor::Device::flex();
+    let (manifest, files) = create_demo_pack(seed, &device).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    for (component, entry) in &manifest.files {
+        let path = out.join(&entry.file);
+        std::fs::write(&path, &files[component]).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let path = out.join("manifest.json");
+    std::fs::write(&path, manifest.to_json() + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {} ({})", out.display(), manifest.label);
+    Ok(())
+}
+
+fn web_time_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 10000.0).round() / 10000.0
+}

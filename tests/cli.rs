@@ -1,0 +1,98 @@
+//! The `adcanvas` binary: report, output file, determinism, and clear failures.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn adcanvas(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_adcanvas"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the adcanvas binary runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("adcanvas-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn generate_writes_png_and_json_report() {
+    let out = tmp("ad.png");
+    let mask = tmp("mask.png");
+    let product = fixture("product_alpha_32.png");
+    let args = [
+        "generate", "--product", product.to_str().unwrap(), "--prompt", "a jar on marble", "--out", out.to_str().unwrap(),
+        "--size", "64", "--steps", "2", "--seed", "5", "--device", "cpu", "--mask-out", mask.to_str().unwrap(),
+    ];
+    let run = adcanvas(&args);
+    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
+    assert_eq!(report["width"], 64);
+    assert_eq!(report["mask_source"], "alpha");
+    assert_eq!(report["trained"], false);
+    assert_eq!(report["placement"]["x"], 16);
+    for stage in ["load_model", "layout", "encode", "denoise", "decode", "composite", "total"] {
+        assert!(report["timings_ms"][stage].is_number(), "timing {stage} missing: {report}");
+    }
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("untrained demo model"), "{stderr}");
+    assert!(stderr.contains("prompt is not used"), "{stderr}");
+
+    // The product's pixels are in the PNG unchanged, at the reported placement.
+    let ad = image::open(&out).unwrap().to_rgba8();
+    let src = image::open(&product).unwrap().to_rgba8();
+    for (x, y, px) in src.enumerate_pixels() {
+        if px.0[3] == 255 {
+            assert_eq!(ad.get_pixel(16 + x, 16 + y).0[..3], px.0[..3]);
+        }
+    }
+    let mask_img = image::open(&mask).unwrap();
+    assert_eq!((mask_img.width(), mask_img.height()), (32, 32));
+
+    // Same seed, same bytes.
+    let out2 = tmp("ad2.png");
+    let mut args2 = args;
+    args2[6] = out2.to_str().unwrap();
+    assert!(adcanvas(&args2).status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn corrupt_photo_fails_with_a_message() {
+    let product = fixture("corrupt.png");
+    let out = tmp("never.png");
+    let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.starts_with("adcanvas: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn missing_model_fails_with_a_message() {
+    let product = fixture("product_alpha_32.png");
+    let out = tmp("never2.png");
+    let run = adcanvas(&[
+        "generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu", "--model", "/nonexistent/pack",
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("/nonexistent/pack/manifest.json"), "{stderr}");
+}
+
+#[test]
+fn busy_photo_is_refused_with_advice() {
+    let product = fixture("busy.jpg");
+    let out = tmp("never3.png");
+    let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.to_lowercase().contains("background"), "{stderr}");
+}
