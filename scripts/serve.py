@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Static file server for the adcanvas web app (Python stdlib only).
+
+Serves a directory (default: dist) with MIME types that browsers need for
+WebAssembly and ES modules, and with `Cache-Control: no-cache` so a rebuilt
+wasm module is always picked up.
+
+    python3 scripts/serve.py                     # http://127.0.0.1:8080/ serving dist/
+    python3 scripts/serve.py --dir dist --port 0 # pick a free port
+
+The first line on stdout is always `serving http://HOST:PORT/` (flushed), so
+test harnesses can start it with --port 0 and read the chosen URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+MIME_TYPES = {
+    ".wasm": "application/wasm",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".safetensors": "application/octet-stream",
+    ".bin": "application/octet-stream",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+}
+
+
+class Handler(SimpleHTTPRequestHandler):
+    # Copy so the class-level mapping of the stdlib handler is not mutated.
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
+    protocol_version = "HTTP/1.1"  # keep-alive: the page fetches many files
+    verbose = False
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib signature)
+        if self.verbose:
+            sys.stderr.write("%s - %s\n" % (self.address_string(), format % args))
+
+    def log_error(self, format: str, *args) -> None:  # noqa: A002
+        # Errors (404s etc.) are worth seeing even in quiet mode.
+        sys.stderr.write("serve.py: %s\n" % (format % args))
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A browser that aborts a download (navigation, cancelled fetch) is not an error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="dist", help="directory to serve (default: dist)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 = pick a free one)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+
+    root = os.path.abspath(args.dir)
+    if not os.path.isdir(root):
+        print(f"serve.py: directory not found: {root} (build the web app first: scripts/build-web.sh)",
+              file=sys.stderr)
+        return 2
+
+    Handler.verbose = args.verbose
+    handler = functools.partial(Handler, directory=root)
+    with Server((args.host, args.port), handler) as httpd:
+        host, port = httpd.server_address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"serving http://{shown}:{port}/", flush=True)
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+//! Browser glue: converts JS values, fetches the model pack, forwards progress and
+//! cancel, maps errors to messages. Everything else is the shared pipeline.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::gpu::{DeviceChoice, open_device};
+use crate::mask::MaskSource;
+use crate::model::Model;
+use crate::pack::Manifest;
+use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product};
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    Reflect::set(obj, &JsValue::from_str(key), &value.into()).expect("setting a property on a plain object");
+}
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Whether this browser can run adcanvas: `{ available, message }`; when not, the
+/// message says what is missing and how to get it.
+#[wasm_bindgen]
+pub async fn webgpu_status() -> JsValue {
+    let out = Object::new();
+    let navigator = get(&js_sys::global(), "navigator");
+    let gpu = get(&navigator, "gpu");
+    let (available, message) = if gpu.is_undefined() || gpu.is_null() {
+        (
+            false,
+            "This browser does not offer WebGPU, which adcanvas needs to generate images on your device. \
+             Use a current Chrome or Edge (version 113 or later), Safari 26, or Firefox with WebGPU enabled; \
+             on Linux Chrome, enable it at chrome://flags/#enable-unsafe-webgpu. Also check that hardware acceleration is on."
+                .to_string(),
+        )
+    } else {
+        match request_adapter(&gpu).await {
+            Ok(true) => (true, "WebGPU is available.".to_string()),
+            Ok(false) => (
+                false,
+                "WebGPU is present but found no usable GPU adapter (the GPU may be blocklisted or hardware acceleration turned off). \
+                 Turn on hardware acceleration in the browser settings, update the graphics driver, or try another browser."
+                    .to_string(),
+            ),
+            Err(e) => (false, format!("WebGPU failed to start: {e}. Reload the page or try another browser.")),
+        }
+    };
+    set(&out, "available", available);
+    set(&out, "message", message);
+    out.into()
+}
+
+async fn request_adapter(gpu: &JsValue) -> Result<bool, String> {
+    let f: Function = get(gpu, "requestAdapter").dyn_into().map_err(|_| "navigator.gpu.requestAdapter is missing".to_string())?;
+    let promise: Promise = f.call0(gpu).map_err(|e| format!("{e:?}"))?.dyn_into().map_err(|_| "requestAdapter did not return a promise".to_string())?;
+    let adapter = JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
+    Ok(!adapter.is_null() && !adapter.is_undefined())
+}
+
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("could not fetch {url}: {e:?}"))?
+        .dyn_into()
+        .map_err(|_| format!("fetch {url} did not return a response"))?;
+    if !response.ok() {
+        return Err(format!("could not fetch {url}: HTTP {}", response.status()));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("reading {url} failed: {e:?}"))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+struct Inner {
+    model: Model,
+    product: RefCell<Option<Rc<Product>>>,
+    cancel: Cell<bool>,
+    busy: Cell<bool>,
+}
+
+/// One loaded model and the current product photo.
+#[wasm_bindgen]
+pub struct Studio {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl Studio {
+    /// Opens WebGPU and loads the model pack at `model_url` (a folder URL with `manifest.json`).
+    pub async fn open(model_url: String) -> Result<Studio, JsError> {
+        let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
+        let base = if model_url.ends_with('/') { model_url } else { format!("{model_url}/") };
+        let manifest_bytes = fetch_bytes(&format!("{base}manifest.json")).await.map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
+        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        let mut files = BTreeMap::new();
+        for (component, entry) in &manifest.files {
+            let bytes = fetch_bytes(&format!("{base}{}", entry.file)).await.map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
+            files.insert(component.clone(), bytes);
+        }
+        let model = Model::from_pack(manifest, &files, &device).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
+    }
+
+    /// `{ name, trained, label, prompt_used }`.
+    pub fn model_info(&self) -> JsValue {
+        let m = &self.inner.model;
+        let out = Object::new();
+        set(&out, "name", m.manifest.name.as_str());
+        set(&out, "trained", m.manifest.trained);
+        set(&out, "label", m.manifest.label.as_str());
+        set(&out, "prompt_used", m.prompt_used());
+        set(&out, "size_multiple", m.size_multiple() as u32);
+        out.into()
+    }
+
+    /// Decodes the photo and finds the product mask; keeps the product for `generate`.
+    /// Returns `{ width, height, mask_source, mask_area, mask_png }`.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
+        let product = prepare_product(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        let out = Object::new();
+        set(&out, "width", product.image.rgba.width());
+        set(&out, "height", product.image.rgba.height());
+        set(&out, "mask_source", match product.mask.source {
+            MaskSource::Alpha => "alpha",
+            MaskSource::Background { .. } => "background",
+        });
+        set(&out, "mask_area", product.mask.area_fraction());
+        let png = encode_png(&product.mask.to_preview_rgba()).map_err(|e| JsError::new(&e))?;
+        set(&out, "mask_png", Uint8Array::from(png.as_slice()));
+        *self.inner.product.borrow_mut() = Some(Rc::new(product));
+        Ok(out.into())
+    }
+
+    /// Generates an ad for the prepared product. `opts`: `{ prompt, size, steps, seed }`;
+    /// `on_progress(step, total)` after each denoising step. Resolves to
+    /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.
+    pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let product = inner.product.borrow().clone().ok_or_else(|| JsError::new("Choose a product photo first."))?;
+            if inner.busy.get() {
+                return Err(JsError::new("A generation is already running.").into());
+            }
+            let number = |key: &str, default: f64| get(&opts, key).as_f64().unwrap_or(default);
+            let size = number("size", 512.0).max(0.0) as u32;
+            let options = GenerateOptions {
+                prompt: get(&opts, "prompt").as_string().unwrap_or_default(),
+                width: size,
+                height: size,
+                steps: number("steps", 20.0).max(0.0) as usize,
+                seed: number("seed", 42.0).max(0.0) as u64,
+                guidance_scale: number("guidance", 7.5) as f32,
+                ..Default::default()
+            };
+            inner.busy.set(true);
+            inner.cancel.set(false);
+            let cancel = inner.clone();
+            let mut progress = |step: usize, total: usize| {
+                let _ = on_progress.call2(&JsValue::NULL, &JsValue::from(step as u32), &JsValue::from(total as u32));
+                !cancel.cancel.get()
+            };
+            let result = generate(&inner.model, &product, &options, &mut progress).await;
+            inner.busy.set(false);
+            let generated = result.map_err(|e| match e {
+                PipelineError::Cancelled => JsError::new("cancelled"),
+                other => JsError::new(&other.to_string()),
+            })?;
+            let out = Object::new();
+            set(&out, "width", generated.image.width());
+            set(&out, "height", generated.image.height());
+            set(&out, "rgba", Uint8Array::from(generated.image.as_raw().as_slice()));
+            let png = encode_png(&generated.image).map_err(|e| JsError::new(&e))?;
+            set(&out, "png", Uint8Array::from(png.as_slice()));
+            let p = &generated.placement;
+            let placement = Object::new();
+            set(&placement, "x", p.x);
+            set(&placement, "y", p.y);
+            set(&placement, "w", p.w);
+            set(&placement, "h", p.h);
+            set(&out, "placement", placement);
+            let timings = Object::new();
+            for (stage, ms) in &generated.timings.0 {
+                set(&timings, stage, *ms);
+            }
+            set(&out, "timings_ms", timings);
+            Ok(out.into())
+        })
+    }
+
+    /// Stops the running generation after its current step.
+    pub fn cancel(&self) {
+        self.inner.cancel.set(true);
+    }
+}
+
+fn encode_png(img: &image::RgbaImage) -> Result<Vec<u8>, String> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| format!("PNG encoding failed: {e}"))?;
+    Ok(out.into_inner())
+}

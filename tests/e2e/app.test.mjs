@@ -1,0 +1,378 @@
+// Browser tests for the adcanvas page: Debian Chromium + WebGPU on SwiftShader, driven by playwright-core.
+//
+//   scripts/build-web.sh                      # builds dist/ (index.html, www/, pkg/, models/)
+//   cd tests/e2e && npm ci && npm test        # = node --test app.test.mjs
+//
+// Environment:
+//   ADCANVAS_DIST      directory to serve (default: <repo>/dist)
+//   ADCANVAS_CHROMIUM  browser binary (default: /usr/bin/chromium)
+//   ADCANVAS_FIXTURES  fixture directory (default: <repo>/tests/fixtures)
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { PNG } from 'pngjs';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DIST = path.resolve(process.env.ADCANVAS_DIST || path.join(REPO, 'dist'));
+const CHROMIUM = process.env.ADCANVAS_CHROMIUM || '/usr/bin/chromium';
+const FIXTURES = path.resolve(process.env.ADCANVAS_FIXTURES || path.join(REPO, 'tests', 'fixtures'));
+const PRODUCT = path.join(FIXTURES, 'product_alpha_32.png');
+const CORRUPT = path.join(FIXTURES, 'corrupt.png');
+
+const MINUTE = 60_000;
+const GENERATE_TIMEOUT = 10 * MINUTE; // SwiftShader is very slow
+const LOAD_TIMEOUT = 5 * MINUTE;      // wasm compile + model pack download + pipeline setup
+
+// Flags for WebGPU on SwiftShader (Vulkan) in headless Chromium.
+const BASE_FLAGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--enable-features=Vulkan',
+  '--use-angle=swiftshader',
+  '--use-vulkan=swiftshader',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--force-color-profile=srgb',
+];
+const WEBGPU_ON = ['--enable-unsafe-webgpu', ...BASE_FLAGS];
+// WebGPU off. Verified on Chromium 156 (Debian, headless, no hardware GPU): without
+// --enable-unsafe-webgpu, requestAdapter() resolves to null (the SwiftShader adapter is blocked).
+// --disable-gpu additionally takes any hardware GPU away, so on a machine with a real GPU only the
+// blocked SwiftShader adapter is left. (--disable-features=WebGPU, --disable-blink-features=WebGPU
+// and --disable-webgpu do NOT remove navigator.gpu or the adapter in this build.) The test checks
+// this precondition in the page itself, so a Chromium that behaves differently fails loudly.
+const WEBGPU_OFF = [...BASE_FLAGS, '--disable-gpu'];
+
+// ---------- static server ----------
+
+let server = null;
+let baseUrl = null;
+
+function startServer(dir) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn('python3', [path.join(REPO, 'scripts', 'serve.py'), '--dir', dir, '--port', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    proc.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => {
+      proc.kill();
+      reject(new Error(`serve.py printed no URL within 15 s. stderr:\n${stderr}`));
+    }, 15_000);
+    proc.on('error', (err) => { clearTimeout(timer); reject(err); });
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`serve.py exited early (code ${code}). stderr:\n${stderr}`));
+    });
+    const lines = readline.createInterface({ input: proc.stdout });
+    lines.once('line', (line) => {
+      clearTimeout(timer);
+      const m = /^serving (http:\/\/\S+\/)$/.exec(line.trim());
+      if (!m) {
+        proc.kill();
+        reject(new Error(`unexpected first line from serve.py: ${JSON.stringify(line)}`));
+        return;
+      }
+      resolve({ proc, url: m[1] });
+    });
+  });
+}
+
+before(async () => {
+  if (!fs.existsSync(path.join(DIST, 'index.html')) || !fs.existsSync(path.join(DIST, 'pkg', 'adcanvas.js'))) {
+    throw new Error(`build the web app first: scripts/build-web.sh (no index.html + pkg/adcanvas.js in ${DIST})`);
+  }
+  for (const f of [PRODUCT, CORRUPT]) {
+    if (!fs.existsSync(f)) throw new Error(`missing test fixture: ${f}`);
+  }
+  ({ proc: server, url: baseUrl } = await startServer(DIST));
+});
+
+after(() => {
+  if (server && server.exitCode === null) server.kill();
+});
+process.on('exit', () => {
+  if (server && server.exitCode === null) server.kill();
+});
+
+// ---------- browser helpers ----------
+
+/** Launch Chromium with a fresh profile; returns { context, page, pageErrors, console, close }. */
+async function launch(args) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-e2e-'));
+  // headless:false so Playwright does not add its own --headless; '--headless=new' is in args.
+  // (Playwright refuses --user-data-dir in args; launchPersistentContext passes it for us.)
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: false,
+    args,
+    deviceScaleFactor: 1,
+    viewport: { width: 1280, height: 1000 },
+    acceptDownloads: true,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const pageErrors = [];
+  const consoleLines = [];
+  page.on('pageerror', (err) => pageErrors.push(err));
+  page.on('console', (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
+  page.on('crash', () => pageErrors.push(new Error('page crashed')));
+  const close = async () => {
+    await context.close().catch(() => {});
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  };
+  return { context, page, pageErrors, consoleLines, close };
+}
+
+async function statusOf(page) {
+  return page.locator('#status').evaluate((e) => ({ state: e.dataset.state, text: e.textContent.trim() }));
+}
+
+/** Wait until #status has one of the given states; fail with the status text on 'error'. */
+async function waitForState(page, states, timeout, what) {
+  await page.waitForFunction(
+    (wanted) => {
+      const s = document.getElementById('status')?.dataset.state;
+      return wanted.includes(s) || s === 'error';
+    },
+    states,
+    { timeout, polling: 250 },
+  );
+  const st = await statusOf(page);
+  if (!states.includes(st.state)) {
+    assert.fail(`${what}: status is '${st.state}': ${st.text}`);
+  }
+  return st;
+}
+
+/** Open the page and wait until the model pack is loaded (state 'ready'). */
+async function openReady(page, consoleLines) {
+  await page.goto(baseUrl, { waitUntil: 'load' });
+  try {
+    await waitForState(page, ['ready'], LOAD_TIMEOUT, 'loading the page');
+  } catch (err) {
+    err.message += `\nconsole:\n${consoleLines.join('\n')}`;
+    throw err;
+  }
+}
+
+async function uploadAndWait(page, file) {
+  // Mark the status so that the 'ready' left over from before the upload does not count:
+  // the page overwrites data-state as soon as it starts preparing the file.
+  await page.locator('#status').evaluate((e) => { e.dataset.state = 'test-pending'; });
+  await page.setInputFiles('#file', file);
+  // 'loading' while preparing, then 'ready' or 'error'.
+  await page.waitForFunction(
+    () => {
+      const s = document.getElementById('status').dataset.state;
+      return s === 'ready' || s === 'error';
+    },
+    null,
+    { timeout: MINUTE, polling: 100 },
+  );
+  return statusOf(page);
+}
+
+function decodePng(buf) {
+  return PNG.sync.read(buf);
+}
+
+// ---------- tests ----------
+
+test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  const requests = [];
+  b.context.on('request', (req) => requests.push(req.url()));
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+    assert.equal(await page.locator('#webgpu-error').isVisible(), false, '#webgpu-error must be hidden when WebGPU works');
+
+    const up = await uploadAndWait(page, PRODUCT);
+    assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
+    assert.equal(await page.locator('#mask-preview').isVisible(), true, 'mask preview is shown after upload');
+    const maskLoaded = await page.locator('#mask-preview').evaluate(
+      (img) => img.decode().then(() => img.naturalWidth > 0, () => false),
+    );
+    assert.ok(maskLoaded, 'mask preview image decodes');
+
+    await page.selectOption('#size', '64');
+    await page.fill('#steps', '2');
+    await page.fill('#seed', '7');
+    await page.fill('#prompt', 'on a wooden table in a sunny kitchen, product photography');
+    assert.equal(await page.locator('#cancel').isDisabled(), true, 'Cancel is disabled before generating');
+    assert.equal(await page.locator('#download').isDisabled(), true, 'Download is disabled before a result');
+    await page.click('#generate');
+
+    await page.waitForFunction(
+      () => document.getElementById('result').dataset.ready === '1' ||
+        ['error', 'cancelled'].includes(document.getElementById('status').dataset.state),
+      null,
+      { timeout: GENERATE_TIMEOUT, polling: 500 },
+    );
+    const st = await statusOf(page);
+    const ready = await page.locator('#result').getAttribute('data-ready');
+    assert.equal(ready, '1', `generation did not finish: status '${st.state}': ${st.text}\nconsole:\n${b.consoleLines.join('\n')}`);
+    assert.equal(st.state, 'done', `status after generation: ${st.text}`);
+    assert.equal(await page.locator('#cancel').isDisabled(), true, 'Cancel is disabled after generating');
+    assert.equal(await page.locator('#download').isEnabled(), true, 'Download is enabled after a result');
+    assert.equal(await page.locator('#generate').isEnabled(), true, 'Generate is enabled again');
+
+    // Canvas geometry: attributes = image size, CSS box = same size (no scaling).
+    const geom = await page.locator('#result').evaluate((c) => {
+      const r = c.getBoundingClientRect();
+      return { w: c.width, h: c.height, cssW: r.width, cssH: r.height, placement: c.dataset.placement };
+    });
+    assert.equal(geom.w, 64);
+    assert.equal(geom.h, 64);
+    assert.equal(geom.cssW, 64, 'canvas CSS width equals its pixel width');
+    assert.equal(geom.cssH, 64, 'canvas CSS height equals its pixel height');
+
+    const shot = decodePng(await page.locator('#result').screenshot({ animations: 'disabled', scale: 'css' }));
+    assert.equal(shot.width, geom.w, 'screenshot width = canvas width');
+    assert.equal(shot.height, geom.h, 'screenshot height = canvas height');
+
+    const [x, y, w, h] = geom.placement.split(',').map(Number);
+    assert.ok([x, y, w, h].every(Number.isInteger), `data-placement is x,y,w,h integers: ${geom.placement}`);
+    const fixture = decodePng(fs.readFileSync(PRODUCT));
+    assert.equal(w, fixture.width, 'product placed at scale 1 (width)');
+    assert.equal(h, fixture.height, 'product placed at scale 1 (height)');
+    assert.ok(x >= 0 && y >= 0 && x + w <= shot.width && y + h <= shot.height, `placement inside the image: ${geom.placement}`);
+
+    const px = (img, i, j) => {
+      const o = (j * img.width + i) * 4;
+      return [img.data[o], img.data[o + 1], img.data[o + 2], img.data[o + 3]];
+    };
+
+    // 1. Every opaque product pixel is exact in the screenshot.
+    let opaque = 0;
+    const mismatches = [];
+    for (let j = 0; j < fixture.height; j++) {
+      for (let i = 0; i < fixture.width; i++) {
+        const f = px(fixture, i, j);
+        if (f[3] !== 255) continue;
+        opaque++;
+        const s = px(shot, x + i, y + j);
+        if (s[0] !== f[0] || s[1] !== f[1] || s[2] !== f[2]) mismatches.push(`(${i},${j}) fixture ${f.slice(0, 3)} screen ${s.slice(0, 3)}`);
+      }
+    }
+    assert.ok(opaque > 0, 'fixture has opaque pixels');
+    assert.equal(mismatches.length, 0, `${mismatches.length}/${opaque} product pixels differ:\n${mismatches.slice(0, 10).join('\n')}`);
+
+    // 2. The background is generated, not a constant fill; the canvas is not blank.
+    const colours = new Set();
+    const sum = [0, 0, 0];
+    const sq = [0, 0, 0];
+    let n = 0;
+    for (let j = 0; j < shot.height; j++) {
+      for (let i = 0; i < shot.width; i++) {
+        if (i >= x && i < x + w && j >= y && j < y + h) continue;
+        const s = px(shot, i, j);
+        colours.add((s[0] << 16) | (s[1] << 8) | s[2]);
+        for (let c = 0; c < 3; c++) { sum[c] += s[c]; sq[c] += s[c] * s[c]; }
+        n++;
+      }
+    }
+    assert.ok(n > 0, 'there are background pixels');
+    const std = sum.map((s, c) => Math.sqrt(Math.max(0, sq[c] / n - (s / n) ** 2)));
+    assert.ok(colours.size > 8 || Math.max(...std) > 2,
+      `background looks like a constant fill: ${colours.size} colours, std ${std.map((v) => v.toFixed(2))}`);
+    const all = new Set();
+    for (let o = 0; o < shot.data.length; o += 4) all.add((shot.data[o] << 16) | (shot.data[o + 1] << 8) | shot.data[o + 2]);
+    assert.ok(all.size > 1, 'canvas is not blank');
+
+    // 3. window.__adcanvas agrees with the screenshot (every pixel; the image is opaque).
+    const last = await page.evaluate(() => {
+      const r = window.__adcanvas;
+      return r && { width: r.width, height: r.height, placement: r.placement, rgba: Array.from(r.rgba) };
+    });
+    assert.ok(last, 'window.__adcanvas is set');
+    assert.equal(last.width, shot.width);
+    assert.equal(last.height, shot.height);
+    assert.deepEqual([last.placement.x, last.placement.y, last.placement.w, last.placement.h], [x, y, w, h]);
+    assert.equal(last.rgba.length, shot.width * shot.height * 4);
+    const diff = [];
+    for (let o = 0; o < last.rgba.length; o += 4) {
+      assert.equal(last.rgba[o + 3], 255, 'result is opaque');
+      if (last.rgba[o] !== shot.data[o] || last.rgba[o + 1] !== shot.data[o + 1] || last.rgba[o + 2] !== shot.data[o + 2]) {
+        const p = o / 4;
+        diff.push(`(${p % shot.width},${Math.floor(p / shot.width)}) rgba ${last.rgba.slice(o, o + 3)} screen ${[...shot.data.slice(o, o + 3)]}`);
+      }
+    }
+    assert.equal(diff.length, 0, `${diff.length} pixels of __adcanvas.rgba differ from the screenshot:\n${diff.slice(0, 10).join('\n')}`);
+
+    // 4. Nothing left the page's origin (no CDNs, no telemetry, no uploads).
+    const origin = new URL(page.url()).origin;
+    const foreign = requests.filter((u) => !u.startsWith('data:') && new URL(u).origin !== origin);
+    assert.ok(requests.length > 0, 'requests were recorded');
+    assert.deepEqual(foreign, [], 'every request goes to the page origin');
+
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
+test('WebGPU off: explains what is missing without throwing', { timeout: 3 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_OFF);
+  try {
+    const { page } = b;
+    await page.goto(baseUrl, { waitUntil: 'load' });
+    // Precondition: this browser really has no usable WebGPU.
+    const hasWebgpu = await page.evaluate(async () => {
+      if (!navigator.gpu) return false;
+      return (await navigator.gpu.requestAdapter()) !== null;
+    });
+    assert.equal(hasWebgpu, false, 'test setup: WebGPU should be unavailable with these flags');
+
+    const box = page.locator('#webgpu-error');
+    await box.waitFor({ state: 'visible', timeout: MINUTE });
+    const text = (await box.textContent()).trim();
+    assert.match(text, /WebGPU/, `#webgpu-error mentions WebGPU: ${text}`);
+    assert.match(text, /chrome|edge|firefox|safari|browser|enable|flag|update|driver/i,
+      `#webgpu-error says how to get WebGPU: ${text}`);
+    assert.equal(await page.locator('#generate').isDisabled(), true, 'Generate is disabled without WebGPU');
+    const st = await statusOf(page);
+    assert.equal(st.state, 'error');
+    // Give late promise rejections a moment to surface.
+    await page.waitForTimeout(500);
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
+test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+
+    const bad = await uploadAndWait(page, CORRUPT);
+    assert.equal(bad.state, 'error', `corrupt.png must give an error state, got '${bad.state}': ${bad.text}`);
+    // "Could not use corrupt.png: <message from prepare>" - the message part must not be empty.
+    const detail = bad.text.replace(/^.*?corrupt\.png:?/i, '').trim();
+    assert.ok(detail.length >= 5, `error message explains the problem: ${bad.text}`);
+    assert.equal(await page.locator('#generate').isDisabled(), true, 'Generate is disabled without a valid photo');
+    assert.equal(await page.locator('#file').isEnabled(), true, 'file input still usable');
+    assert.equal(await page.locator('#mask-preview').isVisible(), false, 'no mask preview for a corrupt file');
+
+    const good = await uploadAndWait(page, PRODUCT);
+    assert.equal(good.state, 'ready', `a valid upload after the error works: ${good.text}`);
+    assert.equal(await page.locator('#mask-preview').isVisible(), true, 'mask preview is shown');
+    assert.equal(await page.locator('#generate').isEnabled(), true, 'Generate is enabled after a valid upload');
+
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});

@@ -1,0 +1,404 @@
+// adcanvas page glue: wires the DOM to the Rust/wasm `Studio` (dist/pkg/adcanvas.js).
+// Plain ES module, no framework. All heavy work happens inside the wasm module on WebGPU.
+
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  webgpuError: $('webgpu-error'),
+  webgpuErrorMessage: $('webgpu-error-message'),
+  modelLabel: $('model-label'),
+  dropzone: $('dropzone'),
+  file: $('file'),
+  fileName: $('file-name'),
+  maskFigure: $('mask-figure'),
+  maskPreview: $('mask-preview'),
+  maskInfo: $('mask-info'),
+  controls: $('controls'),
+  prompt: $('prompt'),
+  size: $('size'),
+  steps: $('steps'),
+  seed: $('seed'),
+  randomSeed: $('random-seed'),
+  generate: $('generate'),
+  cancel: $('cancel'),
+  progress: $('progress'),
+  status: $('status'),
+  result: $('result'),
+  resultInfo: $('result-info'),
+  download: $('download'),
+};
+
+const state = {
+  studio: null,       // Studio once the model pack is open
+  prepared: false,    // a product photo has been prepared successfully
+  generating: false,
+  busy: false,        // loading / preparing: block Generate
+  maskUrl: null,      // object URL of the mask preview
+  pngUrl: null,       // object URL of the last result PNG
+};
+
+// ---------- small helpers ----------
+
+/** Human-readable message from anything that was thrown or rejected. */
+function messageOf(err) {
+  if (err == null) return 'Unknown error';
+  if (typeof err === 'string') return err;
+  if (err instanceof Error) return err.message || String(err);
+  if (typeof err.message === 'string') return err.message;
+  try { return JSON.stringify(err); } catch { return String(err); }
+}
+
+/** Read a field from a plain object, a Map (serde-wasm-bindgen) or a wasm-bindgen class. */
+function field(obj, key) {
+  if (obj == null) return undefined;
+  if (obj instanceof Map) return obj.get(key);
+  return obj[key];
+}
+
+/** Accept Uint8Array, ArrayBuffer, Uint8ClampedArray or a plain number array. */
+function toBytes(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (Array.isArray(v)) return Uint8Array.from(v);
+  throw new Error('unexpected byte buffer from the wasm module');
+}
+
+function setStatus(stateName, text) {
+  el.status.dataset.state = stateName;
+  el.status.textContent = text;
+}
+
+function setProgress(value, max) {
+  el.progress.max = Math.max(1, max);
+  el.progress.value = Math.max(0, Math.min(value, el.progress.max));
+}
+
+function replaceUrl(key, blob) {
+  if (state[key]) URL.revokeObjectURL(state[key]);
+  state[key] = blob ? URL.createObjectURL(blob) : null;
+  return state[key];
+}
+
+/** Enable/disable controls from the current state. */
+function refreshControls() {
+  const locked = state.generating;
+  for (const input of [el.file, el.prompt, el.size, el.steps, el.seed, el.randomSeed]) {
+    input.disabled = locked;
+  }
+  el.dropzone.classList.toggle('disabled', locked || !state.studio);
+  el.generate.disabled = locked || state.busy || !state.studio || !state.prepared;
+  el.cancel.disabled = !state.generating;
+}
+
+function addNotice(kind, html) {
+  const p = document.createElement('p');
+  p.className = `notice notice-${kind}`;
+  p.innerHTML = html;
+  el.modelLabel.append(p);
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function readInt(input, name, min, max) {
+  const raw = input.value.trim();
+  const n = Number(raw);
+  if (raw === '' || !Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`${name} must be a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+// ---------- start-up ----------
+
+function modelBaseUrl() {
+  const override = new URLSearchParams(location.search).get('model');
+  let base = override && override.trim() ? override.trim() : 'models/default/';
+  if (!base.endsWith('/')) base += '/';
+  return base;
+}
+
+function showWebgpuError(message) {
+  el.webgpuErrorMessage.textContent = message;
+  el.webgpuError.hidden = false;
+  setStatus('error', 'WebGPU is not available in this browser, so images cannot be generated here.');
+}
+
+// The wasm module: built by scripts/build-web.sh into pkg/, or injected by Trunk
+// (`trunk serve` replaces the page's data-trunk rust link with its own loader, which
+// sets window.wasmBindings and fires TrunkApplicationStarted once initialised).
+async function loadWasm() {
+  const trunkLink = document.querySelector('link[data-trunk][rel="rust"]');
+  if (trunkLink) {
+    const wasm = await import('../pkg/adcanvas.js');
+    await wasm.default();
+    return wasm;
+  }
+  if (!window.wasmBindings) {
+    await new Promise((resolve) => addEventListener('TrunkApplicationStarted', resolve, { once: true }));
+  }
+  return window.wasmBindings;
+}
+
+async function start() {
+  refreshControls();
+  setStatus('loading', 'Loading the WebAssembly module…');
+
+  let wasm;
+  try {
+    wasm = await loadWasm();
+  } catch (err) {
+    setStatus('error', `Could not load the WebAssembly module: ${messageOf(err)}`);
+    return;
+  }
+
+  let gpu;
+  try {
+    gpu = await wasm.webgpu_status();
+  } catch (err) {
+    gpu = { available: false, message: `WebGPU check failed: ${messageOf(err)}` };
+  }
+  if (!field(gpu, 'available')) {
+    showWebgpuError(field(gpu, 'message') ||
+      'This page needs WebGPU. Use a recent Chrome, Edge or another browser with WebGPU enabled.');
+    return;
+  }
+
+  const base = modelBaseUrl();
+  setStatus('loading', `Loading the model from ${base}…`);
+  try {
+    state.studio = await wasm.Studio.open(base);
+  } catch (err) {
+    setStatus('error', `Could not load the model pack at ${base}: ${messageOf(err)}`);
+    return;
+  }
+
+  showModelInfo();
+  setStatus('ready', 'Ready. Drop in a product photo to start.');
+  refreshControls();
+}
+
+function showModelInfo() {
+  el.modelLabel.replaceChildren();
+  let info;
+  try {
+    info = state.studio.model_info();
+  } catch (err) {
+    addNotice('warn', `Could not read the model info: ${escapeHtml(messageOf(err))}`);
+    return;
+  }
+  const name = field(info, 'name');
+  const label = field(info, 'label') || 'untrained demo model';
+  if (field(info, 'trained') === false) {
+    addNotice('warn', `<strong>${escapeHtml(label)}</strong>: this model has not been trained, so the ` +
+      'background is a placeholder pattern, not a real scene. Your product is still placed exactly.');
+  } else if (name) {
+    addNotice('info', `Model: <strong>${escapeHtml(name)}</strong>`);
+  }
+  if (field(info, 'prompt_used') === false) {
+    addNotice('warn', '<strong>prompt not used yet</strong>: this model ignores the scene prompt for now; ' +
+      'the seed decides the background.');
+  }
+}
+
+// ---------- upload ----------
+
+async function handleFile(file) {
+  if (!file || state.generating) return;
+  if (!state.studio) {
+    setStatus('error', 'The model is not loaded yet, so the photo cannot be prepared.');
+    return;
+  }
+  state.busy = true;
+  state.prepared = false;
+  el.maskFigure.hidden = true;
+  replaceUrl('maskUrl', null);
+  el.fileName.textContent = file.name;
+  refreshControls();
+  setStatus('loading', `Reading ${file.name}…`);
+  try {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const prep = state.studio.prepare(bytes);
+    const width = field(prep, 'width');
+    const height = field(prep, 'height');
+    const source = field(prep, 'mask_source');
+    const area = Number(field(prep, 'mask_area'));
+    el.maskPreview.src = replaceUrl('maskUrl', new Blob([toBytes(field(prep, 'mask_png'))], { type: 'image/png' }));
+    const from = source === 'alpha' ? 'the transparency (alpha channel)' : 'background removal';
+    el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
+    el.maskFigure.hidden = false;
+    state.prepared = true;
+    setStatus('ready', 'Photo ready. Describe a scene and press Generate.');
+  } catch (err) {
+    setStatus('error', `Could not use ${file.name}: ${messageOf(err)}`);
+  } finally {
+    state.busy = false;
+    refreshControls();
+  }
+}
+
+el.file.addEventListener('change', () => {
+  const file = el.file.files && el.file.files[0];
+  handleFile(file);
+  // Allow choosing the same file again (change fires only when the value changes).
+  el.file.value = '';
+});
+
+for (const type of ['dragenter', 'dragover']) {
+  el.dropzone.addEventListener(type, (e) => {
+    e.preventDefault();
+    if (!state.generating) el.dropzone.classList.add('dragging');
+  });
+}
+for (const type of ['dragleave', 'dragend']) {
+  el.dropzone.addEventListener(type, () => el.dropzone.classList.remove('dragging'));
+}
+el.dropzone.addEventListener('drop', (e) => {
+  e.preventDefault();
+  el.dropzone.classList.remove('dragging');
+  const file = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
+  if (file) handleFile(file);
+});
+// A file dropped outside the drop zone must not navigate away from the page.
+window.addEventListener('dragover', (e) => e.preventDefault());
+window.addEventListener('drop', (e) => e.preventDefault());
+
+// ---------- pixel-exact result ----------
+
+// The canvas is shown at 1 CSS px per image px. Flexible layout (fr columns, centring, vw padding)
+// can put it at a fractional position, which would blur it and make an element screenshot one
+// pixel too large; nudge it onto whole pixels whenever the layout changes.
+function snapCanvas() {
+  const c = el.result;
+  c.style.left = '0px';
+  c.style.top = '0px';
+  const r = c.getBoundingClientRect();
+  c.style.left = `${Math.round(r.left) - r.left}px`;
+  c.style.top = `${Math.round(r.top) - r.top}px`;
+}
+new ResizeObserver(snapCanvas).observe(document.body);
+window.addEventListener('resize', snapCanvas);
+window.addEventListener('scroll', snapCanvas, { passive: true });
+
+// ---------- generate ----------
+
+el.randomSeed.addEventListener('click', () => {
+  el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
+});
+
+function showResult(out) {
+  const width = Number(field(out, 'width'));
+  const height = Number(field(out, 'height'));
+  const rgba = toBytes(field(out, 'rgba'));
+  if (rgba.length !== width * height * 4) {
+    throw new Error(`result has ${rgba.length} bytes, expected ${width * height * 4}`);
+  }
+  const p = field(out, 'placement');
+  const placement = { x: field(p, 'x'), y: field(p, 'y'), w: field(p, 'w'), h: field(p, 'h') };
+
+  const canvas = el.result;
+  canvas.width = width;   // attributes = image size
+  canvas.height = height;
+  canvas.style.width = `${width}px`;   // 1 CSS px per image px: never scaled
+  canvas.style.height = `${height}px`;
+  const ctx = canvas.getContext('2d');
+  ctx.putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.byteLength), width, height), 0, 0);
+
+  el.download.disabled = false;
+  replaceUrl('pngUrl', new Blob([toBytes(field(out, 'png'))], { type: 'image/png' }));
+
+  const timings = field(out, 'timings_ms');
+  const total = timings instanceof Map ? timings.get('total') : timings && timings.total;
+  el.resultInfo.textContent = `${width} × ${height} px` + (Number.isFinite(total) ? ` · ${(total / 1000).toFixed(1)} s` : '');
+
+  snapCanvas();
+  $('result-empty').classList.add('gone');
+
+  canvas.dataset.placement = `${placement.x},${placement.y},${placement.w},${placement.h}`;
+  canvas.dataset.ready = '1';
+  window.__adcanvas = { width, height, rgba, placement };
+}
+
+async function generate() {
+  if (state.generating || !state.studio || !state.prepared) return;
+  let params;
+  try {
+    params = {
+      prompt: el.prompt.value.trim(),
+      size: Number(el.size.value),
+      steps: readInt(el.steps, 'Steps', 1, 200),
+      seed: readInt(el.seed, 'Seed', 0, 4294967295),
+    };
+  } catch (err) {
+    setStatus('error', messageOf(err));
+    return;
+  }
+
+  state.generating = true;
+  el.result.dataset.ready = '0';
+  refreshControls();
+  setProgress(0, params.steps);
+  setStatus('generating', `Generating ${params.size} × ${params.size}… (step 0 / ${params.steps})`);
+  const started = performance.now();
+
+  try {
+    const out = await state.studio.generate(params, (step, total) => {
+      setProgress(step, total);
+      setStatus('generating', `Generating ${params.size} × ${params.size}… step ${step} / ${total}`);
+    });
+    showResult(out);
+    setProgress(el.progress.max, el.progress.max);
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    setStatus('done', `Done in ${secs} s. The product pixels are unchanged; the background is generated.`);
+  } catch (err) {
+    const msg = messageOf(err);
+    if (msg === 'cancelled') {
+      setProgress(0, 1);
+      setStatus('cancelled', 'Cancelled. Adjust the settings and press Generate again.');
+    } else {
+      setStatus('error', `Generation failed: ${msg}`);
+    }
+  } finally {
+    state.generating = false;
+    refreshControls();
+  }
+}
+
+el.controls.addEventListener('submit', (e) => {
+  e.preventDefault();
+  generate();
+});
+
+el.cancel.addEventListener('click', () => {
+  if (!state.generating || !state.studio) return;
+  el.cancel.disabled = true;
+  setStatus('generating', 'Cancelling…');
+  try {
+    state.studio.cancel();
+  } catch (err) {
+    setStatus('error', `Could not cancel: ${messageOf(err)}`);
+  }
+});
+
+el.download.addEventListener('click', () => {
+  if (!state.pngUrl) return;
+  const a = document.createElement('a');
+  a.href = state.pngUrl;
+  a.download = 'adcanvas.png';
+  document.body.append(a);
+  a.click();
+  a.remove();
+});
+
+// Last line of defence: anything that escapes still ends up in the status line.
+// (Not preventDefault-ed: the error still reaches the console for debugging.)
+window.addEventListener('unhandledrejection', (e) => {
+  setStatus('error', messageOf(e.reason));
+});
+window.addEventListener('error', (e) => {
+  setStatus('error', messageOf(e.error || e.message));
+});
+
+start().catch((err) => setStatus('error', messageOf(err)));
