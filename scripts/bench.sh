@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Prints whole-pipeline timings of the CLI (JSON report per run) for the default model.
+# Usage: scripts/bench.sh [gpu|cpu] [SIZES...]   e.g. scripts/bench.sh gpu 64 128 256 512
+# Record what it prints, with the machine and date, in BENCHMARKS.md.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ADCANVAS_ROOT"
+DEVICE="${1:-gpu}"; shift || true
+SIZES=("${@:-64 128 256}")
+cargo build --release --bin adcanvas --quiet
+BIN="$CARGO_TARGET_DIR/release/adcanvas"
+OUT="$(mktemp -d)"
+echo "machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); date: $(date -u +%F)"
+for size in ${SIZES[@]}; do
+  for steps in 20; do
+    # The first run includes shader compilation and autotuning; the second is warm only
+    # within one process, so report both as separate processes.
+    for run in 1 2; do
+      "$BIN" generate --product tests/fixtures/product_alpha_128.png --prompt "bench" --out "$OUT/ad.png" \
+        --size "$size" --steps "$steps" --seed 1 --device "$DEVICE" 2>/dev/null \
+        | python3 -c "import json,sys; r=json.load(sys.stdin); t=r['timings_ms']; print(f\"$DEVICE size=$size steps=$steps run=$run \" + ' '.join(f'{k}={v:.0f}ms' for k,v in t.items()))"
+    done
+  done
+done
