@@ -15,9 +15,44 @@ use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product};
 
+// Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
+// 1. cubecl's kernels (matmul, reductions) read subgroup builtins and so start with
+//    `enable subgroups;`, which the browser accepts only on a device created with the
+//    "subgroups" feature; wgpu's WebGPU backend has no mapping for that feature and never
+//    requests it. The shim adds it to every device request on an adapter that offers it.
+// 2. Tint rejects subgroup shuffles it cannot prove subgroup-uniform; naga (native) does
+//    not check this, and cubecl's kernels are written for that. The shim turns the rule
+//    off (`diagnostic(off, subgroup_uniformity)`) for shaders that enable subgroups.
+#[wasm_bindgen(inline_js = r#"
+export function request_subgroups_on_device() {
+  if (typeof GPUAdapter === 'undefined' || GPUAdapter.prototype.__adcanvasSubgroups) return;
+  const createShaderModule = GPUDevice.prototype.createShaderModule;
+  GPUDevice.prototype.createShaderModule = function (descriptor) {
+    if (descriptor && typeof descriptor.code === 'string' && descriptor.code.includes('enable subgroups;')) {
+      descriptor = Object.assign({}, descriptor, { code: 'diagnostic(off, subgroup_uniformity);\n' + descriptor.code });
+    }
+    return createShaderModule.call(this, descriptor);
+  };
+  const original = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = function (descriptor = {}) {
+    if (this.features && this.features.has('subgroups')) {
+      const features = new Set(descriptor.requiredFeatures || []);
+      features.add('subgroups');
+      descriptor = Object.assign({}, descriptor, { requiredFeatures: [...features] });
+    }
+    return original.call(this, descriptor);
+  };
+  GPUAdapter.prototype.__adcanvasSubgroups = true;
+}
+"#)]
+extern "C" {
+    fn request_subgroups_on_device();
+}
+
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
+    request_subgroups_on_device();
 }
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
@@ -45,8 +80,14 @@ pub async fn webgpu_status() -> JsValue {
         )
     } else {
         match request_adapter(&gpu).await {
-            Ok(true) => (true, "WebGPU is available.".to_string()),
-            Ok(false) => (
+            Ok(Some(adapter)) if adapter_has_subgroups(&adapter) => (true, "WebGPU is available.".to_string()),
+            Ok(Some(_)) => (
+                false,
+                "This browser's WebGPU lacks the \"subgroups\" feature that adcanvas's GPU kernels need. \
+                 Use a current Chrome or Edge (version 134 or later), or update this browser."
+                    .to_string(),
+            ),
+            Ok(None) => (
                 false,
                 "WebGPU is present but found no usable GPU adapter (the GPU may be blocklisted or hardware acceleration turned off). \
                  Turn on hardware acceleration in the browser settings, update the graphics driver, or try another browser."
@@ -60,11 +101,17 @@ pub async fn webgpu_status() -> JsValue {
     out.into()
 }
 
-async fn request_adapter(gpu: &JsValue) -> Result<bool, String> {
+fn adapter_has_subgroups(adapter: &JsValue) -> bool {
+    let features = get(adapter, "features");
+    let has: Result<Function, _> = get(&features, "has").dyn_into();
+    has.ok().and_then(|f| f.call1(&features, &JsValue::from_str("subgroups")).ok()).map(|v| v.is_truthy()).unwrap_or(false)
+}
+
+async fn request_adapter(gpu: &JsValue) -> Result<Option<JsValue>, String> {
     let f: Function = get(gpu, "requestAdapter").dyn_into().map_err(|_| "navigator.gpu.requestAdapter is missing".to_string())?;
     let promise: Promise = f.call0(gpu).map_err(|e| format!("{e:?}"))?.dyn_into().map_err(|_| "requestAdapter did not return a promise".to_string())?;
     let adapter = JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
-    Ok(!adapter.is_null() && !adapter.is_undefined())
+    Ok(if adapter.is_null() || adapter.is_undefined() { None } else { Some(adapter) })
 }
 
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
