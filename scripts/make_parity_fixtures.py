@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Writes diffusers parity fixtures into tests/parity/: small random configs of the models
+adcanvas implements, their weights, inputs and reference outputs as safetensors.
+
+The Rust tests (tests/parity.rs) load the same weights by diffusers' parameter names and
+must match these outputs. Versions are pinned in scripts/parity-requirements.txt; no hub
+access is needed (HF_HUB_OFFLINE=1): every model is built from a config with seeded weights.
+
+    python3 -m venv ~/.cache/adcanvas-py
+    ~/.cache/adcanvas-py/bin/pip install -r scripts/parity-requirements.txt
+    HF_HUB_OFFLINE=1 ~/.cache/adcanvas-py/bin/python scripts/make_parity_fixtures.py
+"""
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import save_file
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "parity"
+
+
+def randomize(model, seed):
+    """diffusers zero-initialises some layers (e.g. conv_out in tests); give every parameter
+    non-trivial values so each one is exercised by the comparison."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("norm.weight") or ".norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p[0].numel() if p.dim() > 1 else p.numel()
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
+    return model
+
+
+def save_case(name, model, config, tensors):
+    OUT.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, OUT / f"{name}.weights.safetensors")
+    save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, OUT / f"{name}.io.safetensors")
+    (OUT / f"{name}.config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def unet_case(name, seed, **overrides):
+    config = dict(
+        sample_size=16,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+        block_out_channels=[16, 32],
+        layers_per_block=2,
+        attention_head_dim=2,
+        cross_attention_dim=12,
+        norm_num_groups=8,
+        norm_eps=1e-5,
+        use_linear_projection=False,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+    )
+    config.update(overrides)
+    torch.manual_seed(seed)
+    model = randomize(UNet2DConditionModel(**config), seed).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    sample = torch.randn(2, config["in_channels"], 16, 16, generator=g)
+    context = torch.randn(2, 5, config["cross_attention_dim"], generator=g)
+    timestep = torch.tensor(537.0)
+    with torch.no_grad():
+        out = model(sample, timestep, encoder_hidden_states=context).sample
+    save_case(name, model, config, {"sample": sample, "context": context, "timestep": timestep.reshape(1), "output": out})
+
+
+def vae_case(name, seed):
+    config = dict(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=[8, 16, 16],
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        scaling_factor=0.18215,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+    )
+    torch.manual_seed(seed)
+    model = randomize(AutoencoderKL(**config), seed).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    latents = torch.randn(1, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        mean = model.encode(image).latent_dist.mean
+        decoded = model.decode(latents).sample
+    save_case(name, model, config, {"image": image, "latent_mean": mean, "latents": latents, "decoded": decoded})
+
+
+def ddim_trace(steps=10, seed=5):
+    config = dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+    )
+    sched = DDIMScheduler(**config)
+    sched.set_timesteps(steps)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 4, 4, 4, generator=g)
+    tensors = {"x0": x.clone(), "timesteps": sched.timesteps.float(), "alphas_cumprod": sched.alphas_cumprod.float()}
+    for i, t in enumerate(sched.timesteps):
+        eps = torch.randn(1, 4, 4, 4, generator=g)
+        x = sched.step(eps, t, x).prev_sample
+        tensors[f"eps{i}"] = eps
+        tensors[f"x{i + 1}"] = x.clone()
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, OUT / "ddim.io.safetensors")
+    (OUT / "ddim.config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    unet_case("unet_conv_proj", 11)
+    unet_case("unet_linear_proj", 12, use_linear_projection=True, attention_head_dim=[2, 4])
+    vae_case("vae", 21)
+    ddim_trace()
+    (OUT / "VERSIONS.txt").write_text(f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\n")
+    total = sum(p.stat().st_size for p in OUT.iterdir())
+    print(f"wrote {OUT} ({total / 1e6:.2f} MB)")

@@ -1,0 +1,112 @@
+//! Numerical parity with diffusers on random weights (fixtures from
+//! `scripts/make_parity_fixtures.py`, versions in `tests/parity/VERSIONS.txt`).
+//! Tolerance: 1e-4 max-abs for models (f32), on burn's CPU device and on wgpu.
+
+use std::path::PathBuf;
+
+use adcanvas::denoise::scheduler::{DdimScheduler, SchedulerConfig};
+use adcanvas::denoise::unet::{UNet2DConditionModel, UNetConfig};
+use adcanvas::gpu::{DeviceChoice, open_device};
+use adcanvas::vae::{VaeConfig, VaeDecoder, VaeEncoder};
+use adcanvas::weights::Weights;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::SafeTensors;
+
+const MODEL_TOLERANCE: f32 = 1e-4;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/make_parity_fixtures.py)", path.display()))
+}
+
+struct Io(Vec<u8>);
+
+impl Io {
+    fn get(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let view = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        (values, view.shape().to_vec())
+    }
+
+    fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
+        let (values, shape) = self.get(name);
+        let shape: [usize; D] = shape.try_into().expect("fixture rank");
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+fn max_abs_diff(got: Tensor<4>, want: &[f32]) -> f32 {
+    let got: Vec<f32> = got.into_data().to_vec().unwrap();
+    assert_eq!(got.len(), want.len(), "output size");
+    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let gpu = pollster::block_on(open_device(DeviceChoice::Gpu)).expect("a wgpu adapter (lavapipe in CI)");
+    vec![("cpu", Device::flex()), ("gpu", gpu)]
+}
+
+fn unet_parity(case: &str) {
+    let config: UNetConfig = serde_json::from_slice(&fixture(&format!("{case}.config.json"))).unwrap();
+    let weights = fixture(&format!("{case}.weights.safetensors"));
+    let io = Io(fixture(&format!("{case}.io.safetensors")));
+    let (want, _) = io.get("output");
+    let (t, _) = io.get("timestep");
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors(case, &weights, &device).unwrap();
+        let unet = UNet2DConditionModel::load(&w, &config).unwrap();
+        let out = unet.forward(io.tensor("sample", &device), t[0], &io.tensor("context", &device));
+        let diff = max_abs_diff(out, &want);
+        assert!(diff <= MODEL_TOLERANCE, "{case} on {name}: max abs diff {diff}");
+        eprintln!("{case} on {name}: max abs diff {diff:.2e}");
+    }
+}
+
+#[test]
+fn unet_with_conv_projections_matches_diffusers() {
+    unet_parity("unet_conv_proj");
+}
+
+#[test]
+fn unet_with_linear_projections_and_per_block_heads_matches_diffusers() {
+    unet_parity("unet_linear_proj");
+}
+
+#[test]
+fn vae_matches_diffusers() {
+    let config: VaeConfig = serde_json::from_slice(&fixture("vae.config.json")).unwrap();
+    let weights = fixture("vae.weights.safetensors");
+    let io = Io(fixture("vae.io.safetensors"));
+    let (mean, _) = io.get("latent_mean");
+    let want_latents: Vec<f32> = mean.iter().map(|m| m * config.scaling_factor).collect();
+    let (want_decoded, _) = io.get("decoded");
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors("vae", &weights, &device).unwrap();
+        let encoder = VaeEncoder::load(&w, &config).unwrap();
+        let diff = max_abs_diff(encoder.encode(io.tensor("image", &device)), &want_latents);
+        assert!(diff <= MODEL_TOLERANCE, "VAE encode on {name}: max abs diff {diff}");
+        let decoder = VaeDecoder::load(&w, &config).unwrap();
+        let latents: Tensor<4> = io.tensor("latents", &device);
+        let diff = max_abs_diff(decoder.decode(latents.mul_scalar(config.scaling_factor)), &want_decoded);
+        assert!(diff <= MODEL_TOLERANCE, "VAE decode on {name}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn ddim_trace_matches_diffusers() {
+    let config: SchedulerConfig = serde_json::from_slice(&fixture("ddim.config.json")).unwrap();
+    let io = Io(fixture("ddim.io.safetensors"));
+    let (timesteps, _) = io.get("timesteps");
+    let scheduler = DdimScheduler::new(&config, timesteps.len()).unwrap();
+    let got: Vec<f32> = scheduler.timesteps().iter().map(|&t| t as f32).collect();
+    assert_eq!(got, timesteps);
+    let device = Device::flex();
+    let mut x: Tensor<4> = io.tensor("x0", &device);
+    for (i, &t) in scheduler.timesteps().iter().enumerate() {
+        x = scheduler.step(io.tensor(&format!("eps{i}"), &device), t, x);
+        let (want, _) = io.get(&format!("x{}", i + 1));
+        let diff = max_abs_diff(x.clone(), &want);
+        assert!(diff <= 1e-6, "DDIM step {i} (t = {t}): max abs diff {diff}");
+    }
+}
