@@ -31,9 +31,23 @@ impl std::error::Error for DeviceError {}
 
 /// Opens the chosen device. For the GPU this initialises wgpu and reports failure
 /// instead of panicking later at the first tensor.
+///
+/// wgpu's runtime can be initialised once per process; later calls reuse that device.
 pub async fn open_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
+    static GPU: std::sync::Mutex<Option<Device>> = std::sync::Mutex::new(None);
     match choice {
         DeviceChoice::Cpu => Ok(Device::flex()),
-        DeviceChoice::Gpu => Device::wgpu_options().init_async().await.map_err(|e| DeviceError(format!("{e:?}"))),
+        DeviceChoice::Gpu => {
+            // Held across the await so two threads cannot both initialise (native tests);
+            // in the browser there is one thread and no contention.
+            #[allow(clippy::await_holding_lock)]
+            let mut cached = GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(device) = cached.clone() {
+                return Ok(device);
+            }
+            let device = Device::wgpu_options().init_async().await.map_err(|e| DeviceError(format!("{e:?}")))?;
+            *cached = Some(device.clone());
+            Ok(device)
+        }
     }
 }

@@ -95,17 +95,21 @@ impl DdimScheduler {
         if steps == 0 || steps > n {
             return Err(SchedulerError(format!("steps must be between 1 and {n}, got {steps}")));
         }
-        let betas: Vec<f64> = match config.beta_schedule.as_str() {
-            "scaled_linear" => linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n).into_iter().map(|b| b * b).collect(),
-            "linear" => linspace(config.beta_start, config.beta_end, n),
+        // As torch computes them: betas in float32 (`linspace(..., dtype=float32) ** 2`),
+        // alphas = 1 − β in float32, and `cumprod` accumulating in double (CPU `acc_type`).
+        let betas: Vec<f32> = match config.beta_schedule.as_str() {
+            "scaled_linear" => linspace_f32(config.beta_start.sqrt() as f32, config.beta_end.sqrt() as f32, n)
+                .into_iter()
+                .map(|b| b * b)
+                .collect(),
+            "linear" => linspace_f32(config.beta_start as f32, config.beta_end as f32, n),
             other => return Err(SchedulerError(format!("beta_schedule {other} is not supported"))),
         };
-        // diffusers keeps betas in float32 and multiplies cumulatively in float32.
         let mut alphas_cumprod = Vec::with_capacity(n);
-        let mut acc = 1f32;
+        let mut acc = 1f64;
         for b in betas {
-            acc *= 1.0 - b as f32;
-            alphas_cumprod.push(acc);
+            acc *= (1.0f32 - b) as f64;
+            alphas_cumprod.push(acc as f32);
         }
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
         let timesteps = match config.timestep_spacing.as_str() {
@@ -125,6 +129,11 @@ impl DdimScheduler {
             return Err(SchedulerError(format!("prediction_type {} is not supported", config.prediction_type)));
         }
         Ok(Self { config: config.clone(), alphas_cumprod, final_alpha_cumprod, timesteps })
+    }
+
+    /// ᾱ_t for every training timestep.
+    pub fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
     }
 
     /// Timesteps from noisiest to cleanest.
@@ -165,11 +174,23 @@ impl DdimScheduler {
     }
 }
 
-fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+/// `torch.linspace(start, end, n, dtype=float32)` bit for bit: a float32 step, the first
+/// half counted from the start and the second from the end, each value a fused
+/// multiply-add rounded once to float32 (as ATen's vectorised kernel computes it).
+fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     if n == 1 {
         return vec![start];
     }
-    (0..n).map(|i| start + (end - start) * i as f64 / (n - 1) as f64).collect()
+    let step = (end - start) / (n - 1) as f32;
+    (0..n)
+        .map(|i| {
+            if i < n / 2 {
+                (start as f64 + step as f64 * i as f64) as f32
+            } else {
+                (end as f64 - step as f64 * (n - 1 - i) as f64) as f32
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
