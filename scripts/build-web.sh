@@ -6,11 +6,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ADCANVAS_ROOT"
 DIST="${1:-$ADCANVAS_ROOT/dist}"
 
-cargo build --release --lib --target wasm32-unknown-unknown
+cargo build --profile web --lib --target wasm32-unknown-unknown
 rm -rf "$DIST"
 mkdir -p "$DIST/pkg" "$DIST/models"
-wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg" \
-  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/adcanvas.wasm"
+wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+  --out-dir "$DIST/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/adcanvas.wasm"
 cp index.html "$DIST/"
 cp -r www "$DIST/www"
 cp -r models/default "$DIST/models/default"

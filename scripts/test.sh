@@ -11,7 +11,7 @@ stamp() { echo "== $1 ($(( $(date +%s) - start ))s)"; }
 stamp "setup"
 scripts/setup.sh
 stamp "native tests"
-cargo test --release --locked
+CUBECL_AUTOTUNE_LEVEL=minimal cargo test --release --locked
 stamp "web build"
 DIST="$(mktemp -d)/dist"
 scripts/build-web.sh "$DIST"

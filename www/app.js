@@ -87,7 +87,7 @@ function refreshControls() {
     input.disabled = locked;
   }
   el.dropzone.classList.toggle('disabled', locked || !state.studio);
-  el.generate.disabled = locked || state.busy || !state.studio || !state.prepared;
+  el.generate.disabled = locked || state.busy || state.crashed || !state.studio || !state.prepared;
   el.cancel.disabled = !state.generating;
 }
 
@@ -143,6 +143,7 @@ async function loadWasm() {
 }
 
 async function start() {
+  restoreSettings();
   refreshControls();
   setStatus('loading', 'Loading the WebAssembly module…');
 
@@ -178,6 +179,8 @@ async function start() {
   showModelInfo();
   setStatus('ready', 'Ready. Drop in a product photo to start.');
   refreshControls();
+  const photo = restoredPhoto();
+  if (photo) await handleFile(photo);
 }
 
 function showModelInfo() {
@@ -203,6 +206,66 @@ function showModelInfo() {
   }
 }
 
+// ---------- keeping the user's work across a reload ----------
+// A lost GPU device or a crashed wasm instance can only be recovered by reloading the
+// page; the settings (localStorage) and the last photo (sessionStorage, when small enough)
+// survive that, so nothing the user chose is lost.
+
+const SETTINGS_KEY = 'adcanvas.settings';
+const PHOTO_KEY = 'adcanvas.photo';
+
+function saveSettings() {
+  try {
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify({
+      prompt: el.prompt.value, size: el.size.value, steps: el.steps.value, seed: el.seed.value,
+    }));
+  } catch { /* storage disabled: nothing to keep */ }
+}
+
+function restoreSettings() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || 'null');
+    if (!saved) return;
+    if (typeof saved.prompt === 'string') el.prompt.value = saved.prompt;
+    if ([...el.size.options].some((o) => o.value === saved.size)) el.size.value = saved.size;
+    if (saved.steps) el.steps.value = saved.steps;
+    if (saved.seed) el.seed.value = saved.seed;
+  } catch { /* corrupt or unavailable storage: keep the defaults */ }
+}
+
+function savePhoto(name, bytes) {
+  try {
+    if (bytes.length > 3_000_000) { sessionStorage.removeItem(PHOTO_KEY); return; }
+    let binary = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    sessionStorage.setItem(PHOTO_KEY, JSON.stringify({ name, data: btoa(binary) }));
+  } catch { /* quota or disabled storage: the photo is simply not kept */ }
+}
+
+function restoredPhoto() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(PHOTO_KEY) || 'null');
+    if (!saved) return null;
+    const binary = atob(saved.data);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return new File([bytes], saved.name, { type: 'application/octet-stream' });
+  } catch { return null; }
+}
+
+/** A trap in the wasm module (panic, lost device) leaves it unusable until a reload. */
+function isFatal(err) {
+  return (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) ||
+    /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err));
+}
+
+function showFatal(err) {
+  state.crashed = true;
+  setStatus('error', `The GPU or the WebAssembly engine stopped (${messageOf(err)}). ` +
+    'Your photo and settings are kept: reload the page to continue.');
+  refreshControls();
+}
+
 // ---------- upload ----------
 
 async function handleFile(file) {
@@ -221,6 +284,7 @@ async function handleFile(file) {
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
     const prep = state.studio.prepare(bytes);
+    savePhoto(file.name, bytes);
     const width = field(prep, 'width');
     const height = field(prep, 'height');
     const source = field(prep, 'mask_source');
@@ -359,6 +423,8 @@ async function generate() {
     if (msg === 'cancelled') {
       setProgress(0, 1);
       setStatus('cancelled', 'Cancelled. Adjust the settings and press Generate again.');
+    } else if (isFatal(err)) {
+      showFatal(err);
     } else {
       setStatus('error', `Generation failed: ${msg}`);
     }
@@ -397,10 +463,12 @@ el.download.addEventListener('click', () => {
 // Last line of defence: anything that escapes still ends up in the status line.
 // (Not preventDefault-ed: the error still reaches the console for debugging.)
 window.addEventListener('unhandledrejection', (e) => {
-  setStatus('error', messageOf(e.reason));
+  if (isFatal(e.reason)) showFatal(e.reason); else setStatus('error', messageOf(e.reason));
 });
 window.addEventListener('error', (e) => {
-  setStatus('error', messageOf(e.error || e.message));
+  const err = e.error || e.message;
+  if (isFatal(err)) showFatal(err); else setStatus('error', messageOf(err));
 });
+for (const input of [el.prompt, el.size, el.steps, el.seed]) input.addEventListener('change', saveSettings);
 
 start().catch((err) => setStatus('error', messageOf(err)));
