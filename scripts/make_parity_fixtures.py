@@ -46,6 +46,9 @@ def save_case(name, model, config, tensors):
     (OUT / f"{name}.config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+DIFFUSERS_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "diffusers_tiny"
+
+
 def unet_case(name, seed, **overrides):
     config = dict(
         sample_size=16,
@@ -73,6 +76,7 @@ def unet_case(name, seed, **overrides):
     with torch.no_grad():
         out = model(sample, timestep, encoder_hidden_states=context).sample
     save_case(name, model, config, {"sample": sample, "context": context, "timestep": timestep.reshape(1), "output": out})
+    return model
 
 
 def vae_case(name, seed):
@@ -96,6 +100,7 @@ def vae_case(name, seed):
         mean = model.encode(image).latent_dist.mean
         decoded = model.decode(latents).sample
     save_case(name, model, config, {"image": image, "latent_mean": mean, "latents": latents, "decoded": decoded})
+    return model
 
 
 def ddim_trace(steps=10, seed=5):
@@ -125,12 +130,34 @@ def ddim_trace(steps=10, seed=5):
     (OUT / "ddim.config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def diffusers_folder(unet, vae):
+    """A diffusers pipeline folder (as `save_pretrained` writes it) holding the parity
+    UNet and VAE, for `adcanvas convert` tests: same weights, so the converted pack must
+    reproduce the parity outputs."""
+    import shutil
+
+    shutil.rmtree(DIFFUSERS_DIR, ignore_errors=True)
+    unet.save_pretrained(DIFFUSERS_DIR / "unet", safe_serialization=True)
+    vae.save_pretrained(DIFFUSERS_DIR / "vae", safe_serialization=True)
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                  clip_sample=False, set_alpha_to_one=False).save_pretrained(DIFFUSERS_DIR / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionInpaintPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
+    (DIFFUSERS_DIR / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    unet_case("unet_conv_proj", 11)
+    unet = unet_case("unet_conv_proj", 11)
     unet_case("unet_linear_proj", 12, use_linear_projection=True, attention_head_dim=[2, 4])
-    vae_case("vae", 21)
+    vae = vae_case("vae", 21)
     ddim_trace()
+    diffusers_folder(unet, vae)
     (OUT / "VERSIONS.txt").write_text(f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")

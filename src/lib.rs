@@ -14,6 +14,8 @@ pub mod denoise;
 pub mod vae;
 pub mod composite;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
 pub mod gpu;
 pub mod model;
 pub mod nn;

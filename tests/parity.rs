@@ -37,7 +37,7 @@ impl Io {
 }
 
 fn max_abs_diff(got: Tensor<4>, want: &[f32]) -> f32 {
-    let got: Vec<f32> = got.into_data().to_vec().unwrap();
+    let got: Vec<f32> = got.into_data().try_to_vec().unwrap();
     assert_eq!(got.len(), want.len(), "output size");
     got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
@@ -107,7 +107,7 @@ fn ddim_trace_matches_diffusers() {
         let x = scheduler.step(io.tensor(&format!("eps{i}"), &device), t, io.tensor(&format!("x{i}"), &device));
         let (want, _) = io.get(&format!("x{}", i + 1));
         // 1e-6 relative to max(1, |x|): a few f32 ulps at the sample's magnitude.
-        let got: Vec<f32> = x.into_data().to_vec().unwrap();
+        let got: Vec<f32> = x.into_data().try_to_vec().unwrap();
         let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0.0, f32::max);
         assert!(worst <= 1e-6, "DDIM step {i} (t = {t}): max relative diff {worst}");
     }

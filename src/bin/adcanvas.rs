@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use adcanvas::convert::{PackDtype, convert_diffusers};
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
@@ -22,6 +23,12 @@ struct Cli {
 enum DeviceArg {
     Gpu,
     Cpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +63,23 @@ enum Command {
         #[arg(long)]
         mask_out: Option<PathBuf>,
     },
+    /// Convert a diffusers pipeline folder (model_index.json, unet/, vae/, scheduler/) into a model pack.
+    Convert {
+        /// The diffusers folder.
+        #[arg(long)]
+        diffusers: PathBuf,
+        /// Output pack folder.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
+        dtype: DtypeArg,
+        /// Name shown by the app and CLI (default: the folder name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Skip loading the written pack on the CPU to check it.
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
     DemoModel {
         #[arg(long)]
@@ -73,6 +97,18 @@ fn main() -> ExitCode {
             run_generate(&product, &out, options, model, device, mask_out)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
+        Command::Convert { diffusers, out, dtype, name, no_verify } => {
+            let dtype = match dtype {
+                DtypeArg::F32 => PackDtype::F32,
+                DtypeArg::F16 => PackDtype::F16,
+            };
+            convert_diffusers(&diffusers, &out, dtype, name, !no_verify).map(|report| {
+                for note in &report.notes {
+                    eprintln!("adcanvas: {note}");
+                }
+                println!("wrote {} ({})", out.display(), report.manifest.name);
+            }).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,113 @@
+//! `adcanvas convert` on a diffusers folder written by `save_pretrained`
+//! (tests/fixtures/diffusers_tiny, the parity UNet and VAE): the pack reproduces diffusers.
+
+use std::path::{Path, PathBuf};
+
+use adcanvas::convert::{PackDtype, convert_diffusers};
+use adcanvas::model::Model;
+use adcanvas::pack::read_pack_dir;
+use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::SafeTensors;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("adcanvas-convert-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn io(name: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(root().join("tests/parity/unet_conv_proj.io.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    (v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), v.shape().to_vec())
+}
+
+fn unet_max_diff(pack: &Path) -> f32 {
+    let device = Device::flex();
+    let (manifest, files) = read_pack_dir(pack).unwrap();
+    let model = Model::from_pack(manifest, &files, &device).unwrap();
+    let (sample, s) = io("sample");
+    let (context, c) = io("context");
+    let (t, _) = io("timestep");
+    let (want, _) = io("output");
+    let sample = Tensor::<4>::from_data(TensorData::new(sample, [s[0], s[1], s[2], s[3]]), &device);
+    let context = Tensor::<3>::from_data(TensorData::new(context, [c[0], c[1], c[2]]), &device);
+    let got: Vec<f32> = model.unet.forward(sample, t[0], &context).into_data().try_to_vec().unwrap();
+    got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn f32_pack_reproduces_diffusers_and_generates() {
+    let out = out_dir("f32");
+    let report = convert_diffusers(&root().join("tests/fixtures/diffusers_tiny"), &out, PackDtype::F32, Some("tiny".into()), true).unwrap();
+    assert!(report.manifest.trained);
+    assert_eq!(report.manifest.files["unet"].dtype, "f32");
+    let diff = unet_max_diff(&out);
+    assert!(diff <= 1e-4, "converted f32 UNet differs from diffusers by {diff}");
+
+    // The converted pack drives the whole pipeline (VAE factor 4 × UNet factor 2 → 8 px steps).
+    let (manifest, files) = read_pack_dir(&out).unwrap();
+    let model = Model::from_pack(manifest, &files, &Device::flex()).unwrap();
+    let product = prepare_product(include_bytes!("fixtures/product_alpha_32.png")).unwrap();
+    let options = GenerateOptions { width: 48, height: 48, steps: 1, ..Default::default() };
+    let g = pollster::block_on(generate(&model, &product, &options, &mut |_, _| true)).unwrap();
+    assert_eq!((g.image.width(), g.image.height()), (48, 48));
+}
+
+#[test]
+fn f16_pack_is_half_the_size_and_close() {
+    let f32_out = out_dir("f32b");
+    let f16_out = out_dir("f16");
+    let src = root().join("tests/fixtures/diffusers_tiny");
+    convert_diffusers(&src, &f32_out, PackDtype::F32, None, false).unwrap();
+    let report = convert_diffusers(&src, &f16_out, PackDtype::F16, None, true).unwrap();
+    let size = |dir: &Path| std::fs::metadata(dir.join("unet.safetensors")).unwrap().len() as f64;
+    let ratio = size(&f16_out) / size(&f32_out);
+    assert!((0.45..0.55).contains(&ratio), "f16/f32 size ratio {ratio}");
+    assert_eq!(report.manifest.files["unet"].dtype, "f16");
+    // Stated tolerance for f16 weights on this small random UNet: 1e-2 max-abs.
+    let diff = unet_max_diff(&f16_out);
+    assert!(diff <= 1e-2, "f16 UNet differs from diffusers by {diff}");
+}
+
+#[test]
+fn refuses_what_it_cannot_convert() {
+    let err = convert_diffusers(&root().join("tests/fixtures"), &out_dir("x"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("no model_index.json"), "{err}");
+
+    // A copy of the fixture whose UNet asks for an unsupported option.
+    let src = out_dir("src");
+    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
+    let cfg_path = src.join("unet/config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["addition_embed_type"] = "text_time".into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let err = convert_diffusers(&src, &out_dir("y"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("addition_embed_type"), "{err}");
+
+    // Pickled weights are refused with advice.
+    let vae = src.join("vae");
+    std::fs::rename(vae.join("diffusion_pytorch_model.safetensors"), vae.join("diffusion_pytorch_model.bin")).unwrap();
+    cfg["addition_embed_type"] = serde_json::Value::Null;
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let err = convert_diffusers(&src, &out_dir("z"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("safe_serialization=True"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
