@@ -130,6 +130,34 @@ def ddim_trace(steps=10, seed=5):
     (OUT / "ddim.config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def mepa_case(seed=31):
+    """MEPA's special cases against diffusers' attention processors, on one cross-attention
+    layer: standard `AttnProcessor2_0` (one text prompt), `IPAdapterAttnProcessor2_0` at
+    scale 0.7 without a mask, with a full mask and with an empty mask."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
+
+    torch.manual_seed(seed)
+    attn = Attention(query_dim=32, cross_attention_dim=12, heads=2, dim_head=16, bias=False, out_bias=True)
+    attn.set_processor(IPAdapterAttnProcessor2_0(hidden_size=32, cross_attention_dim=12, num_tokens=(4,), scale=0.7))
+    randomize(attn, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(2, 16, 32, generator=g)
+    text = torch.randn(2, 5, 12, generator=g)
+    image = torch.randn(2, 4, 12, generator=g)
+    with torch.no_grad():
+        with_ip = attn(x, encoder_hidden_states=(text, [image]))
+        # With masks diffusers expects the image tokens as [batch, num_images, tokens, dim].
+        full = attn(x, encoder_hidden_states=(text, [image[:, None]]), ip_adapter_masks=[torch.ones(1, 1, 4, 4)])
+        empty = attn(x, encoder_hidden_states=(text, [image[:, None]]), ip_adapter_masks=[torch.zeros(1, 1, 4, 4)])
+        weights = {k: v.detach().contiguous() for k, v in attn.state_dict().items()}
+        attn.set_processor(AttnProcessor2_0())
+        standard = attn(x, encoder_hidden_states=text)
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_file(weights, OUT / "mepa.weights.safetensors")
+    save_file({"x": x, "text": text, "image": image, "standard": standard, "ip_scale_0_7": with_ip,
+               "ip_full_mask": full, "ip_empty_mask": empty}, OUT / "mepa.io.safetensors")
+
+
 def diffusers_folder(unet, vae):
     """A diffusers pipeline folder (as `save_pretrained` writes it) holding the parity
     UNet and VAE, for `adcanvas convert` tests: same weights, so the converted pack must
@@ -157,6 +185,7 @@ if __name__ == "__main__":
     unet_case("unet_linear_proj", 12, use_linear_projection=True, attention_head_dim=[2, 4])
     vae = vae_case("vae", 21)
     ddim_trace()
+    mepa_case()
     diffusers_folder(unet, vae)
     (OUT / "VERSIONS.txt").write_text(f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())

@@ -112,3 +112,54 @@ fn ddim_trace_matches_diffusers() {
         assert!(worst <= 1e-6, "DDIM step {i} (t = {t}): max relative diff {worst}");
     }
 }
+
+/// MEPA's special cases equal diffusers' processors on the same weights: one text prompt ==
+/// `AttnProcessor2_0`; text + image prompt at λ = 0.7 == `IPAdapterAttnProcessor2_0`, without a
+/// mask, with a full mask, and (empty mask) == the text-only output.
+#[test]
+fn mepa_special_cases_match_diffusers_processors() {
+    use adcanvas::denoise::attention::Attention;
+    use adcanvas::denoise::mepa::{MepaPrompts, RegionPrompt, region_mask};
+    let weights = fixture("mepa.weights.safetensors");
+    let io = Io(fixture("mepa.io.safetensors"));
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors("mepa", &weights, &device).unwrap();
+        let attn = Attention::load(&w, 32, 12, 2, 16, false).unwrap();
+        assert!(attn.has_image_prompt());
+        let x: Tensor<3> = io.tensor("x", &device);
+        let text: Tensor<3> = io.tensor("text", &device);
+        let image: Tensor<3> = io.tensor("image", &device);
+        let check = |label: &str, got: Tensor<3>, want: &str| {
+            let (want, _) = io.get(want);
+            let got: Vec<f32> = got.into_data().try_to_vec().unwrap();
+            let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(diff <= MODEL_TOLERANCE, "MEPA {label} on {name}: max abs diff {diff}");
+        };
+        check("text only", attn.forward(x.clone(), Some(&text)), "standard");
+        let with_image = |mask: Option<Tensor<3>>| MepaPrompts {
+            text: RegionPrompt { tokens: text.clone(), scale: 1.0, mask: None },
+            image: Some(RegionPrompt { tokens: image.clone(), scale: 0.7, mask }),
+        };
+        check("text + image", attn.forward_mepa(x.clone(), &with_image(None)), "ip_scale_0_7");
+        // Masks at the latent resolution (8×8) area-averaged to this layer's 4×4 queries.
+        let full = region_mask(&Tensor::<4>::ones([2, 1, 8, 8], &device), 4, 4);
+        check("full mask", attn.forward_mepa(x.clone(), &with_image(Some(full))), "ip_full_mask");
+        let empty = region_mask(&Tensor::<4>::zeros([2, 1, 8, 8], &device), 4, 4);
+        check("empty mask", attn.forward_mepa(x.clone(), &with_image(Some(empty))), "ip_empty_mask");
+    }
+}
+
+#[test]
+fn region_mask_is_an_area_average() {
+    let device = Device::flex();
+    // 4×4 mask, product in the top-left 3×3: 2×2 blocks cover 4, 2, 2, 1 product pixels.
+    let mut values = vec![0f32; 16];
+    for y in 0..3 {
+        for x in 0..3 {
+            values[y * 4 + x] = 1.0;
+        }
+    }
+    let mask = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 4, 4]), &device);
+    let got: Vec<f32> = adcanvas::denoise::mepa::region_mask(&mask, 2, 2).into_data().try_to_vec().unwrap();
+    assert_eq!(got, vec![1.0, 0.5, 0.5, 0.25]);
+}

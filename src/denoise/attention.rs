@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::mepa::{ImagePromptProjections, MepaPrompts, RegionPrompt};
 use crate::nn::Linear;
 use crate::weights::{ModelError, Weights};
 
@@ -17,6 +18,8 @@ pub struct Attention {
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
+    /// MEPA's image-prompt projections, present when the checkpoint carries them.
+    image_prompt: Option<ImagePromptProjections>,
 }
 
 impl Attention {
@@ -38,7 +41,13 @@ impl Attention {
             to_k: Linear::load(&w.pp("to_k"), context_dim, inner, qkv_bias)?,
             to_v: Linear::load(&w.pp("to_v"), context_dim, inner, qkv_bias)?,
             to_out: Linear::load(&w.pp("to_out").pp(0), inner, query_dim, true)?,
+            image_prompt: ImagePromptProjections::load(w, context_dim, inner)?,
         })
+    }
+
+    /// Whether this layer can take an image prompt (MEPA projections loaded).
+    pub fn has_image_prompt(&self) -> bool {
+        self.image_prompt.is_some()
     }
 
     /// Attends from `x` to `context` (to `x` itself when `None`).
@@ -49,11 +58,40 @@ impl Attention {
     /// - output: `[batch, tokens, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
         let context = context.cloned().unwrap_or_else(|| x.clone());
+        self.forward_mepa(x, &MepaPrompts::text_only(context))
+    }
+
+    /// MEPA (docs/METHOD.md §6): `W_o(Σ_k λ_k · M_k ⊙ Attn(Q, K_k, V_k)) + b_o` over the text
+    /// prompt (own projections) and, when given and this layer has the adapter, the image
+    /// prompt (`to_k_ip`/`to_v_ip`).
+    ///
+    /// # Shapes
+    /// - x: `[batch, queries, query_dim]`; prompt tokens `[batch, tokens, context_dim]`;
+    ///   masks `[batch, queries, 1]`
+    /// - output: `[batch, queries, query_dim]`
+    pub fn forward_mepa(&self, x: Tensor<3>, prompts: &MepaPrompts) -> Tensor<3> {
         let q = self.split_heads(self.to_q.forward(x));
-        let k = self.split_heads(self.to_k.forward(context.clone()));
-        let v = self.split_heads(self.to_v.forward(context));
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        self.to_out.forward(merge_heads(out))
+        let mut fused = self.attend(&q, &prompts.text, &self.to_k, &self.to_v);
+        if let (Some(image), Some(ip)) = (&prompts.image, &self.image_prompt) {
+            if image.scale != 0.0 {
+                fused = fused + self.attend(&q, image, &ip.to_k_ip, &ip.to_v_ip);
+            }
+        }
+        self.to_out.forward(fused)
+    }
+
+    /// λ · M ⊙ softmax(Q Kᵀ/√d) V for one prompt, heads merged.
+    fn attend(&self, q: &Tensor<4>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
+        let k = self.split_heads(to_k.forward(prompt.tokens.clone()));
+        let v = self.split_heads(to_v.forward(prompt.tokens.clone()));
+        let mut out = merge_heads(attention(q.clone(), k, v, None, None, AttentionModuleOptions::default()));
+        if let Some(mask) = &prompt.mask {
+            out = out * mask.clone();
+        }
+        if prompt.scale != 1.0 {
+            out = out.mul_scalar(prompt.scale);
+        }
+        out
     }
 
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {

@@ -1,0 +1,80 @@
+//! MEPA — Mask Encoder Prompt Adapter (docs/METHOD.md §6): region-masked fusion of several
+//! prompts in one cross-attention layer,
+//!
+//! `out = W_o ( Σ_k λ_k · M_k ⊙ softmax(Q K_kᵀ/√d) V_k ) + b_o`,
+//!
+//! with the text prompt through the layer's own `to_k`/`to_v` and the image prompt through
+//! the adapter's `to_k_ip`/`to_v_ip` (IP-Adapter's decoupled cross-attention). With only
+//! the text prompt and no mask it is exactly Stable Diffusion's cross-attention.
+
+use burn::tensor::Tensor;
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
+
+use crate::nn::Linear;
+use crate::weights::{ModelError, Weights};
+
+/// The adapter's projections for image-prompt tokens, stored under diffusers' names
+/// (`<attn>.processor.to_k_ip.0`, `<attn>.processor.to_v_ip.0`, no bias).
+pub struct ImagePromptProjections {
+    pub(crate) to_k_ip: Linear,
+    pub(crate) to_v_ip: Linear,
+}
+
+impl ImagePromptProjections {
+    /// Loads the projections when the weights have them (`None` for a plain SD layer).
+    pub fn load(attn: &Weights, token_dim: usize, inner: usize) -> Result<Option<Self>, ModelError> {
+        let p = attn.pp("processor");
+        if !p.contains("to_k_ip.0.weight") {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            to_k_ip: Linear::load(&p.pp("to_k_ip").pp(0), token_dim, inner, false)?,
+            to_v_ip: Linear::load(&p.pp("to_v_ip").pp(0), token_dim, inner, false)?,
+        }))
+    }
+}
+
+/// One prompt's tokens, its weight λ and its region mask at this layer's resolution.
+#[derive(Clone)]
+pub struct RegionPrompt {
+    /// `[batch, tokens, dim]`.
+    pub tokens: Tensor<3>,
+    /// λ_k; 0 skips the prompt entirely.
+    pub scale: f32,
+    /// M_k as `[batch, queries, 1]` in [0, 1]; `None` means everywhere.
+    pub mask: Option<Tensor<3>>,
+}
+
+/// The prompts one cross-attention layer fuses.
+#[derive(Clone)]
+pub struct MepaPrompts {
+    pub text: RegionPrompt,
+    /// The PFV-masked reference image's tokens (style reference), if any.
+    pub image: Option<RegionPrompt>,
+}
+
+impl MepaPrompts {
+    /// Ordinary SD conditioning: one text prompt, everywhere, weight 1.
+    pub fn text_only(text: Tensor<3>) -> Self {
+        Self { text: RegionPrompt { tokens: text, scale: 1.0, mask: None }, image: None }
+    }
+}
+
+/// M_k at a layer's resolution: the latent-resolution mask `[batch, 1, h, w]` area-averaged
+/// by the integer factor down to `[h_r, w_r]`, as `[batch, h_r·w_r, 1]` query weights.
+///
+/// # Shapes
+/// - mask: `[batch, 1, h, w]` with h, w multiples of h_r, w_r
+/// - output: `[batch, h_r · w_r, 1]`
+pub fn region_mask(mask: &Tensor<4>, h_r: usize, w_r: usize) -> Tensor<3> {
+    let [b, _, h, w] = mask.dims();
+    assert!(h % h_r == 0 && w % w_r == 0, "region mask {h}×{w} does not divide into {h_r}×{w_r}");
+    let (fy, fx) = (h / h_r, w / w_r);
+    let pooled = if fy == 1 && fx == 1 {
+        mask.clone()
+    } else {
+        avg_pool2d(mask.clone(), AvgPoolOptions::new([fy, fx]))
+    };
+    pooled.reshape([b, h_r * w_r, 1])
+}
