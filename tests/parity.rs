@@ -163,3 +163,37 @@ fn region_mask_is_an_area_average() {
     let got: Vec<f32> = adcanvas::denoise::mepa::region_mask(&mask, 2, 2).into_data().try_to_vec().unwrap();
     assert_eq!(got, vec![1.0, 0.5, 0.5, 0.25]);
 }
+
+/// The MiniLM tokenizer (tokenizers crate on the model's tokenizer.json) gives exactly the
+/// ids Python's transformers tokenizer gives.
+#[test]
+fn minilm_tokenizer_matches_transformers() {
+    let tokenizer = adcanvas::encoders::text::PromptTokenizer::from_bytes(
+        &std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let want: std::collections::BTreeMap<String, Vec<u32>> = serde_json::from_slice(&fixture("minilm_tokens.json")).unwrap();
+    assert_eq!(want.len(), 5);
+    for (prompt, ids) in want {
+        assert_eq!(tokenizer.encode(&prompt).unwrap(), ids, "prompt {prompt:?}");
+    }
+}
+
+/// BertModel (the text encoder's architecture) equals transformers on random weights.
+#[test]
+fn bert_matches_transformers() {
+    use adcanvas::encoders::text::{BertConfig, BertModel};
+    let config: BertConfig = serde_json::from_slice(&fixture("bert.config.json")).unwrap();
+    let weights = fixture("bert.weights.safetensors");
+    let io = Io(fixture("bert.io.safetensors"));
+    let (ids, _) = io.get("input_ids");
+    let ids: Vec<u32> = ids.iter().map(|&v| v as u32).collect();
+    let (want, _) = io.get("last_hidden_state");
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors("bert", &weights, &device).unwrap();
+        let model = BertModel::load(&w, &config).unwrap();
+        let got: Vec<f32> = model.forward(&ids, &device).unwrap().into_data().try_to_vec().unwrap();
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff <= MODEL_TOLERANCE, "BERT on {name}: max abs diff {diff}");
+    }
+}

@@ -1,0 +1,180 @@
+//! The text encoder: a BERT-family model (all-MiniLM-L6-v2 by default, 384-wide) in
+//! Hugging Face transformers' structure (`BertModel`, parameter names as its checkpoints
+//! spell them), with the real WordPiece tokenizer from the `tokenizers` crate reading the
+//! model's own `tokenizer.json`. Its last hidden states are the UNet's cross-attention context.
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{LayerNorm, Linear, gelu};
+use crate::weights::{Init, ModelError, Weights};
+
+/// transformers' `BertConfig` fields the encoder reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "two")]
+    pub type_vocab_size: usize,
+    #[serde(default = "bert_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "gelu_name")]
+    pub hidden_act: String,
+}
+
+fn two() -> usize {
+    2
+}
+fn bert_eps() -> f64 {
+    1e-12
+}
+fn gelu_name() -> String {
+    "gelu".into()
+}
+
+impl BertConfig {
+    /// all-MiniLM-L6-v2 (`sentence-transformers/all-MiniLM-L6-v2/config.json`).
+    pub fn minilm_l6() -> Self {
+        Self {
+            vocab_size: 30522,
+            hidden_size: 384,
+            num_hidden_layers: 6,
+            num_attention_heads: 12,
+            intermediate_size: 1536,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+        }
+    }
+}
+
+struct BertLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// `BertModel` without the pooler: token ids → last hidden states.
+pub struct BertModel {
+    config: BertConfig,
+    word_embeddings: Tensor<2>,
+    position_embeddings: Tensor<2>,
+    token_type_embeddings: Tensor<2>,
+    embeddings_norm: LayerNorm,
+    layers: Vec<BertLayer>,
+}
+
+impl BertModel {
+    /// Loads `embeddings.*` and `encoder.layer.N.*` (no `bert.` prefix, as sentence-transformers saves).
+    pub fn load(w: &Weights, config: &BertConfig) -> Result<Self, ModelError> {
+        if config.hidden_act != "gelu" {
+            return Err(ModelError::Unsupported(format!("text encoder activation {}", config.hidden_act)));
+        }
+        if config.hidden_size % config.num_attention_heads != 0 {
+            return Err(ModelError::Unsupported("hidden_size must divide into num_attention_heads".into()));
+        }
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let e = w.pp("embeddings");
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let l = w.pp("encoder").pp("layer").pp(i);
+                let a = l.pp("attention");
+                Ok(BertLayer {
+                    query: Linear::load(&a.pp("self").pp("query"), h, h, true)?,
+                    key: Linear::load(&a.pp("self").pp("key"), h, h, true)?,
+                    value: Linear::load(&a.pp("self").pp("value"), h, h, true)?,
+                    attention_output: Linear::load(&a.pp("output").pp("dense"), h, h, true)?,
+                    attention_norm: LayerNorm::load(&a.pp("output").pp("LayerNorm"), h, eps)?,
+                    intermediate: Linear::load(&l.pp("intermediate").pp("dense"), h, config.intermediate_size, true)?,
+                    output: Linear::load(&l.pp("output").pp("dense"), config.intermediate_size, h, true)?,
+                    output_norm: LayerNorm::load(&l.pp("output").pp("LayerNorm"), h, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(Self {
+            config: config.clone(),
+            word_embeddings: e.pp("word_embeddings").tensor("weight", [config.vocab_size, h], Init::FanIn(1))?,
+            position_embeddings: e.pp("position_embeddings").tensor("weight", [config.max_position_embeddings, h], Init::FanIn(1))?,
+            token_type_embeddings: e.pp("token_type_embeddings").tensor("weight", [config.type_vocab_size, h], Init::FanIn(1))?,
+            embeddings_norm: LayerNorm::load(&e.pp("LayerNorm"), h, eps)?,
+            layers,
+        })
+    }
+
+    /// Encodes one token sequence (no padding, so no attention mask is needed).
+    ///
+    /// # Shapes
+    /// - ids: `T` token ids, 1 ≤ T ≤ max_position_embeddings
+    /// - output: `[1, T, hidden_size]`
+    pub fn forward(&self, ids: &[u32], device: &Device) -> Result<Tensor<3>, ModelError> {
+        let t = ids.len();
+        if t == 0 || t > self.config.max_position_embeddings {
+            return Err(ModelError::Unsupported(format!(
+                "a prompt of {t} tokens (the text encoder takes 1 to {})",
+                self.config.max_position_embeddings
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(ModelError::Unsupported(format!("token id {bad} is outside the vocabulary")));
+        }
+        let h = self.config.hidden_size;
+        let index = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [t]), device);
+        let words = self.word_embeddings.clone().select(0, index);
+        let positions = self.position_embeddings.clone().narrow(0, 0, t);
+        let token_type = self.token_type_embeddings.clone().narrow(0, 0, 1);
+        let mut x: Tensor<3> = self.embeddings_norm.forward(words + positions + token_type).reshape([1, t, h]);
+        let heads = self.config.num_attention_heads;
+        let split = |x: Tensor<3>| x.reshape([1, t, heads, h / heads]).swap_dims(1, 2);
+        for layer in &self.layers {
+            let q = split(layer.query.forward(x.clone()));
+            let k = split(layer.key.forward(x.clone()));
+            let v = split(layer.value.forward(x.clone()));
+            let context = attention(q, k, v, None, None, AttentionModuleOptions::default()).swap_dims(1, 2).reshape([1, t, h]);
+            x = layer.attention_norm.forward(layer.attention_output.forward(context) + x);
+            let inner = gelu(layer.intermediate.forward(x.clone()));
+            x = layer.output_norm.forward(layer.output.forward(inner) + x);
+        }
+        Ok(x)
+    }
+}
+
+/// The model's own WordPiece tokenizer (`tokenizer.json`), without the fixed padding it
+/// carries: prompts are encoded at their own length, truncated to 128 tokens.
+pub struct PromptTokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl PromptTokenizer {
+    /// Parses a `tokenizer.json`.
+    pub fn from_bytes(json: &[u8]) -> Result<Self, ModelError> {
+        let mut inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| ModelError::Corrupt { file: "tokenizer.json".into(), reason: e.to_string() })?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(tokenizers::TruncationParams { max_length: 128, ..Default::default() }))
+            .map_err(|e| ModelError::Corrupt { file: "tokenizer.json".into(), reason: e.to_string() })?;
+        Ok(Self { inner })
+    }
+
+    /// Token ids with the special tokens (`[CLS] … [SEP]`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Unsupported(format!("the prompt could not be tokenised: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}
