@@ -407,7 +407,7 @@ async function generate() {
   setStatus('generating', `Generating ${params.size} × ${params.size}… (step 0 / ${params.steps})`);
   const started = performance.now();
   // Let the click finish and the status paint before the first (long) GPU submission.
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
 
   try {
     const out = await state.studio.generate(params, (step, total) => {

@@ -211,7 +211,12 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     await page.fill('#prompt', 'on a wooden table in a sunny kitchen, product photography');
     assert.equal(await page.locator('#cancel').isDisabled(), true, 'Cancel is disabled before generating');
     assert.equal(await page.locator('#download').isDisabled(), true, 'Download is disabled before a result');
-    await page.click('#generate');
+    // The first generation compiles GPU kernels on the page's main thread (tens of seconds
+    // on SwiftShader, longer on a loaded machine), and Playwright's click waits for the page
+    // to acknowledge the input, which then times out. So the real button is clicked from
+    // inside the page, after the evaluate call has returned.
+    assert.equal(await page.locator('#generate').isEnabled(), true, 'Generate is enabled after upload');
+    await page.locator('#generate').evaluate((button) => { setTimeout(() => button.click(), 0); });
 
     await page.waitForFunction(
       () => document.getElementById('result').dataset.ready === '1' ||
