@@ -22,6 +22,7 @@ use crate::denoise::unet::UNetConfig;
 use crate::model::Model;
 use crate::pack::{FORMAT_VERSION, Manifest, component_file};
 use crate::vae::VaeConfig;
+use crate::weights::decode_f32;
 
 /// Element type of the weights in the written pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,12 +146,8 @@ fn convert_weights(files: &[PathBuf], dtype: PackDtype) -> Result<(Vec<u8>, usiz
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| ConvertError(format!("{} is not a valid safetensors file: {e}", path.display())))?;
         for (name, view) in st.tensors() {
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::F16 => view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::BF16 => view.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                other => return err(format!("tensor {name} in {} is {other:?}; expected F32, F16 or BF16", path.display())),
-            };
+            let values = decode_f32(&name, view.dtype(), view.data())
+                .map_err(|e| ConvertError(format!("{} ({}): {e}", path.display(), name)))?;
             let out = match dtype {
                 PackDtype::F32 => bytemuck::cast_slice(&values).to_vec(),
                 PackDtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),

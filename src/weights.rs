@@ -202,8 +202,8 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// Decodes little-endian F32/F16/BF16 bytes to f32.
-fn decode_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, ModelError> {
+/// Decodes little-endian F32/F16/BF16 bytes to f32 (also used by the converter).
+pub(crate) fn decode_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, ModelError> {
     Ok(match dtype {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => data
