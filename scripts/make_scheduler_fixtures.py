@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Writes scheduler parity fixtures into tests/parity/ for tests/schedulers.rs.
+
+Four diffusers schedulers built from Stable Diffusion 1.5's scheduler config (the config
+`from_config` would give them inside a pipeline), each driven through 10 steps:
+
+    ddim     DDIMScheduler                     (eta = 0)
+    euler    EulerDiscreteScheduler
+    dpm++2m  DPMSolverMultistepScheduler       (dpmsolver++, solver_order 2, lower_order_final)
+    lcm      LCMScheduler                      (10 steps, and 4 steps: LCM's own spacing)
+
+`schedulers.safetensors` holds a shared start latent `x0` [1, 4, 8, 8] (torch.manual_seed),
+ten shared fake model outputs `eps{i}` (seeded random tensors, fed to every scheduler), the
+noise `noise{i}` LCM draws at its intermediate steps (injected in place of `randn_tensor` and
+recorded, so Rust can use the same), and per case (`{kind}.{prediction}`; `lcm4` for the
+4-step LCM run) the start latent times init_noise_sigma (`.init`), every
+`scale_model_input` output (`.scaled{i}`) and every step's prev_sample (`.x{i+1}`).
+
+`schedulers.json` holds, for each kind and a grid of step counts and timestep spacings,
+diffusers' timesteps, sigmas (Euler, DPM-Solver) and init_noise_sigma, or null where
+diffusers refuses the combination.
+
+    HF_HUB_OFFLINE=1 ~/.cache/adcanvas-py/bin/python scripts/make_scheduler_fixtures.py
+"""
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import diffusers
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
+from diffusers.schedulers import scheduling_lcm
+from safetensors.torch import save_file
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "parity"
+
+# runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json (its PNDM fields drop out).
+SD15 = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+    timestep_spacing="leading",
+    trained_betas=None,
+)
+
+KINDS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "dpm++2m": DPMSolverMultistepScheduler,
+    "lcm": LCMScheduler,
+}
+
+SHAPE = (1, 4, 8, 8)
+STEPS = 10
+
+
+def make(kind, **overrides):
+    return KINDS[kind].from_config({**SD15, **overrides})
+
+
+class RecordedNoise:
+    """Stands in for `randn_tensor` inside scheduling_lcm: hands out the fixture's noise
+    tensors in order, so the Rust test can inject exactly the same ones."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.used = 0
+
+    def __call__(self, shape, generator=None, device=None, dtype=None, **_):
+        noise = self.tensors[self.used]
+        assert tuple(shape) == tuple(noise.shape)
+        self.used += 1
+        return noise.to(dtype=dtype)
+
+
+def trace(kind, prediction, steps, x0, eps, noise, tensors, prefix):
+    sched = make(kind, prediction_type=prediction)
+    sched.set_timesteps(steps)
+    x = x0 * sched.init_noise_sigma
+    tensors[f"{prefix}.init"] = x.clone()
+    recorded = RecordedNoise(noise)
+    scheduling_lcm.randn_tensor = recorded
+    for i, t in enumerate(sched.timesteps):
+        scaled = sched.scale_model_input(x, t)
+        if kind == "euler":
+            tensors[f"{prefix}.scaled{i}"] = scaled.clone()
+        else:
+            assert torch.equal(scaled, x), f"{kind} scale_model_input is not the identity"
+        x = sched.step(eps[i], t, x).prev_sample
+        tensors[f"{prefix}.x{i + 1}"] = x.clone()
+    if kind == "lcm":
+        assert recorded.used == steps - 1, recorded.used
+    return sched
+
+
+def schedule_entry(kind, steps, spacing):
+    try:
+        sched = make(kind, timestep_spacing=spacing)
+        sched.set_timesteps(steps)
+    except ValueError:
+        return None
+    entry = {
+        "timesteps": [int(t) for t in sched.timesteps.tolist()],
+        "init_noise_sigma": float(sched.init_noise_sigma),
+    }
+    if kind in ("euler", "dpm++2m"):
+        entry["sigmas"] = [float(s) for s in sched.sigmas.tolist()]
+    return entry
+
+
+def schedules():
+    out = {}
+    for kind in KINDS:
+        for spacing in ("leading", "trailing"):
+            for steps in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 16, 20, 25, 30, 32, 40, 50, 51, 60, 100):
+                out[f"{kind}/{spacing}/{steps}"] = schedule_entry(kind, steps, spacing)
+    return out
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    torch.manual_seed(0)
+    x0 = torch.randn(SHAPE)
+    g = torch.Generator().manual_seed(1)
+    eps = [torch.randn(SHAPE, generator=g) for _ in range(STEPS)]
+    g = torch.Generator().manual_seed(2)
+    noise = [torch.randn(SHAPE, generator=g) for _ in range(STEPS - 1)]
+    tensors = {"x0": x0}
+    tensors.update({f"eps{i}": e for i, e in enumerate(eps)})
+    tensors.update({f"noise{i}": n for i, n in enumerate(noise)})
+    for prediction in ("epsilon", "v_prediction"):
+        for kind in KINDS:
+            trace(kind, prediction, STEPS, x0, eps, noise, tensors, f"{kind}.{prediction}")
+        trace("lcm", prediction, 4, x0, eps, noise, tensors, f"lcm4.{prediction}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().float() for k, v in tensors.items()}, OUT / "schedulers.safetensors")
+    meta = {
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        "config": SD15,
+        "steps": STEPS,
+        "schedules": schedules(),
+    }
+    # One schedule a line: compact, and diffs stay readable.
+    lines = [f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in meta.pop("schedules").items()]
+    head = json.dumps(meta, indent=1, sort_keys=True)[:-2]
+    (OUT / "schedulers.json").write_text(head + ',\n "schedules": {\n' + ",\n".join(lines) + "\n }\n}\n")
+    total = sum((OUT / f).stat().st_size for f in ("schedulers.safetensors", "schedulers.json"))
+    print(f"wrote {OUT}/schedulers.* ({total / 1e3:.0f} KB)")
