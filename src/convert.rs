@@ -7,8 +7,8 @@
 //! once on the CPU to prove every tensor the architecture needs is present and shaped.
 //!
 //! Accepted layouts (see docs/PACKS.md): SD 1.5 inpainting and SD 2.x inpainting folders
-//! (`model_index.json`, `unet/`, `vae/`, `scheduler/`; `text_encoder/` and `tokenizer/` are
-//! noted but not converted yet). Plain (4-channel) SD 1.5 / 2.1-base / SD-Turbo UNets convert,
+//! (`model_index.json`, `unet/`, `vae/`, `scheduler/`, and a BERT/MiniLM `text_encoder/` with
+//! `tokenizer/tokenizer.json`; CLIP text encoders are noted but not converted yet). Plain (4-channel) SD 1.5 / 2.1-base / SD-Turbo UNets convert,
 //! but the inpainting pipeline refuses them at load with a message saying why.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
+use crate::encoders::text::TextEncoderConfig;
 use crate::model::Model;
 use crate::pack::{FORMAT_VERSION, Manifest, component_file};
 use crate::vae::VaeConfig;
@@ -29,6 +30,10 @@ use crate::weights::decode_f32;
 pub enum PackDtype {
     F32,
     F16,
+    /// Block-32 int8 with f16 scales (see [`crate::quant`]); small tensors stay f16.
+    Q8,
+    /// Block-32 4-bit with f16 scales; small tensors stay f16.
+    Q4,
 }
 
 impl PackDtype {
@@ -36,8 +41,36 @@ impl PackDtype {
         match self {
             PackDtype::F32 => "f32",
             PackDtype::F16 => "f16",
+            PackDtype::Q8 => "q8",
+            PackDtype::Q4 => "q4",
         }
     }
+}
+
+/// One tensor as written: its safetensors dtype, shape and bytes.
+type Encoded = (Dtype, Vec<usize>, Vec<u8>);
+
+/// Encodes one tensor in the pack dtype; quantised ones add a `.q_scale` entry.
+fn encode_tensor(name: &str, shape: &[usize], values: &[f32], dtype: PackDtype, out: &mut BTreeMap<String, Encoded>) {
+    use crate::quant::{SCALE_SUFFIX, quantizable, quantize_q4, quantize_q8};
+    let f16_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect() };
+    let scale_bytes = |s: &[half::f16]| -> Vec<u8> { s.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let quantize = matches!(dtype, PackDtype::Q8 | PackDtype::Q4) && quantizable(values.len());
+    let entry = match dtype {
+        PackDtype::F32 => (Dtype::F32, shape.to_vec(), bytemuck::cast_slice(values).to_vec()),
+        PackDtype::Q8 if quantize => {
+            let (q, scales) = quantize_q8(values);
+            out.insert(format!("{name}{SCALE_SUFFIX}"), (Dtype::F16, vec![scales.len()], scale_bytes(&scales)));
+            (Dtype::I8, shape.to_vec(), q.iter().map(|&b| b as u8).collect())
+        }
+        PackDtype::Q4 if quantize => {
+            let (q, scales) = quantize_q4(values);
+            out.insert(format!("{name}{SCALE_SUFFIX}"), (Dtype::F16, vec![scales.len()], scale_bytes(&scales)));
+            (Dtype::U8, vec![q.len()], q)
+        }
+        _ => (Dtype::F16, shape.to_vec(), f16_bytes(values)),
+    };
+    out.insert(name.to_string(), entry);
 }
 
 /// What was written, and what the user should know about it.
@@ -138,38 +171,54 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
     err(format!("{} has no diffusion_pytorch_model.safetensors", dir.display()))
 }
 
-/// Reads every tensor of a component, casts it to `dtype`, and serialises one safetensors file.
-fn convert_weights(files: &[PathBuf], dtype: PackDtype) -> Result<(Vec<u8>, usize), ConvertError> {
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+/// Reads every tensor of a component, casts or quantises it to `dtype`, and serialises
+/// one safetensors file. `keep` filters tensor names (the text encoder drops its pooler).
+fn convert_weights(files: &[PathBuf], dtype: PackDtype, keep: &dyn Fn(&str) -> bool) -> Result<(Vec<u8>, usize), ConvertError> {
+    let mut tensors: BTreeMap<String, Encoded> = BTreeMap::new();
+    let mut count = 0;
     for path in files {
         let bytes = read(path)?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| ConvertError(format!("{} is not a valid safetensors file: {e}", path.display())))?;
         for (name, view) in st.tensors() {
+            if !keep(&name) {
+                continue;
+            }
             let values = decode_f32(&name, view.dtype(), view.data())
                 .map_err(|e| ConvertError(format!("{} ({}): {e}", path.display(), name)))?;
-            let out = match dtype {
-                PackDtype::F32 => bytemuck::cast_slice(&values).to_vec(),
-                PackDtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-            };
-            tensors.insert(name, (view.shape().to_vec(), out));
+            encode_tensor(&name, view.shape(), &values, dtype, &mut tensors);
+            count += 1;
         }
     }
-    let count = tensors.len();
-    let st_dtype = match dtype {
-        PackDtype::F32 => Dtype::F32,
-        PackDtype::F16 => Dtype::F16,
-    };
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, (shape, data))| {
-            let view = safetensors::tensor::TensorView::new(st_dtype, shape.clone(), data)
+        .map(|(name, (st_dtype, shape, data))| {
+            let view = safetensors::tensor::TensorView::new(*st_dtype, shape.clone(), data)
                 .map_err(|e| ConvertError(format!("tensor {name}: {e}")))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_, ConvertError>>()?;
     let bytes = safetensors::serialize(views, None).map_err(|e| ConvertError(format!("writing safetensors: {e}")))?;
     Ok((bytes, count))
+}
+
+/// The text encoder's weight files: transformers saves `model.safetensors` (or shards).
+fn text_encoder_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let value: Value = serde_json::from_slice(&read(&index)?)
+            .map_err(|e| ConvertError(format!("{} is not valid JSON: {e}", index.display())))?;
+        let mut shards: Vec<String> =
+            value["weight_map"].as_object().map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        shards.sort();
+        shards.dedup();
+        return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
+    }
+    err(format!("{} has no model.safetensors", dir.display()))
 }
 
 /// Converts the diffusers folder `dir` into a pack at `out`. With `verify`, the written
@@ -201,21 +250,34 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         notes.push("no scheduler/ folder: using Stable Diffusion 1.5's DDIM settings".into());
         SchedulerConfig::default()
     };
-    for skipped in ["text_encoder", "tokenizer", "safety_checker", "feature_extractor"] {
+    for skipped in ["safety_checker", "feature_extractor"] {
         if dir.join(skipped).exists() {
-            notes.push(format!("{skipped}/ is not converted yet: prompts are not used by this pack"));
+            notes.push(format!("{skipped}/ is not used by adcanvas and was skipped"));
         }
     }
+    let text_encoder = read_text_encoder_config(dir, &unet, &mut notes)?;
 
     std::fs::create_dir_all(out).map_err(|e| ConvertError(format!("cannot create {}: {e}", out.display())))?;
     let mut files = BTreeMap::new();
-    for component in ["unet", "vae"] {
-        let (bytes, count) = convert_weights(&weight_files(&dir.join(component))?, dtype)?;
+    let mut components: Vec<(&str, Vec<PathBuf>)> =
+        vec![("unet", weight_files(&dir.join("unet"))?), ("vae", weight_files(&dir.join("vae"))?)];
+    if text_encoder.is_some() {
+        components.push(("text_encoder", text_encoder_files(&dir.join("text_encoder"))?));
+    }
+    for (component, sources) in components {
+        // BertModel's pooler is not part of the context the UNet attends to; position_ids is a buffer.
+        let keep = |name: &str| !(component == "text_encoder" && (name.starts_with("pooler.") || name.ends_with("position_ids")));
+        let (bytes, count) = convert_weights(&sources, dtype, &keep)?;
         let file = format!("{component}.safetensors");
-        let path = out.join(&file);
-        std::fs::write(&path, &bytes).map_err(|e| ConvertError(format!("cannot write {}: {e}", path.display())))?;
+        write_file(&out.join(&file), &bytes)?;
         files.insert(component.to_string(), component_file(&file, &bytes, dtype.name()));
         notes.push(format!("{component}: {count} tensors, {:.1} MB as {}", bytes.len() as f64 / 1e6, dtype.name()));
+    }
+    if text_encoder.is_some() {
+        let bytes = read(&dir.join("tokenizer/tokenizer.json"))?;
+        crate::encoders::text::PromptTokenizer::from_bytes(&bytes).map_err(|e| ConvertError(format!("tokenizer/tokenizer.json: {e}")))?;
+        write_file(&out.join("tokenizer.json"), &bytes)?;
+        files.insert("tokenizer".to_string(), component_file("tokenizer.json", &bytes, "json"));
     }
 
     let label = name.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "converted model".into()));
@@ -228,6 +290,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         unet,
         vae,
         scheduler,
+        text_encoder,
         files,
         provenance: format!("adcanvas convert --diffusers {} --dtype {}", dir.display(), dtype.name()),
     };
@@ -241,4 +304,37 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
             .map_err(|e| ConvertError(format!("the converted pack does not load: {e}")))?;
     }
     Ok(ConvertReport { manifest, notes })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
+    std::fs::write(path, bytes).map_err(|e| ConvertError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The text encoder's config, when the folder has one adcanvas runs (BERT/MiniLM with a
+/// `tokenizer/tokenizer.json`); CLIP text encoders are noted and skipped for now.
+fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>) -> Result<Option<TextEncoderConfig>, ConvertError> {
+    let config_path = dir.join("text_encoder/config.json");
+    if !config_path.exists() {
+        notes.push("no text_encoder/: prompts are not used by this pack".into());
+        return Ok(None);
+    }
+    let json = read_config(&config_path)?;
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
+    if model_type != "bert" {
+        notes.push(format!("text_encoder/ is a {model_type} model, which adcanvas does not run yet: prompts are not used by this pack"));
+        return Ok(None);
+    }
+    if !dir.join("tokenizer/tokenizer.json").exists() {
+        return err(format!("{} has a BERT text encoder but no tokenizer/tokenizer.json", dir.display()));
+    }
+    let config: TextEncoderConfig =
+        serde_json::from_value(json).map_err(|e| ConvertError(format!("text_encoder/config.json: {e}")))?;
+    if config.hidden_size() != unet.cross_attention_dim {
+        return err(format!(
+            "the text encoder is {} wide but the UNet's cross_attention_dim is {}",
+            config.hidden_size(),
+            unet.cross_attention_dim
+        ));
+    }
+    Ok(Some(config))
 }

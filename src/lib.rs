@@ -22,6 +22,7 @@ pub mod model;
 pub mod nn;
 pub mod pack;
 pub mod pipeline;
+pub mod quant;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]

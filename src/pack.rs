@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
+use crate::encoders::text::TextEncoderConfig;
 use crate::vae::VaeConfig;
 use crate::weights::ModelError;
 
@@ -23,7 +24,8 @@ pub struct ComponentFile {
     pub file: String,
     pub bytes: u64,
     pub sha256: String,
-    /// `"f32"`, `"f16"` (dequantised to f32 at load for now).
+    /// `"f32"`, `"f16"`, `"q8"`, `"q4"` (see `quant`; all become f32 at load for now),
+    /// or `"json"` for the tokenizer.
     pub dtype: String,
 }
 
@@ -41,6 +43,10 @@ pub struct Manifest {
     pub vae: VaeConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// The prompt encoder; its weights are the `text_encoder` file and its vocabulary the
+    /// `tokenizer` file (`tokenizer.json`). Without it prompts are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoderConfig>,
     /// Component name (`unet`, `vae`, …) → file.
     pub files: BTreeMap<String, ComponentFile>,
     /// How the pack was made (script and arguments), for reproducibility.
@@ -64,7 +70,11 @@ impl Manifest {
             )));
         }
         let m: Manifest = serde_json::from_value(value).map_err(|e| ModelError::Manifest(e.to_string()))?;
-        for needed in ["unet", "vae"] {
+        let mut needed = vec!["unet", "vae"];
+        if m.text_encoder.is_some() {
+            needed.extend(["text_encoder", "tokenizer"]);
+        }
+        for needed in needed {
             if !m.files.contains_key(needed) {
                 return Err(ModelError::Manifest(format!("no {needed} file listed")));
             }

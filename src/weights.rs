@@ -52,7 +52,7 @@ impl std::fmt::Display for ModelError {
                 "The model tensor {name} has shape {got:?} but the config needs {expected:?}: the weights and the config do not belong together."
             ),
             ModelError::Dtype { name, dtype } => {
-                write!(f, "The model tensor {name} is stored as {dtype}; adcanvas reads F32, F16 and BF16.")
+                write!(f, "The model tensor {name} is stored as {dtype}; adcanvas reads F32, F16, BF16 and its own q8/q4 blocks.")
             }
             ModelError::Manifest(m) => write!(f, "The model pack's manifest is not usable: {m}"),
             ModelError::Checksum { file, expected, got } => write!(
@@ -185,10 +185,15 @@ impl<'a> Weights<'a> {
                     safetensors::SafeTensorError::TensorNotFound(_) => ModelError::Missing { name: key.clone() },
                     other => ModelError::Corrupt { file: file.clone(), reason: other.to_string() },
                 })?;
-                if view.shape() != shape {
-                    return Err(ModelError::Shape { name: key, expected: shape.to_vec(), got: view.shape().to_vec() });
+                match view.dtype() {
+                    Dtype::I8 | Dtype::U8 => dequantize(file, tensors, &key, &view, &shape)?,
+                    dtype => {
+                        if view.shape() != shape {
+                            return Err(ModelError::Shape { name: key, expected: shape.to_vec(), got: view.shape().to_vec() });
+                        }
+                        decode_f32(&key, dtype, view.data())?
+                    }
                 }
-                decode_f32(&key, view.dtype(), view.data())?
             }
             Source::Create(created) => {
                 let mut created = created.lock().expect("weight creator poisoned");
@@ -200,6 +205,38 @@ impl<'a> Weights<'a> {
         };
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
+}
+
+/// Reads a block-quantised tensor (`q8`: I8 in the tensor's shape; `q4`: U8 `[n / 2]`)
+/// and its `.q_scale` companion (see [`crate::quant`]).
+fn dequantize(
+    file: &str,
+    tensors: &SafeTensors<'_>,
+    key: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+    shape: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    use crate::quant::{SCALE_SUFFIX, dequantize_q4, dequantize_q8};
+    let n: usize = shape.iter().product();
+    let q4 = view.dtype() == Dtype::U8;
+    let shape_ok = if q4 { view.shape() == [n / 2] && n % 2 == 0 } else { view.shape() == shape };
+    if !shape_ok {
+        return Err(ModelError::Shape { name: key.to_string(), expected: shape.to_vec(), got: view.shape().to_vec() });
+    }
+    let scale_key = format!("{key}{SCALE_SUFFIX}");
+    let scales = tensors.tensor(&scale_key).map_err(|_| ModelError::Corrupt {
+        file: file.to_string(),
+        reason: format!("{key} is quantised but {scale_key} is missing"),
+    })?;
+    if scales.dtype() != Dtype::F16 {
+        return Err(ModelError::Dtype { name: scale_key, dtype: format!("{:?}", scales.dtype()) });
+    }
+    let scales: Vec<half::f16> = scales.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
+    let values = if q4 { dequantize_q4(view.data(), &scales) } else { dequantize_q8(view.data(), &scales) };
+    values.ok_or_else(|| ModelError::Corrupt {
+        file: file.to_string(),
+        reason: format!("{key}: {} quantised bytes do not match {} scales", view.data().len(), scales.len()),
+    })
 }
 
 /// Decodes little-endian F32/F16/BF16 bytes to f32 (also used by the converter).

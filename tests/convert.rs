@@ -76,6 +76,47 @@ fn f16_pack_is_half_the_size_and_close() {
 }
 
 #[test]
+fn quantised_packs_are_smaller_and_close() {
+    let src = root().join("tests/fixtures/diffusers_tiny");
+    let f32_out = out_dir("f32q");
+    convert_diffusers(&src, &f32_out, PackDtype::F32, None, false).unwrap();
+    let size = |dir: &Path| std::fs::metadata(dir.join("unet.safetensors")).unwrap().len() as f64;
+    // Stated tolerances on this small random UNet (outputs of magnitude ~1): q8 3e-2, q4 3e-1
+    // max-abs. Sizes include the f16 scales and the many tensors of this tiny model that are
+    // too small to quantise (f16), so the ratios are above the ideal 0.27 and 0.14.
+    for (dtype, name, max_ratio, tol) in [(PackDtype::Q8, "q8", 0.4, 3e-2), (PackDtype::Q4, "q4", 0.3, 3e-1)] {
+        let out = out_dir(name);
+        let report = convert_diffusers(&src, &out, dtype, None, true).unwrap();
+        assert_eq!(report.manifest.files["unet"].dtype, name);
+        let ratio = size(&out) / size(&f32_out);
+        eprintln!("{name}: size ratio to f32 {ratio:.3}");
+        assert!(ratio < max_ratio, "{name}/f32 size ratio {ratio}");
+        let diff = unet_max_diff(&out);
+        assert!(diff <= tol, "{name} UNet differs from diffusers by {diff}");
+        assert!(diff > 0.0, "{name} should not be lossless");
+    }
+}
+
+#[test]
+fn text_encoder_must_fit_the_unet() {
+    // The parity BERT (24 wide) beside the tiny UNet (cross_attention_dim 12).
+    let src = out_dir("te-src");
+    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
+    let te = src.join("text_encoder");
+    std::fs::create_dir_all(&te).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(root().join("tests/parity/bert.config.json")).unwrap()).unwrap();
+    cfg["model_type"] = "bert".into();
+    std::fs::write(te.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::copy(root().join("tests/parity/bert.weights.safetensors"), te.join("model.safetensors")).unwrap();
+    let err = convert_diffusers(&src, &out_dir("te1"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("no tokenizer/tokenizer.json"), "{err}");
+    std::fs::create_dir_all(src.join("tokenizer")).unwrap();
+    std::fs::copy(root().join("tests/fixtures/minilm_tokenizer.json"), src.join("tokenizer/tokenizer.json")).unwrap();
+    let err = convert_diffusers(&src, &out_dir("te2"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("24 wide but the UNet's cross_attention_dim is 12"), "{err}");
+}
+
+#[test]
 fn refuses_what_it_cannot_convert() {
     let err = convert_diffusers(&root().join("tests/fixtures"), &out_dir("x"), PackDtype::F32, None, false).unwrap_err();
     assert!(err.to_string().contains("no model_index.json"), "{err}");

@@ -55,6 +55,43 @@ impl BertConfig {
     }
 }
 
+/// The text encoder's architecture as a pack manifest (and transformers' `config.json`,
+/// by its `model_type`) names it. BERT/MiniLM today; CLIP joins as a second variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model_type", rename_all = "lowercase")]
+pub enum TextEncoderConfig {
+    Bert(BertConfig),
+}
+
+impl TextEncoderConfig {
+    /// Width of the hidden states (must equal the UNet's `cross_attention_dim`).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            TextEncoderConfig::Bert(c) => c.hidden_size,
+        }
+    }
+}
+
+/// Prompt → cross-attention context: the tokenizer and the encoder together.
+pub struct TextEncoder {
+    tokenizer: PromptTokenizer,
+    model: BertModel,
+}
+
+impl TextEncoder {
+    /// Loads the encoder's weights (safetensors bytes) and its `tokenizer.json`.
+    pub fn load(config: &TextEncoderConfig, weights: &Weights, tokenizer_json: &[u8]) -> Result<Self, ModelError> {
+        let TextEncoderConfig::Bert(bert) = config;
+        Ok(Self { tokenizer: PromptTokenizer::from_bytes(tokenizer_json)?, model: BertModel::load(weights, bert)? })
+    }
+
+    /// The context `[1, T, hidden]` for `prompt` (the empty prompt gives `[CLS] [SEP]`,
+    /// which is also the unconditional context of classifier-free guidance).
+    pub fn encode(&self, prompt: &str, device: &Device) -> Result<Tensor<3>, ModelError> {
+        self.model.forward(&self.tokenizer.encode(prompt)?, device)
+    }
+}
+
 struct BertLayer {
     query: Linear,
     key: Linear,
