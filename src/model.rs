@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 
 use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
+use crate::encoders::text::TextEncoder;
 use crate::pack::{Manifest, component_file};
 use crate::vae::{VaeConfig, VaeDecoder, VaeEncoder};
 use crate::weights::{ModelError, Weights};
@@ -15,6 +16,8 @@ pub struct Model {
     pub unet: UNet2DConditionModel,
     pub vae_encoder: VaeEncoder,
     pub vae_decoder: VaeDecoder,
+    /// The prompt encoder; `None` for packs without one (prompts are then not used).
+    pub text_encoder: Option<TextEncoder>,
     pub device: Device,
 }
 
@@ -33,7 +36,24 @@ impl Model {
         let unet_w = Weights::from_safetensors(&manifest.file("unet")?.file, unet_bytes, device)?;
         let vae_w = Weights::from_safetensors(&manifest.file("vae")?.file, vae_bytes, device)?;
         Self::check_compatible(&manifest.unet, &manifest.vae)?;
+        let text_encoder = match &manifest.text_encoder {
+            Some(config) => {
+                if config.hidden_size() != manifest.unet.cross_attention_dim {
+                    return Err(ModelError::Unsupported(format!(
+                        "the text encoder is {} wide but the UNet attends to {}-wide context",
+                        config.hidden_size(),
+                        manifest.unet.cross_attention_dim
+                    )));
+                }
+                let text_bytes = get("text_encoder")?;
+                let tokenizer = get("tokenizer")?;
+                let w = Weights::from_safetensors(&manifest.file("text_encoder")?.file, text_bytes, device)?;
+                Some(TextEncoder::load(config, &w, tokenizer)?)
+            }
+            None => None,
+        };
         Ok(Self {
+            text_encoder,
             unet: UNet2DConditionModel::load(&unet_w, &manifest.unet)?,
             vae_encoder: VaeEncoder::load(&vae_w, &manifest.vae)?,
             vae_decoder: VaeDecoder::load(&vae_w, &manifest.vae)?,
@@ -54,6 +74,12 @@ impl Model {
             )));
         }
         Ok(())
+    }
+
+    /// The output side the model was trained at (`sample_size` latents × the VAE's
+    /// downscale): the size that looks best, and the default in the app and CLI.
+    pub fn native_size(&self) -> usize {
+        self.manifest.unet.sample_size * self.manifest.vae.downscale()
     }
 
     /// Output sides must be a multiple of this many pixels.
@@ -89,6 +115,7 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         unet: unet_cfg,
         vae: vae_cfg,
         scheduler: Default::default(),
+        text_encoder: None,
         files: entries,
         provenance: format!("adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"),
     };

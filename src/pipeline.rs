@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use web_time::Instant;
 
 use crate::composite::{CompositeError, composite};
-use crate::denoise::scheduler::{DdimScheduler, SchedulerError};
+use crate::denoise::scheduler::{Scheduler, SchedulerError, SchedulerKind};
 use crate::image_io::{DecodeLimits, DecodedImage, ImageError, decode_image};
 use crate::layout::{LayoutError, LayoutOptions, PlacedProduct, Placement, place_product, render_placed};
 use crate::mask::{MaskError, MaskOptions, ProductMask, product_mask};
@@ -91,13 +91,24 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Classifier-free guidance scale; 1 disables guidance.
     pub guidance_scale: f32,
+    /// Sampler: DDIM (default), Euler, DPM-Solver++ (2M) or LCM.
+    pub scheduler: SchedulerKind,
     /// Fraction of the canvas's shorter side the product's longer side occupies.
     pub fill: f32,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { prompt: String::new(), width: 512, height: 512, steps: 20, seed: 42, guidance_scale: 7.5, fill: 0.6 }
+        Self {
+            prompt: String::new(),
+            width: 512,
+            height: 512,
+            steps: 20,
+            seed: 42,
+            guidance_scale: 7.5,
+            scheduler: SchedulerKind::Ddim,
+            fill: 0.6,
+        }
     }
 }
 
@@ -125,9 +136,9 @@ pub struct Generated {
 }
 
 impl Model {
-    /// Whether prompts influence this model's output (false until a text encoder is in the pack).
+    /// Whether prompts influence this model's output (packs without a text encoder ignore them).
     pub fn prompt_used(&self) -> bool {
-        false
+        self.text_encoder.is_some()
     }
 }
 
@@ -157,7 +168,8 @@ pub async fn generate(
     if options.steps == 0 || options.steps > 1000 {
         return Err(PipelineError::Options(format!("Steps must be between 1 and 1000; got {}.", options.steps)));
     }
-    let scheduler = DdimScheduler::new(&model.manifest.scheduler, options.steps)?;
+    // LCM draws fresh noise between steps: seeded from the same seed, so runs repeat.
+    let mut scheduler = Scheduler::new(options.scheduler, &model.manifest.scheduler, options.steps)?.with_noise_seed(options.seed);
 
     // 2. Layout: where the product goes, as data; then the canvas-size product layer.
     let layout = LayoutOptions { canvas_w: options.width, canvas_h: options.height, fill: options.fill, allow_upscale: false };
@@ -176,12 +188,26 @@ pub async fn generate(
     let masked_latents = model.vae_encoder.encode(masked_image);
     t = timings.record("encode", t);
 
-    // 4. Prompt conditioning. Without a text encoder the context is one zero token, which
+    // 4. Prompt conditioning: the prompt's hidden states, and the empty prompt's as the
+    //    unconditional context. Without a text encoder the context is one zero token, which
     //    makes every cross-attention add only its output bias; guidance is then a no-op
-    //    and skipped (cond = uncond).
-    let cross = model.manifest.unet.cross_attention_dim;
-    let context = Tensor::<3>::zeros([1, 1, cross], device);
-    let guidance = if model.prompt_used() { options.guidance_scale } else { 1.0 };
+    //    and skipped (cond = uncond), as it is for an empty prompt.
+    let (cond, uncond, guidance) = match &model.text_encoder {
+        Some(encoder) => {
+            let uncond = encoder.encode("", device)?;
+            let prompt = options.prompt.trim();
+            if prompt.is_empty() {
+                (uncond.clone(), uncond, 1.0)
+            } else {
+                (encoder.encode(prompt, device)?, uncond, options.guidance_scale)
+            }
+        }
+        None => {
+            let zero = Tensor::<3>::zeros([1, 1, model.manifest.unet.cross_attention_dim], device);
+            (zero.clone(), zero, 1.0)
+        }
+    };
+    t = timings.record("text", t);
 
     // 5. Initial noise from the seed, drawn on the CPU so every device starts identically.
     let lat_ch = model.manifest.vae.latent_channels;
@@ -190,10 +216,13 @@ pub async fn generate(
         .mul_scalar(scheduler.init_noise_sigma());
 
     // 6. Denoise.
-    let total = scheduler.timesteps().len();
-    for (i, &step_t) in scheduler.timesteps().iter().enumerate() {
-        let input = Tensor::cat(vec![latents.clone(), mask_latent.clone(), masked_latents.clone()], 1);
-        let eps = predict_noise(model, input, step_t as f32, &context, &context, guidance);
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+    for (i, &step_t) in timesteps.iter().enumerate() {
+        // Only the noisy latents are scaled (Euler), as diffusers' inpainting pipeline does.
+        let scaled = scheduler.scale_model_input(latents.clone(), step_t);
+        let input = Tensor::cat(vec![scaled, mask_latent.clone(), masked_latents.clone()], 1);
+        let eps = predict_noise(model, input, step_t as f32, &cond, &uncond, guidance);
         latents = scheduler.step(eps, step_t, latents);
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
         // surfaces a lost device at the step where it happened.
@@ -218,19 +247,22 @@ pub async fn generate(
     Ok(Generated { image, background, placement, placed, timings })
 }
 
-/// ε̂ = ε_uncond + s·(ε_cond − ε_uncond), batching both halves in one UNet call;
-/// with `s == 1` only the conditional half is computed.
+/// ε̂ = ε_uncond + s·(ε_cond − ε_uncond); with `s == 1` only the conditional half is
+/// computed. The halves batch into one UNet call when their contexts have the same token
+/// count; otherwise they run as two calls (the runtime never pads prompts, so attention
+/// sees exactly the prompt's tokens, as in training).
 pub fn predict_noise(model: &Model, input: Tensor<4>, t: f32, cond: &Tensor<3>, uncond: &Tensor<3>, scale: f32) -> Tensor<4> {
     if scale == 1.0 {
         return model.unet.forward(input, t, cond);
     }
-    let batched_input = Tensor::cat(vec![input.clone(), input], 0);
-    let batched_ctx = Tensor::cat(vec![uncond.clone(), cond.clone()], 0);
-    let out = model.unet.forward(batched_input, t, &batched_ctx);
-    let [_, c, h, w] = out.dims();
-    let eps_uncond = out.clone().narrow(0, 0, 1);
-    let eps_cond = out.narrow(0, 1, 1);
-    let _ = (c, h, w);
+    let (eps_uncond, eps_cond) = if cond.dims() == uncond.dims() {
+        let batched_input = Tensor::cat(vec![input.clone(), input], 0);
+        let batched_ctx = Tensor::cat(vec![uncond.clone(), cond.clone()], 0);
+        let out = model.unet.forward(batched_input, t, &batched_ctx);
+        (out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1))
+    } else {
+        (model.unet.forward(input.clone(), t, uncond), model.unet.forward(input, t, cond))
+    };
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
 }
 

@@ -9,6 +9,7 @@ use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::denoise::scheduler::{SchedulerError, SchedulerKind};
 use crate::gpu::{DeviceChoice, open_device};
 use crate::mask::MaskSource;
 use crate::model::Model;
@@ -160,7 +161,7 @@ impl Studio {
         Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
     }
 
-    /// `{ name, trained, label, prompt_used }`.
+    /// `{ name, trained, label, prompt_used, size_multiple, native_size }`.
     pub fn model_info(&self) -> JsValue {
         let m = &self.inner.model;
         let out = Object::new();
@@ -169,6 +170,7 @@ impl Studio {
         set(&out, "label", m.manifest.label.as_str());
         set(&out, "prompt_used", m.prompt_used());
         set(&out, "size_multiple", m.size_multiple() as u32);
+        set(&out, "native_size", m.native_size() as u32);
         out.into()
     }
 
@@ -190,7 +192,8 @@ impl Studio {
         Ok(out.into())
     }
 
-    /// Generates an ad for the prepared product. `opts`: `{ prompt, size, steps, seed }`;
+    /// Generates an ad for the prepared product.
+    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"lcm" }`;
     /// `on_progress(step, total)` after each denoising step. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
@@ -209,6 +212,10 @@ impl Studio {
                 steps: number("steps", 20.0).max(0.0) as usize,
                 seed: number("seed", 42.0).max(0.0) as u64,
                 guidance_scale: number("guidance", 7.5) as f32,
+                scheduler: match get(&opts, "scheduler").as_string() {
+                    Some(name) => name.parse().map_err(|e: SchedulerError| JsError::new(&e.to_string()))?,
+                    None => SchedulerKind::Ddim,
+                },
                 ..Default::default()
             };
             inner.busy.set(true);

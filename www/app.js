@@ -194,6 +194,9 @@ function showModelInfo() {
   }
   const name = field(info, 'name');
   const label = field(info, 'label') || 'untrained demo model';
+  // Without a size the user chose before, start at the size the model was trained at.
+  const native = String(field(info, 'native_size') || '');
+  if (!savedSettings()?.size && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
   if (field(info, 'trained') === false) {
     addNotice('warn', `<strong>${escapeHtml(label)}</strong>: this model has not been trained, so the ` +
       'background is a placeholder pattern, not a real scene. Your product is still placed exactly.');
@@ -222,9 +225,17 @@ function saveSettings() {
   } catch { /* storage disabled: nothing to keep */ }
 }
 
+function savedSettings() {
+  try {
+    return JSON.parse(localStorage.getItem(SETTINGS_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+
 function restoreSettings() {
   try {
-    const saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || 'null');
+    const saved = savedSettings();
     if (!saved) return;
     if (typeof saved.prompt === 'string') el.prompt.value = saved.prompt;
     if ([...el.size.options].some((o) => o.value === saved.size)) el.size.value = saved.size;

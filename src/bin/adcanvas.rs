@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use adcanvas::convert::{PackDtype, convert_diffusers};
+use adcanvas::denoise::scheduler::SchedulerKind;
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
@@ -29,6 +30,8 @@ enum DeviceArg {
 enum DtypeArg {
     F32,
     F16,
+    Q8,
+    Q4,
 }
 
 #[derive(Subcommand)]
@@ -44,9 +47,10 @@ enum Command {
         /// Output PNG.
         #[arg(long)]
         out: PathBuf,
-        /// Square output side in pixels (a multiple of the model's size step).
-        #[arg(long, default_value_t = 512)]
-        size: u32,
+        /// Square output side in pixels (a multiple of the model's size step);
+        /// default: the size the model was trained at.
+        #[arg(long)]
+        size: Option<u32>,
         #[arg(long, default_value_t = 20)]
         steps: usize,
         #[arg(long, default_value_t = 42)]
@@ -54,6 +58,9 @@ enum Command {
         /// Classifier-free guidance scale (used when the model has a text encoder).
         #[arg(long, default_value_t = 7.5)]
         guidance: f32,
+        /// Sampler: ddim, euler, dpm++2m or lcm.
+        #[arg(long, default_value = "ddim")]
+        scheduler: SchedulerKind,
         /// Model pack folder (manifest.json + weights); default: models/default.
         #[arg(long)]
         model: Option<PathBuf>,
@@ -92,8 +99,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate { product, prompt, out, size, steps, seed, guidance, model, device, mask_out } => {
-            let options = GenerateOptions { prompt, width: size, height: size, steps, seed, guidance_scale: guidance, ..Default::default() };
+        Command::Generate { product, prompt, out, size, steps, seed, guidance, scheduler, model, device, mask_out } => {
+            let side = size.unwrap_or(0);
+            let options =
+                GenerateOptions { prompt, width: side, height: side, steps, seed, guidance_scale: guidance, scheduler, ..Default::default() };
             run_generate(&product, &out, options, model, device, mask_out)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
@@ -101,6 +110,8 @@ fn main() -> ExitCode {
             let dtype = match dtype {
                 DtypeArg::F32 => PackDtype::F32,
                 DtypeArg::F16 => PackDtype::F16,
+                DtypeArg::Q8 => PackDtype::Q8,
+                DtypeArg::Q4 => PackDtype::Q4,
             };
             convert_diffusers(&diffusers, &out, dtype, name, !no_verify).map(|report| {
                 for note in &report.notes {
@@ -157,6 +168,12 @@ fn run_generate(
     let model = Model::from_pack(manifest, &files, &device).map_err(|e| e.to_string())?;
     drop(files);
     let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
+    let mut options = options;
+    if options.width == 0 {
+        // No --size: the model's own resolution.
+        options.width = model.native_size() as u32;
+        options.height = options.width;
+    }
     if !model.manifest.trained {
         eprintln!("adcanvas: note: {} is an untrained demo model: the background is not a real scene.", dir.display());
     }
@@ -186,6 +203,7 @@ fn run_generate(
         "height": options.height,
         "steps": options.steps,
         "seed": options.seed,
+        "scheduler": options.scheduler.name(),
         "device": match choice { DeviceChoice::Gpu => "gpu", DeviceChoice::Cpu => "cpu" },
         "model": model.manifest.name,
         "model_label": model.manifest.label,
