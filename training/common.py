@@ -1,0 +1,93 @@
+"""Shared pieces of the training scripts: the model configs (the architecture the
+runtime loads), checkpoints that resume, and loss logs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+
+import torch
+
+# AutoencoderKL, 8× downscale (four levels), small enough to train on a CPU. 8 latent
+# channels rather than SD's 4: a 24× instead of 48× compression, which a model this small
+# learns in minutes instead of hours (at 4 channels it was still grey after 600 steps).
+# 8 norm groups, not SD's 32: with 32 channels, 32 groups would normalise every channel on
+# its own and erase each sample's mean colour before the output conv (flat backgrounds then
+# cannot be reconstructed; a first run stalled at L1 0.4 for that reason).
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[32, 64, 128, 128], layers_per_block=1, latent_channels=8,
+    norm_num_groups=8, sample_size=256,
+)
+
+# Inpainting UNet (17 = 8 noisy latents + 1 mask + 8 masked-image latents), conditioned on
+# MiniLM's 384-wide hidden states; cross-attention at 16² and 8² latent resolution.
+UNET_CONFIG = dict(
+    sample_size=32, in_channels=17, out_channels=8,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[32, 64, 128], layers_per_block=1, cross_attention_dim=384,
+    attention_head_dim=8, norm_num_groups=8,
+)
+
+# The runtime's scheduler config (diffusers' SD defaults).
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    timestep_spacing="leading",
+)
+
+
+def device():
+    """CUDA when the machine has it (the GPU configuration), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def threads():
+    n = int(os.environ.get("ADCANVAS_TRAIN_THREADS", str(os.cpu_count() or 1)))
+    torch.set_num_threads(n)
+    return n
+
+
+class Checkpoint:
+    """`state.pt` in a run folder: saved every few minutes and at the end, so a run that is
+    stopped (time limit, machine handed back) resumes where it was."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, "state.pt")
+
+    def load(self):
+        if os.path.exists(self.path):
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        return None
+
+    def save(self, state):
+        tmp = self.path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+class LossLog:
+    def __init__(self, folder, fields):
+        self.path = os.path.join(folder, "losses.csv")
+        new = not os.path.exists(self.path)
+        self.f = open(self.path, "a", newline="")
+        self.w = csv.writer(self.f)
+        if new:
+            self.w.writerow(fields)
+
+    def row(self, *values):
+        self.w.writerow(values)
+        self.f.flush()
+
+
+class Deadline:
+    def __init__(self, minutes):
+        self.end = time.time() + minutes * 60
+
+    def passed(self):
+        return time.time() >= self.end

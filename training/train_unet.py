@@ -1,0 +1,170 @@
+"""Trains the default model's inpainting UNet (resumable, time-boxed).
+
+    python training/train_unet.py --data training/data --vae training/runs/vae/vae \
+        --run training/runs/unet --minutes 10
+
+Inputs are built exactly as the runtime builds them (src/pipeline.rs, docs/METHOD.md):
+  mask m = 1 where the background is generated (product alpha < 0.5), nearest-downsampled
+  at each 8×8 cell's top-left pixel; masked image = the ad with m = 1 pixels set to 0
+  (in [-1, 1]); its latents = VAE posterior mean × scaling_factor; target latents =
+  the ad's posterior mean × scaling_factor (the VAE is trained near-deterministic). Loss: ε-prediction MSE at a uniform timestep
+  (DDPM forward process with the runtime's scaled-linear betas). The caption is replaced
+  by the empty prompt 10% of the time, for classifier-free guidance. Context tokens are
+  the frozen MiniLM's hidden states; padding tokens are masked out of cross-attention so
+  training sees exactly what the runtime (which never pads) sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+
+
+def inpaint_inputs(images_u8, masks_u8):
+    """(image in [-1,1], masked image, pixel inpaint mask) as the runtime makes them."""
+    x = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 127.5 - 1
+    keep = torch.from_numpy(masks_u8).float()[:, None] / 255 >= 0.5
+    inpaint = (~keep).float()
+    return x, x * keep.float(), inpaint
+
+
+@torch.no_grad()
+def encode_split(vae, images, masks, batch=32):
+    """Posterior mean/std of each ad and the masked image's mean latents, × scaling factor."""
+    sf = vae.config.scaling_factor
+    means, stds, masked, mask_lat = [], [], [], []
+    for i in range(0, len(images), batch):
+        x, xm, inp = inpaint_inputs(images[i:i + batch], masks[i:i + batch])
+        d = vae.encode(x).latent_dist
+        means.append((d.mean * sf).half())
+        stds.append((d.std * sf).half())
+        masked.append((vae.encode(xm).latent_dist.mean * sf).half())
+        mask_lat.append(inp[:, :, ::8, ::8].bool())
+        if i % 640 == 0:
+            print(f"  encoded {i}/{len(images)}", flush=True)
+    return torch.cat(means), torch.cat(stds), torch.cat(masked), torch.cat(mask_lat)
+
+
+def load_latents(data_dir, vae_dir, cache):
+    from diffusers import AutoencoderKL
+
+    if os.path.exists(cache):
+        return torch.load(cache, weights_only=False)
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    out = {}
+    for split in ["train", "heldout"]:
+        d = np.load(os.path.join(data_dir, f"{split}.npz"))
+        mean, std, masked, mask = encode_split(vae, d["images"], d["masks"])
+        out[split] = dict(mean=mean, std=std, masked=masked, mask=mask,
+                          context=torch.from_numpy(d["context"]), context_len=torch.from_numpy(d["context_len"]))
+    e = np.load(os.path.join(data_dir, "empty_prompt.npz"))
+    out["empty"] = dict(context=torch.from_numpy(e["context"]), context_len=torch.from_numpy(e["context_len"]))
+    torch.save(out, cache)
+    return out
+
+
+def save(ck, unet, ema, opt, step):
+    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    ck.save({"model": cpu(unet), "ema": cpu(ema), "opt": opt.state_dict(), "step": step})
+
+
+def main():
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="training/data")
+    ap.add_argument("--vae", default="training/runs/vae/vae")
+    ap.add_argument("--run", default="training/runs/unet")
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--cfg-drop", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    args = ap.parse_args()
+    print("threads", threads())
+    os.makedirs(args.run, exist_ok=True)
+    lat = load_latents(args.data, args.vae, os.path.join(args.run, "latents.pt"))
+    tr, empty = lat["train"], lat["empty"]
+    n = len(tr["mean"])
+    sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
+    ck = Checkpoint(args.run)
+    state = ck.load()
+    step = 0
+    if state:
+        unet.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        print("resumed at step", step)
+    dev = device()
+    unet.to(dev)
+    ema.to(dev)
+    for st in opt.state.values():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                st[k] = v.to(dev)
+    log = LossLog(args.run, ["step", "loss", "seconds"])
+    g = torch.Generator().manual_seed(1000 + step)
+    deadline = Deadline(args.minutes)
+    t0 = last_save = time.time()
+    T = tr["context"].shape[1]
+    running = None
+    while not deadline.passed():
+        idx = torch.randint(0, n, (args.batch,), generator=g)
+        z0 = tr["mean"][idx].float()
+        ctx = tr["context"][idx].float()
+        clen = tr["context_len"][idx].clone()
+        drop = torch.rand(args.batch, generator=g) < args.cfg_drop
+        if drop.any():
+            ctx[drop] = empty["context"][0].float()
+            clen[drop] = empty["context_len"][0]
+        attn = (torch.arange(T)[None] < clen[:, None]).float()
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=g)
+        zt = sched.add_noise(z0, noise, t)
+        inp = torch.cat([zt, tr["mask"][idx].float(), tr["masked"][idx].float()], 1)
+        inp, t, ctx, attn, noise = (v.to(dev) for v in (inp, t, ctx, attn, noise))
+        pred = unet(inp, t, ctx, encoder_attention_mask=attn).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        warm = min(1.0, (step + 1) / 200)
+        for pg in opt.param_groups:
+            pg["lr"] = args.lr * warm
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 10 == 0:
+            log.row(step, f"{loss.item():.5f}", f"{time.time() - t0:.0f}")
+        if step % 50 == 0:
+            print(f"step {step} loss {running:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
+        if time.time() - last_save > 180:
+            save(ck, unet, ema, opt, step)
+            last_save = time.time()
+    save(ck, unet, ema, opt, step)
+    ema.cpu().save_pretrained(os.path.join(args.run, "unet"))
+    print(f"done: step {step}, EMA weights saved to {args.run}/unet")
+
+
+if __name__ == "__main__":
+    main()
