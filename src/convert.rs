@@ -22,7 +22,7 @@ use crate::denoise::unet::UNetConfig;
 use crate::encoders::text::TextEncoderConfig;
 use crate::model::Model;
 use crate::pack::{FORMAT_VERSION, Manifest, component_file};
-use crate::vae::VaeConfig;
+use crate::vae::VaeModelConfig;
 use crate::weights::decode_f32;
 
 /// Element type of the weights in the written pack.
@@ -235,7 +235,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
     let unet_json = read_config(&dir.join("unet/config.json"))?;
     check_unet_options(&unet_json)?;
     let unet: UNetConfig = serde_json::from_value(unet_json).map_err(|e| ConvertError(format!("unet/config.json: {e}")))?;
-    let vae: VaeConfig = serde_json::from_value(read_config(&dir.join("vae/config.json"))?)
+    let vae: VaeModelConfig = serde_json::from_value(read_config(&dir.join("vae/config.json"))?)
         .map_err(|e| ConvertError(format!("vae/config.json: {e}")))?;
     let scheduler_path = dir.join("scheduler/scheduler_config.json");
     let scheduler: SchedulerConfig = if scheduler_path.exists() {

@@ -13,6 +13,7 @@ pub mod pfv;
 pub mod encoders;
 pub mod denoise;
 pub mod vae;
+pub mod vae_tiny;
 pub mod composite;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -7,15 +7,15 @@ use burn::tensor::Device;
 use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
 use crate::encoders::text::TextEncoder;
 use crate::pack::{Manifest, component_file};
-use crate::vae::{VaeConfig, VaeDecoder, VaeEncoder};
+use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
 use crate::weights::{ModelError, Weights};
 
 /// Everything the denoising pipeline runs, on one burn device.
 pub struct Model {
     pub manifest: Manifest,
     pub unet: UNet2DConditionModel,
-    pub vae_encoder: VaeEncoder,
-    pub vae_decoder: VaeDecoder,
+    pub vae_encoder: LatentEncoder,
+    pub vae_decoder: LatentDecoder,
     /// The prompt encoder; `None` for packs without one (prompts are then not used).
     pub text_encoder: Option<TextEncoder>,
     pub device: Device,
@@ -55,15 +55,15 @@ impl Model {
         Ok(Self {
             text_encoder,
             unet: UNet2DConditionModel::load(&unet_w, &manifest.unet)?,
-            vae_encoder: VaeEncoder::load(&vae_w, &manifest.vae)?,
-            vae_decoder: VaeDecoder::load(&vae_w, &manifest.vae)?,
+            vae_encoder: LatentEncoder::load(&vae_w, &manifest.vae)?,
+            vae_decoder: LatentDecoder::load(&vae_w, &manifest.vae)?,
             manifest,
             device: device.clone(),
         })
     }
 
-    fn check_compatible(unet: &UNetConfig, vae: &VaeConfig) -> Result<(), ModelError> {
-        let lat = vae.latent_channels;
+    fn check_compatible(unet: &UNetConfig, vae: &VaeModelConfig) -> Result<(), ModelError> {
+        let lat = vae.latent_channels();
         if unet.in_channels != 2 * lat + 1 || unet.out_channels != lat {
             return Err(ModelError::Unsupported(format!(
                 "the pipeline needs an inpainting UNet ({} input channels = latents + mask + masked-image latents, {} output); this one has {} in, {} out",
@@ -113,7 +113,7 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         trained: false,
         label: "untrained demo model".into(),
         unet: unet_cfg,
-        vae: vae_cfg,
+        vae: vae_cfg.into(),
         scheduler: Default::default(),
         text_encoder: None,
         files: entries,

@@ -29,6 +29,16 @@ impl Conv2d {
         })
     }
 
+    /// Like [`Conv2d::load`] for a conv built with `bias=False`.
+    pub fn load_no_bias(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self, ModelError> {
+        let fan_in = c_in * kernel * kernel;
+        Ok(Self {
+            weight: w.tensor("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
+            bias: None,
+            options: ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
+        })
+    }
+
     /// Like [`Conv2d::load`] with explicit per-side padding `(top, bottom)`/`(left, right)`,
     /// for diffusers' VAE downsampler, which pads (0, 1, 0, 1) then convolves with padding 0.
     pub fn load_padded(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, pad: [(usize, usize); 2]) -> Result<Self, ModelError> {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
 use crate::encoders::text::TextEncoderConfig;
-use crate::vae::VaeConfig;
+use crate::vae::VaeModelConfig;
 use crate::weights::ModelError;
 
 /// The manifest format this build reads and writes.
@@ -40,7 +40,7 @@ pub struct Manifest {
     /// What the UI shows next to the model ("untrained demo model").
     pub label: String,
     pub unet: UNetConfig,
-    pub vae: VaeConfig,
+    pub vae: VaeModelConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     /// The prompt encoder; its weights are the `text_encoder` file and its vocabulary the

@@ -210,7 +210,7 @@ pub async fn generate(
     t = timings.record("text", t);
 
     // 5. Initial noise from the seed, drawn on the CPU so every device starts identically.
-    let lat_ch = model.manifest.vae.latent_channels;
+    let lat_ch = model.manifest.vae.latent_channels();
     let noise = gaussian_noise(options.seed, lat_ch * lh * lw);
     let mut latents = Tensor::<4>::from_data(TensorData::new(noise, [1, lat_ch, lh, lw]), device)
         .mul_scalar(scheduler.init_noise_sigma());

@@ -1,12 +1,16 @@
-//! `AutoencoderKL` in diffusers' structure (`models/autoencoders/autoencoder_kl.py`,
-//! `vae.py`): the encoder turns the masked product image into latents for the
-//! inpainting input, the decoder turns denoised latents into pixels.
+//! The VAE: the encoder turns the masked product image into latents for the inpainting
+//! input, the decoder turns denoised latents into pixels. Two architectures load:
+//! `AutoencoderKL` (Stable Diffusion's, here in diffusers' structure,
+//! `models/autoencoders/autoencoder_kl.py`, `vae.py`) and `AutoencoderTiny`
+//! (TAESD's, [`crate::vae_tiny`]); [`VaeModelConfig`], [`LatentEncoder`] and
+//! [`LatentDecoder`] pick between them by the config's fields.
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::denoise::unet::ResnetBlock2D;
 use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
+use crate::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
 use crate::weights::{ModelError, Weights};
 
 /// diffusers' `AutoencoderKL` config (field names as in its `config.json`).
@@ -287,5 +291,83 @@ impl VaeDecoder {
             }
         }
         self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+    }
+}
+
+/// Either VAE's config, as a manifest or a diffusers `vae/config.json` spells it (told apart
+/// by their fields: `encoder_block_out_channels` is AutoencoderTiny's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VaeModelConfig {
+    Tiny(TinyVaeConfig),
+    Kl(VaeConfig),
+}
+
+impl VaeModelConfig {
+    /// Image pixels per latent pixel along one side.
+    pub fn downscale(&self) -> usize {
+        match self {
+            VaeModelConfig::Tiny(c) => c.downscale(),
+            VaeModelConfig::Kl(c) => c.downscale(),
+        }
+    }
+
+    pub fn latent_channels(&self) -> usize {
+        match self {
+            VaeModelConfig::Tiny(c) => c.latent_channels,
+            VaeModelConfig::Kl(c) => c.latent_channels,
+        }
+    }
+}
+
+impl From<VaeConfig> for VaeModelConfig {
+    fn from(c: VaeConfig) -> Self {
+        VaeModelConfig::Kl(c)
+    }
+}
+
+/// Image → scaled latents, for either VAE.
+pub enum LatentEncoder {
+    Kl(VaeEncoder),
+    Tiny(TinyEncoder),
+}
+
+impl LatentEncoder {
+    pub fn load(w: &Weights, config: &VaeModelConfig) -> Result<Self, ModelError> {
+        Ok(match config {
+            VaeModelConfig::Kl(c) => LatentEncoder::Kl(VaeEncoder::load(w, c)?),
+            VaeModelConfig::Tiny(c) => LatentEncoder::Tiny(TinyEncoder::load(w, c)?),
+        })
+    }
+
+    /// `[batch, 3, H, W]` in [-1, 1] → `[batch, latent_channels, H/f, W/f]` (× scaling factor).
+    pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
+        match self {
+            LatentEncoder::Kl(e) => e.encode(image),
+            LatentEncoder::Tiny(e) => e.encode(image),
+        }
+    }
+}
+
+/// Scaled latents → image, for either VAE.
+pub enum LatentDecoder {
+    Kl(VaeDecoder),
+    Tiny(TinyDecoder),
+}
+
+impl LatentDecoder {
+    pub fn load(w: &Weights, config: &VaeModelConfig) -> Result<Self, ModelError> {
+        Ok(match config {
+            VaeModelConfig::Kl(c) => LatentDecoder::Kl(VaeDecoder::load(w, c)?),
+            VaeModelConfig::Tiny(c) => LatentDecoder::Tiny(TinyDecoder::load(w, c)?),
+        })
+    }
+
+    /// `[batch, latent_channels, h, w]` → `[batch, 3, h·f, w·f]`, roughly in [-1, 1].
+    pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        match self {
+            LatentDecoder::Kl(d) => d.decode(latents),
+            LatentDecoder::Tiny(d) => d.decode(latents),
+        }
     }
 }

@@ -94,6 +94,27 @@ fn vae_matches_diffusers() {
 }
 
 #[test]
+fn tiny_vae_matches_diffusers() {
+    use adcanvas::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
+    let config: TinyVaeConfig = serde_json::from_slice(&fixture("tiny_vae.config.json")).unwrap();
+    let weights = fixture("tiny_vae.weights.safetensors");
+    let io = Io(fixture("tiny_vae.io.safetensors"));
+    let (raw, _) = io.get("latents_raw");
+    let want_latents: Vec<f32> = raw.iter().map(|v| v * config.scaling_factor).collect();
+    let (want_decoded, _) = io.get("decoded");
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors("tiny_vae", &weights, &device).unwrap();
+        let encoder = TinyEncoder::load(&w, &config).unwrap();
+        let diff = max_abs_diff(encoder.encode(io.tensor("image", &device)), &want_latents);
+        assert!(diff <= MODEL_TOLERANCE, "tiny VAE encode on {name}: max abs diff {diff}");
+        let decoder = TinyDecoder::load(&w, &config).unwrap();
+        let latents: Tensor<4> = io.tensor("latents", &device);
+        let diff = max_abs_diff(decoder.decode(latents.mul_scalar(config.scaling_factor)), &want_decoded);
+        assert!(diff <= MODEL_TOLERANCE, "tiny VAE decode on {name}: max abs diff {diff}");
+    }
+}
+
+#[test]
 fn ddim_trace_matches_diffusers() {
     let config: SchedulerConfig = serde_json::from_slice(&fixture("ddim.config.json")).unwrap();
     let io = Io(fixture("ddim.io.safetensors"));

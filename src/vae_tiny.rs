@@ -1,0 +1,198 @@
+//! `AutoencoderTiny` in diffusers' structure (`models/autoencoders/autoencoder_tiny.py`,
+//! `EncoderTiny`/`DecoderTiny` in `vae.py`): TAESD's architecture. Plain 3×3 convs, ReLU
+//! and residual blocks, no normalisation and no attention, so decoding costs a fraction of
+//! AutoencoderKL's: the fast decoder for the browser, and the default model's VAE.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{Conv2d, upsample_nearest_2x};
+use crate::weights::{ModelError, Weights};
+
+/// diffusers' `AutoencoderTiny` config (field names as in its `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TinyVaeConfig {
+    #[serde(default = "three")]
+    pub in_channels: usize,
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    pub encoder_block_out_channels: Vec<usize>,
+    pub decoder_block_out_channels: Vec<usize>,
+    pub num_encoder_blocks: Vec<usize>,
+    pub num_decoder_blocks: Vec<usize>,
+    #[serde(default = "four")]
+    pub latent_channels: usize,
+    #[serde(default = "relu_name")]
+    pub act_fn: String,
+    #[serde(default = "nearest")]
+    pub upsample_fn: String,
+    #[serde(default = "two")]
+    pub upsampling_scaling_factor: usize,
+    #[serde(default = "one")]
+    pub scaling_factor: f32,
+}
+
+fn three() -> usize {
+    3
+}
+fn four() -> usize {
+    4
+}
+fn two() -> usize {
+    2
+}
+fn one() -> f32 {
+    1.0
+}
+fn relu_name() -> String {
+    "relu".into()
+}
+fn nearest() -> String {
+    "nearest".into()
+}
+
+impl TinyVaeConfig {
+    /// Image pixels per latent pixel along one side.
+    pub fn downscale(&self) -> usize {
+        1 << (self.encoder_block_out_channels.len().max(1) - 1)
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let (e, d) = (&self.encoder_block_out_channels, &self.decoder_block_out_channels);
+        let uniform = |c: &[usize]| c.windows(2).all(|p| p[0] == p[1]);
+        if e.is_empty() || e.len() != self.num_encoder_blocks.len() || d.len() != self.num_decoder_blocks.len() || d.len() != e.len() {
+            return Err(ModelError::Unsupported("AutoencoderTiny needs one block count per block_out_channels entry, as many decoder as encoder levels".into()));
+        }
+        // diffusers builds each level's resampling conv as C_i → C_i, so only uniform widths load.
+        if !uniform(e) || !uniform(d) {
+            return Err(ModelError::Unsupported("AutoencoderTiny with different widths per level".into()));
+        }
+        if self.act_fn != "relu" || self.upsample_fn != "nearest" || self.upsampling_scaling_factor != 2 {
+            return Err(ModelError::Unsupported(format!(
+                "AutoencoderTiny with act_fn {}, upsample_fn {}, factor {} (adcanvas runs relu, nearest, 2)",
+                self.act_fn, self.upsample_fn, self.upsampling_scaling_factor
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `AutoencoderTinyBlock`: `relu(conv(relu(conv(relu(conv(x))))) + x)` (equal widths, so the skip is the identity).
+struct TinyBlock {
+    convs: [Conv2d; 3],
+}
+
+impl TinyBlock {
+    fn load(w: &Weights, channels: usize) -> Result<Self, ModelError> {
+        let c = |i: usize| Conv2d::load(&w.pp("conv").pp(i), channels, channels, 3, 1, 1);
+        Ok(Self { convs: [c(0)?, c(2)?, c(4)?] })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let h = relu(self.convs[0].forward(x.clone()));
+        let h = relu(self.convs[1].forward(h));
+        relu(self.convs[2].forward(h) + x)
+    }
+}
+
+enum Layer {
+    Conv(Conv2d),
+    Block(TinyBlock),
+    Relu,
+    Upsample,
+}
+
+fn run(layers: &[Layer], mut x: Tensor<4>) -> Tensor<4> {
+    for layer in layers {
+        x = match layer {
+            Layer::Conv(c) => c.forward(x),
+            Layer::Block(b) => b.forward(x),
+            Layer::Relu => relu(x),
+            Layer::Upsample => upsample_nearest_2x(x),
+        };
+    }
+    x
+}
+
+/// Image → latents × `scaling_factor` (`EncoderTiny`; deterministic).
+pub struct TinyEncoder {
+    layers: Vec<Layer>,
+    scaling_factor: f32,
+}
+
+impl TinyEncoder {
+    /// Loads `encoder.layers.N.*` (indices as `nn.Sequential` numbers them).
+    pub fn load(w: &Weights, config: &TinyVaeConfig) -> Result<Self, ModelError> {
+        config.validate()?;
+        let lw = w.pp("encoder").pp("layers");
+        let c = &config.encoder_block_out_channels;
+        let mut layers = Vec::new();
+        for (i, &blocks) in config.num_encoder_blocks.iter().enumerate() {
+            let idx = layers.len();
+            layers.push(Layer::Conv(if i == 0 {
+                Conv2d::load(&lw.pp(idx), config.in_channels, c[i], 3, 1, 1)?
+            } else {
+                Conv2d::load_no_bias(&lw.pp(idx), c[i], c[i], 3, 2, 1)?
+            }));
+            for _ in 0..blocks {
+                let idx = layers.len();
+                layers.push(Layer::Block(TinyBlock::load(&lw.pp(idx), c[i])?));
+            }
+        }
+        let idx = layers.len();
+        layers.push(Layer::Conv(Conv2d::load(&lw.pp(idx), c[c.len() - 1], config.latent_channels, 3, 1, 1)?));
+        Ok(Self { layers, scaling_factor: config.scaling_factor })
+    }
+
+    /// # Shapes
+    /// - image: `[batch, 3, H, W]` in [-1, 1] → `[batch, latent_channels, H/f, W/f]`
+    pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
+        // TAESD works on [0, 1] images.
+        run(&self.layers, image.add_scalar(1.0).div_scalar(2.0)).mul_scalar(self.scaling_factor)
+    }
+}
+
+/// Latents → image (`DecoderTiny`).
+pub struct TinyDecoder {
+    layers: Vec<Layer>,
+    scaling_factor: f32,
+}
+
+impl TinyDecoder {
+    /// Loads `decoder.layers.N.*`.
+    pub fn load(w: &Weights, config: &TinyVaeConfig) -> Result<Self, ModelError> {
+        config.validate()?;
+        let lw = w.pp("decoder").pp("layers");
+        let c = &config.decoder_block_out_channels;
+        let mut layers = vec![Layer::Conv(Conv2d::load(&lw.pp(0), config.latent_channels, c[0], 3, 1, 1)?), Layer::Relu];
+        let n = config.num_decoder_blocks.len();
+        for (i, &blocks) in config.num_decoder_blocks.iter().enumerate() {
+            for _ in 0..blocks {
+                let idx = layers.len();
+                layers.push(Layer::Block(TinyBlock::load(&lw.pp(idx), c[i])?));
+            }
+            let last = i + 1 == n;
+            if !last {
+                layers.push(Layer::Upsample);
+            }
+            let idx = layers.len();
+            layers.push(Layer::Conv(if last {
+                Conv2d::load(&lw.pp(idx), c[i], config.out_channels, 3, 1, 1)?
+            } else {
+                Conv2d::load_no_bias(&lw.pp(idx), c[i], c[i], 3, 1, 1)?
+            }));
+        }
+        Ok(Self { layers, scaling_factor: config.scaling_factor })
+    }
+
+    /// Decodes scaled latents (divided by `scaling_factor` first, as the SD pipelines do).
+    ///
+    /// # Shapes
+    /// - latents: `[batch, latent_channels, h, w]` → `[batch, 3, h·f, w·f]`, roughly in [-1, 1]
+    pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        // DecoderTiny clamps its input softly to (-3, 3) and maps its [0, 1] output to [-1, 1].
+        let z = latents.div_scalar(self.scaling_factor).div_scalar(3.0).tanh().mul_scalar(3.0);
+        run(&self.layers, z).mul_scalar(2.0).sub_scalar(1.0)
+    }
+}
