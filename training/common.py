@@ -22,6 +22,18 @@ VAE_CONFIG = dict(
     norm_num_groups=8, sample_size=256,
 )
 
+# AutoencoderTiny (TAESD's architecture), 8× downscale, 8 latent channels: no norm layers,
+# so it can start from an exact construction (see train_tiny_vae.py) and be fine-tuned in
+# minutes on a CPU — the small AutoencoderKL above stayed grey and blurry after 1000 steps.
+# One block per level and none at full resolution in the encoder keep encoding cheap.
+TINY_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3,
+    encoder_block_out_channels=[32, 32, 32, 32], decoder_block_out_channels=[32, 32, 32, 32],
+    num_encoder_blocks=[0, 1, 1, 1], num_decoder_blocks=[1, 1, 1, 1],
+    latent_channels=8, act_fn="relu", upsample_fn="nearest", upsampling_scaling_factor=2,
+    latent_magnitude=3, latent_shift=0.5, scaling_factor=1.0,
+)
+
 # Inpainting UNet (17 = 8 noisy latents + 1 mask + 8 masked-image latents), conditioned on
 # MiniLM's 384-wide hidden states; cross-attention at 16² and 8² latent resolution.
 UNET_CONFIG = dict(
@@ -91,3 +103,22 @@ class Deadline:
 
     def passed(self):
         return time.time() >= self.end
+
+
+def load_vae(folder):
+    """The trained VAE (AutoencoderTiny or AutoencoderKL, by its config's class name)."""
+    import json
+
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    with open(os.path.join(folder, "config.json")) as f:
+        cls = json.load(f)["_class_name"]
+    return (AutoencoderTiny if cls == "AutoencoderTiny" else AutoencoderKL).from_pretrained(folder).eval()
+
+
+def encode_latents(vae, x):
+    """Deterministic latents × scaling factor (posterior mean for the KL VAE), as the runtime encodes."""
+    sf = vae.config.scaling_factor
+    if hasattr(vae, "encoder") and vae.__class__.__name__ == "AutoencoderTiny":
+        return vae.encoder(x) * sf
+    return vae.encode(x).latent_dist.mean * sf

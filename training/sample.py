@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
 from train_unet import inpaint_inputs  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def generate(unet, vae, images_u8, masks_u8, contexts, empty_ctx, steps=20, guid
     sched.set_timesteps(steps)
     sf = vae.config.scaling_factor
     _, xm, inp = inpaint_inputs(images_u8, masks_u8)
-    masked = vae.encode(xm).latent_dist.mean * sf
+    masked = encode_latents(vae, xm)
     mask = inp[:, :, ::8, ::8]
     b = len(images_u8)
     g = torch.Generator().manual_seed(seed)
@@ -53,14 +53,14 @@ def composite(bg, image, mask):
 
 
 def load(run, vae_dir, ema=True):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     from common import UNET_CONFIG
 
     unet = UNet2DConditionModel(**UNET_CONFIG)
     state = torch.load(os.path.join(run, "state.pt"), map_location="cpu", weights_only=False)
     unet.load_state_dict(state["ema" if ema else "model"])
-    return unet.eval(), AutoencoderKL.from_pretrained(vae_dir).eval(), state["step"]
+    return unet.eval(), load_vae(vae_dir), state["step"]
 
 
 def main():

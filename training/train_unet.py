@@ -6,8 +6,8 @@
 Inputs are built exactly as the runtime builds them (src/pipeline.rs, docs/METHOD.md):
   mask m = 1 where the background is generated (product alpha < 0.5), nearest-downsampled
   at each 8×8 cell's top-left pixel; masked image = the ad with m = 1 pixels set to 0
-  (in [-1, 1]); its latents = VAE posterior mean × scaling_factor; target latents =
-  the ad's posterior mean × scaling_factor (the VAE is trained near-deterministic). Loss: ε-prediction MSE at a uniform timestep
+  (in [-1, 1]); its latents and the ad's (the target) are the VAE encoder's output ×
+  scaling_factor (AutoencoderTiny is deterministic; for a KL VAE, the posterior mean). Loss: ε-prediction MSE at a uniform timestep
   (DDPM forward process with the runtime's scaled-linear betas). The caption is replaced
   by the empty prompt 10% of the time, for classifier-free guidance. Context tokens are
   the frozen MiniLM's hidden states; padding tokens are masked out of cross-attention so
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, encode_latents, load_vae, threads  # noqa: E402
 
 
 def inpaint_inputs(images_u8, masks_u8):
@@ -40,42 +40,32 @@ def inpaint_inputs(images_u8, masks_u8):
 
 @torch.no_grad()
 def encode_split(vae, images, masks, batch=32):
-    """Posterior mean/std of each ad and the masked image's mean latents, × scaling factor."""
-    sf = vae.config.scaling_factor
-    means, stds, masked, mask_lat = [], [], [], []
+    """Latents of each ad and of its masked image (× scaling factor), and the latent mask."""
+    means, masked, mask_lat = [], [], []
     for i in range(0, len(images), batch):
         x, xm, inp = inpaint_inputs(images[i:i + batch], masks[i:i + batch])
-        d = vae.encode(x).latent_dist
-        means.append((d.mean * sf).half())
-        stds.append((d.std * sf).half())
-        masked.append((vae.encode(xm).latent_dist.mean * sf).half())
+        means.append(encode_latents(vae, x).half())
+        masked.append(encode_latents(vae, xm).half())
         mask_lat.append(inp[:, :, ::8, ::8].bool())
         if i % 640 == 0:
             print(f"  encoded {i}/{len(images)}", flush=True)
-    return torch.cat(means), torch.cat(stds), torch.cat(masked), torch.cat(mask_lat)
+    return torch.cat(means), torch.cat(masked), torch.cat(mask_lat)
 
 
 def load_latents(data_dir, vae_dir, cache):
-    from diffusers import AutoencoderKL
-
     if os.path.exists(cache):
         return torch.load(cache, weights_only=False)
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    vae = load_vae(vae_dir)
     out = {}
     for split in ["train", "heldout"]:
         d = np.load(os.path.join(data_dir, f"{split}.npz"))
-        mean, std, masked, mask = encode_split(vae, d["images"], d["masks"])
-        out[split] = dict(mean=mean, std=std, masked=masked, mask=mask,
+        mean, masked, mask = encode_split(vae, d["images"], d["masks"])
+        out[split] = dict(mean=mean, masked=masked, mask=mask,
                           context=torch.from_numpy(d["context"]), context_len=torch.from_numpy(d["context_len"]))
     e = np.load(os.path.join(data_dir, "empty_prompt.npz"))
     out["empty"] = dict(context=torch.from_numpy(e["context"]), context_len=torch.from_numpy(e["context_len"]))
     torch.save(out, cache)
     return out
-
-
-def save(ck, unet, ema, opt, step):
-    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
-    ck.save({"model": cpu(unet), "ema": cpu(ema), "opt": opt.state_dict(), "step": step})
 
 
 def main():
