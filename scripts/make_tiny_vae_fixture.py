@@ -8,7 +8,6 @@ Writes tests/parity/tiny_vae.{config.json,weights.safetensors,io.safetensors}.
 """
 
 import json
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file

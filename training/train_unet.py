@@ -68,6 +68,11 @@ def load_latents(data_dir, vae_dir, cache):
     return out
 
 
+def save(ck, unet, ema, opt, step):
+    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    ck.save({"model": cpu(unet), "ema": cpu(ema), "opt": opt.state_dict(), "step": step})
+
+
 def main():
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
