@@ -35,14 +35,16 @@ fn generate_writes_png_and_json_report() {
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
     assert_eq!(report["width"], 64);
     assert_eq!(report["mask_source"], "alpha");
-    assert_eq!(report["trained"], false);
+    assert_eq!(report["trained"], true);
+    assert_eq!(report["prompt_used"], true);
+    assert_eq!(report["scheduler"], "ddim");
     assert_eq!(report["placement"]["x"], 16);
-    for stage in ["load_model", "layout", "encode", "denoise", "decode", "composite", "total"] {
+    for stage in ["load_model", "layout", "encode", "text", "denoise", "decode", "composite", "total"] {
         assert!(report["timings_ms"][stage].is_number(), "timing {stage} missing: {report}");
     }
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("untrained demo model"), "{stderr}");
-    assert!(stderr.contains("prompt is not used"), "{stderr}");
+    assert!(!stderr.contains("untrained"), "{stderr}");
+    assert!(!stderr.contains("prompt is not used"), "{stderr}");
 
     // The product's pixels are in the PNG unchanged, at the reported placement.
     let ad = image::open(&out).unwrap().to_rgba8();
@@ -61,6 +63,17 @@ fn generate_writes_png_and_json_report() {
     args2[6] = out2.to_str().unwrap();
     assert!(adcanvas(&args2).status.success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn unknown_scheduler_is_refused_with_the_choices() {
+    let product = fixture("product_alpha_32.png");
+    let out = tmp("never4.png");
+    let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--scheduler", "plms"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("ddim, euler, dpm++2m, lcm"), "{stderr}");
+    assert!(!out.exists());
 }
 
 #[test]

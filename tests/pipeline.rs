@@ -1,5 +1,7 @@
-//! End to end at a tiny size: the committed demo pack, on burn's CPU device and on
-//! wgpu (Mesa lavapipe in CI), through layout → encode → denoise → decode → composite.
+//! End to end: the committed default model (trained, q8, MiniLM text encoder), on burn's
+//! CPU device and on wgpu (Mesa lavapipe in CI), through text → layout → encode → denoise →
+//! decode → composite; mostly at a tiny size, and once at the model's own size to check
+//! that it follows the prompt.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -62,20 +64,35 @@ fn assert_background_not_constant(g: &Generated) {
 }
 
 #[test]
-fn committed_demo_pack_is_what_the_script_makes() {
+fn demo_pack_script_is_deterministic_and_loads() {
     let (made, files) = create_demo_pack(20261126, &Device::flex()).unwrap();
-    let committed = Manifest::parse(&std::fs::read(pack_dir().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(made, committed, "models/default differs from `adcanvas demo-model --seed 20261126`");
-    for (component, bytes) in files {
-        committed.verify(&component, &bytes).unwrap();
+    let (again, files_again) = create_demo_pack(20261126, &Device::flex()).unwrap();
+    assert_eq!(made, again);
+    assert_eq!(files, files_again, "same seed, same bytes");
+    assert!(!made.trained && made.text_encoder.is_none());
+    let model = Model::from_pack(made, &files, &Device::flex()).unwrap();
+    assert!(!model.prompt_used());
+    let g = run(&model, PRODUCT_32, &tiny_options(7));
+    assert_composite_exact(&g);
+}
+
+#[test]
+fn default_pack_is_the_trained_model_within_budget() {
+    let model = load_default(&Device::flex());
+    let m = &model.manifest;
+    assert!(m.trained, "models/default must be the trained model");
+    assert!(model.prompt_used(), "the default model has a text encoder");
+    assert_eq!(model.native_size(), 256);
+    let total: u64 = m.files.values().map(|f| f.bytes).sum();
+    assert!(total <= 50_000_000, "the default pack is {total} bytes; the budget is 50 MB");
+    for component in ["unet", "vae", "text_encoder"] {
+        assert_eq!(m.files[component].dtype, "q8", "{component}");
     }
 }
 
 #[test]
 fn cpu_end_to_end_is_exact_and_deterministic() {
     let model = load_default(&Device::flex());
-    assert!(!model.manifest.trained);
-    assert_eq!(model.manifest.label, "untrained demo model");
     let a = run(&model, PRODUCT_32, &tiny_options(7));
     assert_eq!((a.image.width(), a.image.height()), (64, 64));
     assert_eq!((a.placement.x, a.placement.y, a.placement.w, a.placement.h), (16, 16, 32, 32));
@@ -85,6 +102,8 @@ fn cpu_end_to_end_is_exact_and_deterministic() {
     assert_eq!(a.image.as_raw(), b.image.as_raw(), "same seed and inputs must give the same image");
     let c = run(&model, PRODUCT_32, &tiny_options(8));
     assert_ne!(a.image.as_raw(), c.image.as_raw(), "another seed should give another background");
+    let d = run(&model, PRODUCT_32, &GenerateOptions { prompt: "on a sunny beach by the sea".into(), ..tiny_options(7) });
+    assert_ne!(a.background.as_raw(), d.background.as_raw(), "another prompt should give another background");
 }
 
 #[test]
@@ -136,7 +155,7 @@ fn size_must_fit_the_model() {
     let product = prepare_product(PRODUCT_32).unwrap();
     let options = GenerateOptions { width: 72, height: 72, ..tiny_options(1) };
     let err = pollster::block_on(generate(&model, &product, &options, &mut |_, _| true)).unwrap_err();
-    assert!(err.to_string().contains("multiple of 16"), "{err}");
+    assert!(err.to_string().contains("multiple of 32"), "{err}");
 }
 
 fn files_with(component: &str, bytes: Vec<u8>) -> (Manifest, BTreeMap<String, Vec<u8>>) {
@@ -185,4 +204,84 @@ fn bad_manifest_is_refused() {
     assert!(Manifest::parse(b"{").is_err());
     let err = Manifest::parse(br#"{"format":"adcanvas-pack","format_version":99}"#).unwrap_err();
     assert!(err.to_string().contains("format_version 99 is not supported"), "{err}");
+}
+
+/// Mean (r, g, b) of the generated background in rows `y0..y1`, product excluded.
+fn band_mean(g: &Generated, y0: u32, y1: u32) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0.0;
+    let w = g.background.width();
+    for y in y0..y1 {
+        for x in 0..w {
+            if g.placed.mask[(y * w + x) as usize] == 0.0 {
+                let px = g.background.get_pixel(x, y);
+                for c in 0..3 {
+                    sum[c] += px.0[c] as f64;
+                }
+                n += 1.0;
+            }
+        }
+    }
+    sum.map(|s| s / n)
+}
+
+#[test]
+fn trained_model_follows_the_scene_in_the_prompt() {
+    // At the model's own size and step count, the same seed for both prompts. A beach at
+    // sunset has sea (blue) across the middle and sand (warm) at the bottom; a blue studio
+    // has neither. Measured on 2026-11-26: beach bottom R−B = 55, middle B−R = 77;
+    // studio bottom R−B = −6. The thresholds leave a margin of about 25 either way.
+    let model = load_default(&Device::flex());
+    let options = |prompt: &str| GenerateOptions {
+        prompt: prompt.into(),
+        width: 256,
+        height: 256,
+        steps: 20,
+        seed: 5,
+        guidance_scale: 4.0,
+        ..Default::default()
+    };
+    let beach = run(&model, PRODUCT_WHITE, &options("a jar on the beach at sunset"));
+    let studio = run(&model, PRODUCT_WHITE, &options("a jar in a blue photo studio"));
+    assert_composite_exact(&beach);
+    let (sand, sea) = (band_mean(&beach, 192, 256), band_mean(&beach, 96, 128));
+    let floor = band_mean(&studio, 192, 256);
+    assert!(sand[0] - sand[2] > 30.0, "beach bottom should be sand: {sand:?}");
+    assert!(sea[2] - sea[0] > 30.0, "beach middle should be sea: {sea:?}");
+    assert!((floor[0] - floor[2]).abs() < 30.0, "studio floor should not be sand: {floor:?}");
+}
+
+/// The default pack's q8 text encoder against the real all-MiniLM-L6-v2 in f32
+/// (transformers; tests/parity/minilm_hidden.safetensors from scripts/make_minilm_fixture.py).
+/// Stated bound: cosine similarity ≥ 0.995 per token and max-abs ≤ 0.1 (hidden values are O(1)).
+#[test]
+fn default_text_encoder_stays_close_to_minilm() {
+    let model = load_default(&Device::flex());
+    let encoder = model.text_encoder.as_ref().expect("the default pack has a text encoder");
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parity/minilm_hidden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let prompts = [
+        "a teapot on a marble counter, soft morning light",
+        "Studio shot: perfume bottle on a PODIUM, pastel gradient background!",
+        "Café table by the sea — summer vibes, 50% off",
+        "",
+        "dried leaves, linen fabric & concrete; golden-hour",
+    ];
+    let f32s = |name: &str| -> Vec<f32> {
+        st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    let (mut worst_cos, mut worst_abs) = (1f32, 0f32);
+    for (k, prompt) in prompts.iter().enumerate() {
+        let want = f32s(&format!("hidden_{k}"));
+        let got: Vec<f32> = encoder.encode(prompt, &model.device).unwrap().into_data().try_to_vec().unwrap();
+        assert_eq!(got.len(), want.len(), "token count for {prompt:?}");
+        for (g, w) in got.chunks(384).zip(want.chunks(384)) {
+            let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            worst_cos = worst_cos.min(dot / (norm(g) * norm(w)));
+            worst_abs = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(worst_abs, f32::max);
+        }
+    }
+    eprintln!("q8 MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}");
+    assert!(worst_cos >= 0.995 && worst_abs <= 0.1, "cosine {worst_cos}, max abs {worst_abs}");
 }

@@ -66,8 +66,10 @@ def main():
 
     cmd = [args.adcanvas] if args.adcanvas else ["cargo", "run", "--quiet", "--release", "--locked", "--bin", "adcanvas", "--"]
     cmd += ["convert", "--diffusers", f, "--out", args.out, "--dtype", args.dtype, "--name", args.label]
-    if os.path.exists(args.out):
-        shutil.rmtree(args.out)
+    # Replace the pack's files; keep what else lives there (MODEL_CARD.md).
+    for name in ["manifest.json", "unet.safetensors", "vae.safetensors", "text_encoder.safetensors", "tokenizer.json"]:
+        if os.path.exists(os.path.join(args.out, name)):
+            os.remove(os.path.join(args.out, name))
     subprocess.run(cmd, check=True)
 
     # Label and provenance: say what was trained, how long, on what.

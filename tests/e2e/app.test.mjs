@@ -196,6 +196,11 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     const { page } = b;
     await openReady(page, b.consoleLines);
     assert.equal(await page.locator('#webgpu-error').isVisible(), false, '#webgpu-error must be hidden when WebGPU works');
+    // The default model is the trained one: no "untrained" or "prompt not used" warning,
+    // and the size starts at the model's own resolution.
+    const notices = await page.locator('#model-label').innerText();
+    assert.ok(!/not been trained|prompt not used/.test(notices), `unexpected model notice: ${notices}`);
+    assert.equal(await page.locator('#size').inputValue(), '256', 'size starts at the model\'s native 256 px');
 
     const up = await uploadAndWait(page, PRODUCT);
     assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
