@@ -193,7 +193,7 @@ function showModelInfo() {
     return;
   }
   const name = field(info, 'name');
-  const label = field(info, 'label') || 'untrained demo model';
+  const label = field(info, 'label') || 'model';
   // Without a size the user chose before, start at the size the model was trained at.
   const native = String(field(info, 'native_size') || '');
   if (!savedSettings()?.size && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
