@@ -8,8 +8,6 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbaImage;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use web_time::Instant;
 
 use crate::composite::{CompositeError, composite};
@@ -298,21 +296,10 @@ fn downsample_nearest(mask: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
 }
 
 /// Standard normal samples from a seeded ChaCha8 stream (Box–Muller): the same seed
-/// gives the same noise on every device and platform.
+/// gives the same noise on every device and platform. Stream 0 of
+/// [`crate::denoise::scheduler::seeded_noise`]; LCM's step noise uses the later streams.
 pub fn gaussian_noise(seed: u64, n: usize) -> Vec<f32> {
-    use rand::Rng;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-        let u2: f64 = rng.random();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = 2.0 * std::f64::consts::PI * u2;
-        out.push((r * theta.cos()) as f32);
-        out.push((r * theta.sin()) as f32);
-    }
-    out.truncate(n);
-    out
+    crate::denoise::scheduler::seeded_noise(seed, 0, n)
 }
 
 /// `[1, 3, h, w]` values in [-1, 1] → opaque RGBA (as diffusers' `(x / 2 + 0.5).clamp(0, 1)`, rounded).
