@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
+use crate::encoders::image::ImageEncoderConfig;
 use crate::encoders::text::TextEncoderConfig;
 use crate::model::Model;
 use crate::pack::{FORMAT_VERSION, Manifest, component_file};
@@ -203,7 +204,7 @@ fn convert_weights(files: &[PathBuf], dtype: PackDtype, keep: &dyn Fn(&str) -> b
 }
 
 /// The text encoder's weight files: transformers saves `model.safetensors` (or shards).
-fn text_encoder_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+fn transformers_weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
     let single = dir.join("model.safetensors");
     if single.exists() {
         return Ok(vec![single]);
@@ -250,23 +251,39 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         notes.push("no scheduler/ folder: using Stable Diffusion 1.5's DDIM settings".into());
         SchedulerConfig::default()
     };
-    for skipped in ["safety_checker", "feature_extractor"] {
+    let text_encoder = read_text_encoder_config(dir, &unet, &mut notes)?;
+    let image_encoder = read_image_encoder_config(dir, &mut notes)?;
+    let mut skipped = vec!["safety_checker"];
+    if image_encoder.is_none() {
+        skipped.push("feature_extractor");
+    }
+    for skipped in skipped {
         if dir.join(skipped).exists() {
             notes.push(format!("{skipped}/ is not used by adcanvas and was skipped"));
         }
     }
-    let text_encoder = read_text_encoder_config(dir, &unet, &mut notes)?;
 
     std::fs::create_dir_all(out).map_err(|e| ConvertError(format!("cannot create {}: {e}", out.display())))?;
     let mut files = BTreeMap::new();
     let mut components: Vec<(&str, Vec<PathBuf>)> =
         vec![("unet", weight_files(&dir.join("unet"))?), ("vae", weight_files(&dir.join("vae"))?)];
     if text_encoder.is_some() {
-        components.push(("text_encoder", text_encoder_files(&dir.join("text_encoder"))?));
+        components.push(("text_encoder", transformers_weight_files(&dir.join("text_encoder"))?));
+    }
+    if image_encoder.is_some() {
+        components.push(("image_encoder", transformers_weight_files(&dir.join("image_encoder"))?));
     }
     for (component, sources) in components {
-        // BertModel's pooler is not part of the context the UNet attends to; position_ids is a buffer.
-        let keep = |name: &str| !(component == "text_encoder" && (name.starts_with("pooler.") || name.ends_with("position_ids")));
+        // BertModel's pooler is not part of the context the UNet attends to, nor are CLIP's pooled
+        // output layers part of an image prompt; position_ids are buffers.
+        let keep = |name: &str| {
+            let unused = match component {
+                "text_encoder" => name.starts_with("pooler."),
+                "image_encoder" => name.contains("post_layernorm.") || name.starts_with("visual_projection."),
+                _ => false,
+            };
+            !(unused || name.ends_with("position_ids"))
+        };
         let (bytes, count) = convert_weights(&sources, dtype, &keep)?;
         let file = format!("{component}.safetensors");
         write_file(&out.join(&file), &bytes)?;
@@ -291,6 +308,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         vae,
         scheduler,
         text_encoder,
+        image_encoder,
         files,
         provenance: format!("adcanvas convert --diffusers {} --dtype {}", dir.display(), dtype.name()),
     };
@@ -308,6 +326,41 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
     std::fs::write(path, bytes).map_err(|e| ConvertError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The style-reference encoder's config from `image_encoder/config.json` (a CLIP vision model,
+/// or a full CLIP config's `vision_config`), with the pixel normalisation from
+/// `feature_extractor/preprocessor_config.json` when present (CLIP's otherwise). The prompt reads
+/// the last hidden state (`hidden_layer` −1); edit the manifest for checkpoints trained on another.
+fn read_image_encoder_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<ImageEncoderConfig>, ConvertError> {
+    let config_path = dir.join("image_encoder/config.json");
+    if !config_path.exists() {
+        return Ok(None);
+    }
+    let mut json = read_config(&config_path)?;
+    if json.get("model_type").and_then(Value::as_str) == Some("clip") {
+        json = json.get("vision_config").cloned().unwrap_or(Value::Null);
+    }
+    if !matches!(json.get("model_type").and_then(Value::as_str), Some("clip_vision_model") | None) || !json.is_object() {
+        notes.push("image_encoder/ is not a CLIP vision model: style references are not used by this pack".into());
+        return Ok(None);
+    }
+    let processor = dir.join("feature_extractor/preprocessor_config.json");
+    if processor.exists() {
+        let p = read_config(&processor)?;
+        for key in ["image_mean", "image_std"] {
+            if let Some(v) = p.get(key) {
+                json[key] = v.clone();
+            }
+        }
+    }
+    let config: ImageEncoderConfig =
+        serde_json::from_value(json).map_err(|e| ConvertError(format!("image_encoder/config.json: {e}")))?;
+    notes.push(format!(
+        "image_encoder: CLIP vision, {}² input, {}-px patches, {} layers (style references enabled)",
+        config.image_size, config.patch_size, config.num_hidden_layers
+    ));
+    Ok(Some(config))
 }
 
 /// The text encoder's config, when the folder has one adcanvas runs (BERT/MiniLM with a

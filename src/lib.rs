@@ -10,6 +10,7 @@ pub mod image_io;
 pub mod mask;
 pub mod layout;
 pub mod pfv;
+pub mod reference;
 pub mod encoders;
 pub mod denoise;
 pub mod vae;

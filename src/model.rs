@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 
 use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
+use crate::denoise::mepa::ImageProjection;
+use crate::encoders::image::ImageEncoder;
 use crate::encoders::text::TextEncoder;
+use crate::reference::ReferenceEncoder;
 use crate::pack::{Manifest, component_file};
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
 use crate::weights::{ModelError, Weights};
@@ -18,6 +21,8 @@ pub struct Model {
     pub vae_decoder: LatentDecoder,
     /// The prompt encoder; `None` for packs without one (prompts are then not used).
     pub text_encoder: Option<TextEncoder>,
+    /// The style-reference encoder; `None` for packs that take no reference.
+    pub reference_encoder: Option<ReferenceEncoder>,
     pub device: Device,
 }
 
@@ -52,9 +57,27 @@ impl Model {
             }
             None => None,
         };
+        let unet = UNet2DConditionModel::load(&unet_w, &manifest.unet)?;
+        let reference_encoder = match &manifest.image_encoder {
+            Some(config) => {
+                let w = Weights::from_safetensors(&manifest.file("image_encoder")?.file, get("image_encoder")?, device)?;
+                let encoder = ImageEncoder::load(&w, config)?;
+                let projection = ImageProjection::load(&unet_w, config.hidden_size, manifest.unet.cross_attention_dim)?;
+                match projection {
+                    Some(projection) if unet.takes_image_prompt() => Some(ReferenceEncoder { encoder, projection }),
+                    _ => {
+                        return Err(ModelError::Unsupported(
+                            "the pack has an image encoder but its UNet lacks MEPA's image-prompt weights (encoder_hid_proj, to_k_ip, to_v_ip)".into(),
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Self {
             text_encoder,
-            unet: UNet2DConditionModel::load(&unet_w, &manifest.unet)?,
+            reference_encoder,
+            unet,
             vae_encoder: LatentEncoder::load(&vae_w, &manifest.vae)?,
             vae_decoder: LatentDecoder::load(&vae_w, &manifest.vae)?,
             manifest,
@@ -116,6 +139,7 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         vae: vae_cfg.into(),
         scheduler: Default::default(),
         text_encoder: None,
+        image_encoder: None,
         files: entries,
         provenance: format!("adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"),
     };

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
+use crate::encoders::image::ImageEncoderConfig;
 use crate::encoders::text::TextEncoderConfig;
 use crate::vae::VaeModelConfig;
 use crate::weights::ModelError;
@@ -47,6 +48,10 @@ pub struct Manifest {
     /// `tokenizer` file (`tokenizer.json`). Without it prompts are not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_encoder: Option<TextEncoderConfig>,
+    /// The style-reference encoder (`image_encoder` file); the UNet then carries MEPA's image-prompt
+    /// projections and the token projection. Without it the pack takes no style reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_encoder: Option<ImageEncoderConfig>,
     /// Component name (`unet`, `vae`, …) → file.
     pub files: BTreeMap<String, ComponentFile>,
     /// How the pack was made (script and arguments), for reproducibility.
@@ -73,6 +78,9 @@ impl Manifest {
         let mut needed = vec!["unet", "vae"];
         if m.text_encoder.is_some() {
             needed.extend(["text_encoder", "tokenizer"]);
+        }
+        if m.image_encoder.is_some() {
+            needed.push("image_encoder");
         }
         for needed in needed {
             if !m.files.contains_key(needed) {

@@ -1,5 +1,6 @@
-//! The pipeline, in the order it runs: image → mask → layout → (PFV, encoders) →
-//! denoise (UNet, scheduler, classifier-free guidance) → decode → composite.
+//! The pipeline, in the order it runs: image → mask → layout → encoders (text; style
+//! reference through PFV) → denoise (UNet with MEPA, scheduler, classifier-free guidance) →
+//! decode → composite.
 //!
 //! The web app, the widget and the CLI all call [`prepare_product`] and [`generate`];
 //! only how bytes arrive and where pixels go differ. The loop is `async` because in
@@ -11,11 +12,13 @@ use image::RgbaImage;
 use web_time::Instant;
 
 use crate::composite::{CompositeError, composite};
+use crate::denoise::mepa::{Conditioning, ImagePrompt};
 use crate::denoise::scheduler::{Scheduler, SchedulerError, SchedulerKind};
 use crate::image_io::{DecodeLimits, DecodedImage, ImageError, decode_image};
 use crate::layout::{LayoutError, LayoutOptions, PlacedProduct, Placement, place_product, render_placed};
 use crate::mask::{MaskError, MaskOptions, ProductMask, product_mask};
 use crate::model::Model;
+use crate::reference::{Reference, ReferenceOptions, ReferenceReport};
 use crate::weights::ModelError;
 
 /// Any reason a generation did not produce an image. `Display` is for the user.
@@ -93,6 +96,8 @@ pub struct GenerateOptions {
     pub scheduler: SchedulerKind,
     /// Fraction of the canvas's shorter side the product's longer side occupies.
     pub fill: f32,
+    /// How a style reference is used (weight λ, PFV and region masks on/off); ignored without one.
+    pub reference: ReferenceOptions,
 }
 
 impl Default for GenerateOptions {
@@ -106,6 +111,7 @@ impl Default for GenerateOptions {
             guidance_scale: 7.5,
             scheduler: SchedulerKind::Ddim,
             fill: 0.6,
+            reference: ReferenceOptions::default(),
         }
     }
 }
@@ -128,6 +134,8 @@ pub struct Generated {
     pub image: RgbaImage,
     /// The decoder's full-canvas output before paste-back (for evaluation).
     pub background: RgbaImage,
+    /// What PFV did to the style reference, when one was used.
+    pub reference: Option<ReferenceReport>,
     pub placement: Placement,
     pub placed: PlacedProduct,
     pub timings: Timings,
@@ -140,13 +148,15 @@ impl Model {
     }
 }
 
-/// Runs layout → denoise → decode → composite for `product`.
+/// Runs layout → encoders → denoise → decode → composite for `product`, with an optional
+/// style `reference` whose background style guides the new background.
 ///
 /// `progress(step, total)` is called after every denoising step; returning `false`
 /// cancels the run (the result is `Err(PipelineError::Cancelled)`).
 pub async fn generate(
     model: &Model,
     product: &Product,
+    reference: Option<&Reference>,
     options: &GenerateOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Generated, PipelineError> {
@@ -190,7 +200,7 @@ pub async fn generate(
     //    unconditional context. Without a text encoder the context is one zero token, which
     //    makes every cross-attention add only its output bias; guidance is then a no-op
     //    and skipped (cond = uncond), as it is for an empty prompt.
-    let (cond, uncond, guidance) = match &model.text_encoder {
+    let (cond_text, uncond_text, text_guidance) = match &model.text_encoder {
         Some(encoder) => {
             let uncond = encoder.encode("", device)?;
             let prompt = options.prompt.trim();
@@ -207,13 +217,38 @@ pub async fn generate(
     };
     t = timings.record("text", t);
 
-    // 5. Initial noise from the seed, drawn on the CPU so every device starts identically.
+    // 5. Style reference (MEPA's image prompt): PFV-masked tokens that act on the background
+    //    region B = 1 − m only (area-averaged to latent resolution). The unconditional half of
+    //    guidance has no reference, as in training (the reference is dropped 15 % of the time).
+    let reference = reference.filter(|_| options.reference.scale != 0.0);
+    let mut reference_report = None;
+    let image_prompt = match reference {
+        Some(reference) => {
+            let encoder = model.reference_encoder.as_ref().ok_or_else(|| {
+                PipelineError::Options("This model takes no style reference (its pack has no image encoder).".into())
+            })?;
+            let encoded = encoder.encode(reference, &options.reference, device)?;
+            reference_report = Some(encoded.report);
+            let region = options.reference.region_masks.then(|| {
+                let background: Vec<f32> = placed.mask.iter().map(|m| 1.0 - m).collect();
+                Tensor::<4>::from_data(TensorData::new(area_average(&background, w, h, f), [1, 1, lh, lw]), device)
+            });
+            t = timings.record("reference", t);
+            Some(ImagePrompt { tokens: encoded.tokens, scale: options.reference.scale, region })
+        }
+        None => None,
+    };
+    let guidance = if image_prompt.is_some() { options.guidance_scale } else { text_guidance };
+    let cond = Conditioning { text: cond_text, image: image_prompt };
+    let uncond = Conditioning::text(uncond_text);
+
+    // 6. Initial noise from the seed, drawn on the CPU so every device starts identically.
     let lat_ch = model.manifest.vae.latent_channels();
     let noise = gaussian_noise(options.seed, lat_ch * lh * lw);
     let mut latents = Tensor::<4>::from_data(TensorData::new(noise, [1, lat_ch, lh, lw]), device)
         .mul_scalar(scheduler.init_noise_sigma());
 
-    // 6. Denoise.
+    // 7. Denoise.
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
     for (i, &step_t) in timesteps.iter().enumerate() {
@@ -231,37 +266,66 @@ pub async fn generate(
     }
     t = timings.record("denoise", t);
 
-    // 7. Decode to pixels.
+    // 8. Decode to pixels.
     let decoded = model.vae_decoder.decode(latents);
     let data = decoded.into_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
     let values: Vec<f32> = data.try_into_vec().map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
     let background = tensor_to_rgba(&values, w, h);
     t = timings.record("decode", t);
 
-    // 8. Paste the product's own pixels back.
+    // 9. Paste the product's own pixels back.
     let image = composite(&background, &placed)?;
     timings.record("composite", t);
 
-    Ok(Generated { image, background, placement, placed, timings })
+    Ok(Generated { image, background, reference: reference_report, placement, placed, timings })
 }
 
 /// ε̂ = ε_uncond + s·(ε_cond − ε_uncond); with `s == 1` only the conditional half is
-/// computed. The halves batch into one UNet call when their contexts have the same token
-/// count; otherwise they run as two calls (the runtime never pads prompts, so attention
+/// computed. The halves batch into one UNet call when their text contexts have the same
+/// token count; otherwise they run as two calls (the runtime never pads prompts, so attention
 /// sees exactly the prompt's tokens, as in training).
-pub fn predict_noise(model: &Model, input: Tensor<4>, t: f32, cond: &Tensor<3>, uncond: &Tensor<3>, scale: f32) -> Tensor<4> {
+pub fn predict_noise(model: &Model, input: Tensor<4>, t: f32, cond: &Conditioning, uncond: &Conditioning, scale: f32) -> Tensor<4> {
     if scale == 1.0 {
-        return model.unet.forward(input, t, cond);
+        return model.unet.forward_conditioned(input, t, cond);
     }
-    let (eps_uncond, eps_cond) = if cond.dims() == uncond.dims() {
-        let batched_input = Tensor::cat(vec![input.clone(), input], 0);
-        let batched_ctx = Tensor::cat(vec![uncond.clone(), cond.clone()], 0);
-        let out = model.unet.forward(batched_input, t, &batched_ctx);
-        (out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1))
-    } else {
-        (model.unet.forward(input.clone(), t, uncond), model.unet.forward(input, t, cond))
+    let (eps_uncond, eps_cond) = match batch_pair(uncond, cond, &input) {
+        Some(batched) => {
+            let out = model.unet.forward_conditioned(Tensor::cat(vec![input.clone(), input], 0), t, &batched);
+            (out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1))
+        }
+        None => (model.unet.forward_conditioned(input.clone(), t, uncond), model.unet.forward_conditioned(input, t, cond)),
     };
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
+}
+
+/// `[uncond; cond]` as one batch of 2, when their token counts allow it. A half without an
+/// image prompt gets the other half's tokens under an all-zero region mask, which adds exactly
+/// nothing (M ⊙ Attn = 0), so one UNet call computes both.
+fn batch_pair(uncond: &Conditioning, cond: &Conditioning, input: &Tensor<4>) -> Option<Conditioning> {
+    if uncond.text.dims() != cond.text.dims() {
+        return None;
+    }
+    let text = Tensor::cat(vec![uncond.text.clone(), cond.text.clone()], 0);
+    let image = match (&uncond.image, &cond.image) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a.tokens.dims() != b.tokens.dims() || a.scale != b.scale => return None,
+        (a, b) => {
+            let [_, _, h, w] = input.dims();
+            let device = input.device();
+            let region = |p: Option<&ImagePrompt>| match p {
+                None => Tensor::<4>::zeros([1, 1, h, w], &device),
+                Some(p) => p.region.clone().unwrap_or_else(|| Tensor::ones([1, 1, h, w], &device)),
+            };
+            let some = a.as_ref().or(b.as_ref()).expect("one half has an image prompt");
+            let tokens = |p: Option<&ImagePrompt>| p.unwrap_or(some).tokens.clone();
+            Some(ImagePrompt {
+                tokens: Tensor::cat(vec![tokens(a.as_ref()), tokens(b.as_ref())], 0),
+                scale: some.scale,
+                region: Some(Tensor::cat(vec![region(a.as_ref()), region(b.as_ref())], 0)),
+            })
+        }
+    };
+    Some(Conditioning { text, image })
 }
 
 /// 1 where the background is to be generated: pixels that are not solidly product.
@@ -292,6 +356,21 @@ fn downsample_nearest(mask: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
             out.push(mask[(y * f) * w + x * f]);
         }
     }
+    out
+}
+
+/// Area average by an integer factor: each f×f cell's mean (MEPA's region masks at latent
+/// resolution keep the soft product edge as fractional weights).
+fn area_average(mask: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
+    let (lw, lh) = (w / f, h / f);
+    let mut out = vec![0f32; lw * lh];
+    for y in 0..lh * f {
+        for x in 0..lw * f {
+            out[(y / f) * lw + x / f] += mask[y * w + x];
+        }
+    }
+    let n = (f * f) as f32;
+    out.iter_mut().for_each(|v| *v /= n);
     out
 }
 
@@ -333,6 +412,12 @@ mod tests {
     fn nearest_downsample_picks_top_left() {
         let mask: Vec<f32> = (0..16).map(|i| i as f32).collect();
         assert_eq!(downsample_nearest(&mask, 4, 4, 2), vec![0.0, 2.0, 8.0, 10.0]);
+    }
+
+    #[test]
+    fn area_average_is_the_cell_mean() {
+        let mask = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5];
+        assert_eq!(area_average(&mask, 4, 2, 2), vec![0.25, 0.75]);
     }
 
     #[test]

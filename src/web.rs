@@ -14,7 +14,9 @@ use crate::gpu::{DeviceChoice, open_device};
 use crate::mask::MaskSource;
 use crate::model::Model;
 use crate::pack::Manifest;
+use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product};
+use crate::reference::{Reference, ReferenceOptions};
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
 // 1. cubecl's kernels (matmul, reductions) read subgroup builtins and so start with
@@ -134,6 +136,7 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
 struct Inner {
     model: Model,
     product: RefCell<Option<Rc<Product>>>,
+    reference: RefCell<Option<Rc<Reference>>>,
     cancel: Cell<bool>,
     busy: Cell<bool>,
 }
@@ -158,7 +161,7 @@ impl Studio {
             files.insert(component.clone(), bytes);
         }
         let model = Model::from_pack(manifest, &files, &device).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
+        Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), reference: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
     }
 
     /// `{ name, trained, label, prompt_used, size_multiple, native_size }`.
@@ -171,6 +174,7 @@ impl Studio {
         set(&out, "prompt_used", m.prompt_used());
         set(&out, "size_multiple", m.size_multiple() as u32);
         set(&out, "native_size", m.native_size() as u32);
+        set(&out, "reference_used", m.reference_encoder.is_some());
         out.into()
     }
 
@@ -192,8 +196,27 @@ impl Studio {
         Ok(out.into())
     }
 
+    /// Sets the style reference (its foreground found like the product's and hidden by PFV), or
+    /// clears it when `bytes` is empty. Returns `{ width, height }` of the reference.
+    pub fn set_reference(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
+        if bytes.is_empty() {
+            *self.inner.reference.borrow_mut() = None;
+            return Ok(JsValue::NULL);
+        }
+        if self.inner.model.reference_encoder.is_none() {
+            return Err(JsError::new("This model takes no style reference (its pack has no image encoder)."));
+        }
+        let reference = Reference::from_bytes(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        let out = Object::new();
+        set(&out, "width", reference.image.width());
+        set(&out, "height", reference.image.height());
+        *self.inner.reference.borrow_mut() = Some(Rc::new(reference));
+        Ok(out.into())
+    }
+
     /// Generates an ad for the prepared product.
-    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"lcm" }`;
+    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"lcm",
+    /// reference_scale, pfv, region_masks }` (the last three apply with a style reference);
     /// `on_progress(step, total)` after each denoising step. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
@@ -216,8 +239,15 @@ impl Studio {
                     Some(name) => name.parse().map_err(|e: SchedulerError| JsError::new(&e.to_string()))?,
                     None => SchedulerKind::Ddim,
                 },
+                reference: ReferenceOptions {
+                    scale: number("reference_scale", 1.0) as f32,
+                    pfv: get(&opts, "pfv").as_bool().unwrap_or(true),
+                    region_masks: get(&opts, "region_masks").as_bool().unwrap_or(true),
+                    ..ReferenceOptions::default()
+                },
                 ..Default::default()
             };
+            let reference = inner.reference.borrow().clone();
             inner.busy.set(true);
             inner.cancel.set(false);
             let cancel = inner.clone();
@@ -225,7 +255,7 @@ impl Studio {
                 let _ = on_progress.call2(&JsValue::NULL, &JsValue::from(step as u32), &JsValue::from(total as u32));
                 !cancel.cancel.get()
             };
-            let result = generate(&inner.model, &product, &options, &mut progress).await;
+            let result = generate(&inner.model, &product, reference.as_deref(), &options, &mut progress).await;
             inner.busy.set(false);
             let generated = result.map_err(|e| match e {
                 PipelineError::Cancelled => JsError::new("cancelled"),
@@ -249,6 +279,13 @@ impl Studio {
                 set(&timings, stage, *ms);
             }
             set(&out, "timings_ms", timings);
+            if let Some(r) = &generated.reference {
+                let info = Object::new();
+                set(&info, "patches", r.grid.visible.len() as u32);
+                set(&info, "hidden_patches", r.hidden_patches() as u32);
+                set(&info, "tokens", r.tokens as u32);
+                set(&out, "reference", info);
+            }
             Ok(out.into())
         })
     }
@@ -263,4 +300,19 @@ fn encode_png(img: &image::RgbaImage) -> Result<Vec<u8>, String> {
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| format!("PNG encoding failed: {e}"))?;
     Ok(out.into_inner())
+}
+
+/// PFV on a decision mask (1 = keep, 0 = hide), exported so the browser tests can check that
+/// wasm computes exactly what the native build does: `{ cols, rows, visible, token_keep }`
+/// with `visible` per patch and `token_keep` for a `token_cols × token_rows` encoder grid (1/0 bytes).
+#[wasm_bindgen]
+pub fn pfv_visibility(mask: &[f32], width: u32, height: u32, patch: u32, threshold: f32, token_cols: u32, token_rows: u32) -> Result<JsValue, JsError> {
+    let grid = patch_visibility(mask, width, height, &PfvConfig { patch, threshold }).map_err(|e| JsError::new(&e.to_string()))?;
+    let bytes = |v: &[bool]| Uint8Array::from(v.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>().as_slice());
+    let out = Object::new();
+    set(&out, "cols", grid.cols);
+    set(&out, "rows", grid.rows);
+    set(&out, "visible", bytes(&grid.visible));
+    set(&out, "token_keep", bytes(&grid.token_keep(token_cols, token_rows)));
+    Ok(out.into())
 }

@@ -55,7 +55,7 @@ fn f32_pack_reproduces_diffusers_and_generates() {
     let model = Model::from_pack(manifest, &files, &Device::flex()).unwrap();
     let product = prepare_product(include_bytes!("fixtures/product_alpha_32.png")).unwrap();
     let options = GenerateOptions { width: 48, height: 48, steps: 1, ..Default::default() };
-    let g = pollster::block_on(generate(&model, &product, &options, &mut |_, _| true)).unwrap();
+    let g = pollster::block_on(generate(&model, &product, None, &options, &mut |_, _| true)).unwrap();
     assert_eq!((g.image.width(), g.image.height()), (48, 48));
 }
 

@@ -140,7 +140,7 @@ fn cancel_stops_after_the_current_step() {
     let product = prepare_product(PRODUCT_32).unwrap();
     let mut calls = 0;
     let options = GenerateOptions { steps: 5, ..tiny_options(1) };
-    let result = pollster::block_on(generate(&model, &product, &options, &mut |step, total| {
+    let result = pollster::block_on(generate(&model, &product, None, &options, &mut |step, total| {
         calls += 1;
         assert_eq!(total, 5);
         step < 2
@@ -154,7 +154,7 @@ fn size_must_fit_the_model() {
     let model = load_default(&Device::flex());
     let product = prepare_product(PRODUCT_32).unwrap();
     let options = GenerateOptions { width: 72, height: 72, ..tiny_options(1) };
-    let err = pollster::block_on(generate(&model, &product, &options, &mut |_, _| true)).unwrap_err();
+    let err = pollster::block_on(generate(&model, &product, None, &options, &mut |_, _| true)).unwrap_err();
     assert!(err.to_string().contains("multiple of 32"), "{err}");
 }
 

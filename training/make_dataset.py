@@ -9,6 +9,9 @@ and the frozen MiniLM's last hidden states for every caption (the UNet's context
 
 Held-out split: every 10th product photo and the rendered "cup" kind never appear in
 training; held-out scenes are drawn from a separate seed stream.
+
+Each ad also gets a style reference (`ref_images`, `ref_masks`, 128²): the same scene style
+with another product, mirrored and zoomed (see `reference_for`), for the PFV-masked image prompt.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import scenes  # noqa: E402
 
 SIZE = 256
 MAX_TOKENS = 40
+# Style references (PFV / MEPA image prompt) are stored at the image encoder's input size.
+REF_SIZE = 128
 
 
 def minilm_dir():
@@ -65,12 +70,42 @@ def caption_for(rng, product: str, scene: scenes.Scene) -> str:
     return scene.phrase.split(", ")[0].removeprefix("on ").removeprefix("in ").removeprefix("with ").removeprefix("among ")
 
 
+def reference_for(scene_state, products, rendered_kinds, rng):
+    """A style reference for one ad: the same scene (same generator state, so same style and
+    colours), mirrored and zoomed so its layout differs, with a different product on it.
+    Returns REF_SIZE² RGB and product mask (u8); the product is what PFV must hide."""
+    from PIL import Image
+
+    replay = np.random.default_rng()
+    replay.bit_generator.state = scene_state
+    scene = scenes.make_scene(replay, SIZE, SIZE)
+    scene.image = scene.image[:, ::-1].copy()
+    if rng.random() < 0.55:
+        art = products[rng.integers(len(products))]
+    else:
+        art, _depth = scenes.render_product(rng, rendered_kinds[rng.integers(len(rendered_kinds))])
+    img, m = scenes.place(scene, art, rng, SIZE, SIZE)
+    zoom = rng.uniform(1.0, 1.3)
+    side = int(SIZE / zoom)
+    x0, y0 = rng.integers(0, SIZE - side + 1, size=2)
+    crop = (int(x0), int(y0), int(x0) + side, int(y0) + side)
+    im = Image.fromarray((img * 255 + 0.5).astype(np.uint8)).crop(crop).resize((REF_SIZE, REF_SIZE), Image.BICUBIC)
+    mk = Image.fromarray((m * 255 + 0.5).astype(np.uint8)).crop(crop).resize((REF_SIZE, REF_SIZE), Image.BILINEAR)
+    return np.asarray(im), np.asarray(mk)
+
+
 def build(n, seed, products, rendered_kinds):
     rng = np.random.default_rng(seed)
     images = np.zeros((n, SIZE, SIZE, 3), np.uint8)
     masks = np.zeros((n, SIZE, SIZE), np.uint8)
+    ref_images = np.zeros((n, REF_SIZE, REF_SIZE, 3), np.uint8)
+    ref_masks = np.zeros((n, REF_SIZE, REF_SIZE), np.uint8)
     captions, labels, sources = [], [], []
     for i in range(n):
+        # References draw from their own stream, so the ads are the same with or without them.
+        scene_state = rng.bit_generator.state
+        ref_images[i], ref_masks[i] = reference_for(scene_state, products, rendered_kinds,
+                                                    np.random.default_rng([seed, 7, i]))
         scene = scenes.make_scene(rng, SIZE, SIZE)
         if rng.random() < 0.55:
             art = products[rng.integers(len(products))]
@@ -83,7 +118,7 @@ def build(n, seed, products, rendered_kinds):
         captions.append(caption_for(rng, art.name, scene))
         labels.append(scene.label)
         sources.append(art.source)
-    return images, masks, captions, labels, sources
+    return images, masks, ref_images, ref_masks, captions, labels, sources
 
 
 def main():
@@ -101,9 +136,10 @@ def main():
     train_kinds = [k for k in scenes.PROCEDURAL if k != "cup"]
     for split, n, seed, prods, kinds in [("train", args.train, 1, train_products, train_kinds),
                                          ("heldout", args.heldout, 2, held_products, ["cup"] + train_kinds)]:
-        images, masks, captions, labels, sources = build(n, seed, prods, kinds)
+        images, masks, ref_images, ref_masks, captions, labels, sources = build(n, seed, prods, kinds)
         ctx, lens = encode_captions(captions)
         np.savez(os.path.join(args.out, f"{split}.npz"), images=images, masks=masks, context=ctx, context_len=lens,
+                 ref_images=ref_images, ref_masks=ref_masks,
                  captions=np.array(captions), labels=np.array(labels), sources=np.array(sources))
         print(f"{split}: {n} images, {len(set(captions))} captions, labels {sorted(set(labels))}")
     empty_ctx, empty_len = encode_captions([""])

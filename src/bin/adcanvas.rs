@@ -9,7 +9,9 @@ use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::read_pack_dir;
+use adcanvas::pfv::{PfvConfig, TokenMode};
 use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
+use adcanvas::reference::{Reference, ReferenceOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -32,6 +34,70 @@ enum DtypeArg {
     F16,
     Q8,
     Q4,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenModeArg {
+    Drop,
+    Zero,
+}
+
+/// The style reference and the PFV / MEPA ablation switches.
+#[derive(clap::Args)]
+struct ReferenceArgs {
+    /// Style reference: a picture whose background style guides the new background. Its own
+    /// foreground (found like the product's, or given by --reference-mask) is hidden by PFV.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The reference's foreground mask (white or opaque = the object PFV hides), for references
+    /// whose foreground cannot be found automatically. Same size as the reference.
+    #[arg(long, requires = "reference")]
+    reference_mask: Option<PathBuf>,
+    /// λ, the reference's weight in MEPA (0 ignores it).
+    #[arg(long, default_value_t = 1.0)]
+    reference_scale: f32,
+    /// Ablation: PFV off, the encoder sees the whole reference (its foreground too).
+    #[arg(long)]
+    no_pfv: bool,
+    /// PFV threshold: a 16×16 patch is hidden when more than this fraction of it is foreground.
+    #[arg(long, default_value_t = 0.0)]
+    pfv_threshold: f32,
+    /// What PFV does with hidden tokens: drop them (default, as trained) or zero them.
+    #[arg(long, value_enum, default_value_t = TokenModeArg::Drop)]
+    pfv_tokens: TokenModeArg,
+    /// Ablation: MEPA region masks off, the reference acts on the whole picture, product included.
+    #[arg(long)]
+    no_region_masks: bool,
+    /// Also write the reference as the image encoder saw it (PFV's hidden patches grey).
+    #[arg(long, requires = "reference")]
+    reference_seen_out: Option<PathBuf>,
+}
+
+impl ReferenceArgs {
+    fn options(&self) -> ReferenceOptions {
+        ReferenceOptions {
+            scale: self.reference_scale,
+            pfv: !self.no_pfv,
+            pfv_config: PfvConfig { threshold: self.pfv_threshold, ..PfvConfig::default() },
+            token_mode: match self.pfv_tokens {
+                TokenModeArg::Drop => TokenMode::Drop,
+                TokenModeArg::Zero => TokenMode::Zero,
+            },
+            region_masks: !self.no_region_masks,
+        }
+    }
+
+    fn load(&self) -> Result<Option<Reference>, String> {
+        let Some(path) = &self.reference else { return Ok(None) };
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let bytes = read(path)?;
+        let reference = match (&self.reference_mask, self.no_pfv) {
+            (_, true) => Reference::whole(&bytes),
+            (Some(mask), false) => Reference::with_mask(&bytes, &read(mask)?),
+            (None, false) => Reference::from_bytes(&bytes),
+        };
+        reference.map(Some).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 #[derive(Subcommand)]
@@ -69,6 +135,8 @@ enum Command {
         /// Also write the product mask as a PNG here.
         #[arg(long)]
         mask_out: Option<PathBuf>,
+        #[command(flatten)]
+        reference: ReferenceArgs,
     },
     /// Convert a diffusers pipeline folder (model_index.json, unet/, vae/, scheduler/) into a model pack.
     Convert {
@@ -99,11 +167,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate { product, prompt, out, size, steps, seed, guidance, scheduler, model, device, mask_out } => {
+        Command::Generate { product, prompt, out, size, steps, seed, guidance, scheduler, model, device, mask_out, reference } => {
             let side = size.unwrap_or(0);
-            let options =
-                GenerateOptions { prompt, width: side, height: side, steps, seed, guidance_scale: guidance, scheduler, ..Default::default() };
-            run_generate(&product, &out, options, model, device, mask_out)
+            let options = GenerateOptions {
+                prompt,
+                width: side,
+                height: side,
+                steps,
+                seed,
+                guidance_scale: guidance,
+                scheduler,
+                reference: reference.options(),
+                ..Default::default()
+            };
+            run_generate(&product, &out, options, model, device, mask_out, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
         Command::Convert { diffusers, out, dtype, name, no_verify } => {
@@ -150,10 +227,12 @@ fn run_generate(
     model: Option<PathBuf>,
     device: DeviceArg,
     mask_out: Option<PathBuf>,
+    reference_args: &ReferenceArgs,
 ) -> Result<(), String> {
     let started = web_time_now();
     let photo = std::fs::read(product_path).map_err(|e| format!("cannot read {}: {e}", product_path.display()))?;
     let product = prepare_product(&photo).map_err(|e| e.to_string())?;
+    let reference = reference_args.load()?;
     if let Some(path) = &mask_out {
         product.mask.to_preview_rgba().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
@@ -187,8 +266,19 @@ fn run_generate(
         }
         true
     };
-    let generated = pollster::block_on(generate(&model, &product, &options, &mut progress)).map_err(|e| e.to_string())?;
+    let generated =
+        pollster::block_on(generate(&model, &product, reference.as_ref(), &options, &mut progress)).map_err(|e| e.to_string())?;
     generated.image.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    if let (Some(path), Some(used)) = (&reference_args.reference_seen_out, &generated.reference) {
+        used.seen.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let reference_report = generated.reference.as_ref().map(|r| {
+        let o = &options.reference;
+        json!({
+            "scale": o.scale, "pfv": o.pfv, "pfv_threshold": o.pfv_config.threshold, "region_masks": o.region_masks,
+            "patches": r.grid.visible.len(), "hidden_patches": r.hidden_patches(), "tokens": r.tokens,
+        })
+    });
 
     let mut timings = serde_json::Map::new();
     timings.insert("load_model".into(), json!(round1(load_ms)));
@@ -209,6 +299,7 @@ fn run_generate(
         "model_label": model.manifest.label,
         "trained": model.manifest.trained,
         "prompt_used": model.prompt_used(),
+        "reference": reference_report,
         "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
         "mask_area": round4(product.mask.area_fraction() as f64),
         "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },

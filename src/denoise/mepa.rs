@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
-use crate::nn::Linear;
+use crate::nn::{LayerNorm, Linear, gelu};
 use crate::weights::{ModelError, Weights};
 
 /// The adapter's projections for image-prompt tokens, stored under diffusers' names
@@ -77,4 +77,72 @@ pub fn region_mask(mask: &Tensor<4>, h_r: usize, w_r: usize) -> Tensor<3> {
         avg_pool2d(mask.clone(), AvgPoolOptions::new([fy, fx]))
     };
     pooled.reshape([b, h_r * w_r, 1])
+}
+
+/// diffusers' `IPAdapterFullImageProjection` (stored in the UNet as
+/// `encoder_hid_proj.image_projection_layers.0`): each image-encoder token is mapped on its own
+/// to the cross-attention width, `LayerNorm(W₂ gelu(W₁ t + b₁) + b₂)`, so PFV's token grid survives.
+pub struct ImageProjection {
+    proj: Linear,
+    out: Linear,
+    norm: LayerNorm,
+}
+
+impl ImageProjection {
+    /// Loads the projection when the UNet weights carry one (`None` otherwise).
+    pub fn load(unet: &Weights, embed_dim: usize, cross_dim: usize) -> Result<Option<Self>, ModelError> {
+        let w = unet.pp("encoder_hid_proj").pp("image_projection_layers").pp(0);
+        if !w.contains("norm.weight") {
+            return Ok(None);
+        }
+        let ff = w.pp("ff").pp("net");
+        Ok(Some(Self {
+            proj: Linear::load(&ff.pp(0).pp("proj"), embed_dim, embed_dim, true)?,
+            out: Linear::load(&ff.pp(2), embed_dim, cross_dim, true)?,
+            norm: LayerNorm::load(&w.pp("norm"), cross_dim, 1e-5)?,
+        }))
+    }
+
+    /// `[batch, tokens, embed_dim]` → `[batch, tokens, cross_dim]`.
+    pub fn forward(&self, tokens: Tensor<3>) -> Tensor<3> {
+        self.norm.forward(self.out.forward(gelu(self.proj.forward(tokens))))
+    }
+}
+
+/// The image prompt at latent resolution, as the UNet receives it.
+#[derive(Clone)]
+pub struct ImagePrompt {
+    /// Projected, PFV-kept tokens `[batch, tokens, cross_dim]`.
+    pub tokens: Tensor<3>,
+    /// λ_i.
+    pub scale: f32,
+    /// M_i at latent resolution `[batch, 1, h, w]` (area-averaged background); `None` = everywhere
+    /// (the region-mask ablation, and IP-Adapter's behaviour).
+    pub region: Option<Tensor<4>>,
+}
+
+/// Everything the UNet's cross-attentions attend to: MEPA's prompts before they are brought to
+/// each layer's resolution.
+#[derive(Clone)]
+pub struct Conditioning {
+    /// Text context `[batch, tokens, cross_dim]`; it governs the whole picture (M_t = 1).
+    pub text: Tensor<3>,
+    pub image: Option<ImagePrompt>,
+}
+
+impl Conditioning {
+    /// Ordinary SD conditioning.
+    pub fn text(text: Tensor<3>) -> Self {
+        Self { text, image: None }
+    }
+
+    /// The prompts for one cross-attention layer at `h_r × w_r`.
+    pub fn at_resolution(&self, h_r: usize, w_r: usize) -> MepaPrompts {
+        let image = self.image.as_ref().map(|p| RegionPrompt {
+            tokens: p.tokens.clone(),
+            scale: p.scale,
+            mask: p.region.as_ref().map(|r| region_mask(r, h_r, w_r)),
+        });
+        MepaPrompts { text: RegionPrompt { tokens: self.text.clone(), scale: 1.0, mask: None }, image }
+    }
 }

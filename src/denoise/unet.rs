@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::Attention;
+use super::mepa::{Conditioning, MepaPrompts};
 use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear, gelu, silu, upsample_nearest_2x};
 use crate::weights::{ModelError, Weights};
 
@@ -275,9 +276,9 @@ impl BasicTransformerBlock {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, prompts: &MepaPrompts) -> Tensor<3> {
         let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;
+        let x = self.attn2.forward_mepa(self.norm2.forward(x.clone()), prompts) + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
@@ -314,9 +315,10 @@ impl Transformer2DModel {
     }
 
     /// # Shapes
-    /// - x: `[batch, c, h, w]`, context: `[batch, tokens, context_dim]` → `[batch, c, h, w]`
-    fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+    /// - x: `[batch, c, h, w]`, prompt tokens `[batch, tokens, context_dim]` → `[batch, c, h, w]`
+    fn forward(&self, x: Tensor<4>, cond: &Conditioning) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
+        let prompts = cond.at_resolution(h, w);
         let residual = x.clone();
         let x = self.norm.forward(x);
         let to_tokens = |x: Tensor<4>| x.reshape([b, c, h * w]).swap_dims(1, 2);
@@ -325,7 +327,7 @@ impl Transformer2DModel {
             Projection::Linear(lin) => lin.forward(to_tokens(x)),
         };
         for block in &self.transformer_blocks {
-            tokens = block.forward(tokens, context);
+            tokens = block.forward(tokens, &prompts);
         }
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
@@ -468,6 +470,22 @@ impl UNet2DConditionModel {
     /// - context: `[batch, tokens, cross_attention_dim]`
     /// - output: `[batch, out_channels, h, w]`
     pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>) -> Tensor<4> {
+        self.forward_conditioned(sample, timestep, &Conditioning::text(context.clone()))
+    }
+
+    /// Whether every cross-attention carries MEPA's image-prompt projections.
+    pub fn takes_image_prompt(&self) -> bool {
+        let down = self.down_blocks.iter().flat_map(|b| &b.attentions);
+        let up = self.up_blocks.iter().flat_map(|b| &b.attentions);
+        down.chain(std::iter::once(&self.mid_block.attention))
+            .chain(up)
+            .flat_map(|t| &t.transformer_blocks)
+            .all(|block| block.attn2.has_image_prompt())
+    }
+
+    /// [`forward`](Self::forward) with MEPA's prompts: text everywhere and, optionally, the
+    /// image prompt weighted by its region mask in every cross-attention (docs/METHOD.md §6).
+    pub fn forward_conditioned(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning) -> Tensor<4> {
         let [batch, _, _, _] = sample.dims();
         let device = sample.device();
         let t_emb = timestep_embedding(timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift, batch, &device);

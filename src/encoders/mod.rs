@@ -1,4 +1,4 @@
-//! Prompt encoders: the text encoder (and, with issue #4/#5, the reference-image encoder
-//! whose tokens PFV masks).
+//! Prompt encoders: the text encoder, and the style-reference image encoder whose tokens PFV masks.
 
+pub mod image;
 pub mod text;

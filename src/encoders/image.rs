@@ -1,0 +1,203 @@
+//! The style-reference encoder: a CLIP vision transformer (transformers' `CLIPVisionModel`,
+//! its parameter names and config) whose patch tokens PFV masks before MEPA attends to them
+//! (docs/METHOD.md §5–6). IP-Adapter uses the same model family for its image prompts.
+
+use burn::tensor::module::{attention, conv2d};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{LayerNorm, Linear, gelu};
+use crate::weights::{Init, ModelError, Weights};
+
+/// transformers' `CLIPVisionConfig` fields the encoder reads, plus which hidden state feeds
+/// the image prompt and how pixels are normalised (a CLIP image processor's mean and std).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageEncoderConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "three")]
+    pub num_channels: usize,
+    #[serde(default = "quick_gelu")]
+    pub hidden_act: String,
+    #[serde(default = "clip_eps")]
+    pub layer_norm_eps: f64,
+    /// Which hidden state the prompt takes, Python-style: -1 = the last layer's output (before
+    /// `post_layernorm`), -2 = the one before it (IP-Adapter Plus / full-face checkpoints).
+    #[serde(default = "last")]
+    pub hidden_layer: i32,
+    /// Per-channel normalisation of pixels in [0, 1]: `(x − mean) / std`.
+    #[serde(default = "clip_mean")]
+    pub image_mean: [f32; 3],
+    #[serde(default = "clip_std")]
+    pub image_std: [f32; 3],
+}
+
+fn three() -> usize {
+    3
+}
+fn quick_gelu() -> String {
+    "quick_gelu".into()
+}
+fn clip_eps() -> f64 {
+    1e-5
+}
+fn last() -> i32 {
+    -1
+}
+fn clip_mean() -> [f32; 3] {
+    [0.481_454_66, 0.457_827_5, 0.408_210_73]
+}
+fn clip_std() -> [f32; 3] {
+    [0.268_629_54, 0.261_302_6, 0.275_777_1]
+}
+
+impl ImageEncoderConfig {
+    /// Patch tokens per side (`image_size / patch_size`).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    fn layers_run(&self) -> Result<usize, ModelError> {
+        let n = self.num_hidden_layers as i32 + 1 + self.hidden_layer;
+        if self.hidden_layer >= 0 || n < 0 {
+            return Err(ModelError::Unsupported(format!(
+                "image encoder hidden_layer {} (use -1 … -{})",
+                self.hidden_layer,
+                self.num_hidden_layers + 1
+            )));
+        }
+        Ok(n as usize)
+    }
+}
+
+struct ClipLayer {
+    norm1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// `CLIPVisionModel` up to the chosen hidden state: pixels → tokens (CLS first).
+pub struct ImageEncoder {
+    config: ImageEncoderConfig,
+    patch_embedding: Tensor<4>,
+    class_embedding: Tensor<1>,
+    position_embedding: Tensor<2>,
+    pre_norm: LayerNorm,
+    layers: Vec<ClipLayer>,
+}
+
+impl ImageEncoder {
+    /// Loads `vision_model.*` (the keys of `CLIPVisionModel` and `CLIPVisionModelWithProjection`;
+    /// `post_layernorm` and `visual_projection` are not used by image prompts and not read).
+    pub fn load(w: &Weights, config: &ImageEncoderConfig) -> Result<Self, ModelError> {
+        let act_ok = matches!(config.hidden_act.as_str(), "quick_gelu" | "gelu");
+        if !act_ok {
+            return Err(ModelError::Unsupported(format!("image encoder activation {}", config.hidden_act)));
+        }
+        if config.hidden_size % config.num_attention_heads != 0 || config.patch_size == 0 || config.image_size % config.patch_size != 0 {
+            return Err(ModelError::Unsupported("image encoder: hidden_size must divide into heads and image_size into patches".into()));
+        }
+        let run = config.layers_run()?;
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        // transformers 4 saves `vision_model.*`; transformers 5's CLIPVisionModel drops the prefix.
+        let vm = if w.contains("vision_model.embeddings.class_embedding") { w.pp("vision_model") } else { w.clone() };
+        let e = vm.pp("embeddings");
+        let p = config.patch_size;
+        let positions = config.grid() * config.grid() + 1;
+        let layers = (0..run)
+            .map(|i| {
+                let l = vm.pp("encoder").pp("layers").pp(i);
+                let a = l.pp("self_attn");
+                Ok(ClipLayer {
+                    norm1: LayerNorm::load(&l.pp("layer_norm1"), h, eps)?,
+                    q: Linear::load(&a.pp("q_proj"), h, h, true)?,
+                    k: Linear::load(&a.pp("k_proj"), h, h, true)?,
+                    v: Linear::load(&a.pp("v_proj"), h, h, true)?,
+                    out: Linear::load(&a.pp("out_proj"), h, h, true)?,
+                    norm2: LayerNorm::load(&l.pp("layer_norm2"), h, eps)?,
+                    fc1: Linear::load(&l.pp("mlp").pp("fc1"), h, config.intermediate_size, true)?,
+                    fc2: Linear::load(&l.pp("mlp").pp("fc2"), config.intermediate_size, h, true)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(Self {
+            config: config.clone(),
+            patch_embedding: e.pp("patch_embedding").tensor("weight", [h, config.num_channels, p, p], Init::FanIn(config.num_channels * p * p))?,
+            class_embedding: e.tensor("class_embedding", [h], Init::FanIn(1))?,
+            position_embedding: e.pp("position_embedding").tensor("weight", [positions, h], Init::FanIn(1))?,
+            pre_norm: LayerNorm::load(&vm.pp("pre_layrnorm"), h, eps)?,
+            layers,
+        })
+    }
+
+    pub fn config(&self) -> &ImageEncoderConfig {
+        &self.config
+    }
+
+    /// Normalised pixels for an RGB image of `image_size²` (row-major RGB8, as the reference
+    /// leaves PFV): `[1, 3, S, S]`.
+    pub fn pixels(&self, rgb: &[u8], device: &Device) -> Tensor<4> {
+        let s = self.config.image_size;
+        assert_eq!(rgb.len(), s * s * 3, "image encoder input must be {s}×{s} RGB");
+        let mut planar = vec![0f32; 3 * s * s];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                planar[c * s * s + i] = (f32::from(px[c]) / 255.0 - self.config.image_mean[c]) / self.config.image_std[c];
+            }
+        }
+        Tensor::from_data(TensorData::new(planar, [1, 3, s, s]), device)
+    }
+
+    /// Tokens `[batch, 1 + grid², hidden]`, CLS first, patches row-major.
+    pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let [b, _, _, _] = pixels.dims();
+        let h = self.config.hidden_size;
+        let p = self.config.patch_size;
+        let patches = conv2d(pixels, self.patch_embedding.clone(), None, ConvOptions::new([p, p], [0, 0], [1, 1], 1));
+        let [_, _, gh, gw] = patches.dims();
+        let patches = patches.reshape([b, h, gh * gw]).swap_dims(1, 2);
+        let cls = self.class_embedding.clone().reshape([1, 1, h]).expand([b, 1, h]);
+        let n = gh * gw + 1;
+        let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.clone().reshape([1, n, h]);
+        x = self.pre_norm.forward(x);
+        let heads = self.config.num_attention_heads;
+        let split = |x: Tensor<3>| x.reshape([b, n, heads, h / heads]).swap_dims(1, 2);
+        for layer in &self.layers {
+            let y = layer.norm1.forward(x.clone());
+            let (q, k, v) = (split(layer.q.forward(y.clone())), split(layer.k.forward(y.clone())), split(layer.v.forward(y)));
+            let a = attention(q, k, v, None, None, AttentionModuleOptions::default()).swap_dims(1, 2).reshape([b, n, h]);
+            x = x + layer.out.forward(a);
+            let y = layer.fc1.forward(layer.norm2.forward(x.clone()));
+            let y = if self.config.hidden_act == "quick_gelu" { quick_gelu_act(y) } else { gelu(y) };
+            x = x + layer.fc2.forward(y);
+        }
+        x
+    }
+}
+
+/// CLIP's `x · σ(1.702 x)`.
+fn quick_gelu_act(x: Tensor<3>) -> Tensor<3> {
+    x.clone() * burn::tensor::activation::sigmoid(x.mul_scalar(1.702))
+}
+
+/// Keeps the token rows whose `keep` flag is set (`[1, n, d]` → `[1, kept, d]`): PFV's drop mode
+/// on the device, so the tokens never leave the GPU.
+pub fn keep_tokens(tokens: Tensor<3>, keep: &[bool]) -> Tensor<3> {
+    let [_, n, _] = tokens.dims();
+    assert_eq!(n, keep.len(), "keep list must cover every token");
+    let index: Vec<i64> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i as i64).collect();
+    let device = tokens.device();
+    let len = index.len();
+    tokens.select(1, Tensor::<1, Int>::from_data(TensorData::new(index, [len]), &device))
+}

@@ -1,0 +1,156 @@
+"""Adds the style reference to the default model: PFV-masked image prompt through MEPA
+(training/mepa.py, docs/METHOD.md §5–6). Resumable and time-boxed like train_unet.py.
+
+    python training/train_reference.py --init training/runs/unet/unet --run training/runs/ref --minutes 10
+
+Starts from the trained inpainting UNet (EMA weights) with the MEPA branch initialised to add
+nothing (to_v_ip = 0), and trains the UNet, the reference encoder, the projection and the MEPA
+projections together on the ε-MSE loss. Each ad's reference is the same scene style with another
+product (make_dataset.py); PFV hides that product before the encoder sees it. The caption is
+dropped 10 % of the time and the reference 15 % (independently), so guidance and "no reference"
+both stay in distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+from mepa import (IMAGE_ENCODER_CONFIG, ReferenceEncoder, attach_mepa, background_region,  # noqa: E402
+                  pfv_fill, pfv_visible, project, to_pixels)
+from train_unet import load_latents  # noqa: E402
+
+
+def save(ck, unet, enc, ema, ema_enc, opt, step):
+    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    ck.save({"unet": cpu(unet), "enc": cpu(enc), "ema": cpu(ema), "ema_enc": cpu(ema_enc),
+             "opt": opt.state_dict(), "step": step})
+
+
+def reference_batch(refs, ref_masks, idx, pfv=True):
+    """Encoder pixels and token key mask (CLS + 8×8 patches) for the chosen references."""
+    r, m = refs[idx.numpy()], ref_masks[idx.numpy()]
+    vis = pfv_visible(m) if pfv else np.ones((len(r), 8, 8), bool)
+    pixels = to_pixels(pfv_fill(r, vis))
+    keep = torch.cat([torch.ones(len(r), 1, dtype=torch.bool), torch.from_numpy(vis.reshape(len(r), -1))], 1)
+    return pixels, keep
+
+
+def main():
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="training/data")
+    ap.add_argument("--vae", default="training/runs/vae/vae")
+    ap.add_argument("--init", default="training/runs/unet/unet")
+    ap.add_argument("--latents", default="training/runs/unet/latents.pt")
+    ap.add_argument("--run", default="training/runs/ref")
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--cfg-drop", type=float, default=0.1)
+    ap.add_argument("--ref-drop", type=float, default=0.15)
+    ap.add_argument("--ema", type=float, default=0.999)
+    args = ap.parse_args()
+    print("threads", threads())
+    os.makedirs(args.run, exist_ok=True)
+    lat = load_latents(args.data, args.vae, args.latents)
+    tr, empty = lat["train"], lat["empty"]
+    d = np.load(os.path.join(args.data, "train.npz"))
+    refs, ref_masks, masks = d["ref_images"], d["ref_masks"], d["masks"]
+    region_all = background_region(masks)  # [n, 1, 32, 32]
+    n = len(tr["mean"])
+    assert len(refs) == n, "the data has no references: rerun make_dataset.py"
+    sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+
+    torch.manual_seed(0)
+    unet = attach_mepa(UNet2DConditionModel.from_pretrained(args.init), IMAGE_ENCODER_CONFIG["hidden_size"])
+    enc = ReferenceEncoder()
+    ema, ema_enc = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(enc).requires_grad_(False)
+    params = list(unet.parameters()) + list(enc.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    ck = Checkpoint(args.run)
+    state = ck.load()
+    step = 0
+    if state:
+        unet.load_state_dict(state["unet"])
+        enc.load_state_dict(state["enc"])
+        ema.load_state_dict(state["ema"])
+        ema_enc.load_state_dict(state["ema_enc"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        print("resumed at step", step)
+    dev = device()
+    for m in (unet, enc, ema, ema_enc):
+        m.to(dev)
+    for st in opt.state.values():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                st[k] = v.to(dev)
+    log = LossLog(args.run, ["step", "loss", "seconds"])
+    g = torch.Generator().manual_seed(2000 + step)
+    deadline = Deadline(args.minutes)
+    t0 = last_save = time.time()
+    T = tr["context"].shape[1]
+    running = None
+    while not deadline.passed():
+        idx = torch.randint(0, n, (args.batch,), generator=g)
+        z0 = tr["mean"][idx].float()
+        ctx = tr["context"][idx].float()
+        clen = tr["context_len"][idx].clone()
+        drop = torch.rand(args.batch, generator=g) < args.cfg_drop
+        if drop.any():
+            ctx[drop] = empty["context"][0].float()
+            clen[drop] = empty["context_len"][0]
+        attn = (torch.arange(T)[None] < clen[:, None]).float()
+        pixels, keep = reference_batch(refs, ref_masks, idx)
+        use_ref = (torch.rand(args.batch, generator=g) >= args.ref_drop).float()[:, None, None, None]
+        region = region_all[idx] * use_ref
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=g)
+        zt = sched.add_noise(z0, noise, t)
+        inp = torch.cat([zt, tr["mask"][idx].float(), tr["masked"][idx].float()], 1)
+        inp, t, ctx, attn, noise, pixels, keep, region = (
+            v.to(dev) for v in (inp, t, ctx, attn, noise, pixels, keep, region))
+        tokens = project(unet, enc(pixels))
+        mepa = dict(tokens=tokens, key_mask=keep, region=region, scale=1.0)
+        pred = unet(inp, t, ctx, encoder_attention_mask=attn, cross_attention_kwargs=dict(mepa=mepa)).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        warm = min(1.0, (step + 1) / 100)
+        for pg in opt.param_groups:
+            pg["lr"] = args.lr * warm
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for src, dst in ((unet, ema), (enc, ema_enc)):
+                for pe, p in zip(dst.parameters(), src.parameters()):
+                    pe.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 10 == 0:
+            log.row(step, f"{loss.item():.5f}", f"{time.time() - t0:.0f}")
+        if step % 50 == 0:
+            print(f"step {step} loss {running:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
+        if time.time() - last_save > 180:
+            save(ck, unet, enc, ema, ema_enc, opt, step)
+            last_save = time.time()
+    save(ck, unet, enc, ema, ema_enc, opt, step)
+    ema.cpu().save_pretrained(os.path.join(args.run, "unet"))
+    ema_enc.cpu().model.save_pretrained(os.path.join(args.run, "image_encoder"))
+    print(f"done: step {step}, EMA weights saved to {args.run}/unet and {args.run}/image_encoder")
+
+
+if __name__ == "__main__":
+    main()
