@@ -196,9 +196,10 @@ impl Studio {
         Ok(out.into())
     }
 
-    /// Sets the style reference (its foreground found like the product's and hidden by PFV), or
-    /// clears it when `bytes` is empty. Returns `{ width, height }` of the reference.
-    pub fn set_reference(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
+    /// Sets the style reference, or clears it when `bytes` is empty. With `pfv` its foreground is
+    /// found like the product's (to be hidden); without, it is used whole (the PFV-off ablation,
+    /// or a busy picture with nothing to hide). Returns `{ width, height }` of the reference.
+    pub fn set_reference(&self, bytes: &[u8], pfv: bool) -> Result<JsValue, JsError> {
         if bytes.is_empty() {
             *self.inner.reference.borrow_mut() = None;
             return Ok(JsValue::NULL);
@@ -206,7 +207,8 @@ impl Studio {
         if self.inner.model.reference_encoder.is_none() {
             return Err(JsError::new("This model takes no style reference (its pack has no image encoder)."));
         }
-        let reference = Reference::from_bytes(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        let reference = if pfv { Reference::from_bytes(bytes) } else { Reference::whole(bytes) };
+        let reference = reference.map_err(|e| JsError::new(&e.to_string()))?;
         let out = Object::new();
         set(&out, "width", reference.image.width());
         set(&out, "height", reference.image.height());

