@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints whole-pipeline timings of the CLI (JSON report per run) for the default model.
 # Usage: scripts/bench.sh [gpu|cpu] [SIZES...]   e.g. scripts/bench.sh gpu 64 128 256 512
+# BENCH_REFERENCE=1 adds a style reference (PFV + MEPA image prompt) to every run.
 # Record what it prints, with the machine and date, in BENCHMARKS.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -10,6 +11,10 @@ SIZES=("${@:-64 128 256}")
 cargo build --release --bin adcanvas --quiet
 BIN="$CARGO_TARGET_DIR/release/adcanvas"
 OUT="$(mktemp -d)"
+EXTRA=()
+if [[ "${BENCH_REFERENCE:-0}" == 1 ]]; then
+  EXTRA=(--reference tests/fixtures/reference_beach.png --reference-mask tests/fixtures/reference_beach_mask.png)
+fi
 echo "machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); date: $(date -u +%F)"
 for size in ${SIZES[@]}; do
   for steps in 20; do
@@ -17,8 +22,8 @@ for size in ${SIZES[@]}; do
     # within one process, so report both as separate processes.
     for run in 1 2; do
       "$BIN" generate --product tests/fixtures/product_alpha_128.png --prompt "bench" --out "$OUT/ad.png" \
-        --size "$size" --steps "$steps" --seed 1 --device "$DEVICE" 2>/dev/null \
-        | python3 -c "import json,sys; r=json.load(sys.stdin); t=r['timings_ms']; print(f\"$DEVICE size=$size steps=$steps run=$run \" + ' '.join(f'{k}={v:.0f}ms' for k,v in t.items()))"
+        --size "$size" --steps "$steps" --seed 1 --device "$DEVICE" "${EXTRA[@]}" 2>/dev/null \
+        | python3 -c "import json,sys; r=json.load(sys.stdin); t=r['timings_ms']; print(f\"$DEVICE reference=${BENCH_REFERENCE:-0} size=$size steps=$steps run=$run \" + ' '.join(f'{k}={v:.0f}ms' for k,v in t.items()))"
     done
   done
 done

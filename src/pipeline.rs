@@ -98,6 +98,8 @@ pub struct GenerateOptions {
     pub fill: f32,
     /// How a style reference is used (weight λ, PFV and region masks on/off); ignored without one.
     pub reference: ReferenceOptions,
+    /// λ_t, MEPA's weight on the text prompt's attention (1 as trained; other values are an ablation).
+    pub text_weight: f32,
 }
 
 impl Default for GenerateOptions {
@@ -112,6 +114,7 @@ impl Default for GenerateOptions {
             scheduler: SchedulerKind::Ddim,
             fill: 0.6,
             reference: ReferenceOptions::default(),
+            text_weight: 1.0,
         }
     }
 }
@@ -239,8 +242,8 @@ pub async fn generate(
         None => None,
     };
     let guidance = if image_prompt.is_some() { options.guidance_scale } else { text_guidance };
-    let cond = Conditioning { text: cond_text, image: image_prompt };
-    let uncond = Conditioning::text(uncond_text);
+    let cond = Conditioning { text: cond_text, text_scale: options.text_weight, image: image_prompt };
+    let uncond = Conditioning { text_scale: options.text_weight, ..Conditioning::text(uncond_text) };
 
     // 6. Initial noise from the seed, drawn on the CPU so every device starts identically.
     let lat_ch = model.manifest.vae.latent_channels();
@@ -302,7 +305,7 @@ pub fn predict_noise(model: &Model, input: Tensor<4>, t: f32, cond: &Conditionin
 /// image prompt gets the other half's tokens under an all-zero region mask, which adds exactly
 /// nothing (M ⊙ Attn = 0), so one UNet call computes both.
 fn batch_pair(uncond: &Conditioning, cond: &Conditioning, input: &Tensor<4>) -> Option<Conditioning> {
-    if uncond.text.dims() != cond.text.dims() {
+    if uncond.text.dims() != cond.text.dims() || uncond.text_scale != cond.text_scale {
         return None;
     }
     let text = Tensor::cat(vec![uncond.text.clone(), cond.text.clone()], 0);
@@ -325,7 +328,7 @@ fn batch_pair(uncond: &Conditioning, cond: &Conditioning, input: &Tensor<4>) -> 
             })
         }
     };
-    Some(Conditioning { text, image })
+    Some(Conditioning { text, text_scale: cond.text_scale, image })
 }
 
 /// 1 where the background is to be generated: pixels that are not solidly product.

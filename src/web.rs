@@ -218,7 +218,7 @@ impl Studio {
 
     /// Generates an ad for the prepared product.
     /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"lcm",
-    /// reference_scale, pfv, region_masks }` (the last three apply with a style reference);
+    /// reference_scale, pfv, region_masks, text_weight }` (the reference ones apply with a style reference);
     /// `on_progress(step, total)` after each denoising step. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
@@ -247,6 +247,7 @@ impl Studio {
                     region_masks: get(&opts, "region_masks").as_bool().unwrap_or(true),
                     ..ReferenceOptions::default()
                 },
+                text_weight: number("text_weight", 1.0) as f32,
                 ..Default::default()
             };
             let reference = inner.reference.borrow().clone();

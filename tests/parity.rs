@@ -278,6 +278,7 @@ fn unet_with_mepa_matches_diffusers_and_training() {
         let run = |region: Option<Tensor<4>>, image: bool| {
             let cond = Conditioning {
                 text: io.tensor("text", &device),
+                text_scale: 1.0,
                 image: image.then(|| ImagePrompt { tokens: io.tensor("image", &device), scale: scale[0], region }),
             };
             unet.forward_conditioned(io.tensor("sample", &device), t[0], &cond)

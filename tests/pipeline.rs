@@ -10,11 +10,17 @@ use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::{Manifest, read_pack_dir};
 use adcanvas::pipeline::{GenerateOptions, Generated, PipelineError, generate, prepare_product};
+use adcanvas::reference::{Reference, ReferenceOptions};
 use adcanvas::weights::ModelError;
 use burn::tensor::Device;
 
 const PRODUCT_32: &[u8] = include_bytes!("fixtures/product_alpha_32.png");
 const PRODUCT_WHITE: &[u8] = include_bytes!("fixtures/product_white.jpg");
+const PRODUCT_128: &[u8] = include_bytes!("fixtures/product_alpha_128.png");
+const REFERENCE_BEACH: &[u8] = include_bytes!("fixtures/reference_beach.png");
+const REFERENCE_BEACH_MASK: &[u8] = include_bytes!("fixtures/reference_beach_mask.png");
+const REFERENCE_STUDIO: &[u8] = include_bytes!("fixtures/reference_studio.png");
+const REFERENCE_STUDIO_MASK: &[u8] = include_bytes!("fixtures/reference_studio_mask.png");
 
 fn pack_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default"))
@@ -30,8 +36,12 @@ fn tiny_options(seed: u64) -> GenerateOptions {
 }
 
 fn run(model: &Model, photo: &[u8], options: &GenerateOptions) -> Generated {
+    run_with(model, photo, None, options)
+}
+
+fn run_with(model: &Model, photo: &[u8], reference: Option<&Reference>, options: &GenerateOptions) -> Generated {
     let product = prepare_product(photo).expect("fixture prepares");
-    pollster::block_on(generate(model, &product, options, &mut |_, _| true)).expect("generation succeeds")
+    pollster::block_on(generate(model, &product, reference, options, &mut |_, _| true)).expect("generation succeeds")
 }
 
 fn gpu_device() -> Device {
@@ -284,4 +294,111 @@ fn default_text_encoder_stays_close_to_minilm() {
     }
     eprintln!("q8 MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}");
     assert!(worst_cos >= 0.995 && worst_abs <= 0.1, "cosine {worst_cos}, max abs {worst_abs}");
+}
+
+/// Mean RGB of the generated background (pixels with no product at all).
+fn background_mean(g: &Generated) -> [f32; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for (i, px) in g.image.pixels().enumerate() {
+        if g.placed.mask[i] == 0.0 {
+            for c in 0..3 {
+                sum[c] += f64::from(px.0[c]);
+            }
+            n += 1.0;
+        }
+    }
+    sum.map(|s| (s / n) as f32)
+}
+
+fn distance(a: [f32; 3], b: [f32; 3]) -> f32 {
+    a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt()
+}
+
+/// Mean RGB of a reference's background (mask < 128).
+fn reference_background_mean(image: &[u8], mask: &[u8]) -> [f32; 3] {
+    let image = image::load_from_memory(image).unwrap().to_rgb8();
+    let mask = image::load_from_memory(mask).unwrap().to_luma8();
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for (px, m) in image.pixels().zip(mask.pixels()) {
+        if m.0[0] < 128 {
+            for c in 0..3 {
+                sum[c] += f64::from(px.0[c]);
+            }
+            n += 1.0;
+        }
+    }
+    sum.map(|s| (s / n) as f32)
+}
+
+#[test]
+fn style_reference_steers_the_background_and_pfv_hides_its_product() {
+    let model = load_default(&Device::flex());
+    assert!(model.reference_encoder.is_some(), "the default pack takes a style reference");
+    let beach = Reference::with_mask(REFERENCE_BEACH, REFERENCE_BEACH_MASK).unwrap();
+    let studio = Reference::with_mask(REFERENCE_STUDIO, REFERENCE_STUDIO_MASK).unwrap();
+    // No prompt: the reference alone says what the scene is.
+    let options = |reference: ReferenceOptions| GenerateOptions {
+        width: 256,
+        height: 256,
+        steps: 20,
+        seed: 5,
+        guidance_scale: 4.0,
+        reference,
+        ..Default::default()
+    };
+    let on = ReferenceOptions::default();
+    let with_beach = run_with(&model, PRODUCT_128, Some(&beach), &options(on.clone()));
+    let with_studio = run_with(&model, PRODUCT_128, Some(&studio), &options(on.clone()));
+    assert_composite_exact(&with_beach);
+
+    // PFV hid the beach reference's football: every hidden patch holds foreground, every token
+    // the model saw is CLS or a visible patch.
+    let report = with_beach.reference.as_ref().expect("reference report");
+    assert_eq!(report.grid.visible.len(), 64);
+    let hidden = report.hidden_patches();
+    assert!((10..64).contains(&hidden), "{hidden} of 64 patches hidden");
+    assert_eq!(report.tokens, 1 + 64 - hidden);
+
+    // Each background is closer in colour to its own reference's background than to the other's.
+    let beach_ref = reference_background_mean(REFERENCE_BEACH, REFERENCE_BEACH_MASK);
+    let studio_ref = reference_background_mean(REFERENCE_STUDIO, REFERENCE_STUDIO_MASK);
+    let (b, s) = (background_mean(&with_beach), background_mean(&with_studio));
+    eprintln!("backgrounds: beach-ref {b:?} (ref {beach_ref:?}), studio-ref {s:?} (ref {studio_ref:?})");
+    assert!(distance(b, beach_ref) < distance(b, studio_ref), "beach reference: {b:?}");
+    assert!(distance(s, studio_ref) < distance(s, beach_ref), "studio reference: {s:?}");
+
+    // λ = 0 is exactly no reference; the ablation switches change the result.
+    let none = run(&model, PRODUCT_128, &options(on.clone()));
+    let zero = run_with(&model, PRODUCT_128, Some(&beach), &options(ReferenceOptions { scale: 0.0, ..on.clone() }));
+    assert_eq!(none.image.as_raw(), zero.image.as_raw(), "λ = 0 must equal no reference");
+    assert!(zero.reference.is_none());
+    let no_pfv = run_with(&model, PRODUCT_128, Some(&beach), &options(ReferenceOptions { pfv: false, ..on.clone() }));
+    assert_eq!(no_pfv.reference.as_ref().unwrap().hidden_patches(), 0);
+    assert_ne!(no_pfv.background.as_raw(), with_beach.background.as_raw(), "PFV off changes the result");
+    let no_masks = run_with(&model, PRODUCT_128, Some(&beach), &options(ReferenceOptions { region_masks: false, ..on }));
+    assert_ne!(no_masks.background.as_raw(), with_beach.background.as_raw(), "region masks off change the result");
+}
+
+#[test]
+fn style_reference_errors_are_clear() {
+    // A busy scene: its foreground cannot be found automatically, and the message says what to do.
+    let err = Reference::from_bytes(REFERENCE_BEACH).unwrap_err().to_string();
+    assert!(err.contains("could not be found automatically") && err.contains("mask"), "{err}");
+    // A cut-out reference: the alpha channel is its foreground.
+    let cutout = Reference::from_bytes(PRODUCT_128).unwrap();
+    assert!(cutout.foreground.iter().any(|&v| v > 0.5) && cutout.foreground.iter().any(|&v| v == 0.0));
+    // A mask of another size is refused.
+    let err = Reference::with_mask(REFERENCE_BEACH, PRODUCT_32).unwrap_err().to_string();
+    assert!(err.contains("must match"), "{err}");
+    // A corrupt reference is an image error, like a corrupt product.
+    assert!(Reference::from_bytes(b"not an image").is_err());
+    // A model without an image encoder says it takes no reference.
+    let (manifest, files) = create_demo_pack(20261126, &Device::flex()).unwrap();
+    let model = Model::from_pack(manifest, &files, &Device::flex()).unwrap();
+    let product = prepare_product(PRODUCT_32).unwrap();
+    let reference = Reference::whole(REFERENCE_BEACH).unwrap();
+    let err = pollster::block_on(generate(&model, &product, Some(&reference), &tiny_options(1), &mut |_, _| true)).unwrap_err();
+    assert!(err.to_string().contains("takes no style reference"), "{err}");
 }

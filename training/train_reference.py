@@ -5,10 +5,12 @@
 
 Starts from the trained inpainting UNet (EMA weights) with the MEPA branch initialised to add
 nothing (to_v_ip = 0), and trains the UNet, the reference encoder, the projection and the MEPA
-projections together on the ε-MSE loss. Each ad's reference is the same scene style with another
-product (make_dataset.py); PFV hides that product before the encoder sees it. The caption is
-dropped 10 % of the time and the reference 15 % (independently), so guidance and "no reference"
-both stay in distribution.
+projections together on the ε-MSE loss, the new parts at a higher learning rate (`--lr-new`).
+Each ad's reference is the same scene style with another product (make_dataset.py); PFV hides
+that product before the encoder sees it. The reference is dropped 20 % of the time; the caption
+40 % of the time when the reference is there (so the model must read the scene from the reference,
+not only from the caption) and 25 % when it is not, so "no reference", "reference only" and the
+unconditional half of guidance (both dropped, 5 %) all stay in distribution.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--cfg-drop", type=float, default=0.1)
-    ap.add_argument("--ref-drop", type=float, default=0.15)
+    ap.add_argument("--lr-new", type=float, default=1e-3, help="for the encoder, projection and MEPA projections")
+    ap.add_argument("--text-drop", type=float, default=0.25, help="caption dropped, without a reference")
+    ap.add_argument("--text-drop-with-ref", type=float, default=0.4, help="caption dropped, with a reference")
+    ap.add_argument("--ref-drop", type=float, default=0.2)
     ap.add_argument("--ema", type=float, default=0.999)
     args = ap.parse_args()
     print("threads", threads())
@@ -77,16 +81,25 @@ def main():
     enc = ReferenceEncoder()
     ema, ema_enc = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(enc).requires_grad_(False)
     params = list(unet.parameters()) + list(enc.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    new = lambda n: "to_k_ip" in n or "to_v_ip" in n or "encoder_hid_proj" in n  # noqa: E731
+    groups = [dict(params=[p for n, p in unet.named_parameters() if not new(n)], lr=args.lr, base_lr=args.lr),
+              dict(params=[p for n, p in unet.named_parameters() if new(n)] + list(enc.parameters()),
+                   lr=args.lr_new, base_lr=args.lr_new)]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-2)
     ck = Checkpoint(args.run)
     state = ck.load()
     step = 0
+    warm_from = 0
     if state:
         unet.load_state_dict(state["unet"])
         enc.load_state_dict(state["enc"])
         ema.load_state_dict(state["ema"])
         ema_enc.load_state_dict(state["ema_enc"])
-        opt.load_state_dict(state["opt"])
+        if len(state["opt"]["param_groups"]) == len(opt.param_groups):
+            opt.load_state_dict(state["opt"])
+        else:
+            print("optimiser groups changed: fresh optimiser state, warming up again")
+            warm_from = state["step"]
         step = state["step"]
         print("resumed at step", step)
     dev = device()
@@ -107,13 +120,14 @@ def main():
         z0 = tr["mean"][idx].float()
         ctx = tr["context"][idx].float()
         clen = tr["context_len"][idx].clone()
-        drop = torch.rand(args.batch, generator=g) < args.cfg_drop
+        use_ref = (torch.rand(args.batch, generator=g) >= args.ref_drop).float()[:, None, None, None]
+        p_drop = torch.where(use_ref[:, 0, 0, 0] > 0, args.text_drop_with_ref, args.text_drop)
+        drop = torch.rand(args.batch, generator=g) < p_drop
         if drop.any():
             ctx[drop] = empty["context"][0].float()
             clen[drop] = empty["context_len"][0]
         attn = (torch.arange(T)[None] < clen[:, None]).float()
         pixels, keep = reference_batch(refs, ref_masks, idx)
-        use_ref = (torch.rand(args.batch, generator=g) >= args.ref_drop).float()[:, None, None, None]
         region = region_all[idx] * use_ref
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=g)
@@ -128,9 +142,9 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        warm = min(1.0, (step + 1) / 100)
+        warm = min(1.0, (step + 1 - warm_from) / 100)
         for pg in opt.param_groups:
-            pg["lr"] = args.lr * warm
+            pg["lr"] = pg["base_lr"] * warm
         opt.step()
         step += 1
         decay = min(args.ema, (1 + step) / (10 + step))

@@ -127,6 +127,9 @@ enum Command {
         /// Classifier-free guidance scale (used when the model has a text encoder).
         #[arg(long, default_value_t = 7.5)]
         guidance: f32,
+        /// MEPA's weight λ_t on the text prompt (1 as trained; an ablation switch).
+        #[arg(long, default_value_t = 1.0)]
+        text_weight: f32,
         /// Sampler: ddim, euler, dpm++2m or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
@@ -170,7 +173,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate { product, prompt, out, size, steps, seed, guidance, scheduler, model, device, mask_out, reference } => {
+        Command::Generate { product, prompt, out, size, steps, seed, guidance, text_weight, scheduler, model, device, mask_out, reference } => {
             let side = size.unwrap_or(0);
             let options = GenerateOptions {
                 prompt,
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
                 guidance_scale: guidance,
                 scheduler,
                 reference: reference.options(),
+                text_weight,
                 ..Default::default()
             };
             run_generate(&product, &out, options, model, device, mask_out, &reference)

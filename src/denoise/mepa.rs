@@ -127,13 +127,15 @@ pub struct ImagePrompt {
 pub struct Conditioning {
     /// Text context `[batch, tokens, cross_dim]`; it governs the whole picture (M_t = 1).
     pub text: Tensor<3>,
+    /// λ_t (1 in training and by default; other values are an ablation).
+    pub text_scale: f32,
     pub image: Option<ImagePrompt>,
 }
 
 impl Conditioning {
     /// Ordinary SD conditioning.
     pub fn text(text: Tensor<3>) -> Self {
-        Self { text, image: None }
+        Self { text, text_scale: 1.0, image: None }
     }
 
     /// The prompts for one cross-attention layer at `h_r × w_r`.
@@ -143,6 +145,6 @@ impl Conditioning {
             scale: p.scale,
             mask: p.region.as_ref().map(|r| region_mask(r, h_r, w_r)),
         });
-        MepaPrompts { text: RegionPrompt { tokens: self.text.clone(), scale: 1.0, mask: None }, image }
+        MepaPrompts { text: RegionPrompt { tokens: self.text.clone(), scale: self.text_scale, mask: None }, image }
     }
 }
