@@ -95,7 +95,8 @@ fn default_pack_is_the_trained_model_within_budget() {
     assert_eq!(model.native_size(), 256);
     let total: u64 = m.files.values().map(|f| f.bytes).sum();
     assert!(total <= 50_000_000, "the default pack is {total} bytes; the budget is 50 MB");
-    for component in ["unet", "vae", "text_encoder"] {
+    assert!(model.reference_encoder.is_some(), "the default model takes a style reference");
+    for component in ["unet", "vae", "text_encoder", "image_encoder"] {
         assert_eq!(m.files[component].dtype, "q8", "{component}");
     }
 }

@@ -63,6 +63,15 @@ def main():
     ap.add_argument("--text-drop", type=float, default=0.25, help="caption dropped, without a reference")
     ap.add_argument("--text-drop-with-ref", type=float, default=0.4, help="caption dropped, with a reference")
     ap.add_argument("--ref-drop", type=float, default=0.2)
+    ap.add_argument("--t-power", type=float, default=1.0,
+                    help="timesteps t = T·u^p, u uniform: p < 1 trains high-noise steps (where the scene and its "
+                         "colours are decided, and so where prompts and references matter) more often")
+    ap.add_argument("--snr-weight-max", type=float, default=1.0,
+                    help="per-sample loss weight clamp(1/SNR(t), 1, max): >1 weighs high-noise steps up, where "
+                         "ε-MSE is least sensitive to the image content a prompt or reference carries")
+    ap.add_argument("--reset-adapter", action="store_true",
+                    help="re-initialise the projection and MEPA projections (to_k_ip = to_k, to_v_ip = 0) after "
+                         "resuming, keeping the UNet and the encoder")
     ap.add_argument("--ema", type=float, default=0.999)
     args = ap.parse_args()
     print("threads", threads())
@@ -102,6 +111,25 @@ def main():
             warm_from = state["step"]
         step = state["step"]
         print("resumed at step", step)
+    if args.reset_adapter:
+        fresh = attach_mepa(UNet2DConditionModel.from_pretrained(args.init), IMAGE_ENCODER_CONFIG["hidden_size"])
+        torch.manual_seed(step)
+        fresh.encoder_hid_proj = type(fresh.encoder_hid_proj)(
+            [type(fresh.encoder_hid_proj.image_projection_layers[0])(IMAGE_ENCODER_CONFIG["hidden_size"],
+                                                                     unet.config.cross_attention_dim)])
+        with torch.no_grad():
+            for model in (unet, ema):
+                model.encoder_hid_proj.load_state_dict(fresh.encoder_hid_proj.state_dict())
+                for name, proc in model.attn_processors.items():
+                    if name.endswith("attn2.processor"):
+                        attn = model.get_submodule(name.removesuffix(".processor"))
+                        proc.to_k_ip[0].weight.copy_(attn.to_k.weight)
+                        proc.to_v_ip[0].weight.zero_()
+        opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+        warm_from = step
+        print("adapter re-initialised at step", step)
+    alphas = sched.alphas_cumprod
+    snr_weight = torch.clamp((1 - alphas) / alphas, 1.0, args.snr_weight_max)
     dev = device()
     for m in (unet, enc, ema, ema_enc):
         m.to(dev)
@@ -130,7 +158,8 @@ def main():
         pixels, keep = reference_batch(refs, ref_masks, idx)
         region = region_all[idx] * use_ref
         noise = torch.randn(z0.shape, generator=g)
-        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=g)
+        u = torch.rand(args.batch, generator=g) ** args.t_power
+        t = (u * sched.config.num_train_timesteps).long().clamp(max=sched.config.num_train_timesteps - 1)
         zt = sched.add_noise(z0, noise, t)
         inp = torch.cat([zt, tr["mask"][idx].float(), tr["masked"][idx].float()], 1)
         inp, t, ctx, attn, noise, pixels, keep, region = (
@@ -138,7 +167,8 @@ def main():
         tokens = project(unet, enc(pixels))
         mepa = dict(tokens=tokens, key_mask=keep, region=region, scale=1.0)
         pred = unet(inp, t, ctx, encoder_attention_mask=attn, cross_attention_kwargs=dict(mepa=mepa)).sample
-        loss = F.mse_loss(pred, noise)
+        w = snr_weight[t.cpu()].to(dev)
+        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

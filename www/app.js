@@ -402,7 +402,9 @@ function showResult(out) {
 
   canvas.dataset.placement = `${placement.x},${placement.y},${placement.w},${placement.h}`;
   canvas.dataset.ready = '1';
-  window.__adcanvas = { width, height, rgba, placement };
+  const ref = field(out, 'reference');
+  const reference = ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null;
+  window.__adcanvas = { width, height, rgba, placement, reference };
 }
 
 async function generate() {

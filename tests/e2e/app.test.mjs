@@ -25,6 +25,10 @@ const CHROMIUM = process.env.ADCANVAS_CHROMIUM || '/usr/bin/chromium';
 const FIXTURES = path.resolve(process.env.ADCANVAS_FIXTURES || path.join(REPO, 'tests', 'fixtures'));
 const PRODUCT = path.join(FIXTURES, 'product_alpha_32.png');
 const CORRUPT = path.join(FIXTURES, 'corrupt.png');
+// A cut-out as style reference: its alpha is the foreground PFV hides.
+const REFERENCE_CUTOUT = path.join(FIXTURES, 'product_alpha_128.png');
+// A busy scene: its foreground cannot be found automatically.
+const REFERENCE_BUSY = path.join(FIXTURES, 'reference_beach.png');
 
 const MINUTE = 60_000;
 const GENERATE_TIMEOUT = 10 * MINUTE; // SwiftShader is very slow
@@ -210,6 +214,12 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     );
     assert.ok(maskLoaded, 'mask preview image decodes');
 
+    // A style reference: the page shows the option for this model; PFV hides the cut-out's object.
+    assert.equal(await page.locator('#reference-field').isVisible(), true, 'the default model takes a style reference');
+    await page.setInputFiles('#reference', REFERENCE_CUTOUT);
+    await page.waitForFunction(() => /Style reference/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
+    assert.equal((await statusOf(page)).state, 'ready', 'the reference is accepted');
+
     await page.selectOption('#size', '64');
     await page.fill('#steps', '2');
     await page.fill('#seed', '7');
@@ -236,6 +246,9 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     assert.equal(await page.locator('#cancel').isDisabled(), true, 'Cancel is disabled after generating');
     assert.equal(await page.locator('#download').isEnabled(), true, 'Download is enabled after a result');
     assert.equal(await page.locator('#generate').isEnabled(), true, 'Generate is enabled again');
+    const usedRef = await page.evaluate(() => window.__adcanvas.reference);
+    assert.ok(usedRef && usedRef.patches === 64 && usedRef.hidden_patches > 0 && usedRef.tokens === 1 + 64 - usedRef.hidden_patches,
+      `the reference went through PFV: ${JSON.stringify(usedRef)}`);
 
     // Canvas geometry: attributes = image size, CSS box = same size (no scaling).
     const geom = await page.locator('#result').evaluate((c) => {
@@ -375,6 +388,15 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     assert.equal(await page.locator('#generate').isDisabled(), true, 'Generate is disabled without a valid photo');
     assert.equal(await page.locator('#file').isEnabled(), true, 'file input still usable');
     assert.equal(await page.locator('#mask-preview').isVisible(), false, 'no mask preview for a corrupt file');
+
+    // A busy reference: a clear message, nothing lost; with PFV off it is used whole.
+    await page.setInputFiles('#reference', REFERENCE_BUSY);
+    await page.waitForFunction(() => /could not be found automatically/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
+    const refErr = await statusOf(page);
+    assert.match(refErr.text, /reference_beach\.png.*could not be found automatically/s, `busy reference message: ${refErr.text}`);
+    await page.uncheck('#pfv');
+    await page.setInputFiles('#reference', REFERENCE_BUSY);
+    await page.waitForFunction(() => /Style reference: reference_beach/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
 
     const good = await uploadAndWait(page, PRODUCT);
     assert.equal(good.state, 'ready', `a valid upload after the error works: ${good.text}`);
