@@ -394,6 +394,7 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     await page.waitForFunction(() => /could not be found automatically/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
     const refErr = await statusOf(page);
     assert.match(refErr.text, /reference_beach\.png.*could not be found automatically/s, `busy reference message: ${refErr.text}`);
+    await page.locator('#reference-field summary').click(); // the ablation switches sit in a <details>
     await page.uncheck('#pfv');
     await page.setInputFiles('#reference', REFERENCE_BUSY);
     await page.waitForFunction(() => /Style reference: reference_beach/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
