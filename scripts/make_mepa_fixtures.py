@@ -84,7 +84,7 @@ def mepa_unet_case(seed=47):
         mepa = dict(tokens=image, key_mask=torch.ones(2, 6, dtype=torch.bool), region=region, scale=scale)
         ours = unet(sample, t, text, cross_attention_kwargs=dict(mepa=mepa)).sample
         # diffusers' own processors on the same weights.
-        procs, ips = {}, {}
+        procs = {}
         for name, p in unet.attn_processors.items():
             if name.endswith("attn2.processor"):
                 attn = unet.get_submodule(name.removesuffix(".processor"))

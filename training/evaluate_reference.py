@@ -95,16 +95,21 @@ def colour_error(gen_bg, real, mask):
     return float(np.linalg.norm(gen_bg[m].mean(0) - real[m].mean(0).astype(np.float64)))
 
 
+def colour_bins(pixels, bins=8):
+    """Index of each RGB pixel's cell in a bins³ colour histogram."""
+    return (pixels.astype(np.int64) // (256 // bins)) @ np.array([bins * bins, bins, 1])
+
+
 def fg_share(pixels, ref, ref_mask, bins=8):
     """Share of `pixels` whose colour bin is more frequent among the reference's product pixels
     than among its background pixels (histograms normalised)."""
-    q = lambda p: (p.astype(np.int64) // (256 // bins)) @ np.array([bins * bins, bins, 1])  # noqa: E731
     fg, bg = ref[ref_mask >= 128], ref[ref_mask < 128]
     if len(fg) == 0 or len(bg) == 0:
         return None
-    hf = np.bincount(q(fg), minlength=bins**3) / len(fg)
-    hb = np.bincount(q(bg), minlength=bins**3) / len(bg)
-    return float((hf[q(pixels)] > hb[q(pixels)]).mean())
+    hf = np.bincount(colour_bins(fg, bins), minlength=bins**3) / len(fg)
+    hb = np.bincount(colour_bins(bg, bins), minlength=bins**3) / len(bg)
+    c = colour_bins(pixels, bins)
+    return float((hf[c] > hb[c]).mean())
 
 
 def object_expansion(bg, image, mask, band=16, bins=8):
@@ -117,10 +122,9 @@ def object_expansion(bg, image, mask, band=16, bins=8):
     far = ~near
     if not prod.any() or not far.any():
         return None
-    q = lambda p: (p.astype(np.int64) // (256 // bins)) @ np.array([bins * bins, bins, 1])  # noqa: E731
-    hf = np.bincount(q(image[prod]), minlength=bins**3) / prod.sum()
-    hb = np.bincount(q(bg[far]), minlength=bins**3) / far.sum()
-    c = q(bg[ring])
+    hf = np.bincount(colour_bins(image[prod], bins), minlength=bins**3) / prod.sum()
+    hb = np.bincount(colour_bins(bg[far], bins), minlength=bins**3) / far.sum()
+    c = colour_bins(bg[ring], bins)
     return float((hf[c] > hb[c]).sum() / prod.sum())
 
 

@@ -96,7 +96,7 @@ def main():
         manifest = json.load(fh)
     manifest["label"] = args.label
     manifest["provenance"] = (
-        f"training/ scripts: make_dataset.py, train_tiny_vae.py, train_unet.py"
+        "training/ scripts: make_dataset.py, train_tiny_vae.py, train_unet.py"
         + (f", train_reference.py ({state['step']} steps)" if with_reference else f" ({state['step']} UNet steps)") + ", "
         f"export.py --dtype {args.dtype}; see models/default/MODEL_CARD.md"
     )

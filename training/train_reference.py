@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
