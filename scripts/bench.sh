@@ -2,14 +2,19 @@
 # Prints whole-pipeline timings of the CLI (JSON report per run) for the default model.
 # Usage: scripts/bench.sh [gpu|cpu] [SIZES...]   e.g. scripts/bench.sh gpu 64 128 256 512
 # BENCH_REFERENCE=1 adds a style reference (PFV + MEPA image prompt) to every run.
+# ADCANVAS_BIN=path runs that binary instead of building one (e.g. on a machine without cargo).
 # Record what it prints, with the machine and date, in BENCHMARKS.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ADCANVAS_ROOT"
 DEVICE="${1:-gpu}"; shift || true
 SIZES=("${@:-64 128 256}")
-cargo build --release --bin adcanvas --quiet
-BIN="$CARGO_TARGET_DIR/release/adcanvas"
+if [[ -n "${ADCANVAS_BIN:-}" ]]; then
+  BIN="$ADCANVAS_BIN"
+else
+  cargo build --release --bin adcanvas --quiet
+  BIN="$CARGO_TARGET_DIR/release/adcanvas"
+fi
 OUT="$(mktemp -d)"
 EXTRA=()
 if [[ "${BENCH_REFERENCE:-0}" == 1 ]]; then

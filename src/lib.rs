@@ -3,7 +3,8 @@
 //! The crate reads as the pipeline it runs:
 //! [`image_io`] → [`mask`] → [`layout`] → [`pfv`] → (encoders) → [`denoise`]
 //! (UNet with the MEPA seam, scheduler) → [`vae`] (decode) → [`composite`].
-//! [`pipeline`] strings them together; [`model`] and [`pack`] load the weights;
+//! [`pipeline`] strings them together; [`model`] and [`pack`] load the weights
+//! (`convert` writes packs, `parity` checks one against PyTorch at full size);
 //! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
 
 pub mod image_io;
@@ -19,6 +20,8 @@ pub mod composite;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod parity;
 pub mod gpu;
 pub mod model;
 pub mod nn;

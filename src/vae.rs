@@ -318,6 +318,14 @@ impl VaeModelConfig {
             VaeModelConfig::Kl(c) => c.latent_channels,
         }
     }
+
+    /// diffusers' `scaling_factor`: latents the UNet sees = VAE latents × this.
+    pub fn scaling_factor(&self) -> f32 {
+        match self {
+            VaeModelConfig::Tiny(c) => c.scaling_factor,
+            VaeModelConfig::Kl(c) => c.scaling_factor,
+        }
+    }
 }
 
 impl From<VaeConfig> for VaeModelConfig {

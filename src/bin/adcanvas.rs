@@ -161,6 +161,21 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Compare a pack's UNet and VAE decoder with PyTorch on the inputs and outputs that
+    /// scripts/sd15_parity.py saved; prints errors, timings and memory as JSON.
+    Parity {
+        /// The pack (e.g. converted from the folder sd15_parity.py wrote).
+        #[arg(long)]
+        model: PathBuf,
+        /// The script's io.safetensors.
+        #[arg(long)]
+        io: PathBuf,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+        device: DeviceArg,
+        /// Timed runs after the first (which pays kernel compilation and autotuning).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
     DemoModel {
         #[arg(long)]
@@ -190,6 +205,16 @@ fn main() -> ExitCode {
             run_generate(&product, &out, options, model, device, mask_out, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
+        Command::Parity { model, io, device, repeats } => {
+            let choice = match device {
+                DeviceArg::Gpu => DeviceChoice::Gpu,
+                DeviceArg::Cpu => DeviceChoice::Cpu,
+            };
+            pollster::block_on(open_device(choice))
+                .map_err(|e| e.to_string())
+                .and_then(|device| adcanvas::parity::check_pack(&model, &io, &device, repeats))
+                .map(|report| println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")))
+        }
         Command::Convert { diffusers, out, dtype, name, no_verify } => {
             let dtype = match dtype {
                 DtypeArg::F32 => PackDtype::F32,

@@ -1,0 +1,180 @@
+//! `adcanvas parity`: runs a converted pack's UNet and VAE decoder on inputs that PyTorch
+//! ran (`scripts/sd15_parity.py`), and reports the largest difference, the timings and the
+//! memory used. This is the full-size check behind the small parity fixtures in
+//! `tests/parity.rs`: the same converter, loader and kernels at Stable Diffusion 1.5's
+//! real shapes (512², batch 2), where buffer sizes and kernel choices differ from the
+//! tiny configs CI can afford.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{Value, json};
+
+use crate::denoise::unet::UNet2DConditionModel;
+use crate::pack::read_pack_dir;
+use crate::vae::LatentDecoder;
+use crate::weights::Weights;
+
+/// The inputs and PyTorch's outputs, by the names `scripts/sd15_parity.py` writes.
+struct Reference {
+    bytes: Vec<u8>,
+}
+
+impl Reference {
+    fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), String> {
+        let st = SafeTensors::deserialize(&self.bytes).map_err(|e| format!("parity inputs: {e}"))?;
+        let view = st.tensor(name).map_err(|_| format!("parity inputs have no tensor `{name}`"))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(format!("parity tensor `{name}` is {:?}, expected F32", view.dtype()));
+        }
+        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok((values, view.shape().to_vec()))
+    }
+
+    fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>, String> {
+        let (values, shape) = self.values(name)?;
+        let shape: [usize; D] = shape.try_into().map_err(|s: Vec<usize>| format!("`{name}` has rank {}, expected {D}", s.len()))?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+}
+
+/// Largest |got − want|, and the largest |want| for scale.
+fn compare(got: &[f32], want: &[f32]) -> Result<(f32, f32), String> {
+    if got.len() != want.len() {
+        return Err(format!("output has {} values, PyTorch's has {}", got.len(), want.len()));
+    }
+    if got.iter().any(|v| !v.is_finite()) {
+        return Err("the output holds NaN or infinite values".into());
+    }
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    Ok((diff, want.iter().map(|v| v.abs()).fold(0.0, f32::max)))
+}
+
+/// One model's run against PyTorch's output.
+struct Timed {
+    max_abs_diff: f32,
+    max_abs_reference: f32,
+    first_ms: f64,
+    warm_ms: Vec<f64>,
+}
+
+impl Timed {
+    fn to_json(&self) -> Value {
+        json!({
+            "max_abs_diff": self.max_abs_diff, "max_abs_reference": self.max_abs_reference,
+            "first_ms": ms(self.first_ms), "warm_ms": self.warm_ms.iter().map(|v| ms(*v)).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Runs `run` `1 + repeats` times (the first pays kernel compilation and autotuning),
+/// reading the output back each time so the GPU work is inside the timing, and compares
+/// the first output with `want`. Each figure also goes to stderr as soon as it is known,
+/// so a run cut short still says how far it got.
+fn timed(label: &str, repeats: usize, want: &[f32], run: impl Fn() -> Tensor<4>) -> Result<Timed, String> {
+    let read = |started: Instant| -> Result<(Vec<f32>, f64), String> {
+        let output = run().into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        Ok((output, started.elapsed().as_secs_f64() * 1000.0))
+    };
+    let (output, first_ms) = read(Instant::now())?;
+    let (max_abs_diff, max_abs_reference) = compare(&output, want)?;
+    eprintln!("adcanvas parity: {label}: first run {first_ms:.1} ms, max abs diff {max_abs_diff:.3e} (PyTorch's max abs {max_abs_reference:.3})");
+    let mut warm_ms = Vec::new();
+    for i in 0..repeats {
+        warm_ms.push(read(Instant::now())?.1);
+        eprintln!("adcanvas parity: {label}: warm run {}: {:.1} ms", i + 1, warm_ms[i]);
+    }
+    Ok(Timed { max_abs_diff, max_abs_reference, first_ms, warm_ms })
+}
+
+/// Peak and current resident memory of this process in MB (Linux; `None` elsewhere).
+fn host_memory_mb() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |key: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let kb: f64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// What burn's GPU allocator holds, in MB: live bytes and reserved (pooled) bytes.
+fn device_memory_mb(device: &Device) -> Value {
+    match device.memory_pool_usage() {
+        Some(u) => json!({ "in_use_mb": mb(u.bytes_in_use), "reserved_mb": mb(u.bytes_reserved) }),
+        None => Value::Null,
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    (bytes as f64 / 1048576.0 * 10.0).round() / 10.0
+}
+
+fn ms(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Loads the pack at `pack` on `device`, runs the UNet once on `sample`/`timestep`/`context`
+/// and the VAE decoder on `latents` (each `1 + repeats` times), and compares with PyTorch's
+/// `unet_out` and `decoded`. Returns the report; errors say which step failed.
+pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize) -> Result<Value, String> {
+    let reference = Reference { bytes: std::fs::read(reference).map_err(|e| format!("cannot read {}: {e}", reference.display()))? };
+    let started = Instant::now();
+    let (manifest, files) = read_pack_dir(pack).map_err(|e| e.to_string())?;
+    let read_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let dtype = manifest.file("unet").map_err(|e| e.to_string())?.dtype.clone();
+    let pack_mb: f64 = manifest.files.values().map(|f| f.bytes as f64 / 1048576.0).sum();
+    let component = |name: &str| -> Result<(String, &[u8]), String> {
+        let entry = manifest.file(name).map_err(|e| e.to_string())?;
+        let bytes = &files[name];
+        manifest.verify(name, bytes).map_err(|e| e.to_string())?;
+        Ok((entry.file.clone(), bytes.as_slice()))
+    };
+    let (unet_file, unet_bytes) = component("unet")?;
+    let (vae_file, vae_bytes) = component("vae")?;
+    let unet = UNet2DConditionModel::load(&Weights::from_safetensors(&unet_file, unet_bytes, device).map_err(|e| e.to_string())?, &manifest.unet)
+        .map_err(|e| e.to_string())?;
+    let decoder = LatentDecoder::load(&Weights::from_safetensors(&vae_file, vae_bytes, device).map_err(|e| e.to_string())?, &manifest.vae)
+        .map_err(|e| e.to_string())?;
+    // Wait for the uploads so the load time is the load's.
+    let _ = Tensor::<1>::zeros([1], device).into_data().try_to_vec::<f32>();
+    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("adcanvas parity: {dtype} pack loaded in {load_ms:.0} ms");
+    drop(files);
+    let host_after_load = host_memory_mb();
+    let device_after_load = device_memory_mb(device);
+
+    let sample: Tensor<4> = reference.tensor("sample", device)?;
+    let context: Tensor<3> = reference.tensor("context", device)?;
+    let (t, _) = reference.values("timestep")?;
+    let timestep = *t.first().ok_or("`timestep` is empty")?;
+    let unet_run = timed("UNet", repeats, &reference.values("unet_out")?.0, || unet.forward(sample.clone(), timestep, &context))?;
+    let device_after_unet = device_memory_mb(device);
+
+    let latents: Tensor<4> = reference.tensor("latents", device)?;
+    let scaled = latents.mul_scalar(manifest.vae.scaling_factor());
+    let vae_run = timed("VAE decode", repeats, &reference.values("decoded")?.0, || decoder.decode(scaled.clone()))?;
+
+    let host = host_memory_mb();
+    Ok(json!({
+        "pack": pack.display().to_string(),
+        "dtype": dtype,
+        "pack_mb": mb((pack_mb * 1048576.0) as u64),
+        "shapes": {
+            "sample": reference.values("sample")?.1, "context": reference.values("context")?.1, "latents": reference.values("latents")?.1,
+        },
+        "load_ms": { "read_files": ms(read_ms), "total": ms(load_ms) },
+        "unet": unet_run.to_json(),
+        "vae_decode": vae_run.to_json(),
+        "memory": {
+            "host_peak_mb_after_load": host_after_load.map(|m| ms(m.0)),
+            "host_mb_after_load": host_after_load.map(|m| ms(m.1)),
+            "host_peak_mb": host.map(|m| ms(m.0)),
+            "device_after_load": device_after_load,
+            "device_after_unet": device_after_unet,
+            "device_at_end": device_memory_mb(device),
+        },
+    }))
+}
