@@ -66,6 +66,8 @@ def main():
     ap.add_argument("--batch", type=int, default=2, help="UNet batch (2 = classifier-free guidance)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1505)
+    ap.add_argument("--f64", action="store_true",
+                    help="also run both models in float64 and report how far PyTorch's own f32 outputs are from it")
     args = ap.parse_args()
 
     # Plain IEEE f32 on the GPU: TF32 matrix products would differ from ours by ~1e-3 by design.
@@ -121,6 +123,14 @@ def main():
         "unet_f32_ms": timed(lambda: unet(s, timestep, encoder_hidden_states=c), device, args.repeats),
         "vae_decode_f32_ms": timed(lambda: vae.decode(z), device, args.repeats),
     }
+    if args.f64:
+        # How far f32 itself is from exact: the scale against which our difference is judged.
+        unet.double()
+        vae.double()
+        u64 = unet(s.double(), timestep, encoder_hidden_states=c.double()).sample
+        d64 = vae.decode(z.double()).sample
+        report["torch_f32_vs_f64_max_abs"] = {"unet": (unet_out.double() - u64).abs().max().item(),
+                                              "vae_decode": (decoded.double() - d64).abs().max().item()}
     if device.type == "cuda":
         report["peak_cuda_mb_f32"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         unet.half()

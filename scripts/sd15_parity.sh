@@ -13,6 +13,7 @@
 #   DTYPES          pack dtypes to check (default "f32 f16 q8 q4"; f32 is the parity check)
 #   PARITY_REPEATS  timed runs after the first (default 3)
 #   TORCH_REPEATS   PyTorch's timed runs (default 5)
+#   TORCH_F64=1     also report PyTorch's own f32 error against float64
 #   REUSE_REFERENCE set: keep WORKDIR's PyTorch run from an earlier call
 # Needs about 4× the UNet's f32 size in free disk (3.4 GB for SD 1.5) for WORKDIR.
 set -euo pipefail
@@ -27,6 +28,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 device_args=()
 [[ -n "${TORCH_DEVICE:-}" ]] && device_args=(--device "$TORCH_DEVICE")
+[[ -n "${TORCH_F64:-}" ]] && device_args+=(--f64)
 
 if [[ -n "${REUSE_REFERENCE:-}" && -f "$WORK/io.safetensors" ]]; then
   echo "== PyTorch reference: reusing $WORK/io.safetensors"
