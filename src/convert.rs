@@ -8,7 +8,8 @@
 //!
 //! Accepted layouts (see docs/PACKS.md): SD 1.5 inpainting and SD 2.x inpainting folders
 //! (`model_index.json`, `unet/`, `vae/`, `scheduler/`, and a BERT/MiniLM `text_encoder/` with
-//! `tokenizer/tokenizer.json`; CLIP text encoders are noted but not converted yet). Plain (4-channel) SD 1.5 / 2.1-base / SD-Turbo UNets convert,
+//! `tokenizer/tokenizer.json`; CLIP text encoders are noted but not converted yet), with an
+//! optional `controlnet/` (diffusers `ControlNetModel`, e.g. a depth ControlNet). Plain (4-channel) SD 1.5 / 2.1-base / SD-Turbo UNets convert,
 //! but the inpainting pipeline refuses them at load with a message saying why.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use crate::denoise::controlnet::ControlNetConfig;
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
 use crate::encoders::image::ImageEncoderConfig;
@@ -253,6 +255,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
     };
     let text_encoder = read_text_encoder_config(dir, &unet, &mut notes)?;
     let image_encoder = read_image_encoder_config(dir, &mut notes)?;
+    let controlnet = read_controlnet_config(dir, &unet, &mut notes)?;
     let mut skipped = vec!["safety_checker"];
     if image_encoder.is_none() {
         skipped.push("feature_extractor");
@@ -272,6 +275,9 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
     }
     if image_encoder.is_some() {
         components.push(("image_encoder", transformers_weight_files(&dir.join("image_encoder"))?));
+    }
+    if controlnet.is_some() {
+        components.push(("controlnet", weight_files(&dir.join("controlnet"))?));
     }
     for (component, sources) in components {
         // BertModel's pooler is not part of the context the UNet attends to, nor are CLIP's pooled
@@ -309,6 +315,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         scheduler,
         text_encoder,
         image_encoder,
+        controlnet,
         files,
         provenance: format!("adcanvas convert --diffusers {} --dtype {}", dir.display(), dtype.name()),
     };
@@ -359,6 +366,25 @@ fn read_image_encoder_config(dir: &Path, notes: &mut Vec<String>) -> Result<Opti
     notes.push(format!(
         "image_encoder: CLIP vision, {}² input, {}-px patches, {} layers (style references enabled)",
         config.image_size, config.patch_size, config.num_hidden_layers
+    ));
+    Ok(Some(config))
+}
+
+/// The ControlNet's config when the folder has `controlnet/` (not part of diffusers'
+/// `save_pretrained` layout for SD pipelines, so a depth ControlNet's own folder is copied
+/// or linked there); it must fit the UNet.
+fn read_controlnet_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>) -> Result<Option<ControlNetConfig>, ConvertError> {
+    let config_path = dir.join("controlnet/config.json");
+    if !config_path.exists() {
+        return Ok(None);
+    }
+    let config: ControlNetConfig = serde_json::from_value(read_config(&config_path)?)
+        .map_err(|e| ConvertError(format!("controlnet/config.json: {e}")))?;
+    config.check_fits(unet).map_err(|e| ConvertError(format!("controlnet/: {e}")))?;
+    notes.push(format!(
+        "controlnet: {}-channel control image at {}× the latent size",
+        config.conditioning_channels,
+        config.downscale()
     ));
     Ok(Some(config))
 }

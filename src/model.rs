@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Device;
 
+use crate::denoise::controlnet::ControlNetModel;
 use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
 use crate::denoise::mepa::ImageProjection;
 use crate::encoders::image::ImageEncoder;
@@ -23,6 +24,8 @@ pub struct Model {
     pub text_encoder: Option<TextEncoder>,
     /// The style-reference encoder; `None` for packs that take no reference.
     pub reference_encoder: Option<ReferenceEncoder>,
+    /// The depth ControlNet; `None` for packs without one.
+    pub controlnet: Option<ControlNetModel>,
     pub device: Device,
 }
 
@@ -74,9 +77,18 @@ impl Model {
             }
             None => None,
         };
+        let controlnet = match &manifest.controlnet {
+            Some(config) => {
+                config.check_fits(&manifest.unet)?;
+                let w = Weights::from_safetensors(&manifest.file("controlnet")?.file, get("controlnet")?, device)?;
+                Some(ControlNetModel::load(&w, config)?)
+            }
+            None => None,
+        };
         Ok(Self {
             text_encoder,
             reference_encoder,
+            controlnet,
             unet,
             vae_encoder: LatentEncoder::load(&vae_w, &manifest.vae)?,
             vae_decoder: LatentDecoder::load(&vae_w, &manifest.vae)?,
@@ -140,6 +152,7 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         scheduler: Default::default(),
         text_encoder: None,
         image_encoder: None,
+        controlnet: None,
         files: entries,
         provenance: format!("adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"),
     };

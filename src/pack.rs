@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::denoise::controlnet::ControlNetConfig;
 use crate::denoise::scheduler::SchedulerConfig;
 use crate::denoise::unet::UNetConfig;
 use crate::encoders::image::ImageEncoderConfig;
@@ -52,6 +53,9 @@ pub struct Manifest {
     /// projections and the token projection. Without it the pack takes no style reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_encoder: Option<ImageEncoderConfig>,
+    /// The depth ControlNet (`controlnet` file), steering the UNet with the product's depth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlnet: Option<ControlNetConfig>,
     /// Component name (`unet`, `vae`, …) → file.
     pub files: BTreeMap<String, ComponentFile>,
     /// How the pack was made (script and arguments), for reproducibility.

@@ -140,6 +140,50 @@ fn refuses_what_it_cannot_convert() {
     assert!(err.to_string().contains("safe_serialization=True"), "{err}");
 }
 
+/// A diffusers folder with a `controlnet/` beside the UNet it was built for converts into a pack
+/// whose ControlNet reproduces diffusers; a ControlNet for another UNet is refused by name.
+#[test]
+fn controlnet_converts_and_must_fit_the_unet() {
+    use adcanvas::denoise::mepa::Conditioning;
+    let parity = root().join("tests/parity");
+    let src = out_dir("cn-src");
+    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
+    let cn = src.join("controlnet");
+    std::fs::create_dir_all(&cn).unwrap();
+    std::fs::copy(parity.join("controlnet.config.json"), cn.join("config.json")).unwrap();
+    std::fs::copy(parity.join("controlnet.weights.safetensors"), cn.join("diffusion_pytorch_model.safetensors")).unwrap();
+    // diffusers_tiny's UNet is 16/32 wide; this ControlNet copies an 8/16 one.
+    let err = convert_diffusers(&src, &out_dir("cn1"), PackDtype::F32, None, false).unwrap_err();
+    let message = err.to_string();
+    assert!(message.starts_with("controlnet/:") && message.contains("built for another UNet"), "{message}");
+
+    std::fs::copy(parity.join("controlnet_unet.config.json"), src.join("unet/config.json")).unwrap();
+    std::fs::copy(parity.join("controlnet_unet.weights.safetensors"), src.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let out = out_dir("cn2");
+    let report = convert_diffusers(&src, &out, PackDtype::F32, None, true).unwrap();
+    assert!(report.manifest.controlnet.is_some() && report.manifest.files.contains_key("controlnet"));
+    let device = Device::flex();
+    let (manifest, files) = read_pack_dir(&out).unwrap();
+    let model = Model::from_pack(manifest, &files, &device).unwrap();
+    let controlnet = model.controlnet.as_ref().expect("the pack's ControlNet loads");
+    let io_bytes = std::fs::read(parity.join("controlnet.io.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&io_bytes).unwrap();
+    let get = |name: &str| -> (Vec<f32>, Vec<usize>) {
+        let v = st.tensor(name).unwrap();
+        (v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), v.shape().to_vec())
+    };
+    let t4 = |name: &str| {
+        let (v, s) = get(name);
+        Tensor::<4>::from_data(TensorData::new(v, [s[0], s[1], s[2], s[3]]), &device)
+    };
+    let (context, c) = get("context");
+    let cond = Conditioning::text(Tensor::<3>::from_data(TensorData::new(context, [c[0], c[1], c[2]]), &device));
+    let out = controlnet.forward(t4("latents"), get("timestep").0[0], &cond, t4("image"), get("scale").0[0]);
+    let got: Vec<f32> = out.mid.into_data().try_to_vec().unwrap();
+    let diff = got.iter().zip(&get("mid").0).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff <= 1e-4, "converted ControlNet's mid residual differs from diffusers by {diff}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

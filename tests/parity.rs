@@ -302,3 +302,70 @@ fn rename(bytes: &[u8], prefix: &str) -> Vec<u8> {
         st.tensors().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
     safetensors::serialize(views, None).unwrap()
 }
+
+/// diffusers' `ControlNetModel`: every down residual and the mid residual at scale 0.7
+/// (`scripts/make_controlnet_fixtures.py`); a second config has linear projections,
+/// per-block heads and BGR channel order.
+#[test]
+fn controlnet_matches_diffusers() {
+    use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
+    use adcanvas::denoise::mepa::Conditioning;
+    for case in ["controlnet", "controlnet_linear_bgr"] {
+        let config: ControlNetConfig = serde_json::from_slice(&fixture(&format!("{case}.config.json"))).unwrap();
+        let weights = fixture(&format!("{case}.weights.safetensors"));
+        let io = Io(fixture(&format!("{case}.io.safetensors")));
+        let (t, _) = io.get("timestep");
+        let (scale, _) = io.get("scale");
+        for (name, device) in devices() {
+            let w = Weights::from_safetensors(case, &weights, &device).unwrap();
+            let controlnet = ControlNetModel::load(&w, &config).unwrap();
+            let cond = Conditioning::text(io.tensor("context", &device));
+            let out = controlnet.forward(io.tensor("latents", &device), t[0], &cond, io.tensor("image", &device), scale[0]);
+            assert_eq!(out.down.len(), 6, "{case}: one residual per skip connection");
+            for (i, residual) in out.down.into_iter().enumerate() {
+                let diff = max_abs_diff(residual, &io.get(&format!("down.{i}")).0);
+                assert!(diff <= MODEL_TOLERANCE, "{case} down residual {i} on {name}: max abs diff {diff}");
+            }
+            let diff = max_abs_diff(out.mid, &io.get("mid").0);
+            assert!(diff <= MODEL_TOLERANCE, "{case} mid residual on {name}: max abs diff {diff}");
+        }
+    }
+}
+
+/// The UNet adds the ControlNet's residuals as diffusers does (`down_block_additional_residuals`,
+/// `mid_block_additional_residual`): our ControlNet's output fed to our UNet equals diffusers' chain.
+#[test]
+fn unet_with_controlnet_residuals_matches_diffusers() {
+    use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
+    use adcanvas::denoise::mepa::Conditioning;
+    let cn_config: ControlNetConfig = serde_json::from_slice(&fixture("controlnet.config.json")).unwrap();
+    let cn_weights = fixture("controlnet.weights.safetensors");
+    let cn_io = Io(fixture("controlnet.io.safetensors"));
+    let config: UNetConfig = serde_json::from_slice(&fixture("controlnet_unet.config.json")).unwrap();
+    let weights = fixture("controlnet_unet.weights.safetensors");
+    let io = Io(fixture("controlnet_unet.io.safetensors"));
+    let (t, _) = io.get("timestep");
+    let (scale, _) = cn_io.get("scale");
+    cn_config.check_fits(&config).unwrap();
+    for (name, device) in devices() {
+        let controlnet = ControlNetModel::load(&Weights::from_safetensors("controlnet", &cn_weights, &device).unwrap(), &cn_config).unwrap();
+        let unet = UNet2DConditionModel::load(&Weights::from_safetensors("controlnet_unet", &weights, &device).unwrap(), &config).unwrap();
+        let cond = Conditioning::text(io.tensor("context", &device));
+        let residuals = controlnet.forward(cn_io.tensor("latents", &device), t[0], &cond, cn_io.tensor("image", &device), scale[0]);
+        let sample: Tensor<4> = io.tensor("sample", &device);
+        let diff = max_abs_diff(unet.forward_controlled(sample.clone(), t[0], &cond, Some(&residuals)), &io.get("controlled").0);
+        assert!(diff <= MODEL_TOLERANCE, "controlled UNet on {name}: max abs diff {diff}");
+        let diff = max_abs_diff(unet.forward_controlled(sample, t[0], &cond, None), &io.get("plain").0);
+        assert!(diff <= MODEL_TOLERANCE, "UNet without control on {name}: max abs diff {diff}");
+    }
+}
+
+/// A ControlNet built for another UNet is refused with a reason, not a shape panic mid-run.
+#[test]
+fn controlnet_for_another_unet_is_refused() {
+    use adcanvas::denoise::controlnet::ControlNetConfig;
+    let cn_config: ControlNetConfig = serde_json::from_slice(&fixture("controlnet.config.json")).unwrap();
+    let other: UNetConfig = serde_json::from_slice(&fixture("unet_conv_proj.config.json")).unwrap();
+    let message = cn_config.check_fits(&other).unwrap_err().to_string();
+    assert!(message.contains("another UNet"), "{message}");
+}

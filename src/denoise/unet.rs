@@ -138,11 +138,23 @@ impl UNetConfig {
         }
     }
 
-    fn heads(&self, block: usize) -> usize {
+    /// Width of the time embedding: 4 × the first block's channels.
+    pub(crate) fn temb_channels(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+
+    /// How many skip connections the down path makes (= ControlNet residuals): conv_in's
+    /// output, one per resnet, one per downsampler.
+    pub fn skip_count(&self) -> usize {
+        let n = self.block_out_channels.len();
+        1 + n * self.layers_per_block + (n - 1)
+    }
+
+    pub(crate) fn heads(&self, block: usize) -> usize {
         self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block)
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let n = self.block_out_channels.len();
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(ModelError::Unsupported(format!(
@@ -339,11 +351,55 @@ impl Transformer2DModel {
 }
 
 /// One resolution level going down: resnets (each optionally followed by attention),
-/// then a stride-2 conv unless it is the last level.
-struct DownBlock {
+/// then a stride-2 conv unless it is the last level. The ControlNet reuses it as is.
+pub(crate) struct DownBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
     downsampler: Option<Conv2d>,
+}
+
+impl DownBlock {
+    /// Level `i` of `config`'s down path, reading `down_blocks.{i}` under `w`.
+    pub(crate) fn load(w: &Weights, config: &UNetConfig, i: usize) -> Result<Self, ModelError> {
+        let c = &config.block_out_channels;
+        let (in_ch, out_ch) = (if i == 0 { c[0] } else { c[i - 1] }, c[i]);
+        let bw = w.pp("down_blocks").pp(i);
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for j in 0..config.layers_per_block {
+            let r_in = if j == 0 { in_ch } else { out_ch };
+            resnets.push(ResnetBlock2D::load(&bw.pp("resnets").pp(j), r_in, out_ch, Some(config.temb_channels()), config.norm_num_groups, config.norm_eps)?);
+            if config.down_block_types[i] == "CrossAttnDownBlock2D" {
+                attentions.push(Transformer2DModel::load(&bw.pp("attentions").pp(j), out_ch, config.heads(i), config.cross_attention_dim, config.norm_num_groups, config.use_linear_projection)?);
+            }
+        }
+        let downsampler = if i + 1 < c.len() {
+            Some(Conv2d::load(&bw.pp("downsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 2, 1)?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, attentions, downsampler })
+    }
+
+    /// Runs the level and pushes every output the up path takes as a skip.
+    pub(crate) fn forward(&self, mut h: Tensor<4>, temb: &Tensor<2>, cond: &Conditioning, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            h = resnet.forward(h, Some(temb));
+            if let Some(attn) = self.attentions.get(j) {
+                h = attn.forward(h, cond);
+            }
+            skips.push(h.clone());
+        }
+        if let Some(down) = &self.downsampler {
+            h = down.forward(h);
+            skips.push(h.clone());
+        }
+        h
+    }
+
+    fn attentions(&self) -> &[Transformer2DModel] {
+        &self.attentions
+    }
 }
 
 /// One resolution level going up: resnets over concatenated skips (each optionally
@@ -354,17 +410,76 @@ struct UpBlock {
     upsampler: Option<Conv2d>,
 }
 
-struct MidBlock {
+/// `UNetMidBlock2DCrossAttn`: resnet, attention, resnet at the lowest resolution.
+pub(crate) struct MidBlock {
     resnets: [ResnetBlock2D; 2],
     attention: Transformer2DModel,
+}
+
+impl MidBlock {
+    pub(crate) fn load(w: &Weights, config: &UNetConfig) -> Result<Self, ModelError> {
+        let mw = w.pp("mid_block");
+        let n = config.block_out_channels.len();
+        let top = config.block_out_channels[n - 1];
+        let (temb, groups, eps) = (config.temb_channels(), config.norm_num_groups, config.norm_eps);
+        Ok(Self {
+            resnets: [
+                ResnetBlock2D::load(&mw.pp("resnets").pp(0), top, top, Some(temb), groups, eps)?,
+                ResnetBlock2D::load(&mw.pp("resnets").pp(1), top, top, Some(temb), groups, eps)?,
+            ],
+            attention: Transformer2DModel::load(&mw.pp("attentions").pp(0), top, config.heads(n - 1), config.cross_attention_dim, groups, config.use_linear_projection)?,
+        })
+    }
+
+    pub(crate) fn forward(&self, h: Tensor<4>, temb: &Tensor<2>, cond: &Conditioning) -> Tensor<4> {
+        let h = self.resnets[0].forward(h, Some(temb));
+        let h = self.attention.forward(h, cond);
+        self.resnets[1].forward(h, Some(temb))
+    }
+}
+
+/// diffusers' `TimestepEmbedding` over the sinusoidal `Timesteps` projection.
+pub(crate) struct TimeEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: usize,
+}
+
+impl TimeEmbedding {
+    pub(crate) fn load(w: &Weights, config: &UNetConfig) -> Result<Self, ModelError> {
+        let c0 = config.block_out_channels[0];
+        let te = w.pp("time_embedding");
+        Ok(Self {
+            linear_1: Linear::load(&te.pp("linear_1"), c0, config.temb_channels(), true)?,
+            linear_2: Linear::load(&te.pp("linear_2"), config.temb_channels(), config.temb_channels(), true)?,
+            dim: c0,
+            flip_sin_to_cos: config.flip_sin_to_cos,
+            freq_shift: config.freq_shift,
+        })
+    }
+
+    /// `[batch, temb_channels]` for one timestep repeated over the batch.
+    pub(crate) fn forward(&self, timestep: f32, batch: usize, device: &Device) -> Tensor<2> {
+        let t = timestep_embedding(timestep, self.dim, self.flip_sin_to_cos, self.freq_shift, batch, device);
+        self.linear_2.forward(silu(self.linear_1.forward(t)))
+    }
+}
+
+/// What a ControlNet adds to the UNet (diffusers' `down_block_additional_residuals` and
+/// `mid_block_additional_residual`), already multiplied by the conditioning scale.
+pub struct ControlResiduals {
+    /// One per skip connection, in the order the down path produces them.
+    pub down: Vec<Tensor<4>>,
+    pub mid: Tensor<4>,
 }
 
 /// The denoiser ε_θ(x_t, t, c).
 pub struct UNet2DConditionModel {
     config: UNetConfig,
     conv_in: Conv2d,
-    time_linear_1: Linear,
-    time_linear_2: Linear,
+    time_embedding: TimeEmbedding,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
@@ -379,43 +494,12 @@ impl UNet2DConditionModel {
         let c = &config.block_out_channels;
         let groups = config.norm_num_groups;
         let eps = config.norm_eps;
-        let temb = c[0] * 4;
+        let temb = config.temb_channels();
         let ctx = config.cross_attention_dim;
         let linear = config.use_linear_projection;
         let n = c.len();
-
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_ch = c[0];
-        for (i, kind) in config.down_block_types.iter().enumerate() {
-            let in_ch = out_ch;
-            out_ch = c[i];
-            let bw = w.pp("down_blocks").pp(i);
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..config.layers_per_block {
-                let r_in = if j == 0 { in_ch } else { out_ch };
-                resnets.push(ResnetBlock2D::load(&bw.pp("resnets").pp(j), r_in, out_ch, Some(temb), groups, eps)?);
-                if kind == "CrossAttnDownBlock2D" {
-                    attentions.push(Transformer2DModel::load(&bw.pp("attentions").pp(j), out_ch, config.heads(i), ctx, groups, linear)?);
-                }
-            }
-            let downsampler = if i + 1 < n {
-                Some(Conv2d::load(&bw.pp("downsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 2, 1)?)
-            } else {
-                None
-            };
-            down_blocks.push(DownBlock { resnets, attentions, downsampler });
-        }
-
-        let mw = w.pp("mid_block");
-        let top = c[n - 1];
-        let mid_block = MidBlock {
-            resnets: [
-                ResnetBlock2D::load(&mw.pp("resnets").pp(0), top, top, Some(temb), groups, eps)?,
-                ResnetBlock2D::load(&mw.pp("resnets").pp(1), top, top, Some(temb), groups, eps)?,
-            ],
-            attention: Transformer2DModel::load(&mw.pp("attentions").pp(0), top, config.heads(n - 1), ctx, groups, linear)?,
-        };
+        let down_blocks = (0..n).map(|i| DownBlock::load(w, config, i)).collect::<Result<Vec<_>, _>>()?;
+        let mid_block = MidBlock::load(w, config)?;
 
         let reversed: Vec<usize> = c.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
@@ -448,8 +532,7 @@ impl UNet2DConditionModel {
         Ok(Self {
             config: config.clone(),
             conv_in: Conv2d::load(&w.pp("conv_in"), config.in_channels, c[0], 3, 1, 1)?,
-            time_linear_1: Linear::load(&w.pp("time_embedding").pp("linear_1"), c[0], temb, true)?,
-            time_linear_2: Linear::load(&w.pp("time_embedding").pp("linear_2"), temb, temb, true)?,
+            time_embedding: TimeEmbedding::load(w, config)?,
             down_blocks,
             mid_block,
             up_blocks,
@@ -475,7 +558,7 @@ impl UNet2DConditionModel {
 
     /// Whether every cross-attention carries MEPA's image-prompt projections.
     pub fn takes_image_prompt(&self) -> bool {
-        let down = self.down_blocks.iter().flat_map(|b| &b.attentions);
+        let down = self.down_blocks.iter().flat_map(|b| b.attentions());
         let up = self.up_blocks.iter().flat_map(|b| &b.attentions);
         down.chain(std::iter::once(&self.mid_block.attention))
             .chain(up)
@@ -486,30 +569,31 @@ impl UNet2DConditionModel {
     /// [`forward`](Self::forward) with MEPA's prompts: text everywhere and, optionally, the
     /// image prompt weighted by its region mask in every cross-attention (docs/METHOD.md §6).
     pub fn forward_conditioned(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning) -> Tensor<4> {
+        self.forward_controlled(sample, timestep, context, None)
+    }
+
+    /// [`forward_conditioned`](Self::forward_conditioned) plus a ControlNet's residuals,
+    /// added as diffusers adds them: each to its skip connection after the down path, and
+    /// the last to the mid block's output.
+    ///
+    /// # Panics
+    /// When `control` has a different number of residuals than this UNet has skips; the
+    /// ControlNet loader checks that its config matches the UNet's.
+    pub fn forward_controlled(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning, control: Option<&ControlResiduals>) -> Tensor<4> {
         let [batch, _, _, _] = sample.dims();
-        let device = sample.device();
-        let t_emb = timestep_embedding(timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift, batch, &device);
-        let temb = self.time_linear_2.forward(silu(self.time_linear_1.forward(t_emb)));
+        let temb = self.time_embedding.forward(timestep, batch, &sample.device());
 
         let mut h = self.conv_in.forward(sample);
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                h = resnet.forward(h, Some(&temb));
-                if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, context);
-                }
-                skips.push(h.clone());
-            }
-            if let Some(down) = &block.downsampler {
-                h = down.forward(h);
-                skips.push(h.clone());
-            }
+            h = block.forward(h, &temb, context, &mut skips);
         }
-
-        h = self.mid_block.resnets[0].forward(h, Some(&temb));
-        h = self.mid_block.attention.forward(h, context);
-        h = self.mid_block.resnets[1].forward(h, Some(&temb));
+        h = self.mid_block.forward(h, &temb, context);
+        if let Some(control) = control {
+            assert_eq!(control.down.len(), skips.len(), "ControlNet residuals do not match the UNet's skip connections");
+            skips = skips.into_iter().zip(&control.down).map(|(skip, residual)| skip + residual.clone()).collect();
+            h = h + control.mid.clone();
+        }
 
         for block in &self.up_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
