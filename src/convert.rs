@@ -8,7 +8,8 @@
 //!
 //! Accepted layouts (see docs/PACKS.md): SD 1.5 inpainting and SD 2.x inpainting folders
 //! (`model_index.json`, `unet/`, `vae/`, `scheduler/`, and a BERT/MiniLM `text_encoder/` with
-//! `tokenizer/tokenizer.json`; CLIP text encoders are noted but not converted yet), with an
+//! `tokenizer/tokenizer.json`, or SD's CLIP text encoder with `tokenizer/vocab.json` and
+//! `merges.txt`, from which a `tokenizer.json` is built), with an
 //! optional `controlnet/` (diffusers `ControlNetModel`, e.g. a depth ControlNet). Plain (4-channel) SD 1.5 / 2.1-base / SD-Turbo UNets convert,
 //! but the inpainting pipeline refuses them at load with a message saying why.
 
@@ -253,7 +254,10 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         notes.push("no scheduler/ folder: using Stable Diffusion 1.5's DDIM settings".into());
         SchedulerConfig::default()
     };
-    let text_encoder = read_text_encoder_config(dir, &unet, &mut notes)?;
+    let (text_encoder, tokenizer_json) = match read_text_encoder_config(dir, &unet, &mut notes)? {
+        Some((config, tokenizer)) => (Some(config), Some(tokenizer)),
+        None => (None, None),
+    };
     let image_encoder = read_image_encoder_config(dir, &mut notes)?;
     let controlnet = read_controlnet_config(dir, &unet, &mut notes)?;
     let mut skipped = vec!["safety_checker"];
@@ -284,7 +288,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         // output layers part of an image prompt; position_ids are buffers.
         let keep = |name: &str| {
             let unused = match component {
-                "text_encoder" => name.starts_with("pooler."),
+                "text_encoder" => name.starts_with("pooler.") || name.starts_with("text_projection."),
                 "image_encoder" => name.contains("post_layernorm.") || name.starts_with("visual_projection."),
                 _ => false,
             };
@@ -297,8 +301,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         notes.push(format!("{component}: {count} tensors, {:.1} MB as {}", bytes.len() as f64 / 1e6, dtype.name()));
     }
     if text_encoder.is_some() {
-        let bytes = read(&dir.join("tokenizer/tokenizer.json"))?;
-        crate::encoders::text::PromptTokenizer::from_bytes(&bytes).map_err(|e| ConvertError(format!("tokenizer/tokenizer.json: {e}")))?;
+        let bytes = tokenizer_json.expect("read with the text encoder's config");
         write_file(&out.join("tokenizer.json"), &bytes)?;
         files.insert("tokenizer".to_string(), component_file("tokenizer.json", &bytes, "json"));
     }
@@ -389,9 +392,11 @@ fn read_controlnet_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>
     Ok(Some(config))
 }
 
-/// The text encoder's config, when the folder has one adcanvas runs (BERT/MiniLM with a
-/// `tokenizer/tokenizer.json`); CLIP text encoders are noted and skipped for now.
-fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>) -> Result<Option<TextEncoderConfig>, ConvertError> {
+/// The text encoder's config and the `tokenizer.json` to ship with it, when the folder has an
+/// encoder adcanvas runs: BERT/MiniLM with `tokenizer/tokenizer.json`, or CLIP's text model
+/// with `tokenizer/vocab.json` and `merges.txt` (SD 1.x/2.x), whose padding token and length
+/// come from `special_tokens_map.json` and `tokenizer_config.json`.
+fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>) -> Result<Option<(TextEncoderConfig, Vec<u8>)>, ConvertError> {
     let config_path = dir.join("text_encoder/config.json");
     if !config_path.exists() {
         notes.push("no text_encoder/: prompts are not used by this pack".into());
@@ -399,13 +404,43 @@ fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<Strin
     }
     let json = read_config(&config_path)?;
     let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
-    if model_type != "bert" {
-        notes.push(format!("text_encoder/ is a {model_type} model, which adcanvas does not run yet: prompts are not used by this pack"));
-        return Ok(None);
-    }
-    if !dir.join("tokenizer/tokenizer.json").exists() {
-        return err(format!("{} has a BERT text encoder but no tokenizer/tokenizer.json", dir.display()));
-    }
+    let tokenizer = dir.join("tokenizer");
+    let tokenizer_json = match model_type.as_str() {
+        "bert" => {
+            if !tokenizer.join("tokenizer.json").exists() {
+                return err(format!("{} has a BERT text encoder but no tokenizer/tokenizer.json", dir.display()));
+            }
+            let bytes = read(&tokenizer.join("tokenizer.json"))?;
+            crate::encoders::text::PromptTokenizer::from_bytes(&bytes).map_err(|e| ConvertError(format!("tokenizer/tokenizer.json: {e}")))?;
+            bytes
+        }
+        "clip_text_model" => {
+            if !tokenizer.join("vocab.json").exists() || !tokenizer.join("merges.txt").exists() {
+                return err(format!("{} has a CLIP text encoder but no tokenizer/vocab.json and merges.txt", dir.display()));
+            }
+            let setting = |file: &str, key: &str| -> Result<Option<Value>, ConvertError> {
+                let path = tokenizer.join(file);
+                Ok(if path.exists() { read_config(&path)?.get(key).cloned() } else { None })
+            };
+            // A token is a string or an AddedToken object ({"content": …}).
+            let pad_token = match setting("special_tokens_map.json", "pad_token")? {
+                Some(Value::String(s)) => s,
+                Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).unwrap_or("<|endoftext|>").to_string(),
+                _ => "<|endoftext|>".to_string(),
+            };
+            let positions = json.get("max_position_embeddings").and_then(Value::as_u64).unwrap_or(77);
+            let length = setting("tokenizer_config.json", "model_max_length")?.and_then(|v| v.as_u64()).unwrap_or(positions).min(positions);
+            let merges = String::from_utf8(read(&tokenizer.join("merges.txt"))?).map_err(|_| ConvertError("tokenizer/merges.txt is not UTF-8".into()))?;
+            let bytes = crate::encoders::clip::clip_tokenizer_json(&read(&tokenizer.join("vocab.json"))?, &merges, &pad_token, length as usize)
+                .map_err(|e| ConvertError(format!("tokenizer/: {e}")))?;
+            notes.push(format!("tokenizer: CLIP BPE from vocab.json and merges.txt, padded with {pad_token:?} to {length} tokens"));
+            bytes
+        }
+        other => {
+            notes.push(format!("text_encoder/ is a {other} model, which adcanvas does not run: prompts are not used by this pack"));
+            return Ok(None);
+        }
+    };
     let config: TextEncoderConfig =
         serde_json::from_value(json).map_err(|e| ConvertError(format!("text_encoder/config.json: {e}")))?;
     if config.hidden_size() != unet.cross_attention_dim {
@@ -415,5 +450,5 @@ fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<Strin
             unet.cross_attention_dim
         ));
     }
-    Ok(Some(config))
+    Ok(Some((config, tokenizer_json)))
 }

@@ -184,6 +184,48 @@ fn controlnet_converts_and_must_fit_the_unet() {
     assert!(diff <= 1e-4, "converted ControlNet's mid residual differs from diffusers by {diff}");
 }
 
+/// An SD-style folder (CLIP text encoder, `tokenizer/vocab.json` + `merges.txt`) converts into
+/// a pack whose prompt context equals transformers' CLIP; missing tokenizer files are named.
+#[test]
+fn clip_text_encoder_converts_with_its_bpe_tokenizer() {
+    let parity = root().join("tests/parity");
+    let src = out_dir("clip-src");
+    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
+    let te = src.join("text_encoder");
+    std::fs::create_dir_all(&te).unwrap();
+    std::fs::copy(parity.join("clip_text.config.json"), te.join("config.json")).unwrap();
+    std::fs::copy(parity.join("clip_text.weights.safetensors"), te.join("model.safetensors")).unwrap();
+    let err = convert_diffusers(&src, &out_dir("clip1"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("CLIP text encoder but no tokenizer/vocab.json and merges.txt"), "{err}");
+
+    copy_dir(&root().join("tests/fixtures/clip_tokenizer"), &src.join("tokenizer"));
+    let out = out_dir("clip2");
+    let report = convert_diffusers(&src, &out, PackDtype::F32, None, true).unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("CLIP BPE") && n.contains("77 tokens")), "{:?}", report.notes);
+    let device = Device::flex();
+    let (manifest, files) = read_pack_dir(&out).unwrap();
+    let model = Model::from_pack(manifest, &files, &device).unwrap();
+    let encoder = model.text_encoder.as_ref().expect("the pack's CLIP text encoder loads");
+    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
+    let prompt = cases["prompts"][1].as_str().unwrap();
+    let got: Vec<f32> = encoder.encode(prompt, &device).unwrap().into_data().try_to_vec().unwrap();
+    let bytes = std::fs::read(parity.join("clip_text.io.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let want: Vec<f32> = st.tensor("last_hidden_state").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(got.len(), 77 * 12, "a CLIP context is 77 tokens");
+    let diff = got.iter().zip(&want[..got.len()]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff <= 1e-4, "converted CLIP context differs from transformers by {diff}");
+
+    // The pipeline runs with CLIP's 77-token contexts, and the prompt changes the picture.
+    let product = prepare_product(include_bytes!("fixtures/product_alpha_32.png")).unwrap();
+    let run = |prompt: &str| {
+        let options = GenerateOptions { width: 48, height: 48, steps: 2, prompt: prompt.into(), ..Default::default() };
+        pollster::block_on(generate(&model, &product, None, &options, &mut |_, _| true)).unwrap().image
+    };
+    assert!(model.prompt_used());
+    assert_ne!(run(prompt).as_raw(), run("").as_raw(), "the prompt must reach the UNet");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -369,3 +369,49 @@ fn controlnet_for_another_unet_is_refused() {
     let message = cn_config.check_fits(&other).unwrap_err().to_string();
     assert!(message.contains("another UNet"), "{message}");
 }
+
+fn clip_tokenizer(pad: &str) -> adcanvas::encoders::text::PromptTokenizer {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip_tokenizer");
+    let vocab = std::fs::read(dir.join("vocab.json")).unwrap();
+    let merges = std::fs::read_to_string(dir.join("merges.txt")).unwrap();
+    let json = adcanvas::encoders::clip::clip_tokenizer_json(&vocab, &merges, pad, 77).unwrap();
+    adcanvas::encoders::text::PromptTokenizer::fixed_length(&json, 77).unwrap()
+}
+
+/// The CLIP BPE tokenizer built from a `tokenizer/` folder equals transformers' `CLIPTokenizer`
+/// (`scripts/make_clip_fixtures.py`): normalisation, CLIP's split, byte-level BPE, start/end
+/// tokens, padding to 77 with SD 1.x's and SD 2.x's pad tokens, truncation of long prompts.
+#[test]
+fn clip_tokenizer_matches_transformers() {
+    let cases: serde_json::Value = serde_json::from_slice(&fixture("clip_tokens.json")).unwrap();
+    let prompts: Vec<String> = serde_json::from_value(cases["prompts"].clone()).unwrap();
+    for (pad, key) in [("<|endoftext|>", "ids_pad_endoftext"), ("!", "ids_pad_exclamation")] {
+        let tokenizer = clip_tokenizer(pad);
+        let want: Vec<Vec<u32>> = serde_json::from_value(cases[key].clone()).unwrap();
+        for (prompt, want) in prompts.iter().zip(want) {
+            assert_eq!(tokenizer.encode(prompt).unwrap(), want, "prompt {prompt:?}, pad {pad:?}");
+        }
+    }
+}
+
+/// transformers' `CLIPTextModel`: causal attention, quick GELU, final layer norm.
+#[test]
+fn clip_text_model_matches_transformers() {
+    use adcanvas::encoders::clip::{ClipTextConfig, ClipTextModel};
+    let config: ClipTextConfig = serde_json::from_slice(&fixture("clip_text.config.json")).unwrap();
+    let weights = fixture("clip_text.weights.safetensors");
+    let io = Io(fixture("clip_text.io.safetensors"));
+    let (ids, shape) = io.get("input_ids");
+    let (want, _) = io.get("last_hidden_state");
+    let (batch, tokens) = (shape[0], shape[1]);
+    let row = want.len() / batch;
+    for (name, device) in devices() {
+        let model = ClipTextModel::load(&Weights::from_safetensors("clip_text", &weights, &device).unwrap(), &config).unwrap();
+        for b in 0..batch {
+            let seq: Vec<u32> = ids[b * tokens..(b + 1) * tokens].iter().map(|&v| v as u32).collect();
+            let got: Vec<f32> = model.forward(&seq, &device).unwrap().into_data().try_to_vec().unwrap();
+            let diff = got.iter().zip(&want[b * row..(b + 1) * row]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(diff <= MODEL_TOLERANCE, "CLIP text prompt {b} on {name}: max abs diff {diff}");
+        }
+    }
+}

@@ -2,12 +2,13 @@
 //! its parameter names and config) whose patch tokens PFV masks before MEPA attends to them
 //! (docs/METHOD.md §5–6). IP-Adapter uses the same model family for its image prompts.
 
-use burn::tensor::module::{attention, conv2d};
-use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{LayerNorm, Linear, gelu};
+use super::clip::{ClipEncoderLayer, is_quick_gelu};
+use crate::nn::LayerNorm;
 use crate::weights::{Init, ModelError, Weights};
 
 /// transformers' `CLIPVisionConfig` fields the encoder reads, plus which hidden state feeds
@@ -75,35 +76,22 @@ impl ImageEncoderConfig {
     }
 }
 
-struct ClipLayer {
-    norm1: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-}
-
 /// `CLIPVisionModel` up to the chosen hidden state: pixels → tokens (CLS first).
 pub struct ImageEncoder {
     config: ImageEncoderConfig,
+    quick_gelu: bool,
     patch_embedding: Tensor<4>,
     class_embedding: Tensor<1>,
     position_embedding: Tensor<2>,
     pre_norm: LayerNorm,
-    layers: Vec<ClipLayer>,
+    layers: Vec<ClipEncoderLayer>,
 }
 
 impl ImageEncoder {
     /// Loads `vision_model.*` (the keys of `CLIPVisionModel` and `CLIPVisionModelWithProjection`;
     /// `post_layernorm` and `visual_projection` are not used by image prompts and not read).
     pub fn load(w: &Weights, config: &ImageEncoderConfig) -> Result<Self, ModelError> {
-        let act_ok = matches!(config.hidden_act.as_str(), "quick_gelu" | "gelu");
-        if !act_ok {
-            return Err(ModelError::Unsupported(format!("image encoder activation {}", config.hidden_act)));
-        }
+        let quick_gelu = is_quick_gelu(&config.hidden_act, "image encoder")?;
         if config.hidden_size % config.num_attention_heads != 0 || config.patch_size == 0 || config.image_size % config.patch_size != 0 {
             return Err(ModelError::Unsupported("image encoder: hidden_size must divide into heads and image_size into patches".into()));
         }
@@ -116,23 +104,11 @@ impl ImageEncoder {
         let p = config.patch_size;
         let positions = config.grid() * config.grid() + 1;
         let layers = (0..run)
-            .map(|i| {
-                let l = vm.pp("encoder").pp("layers").pp(i);
-                let a = l.pp("self_attn");
-                Ok(ClipLayer {
-                    norm1: LayerNorm::load(&l.pp("layer_norm1"), h, eps)?,
-                    q: Linear::load(&a.pp("q_proj"), h, h, true)?,
-                    k: Linear::load(&a.pp("k_proj"), h, h, true)?,
-                    v: Linear::load(&a.pp("v_proj"), h, h, true)?,
-                    out: Linear::load(&a.pp("out_proj"), h, h, true)?,
-                    norm2: LayerNorm::load(&l.pp("layer_norm2"), h, eps)?,
-                    fc1: Linear::load(&l.pp("mlp").pp("fc1"), h, config.intermediate_size, true)?,
-                    fc2: Linear::load(&l.pp("mlp").pp("fc2"), config.intermediate_size, h, true)?,
-                })
-            })
+            .map(|i| ClipEncoderLayer::load(&vm.pp("encoder").pp("layers").pp(i), h, config.intermediate_size, eps))
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(Self {
             config: config.clone(),
+            quick_gelu,
             patch_embedding: e.pp("patch_embedding").tensor("weight", [h, config.num_channels, p, p], Init::FanIn(config.num_channels * p * p))?,
             class_embedding: e.tensor("class_embedding", [h], Init::FanIn(1))?,
             position_embedding: e.pp("position_embedding").tensor("weight", [positions, h], Init::FanIn(1))?,
@@ -171,24 +147,11 @@ impl ImageEncoder {
         let n = gh * gw + 1;
         let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.clone().reshape([1, n, h]);
         x = self.pre_norm.forward(x);
-        let heads = self.config.num_attention_heads;
-        let split = |x: Tensor<3>| x.reshape([b, n, heads, h / heads]).swap_dims(1, 2);
         for layer in &self.layers {
-            let y = layer.norm1.forward(x.clone());
-            let (q, k, v) = (split(layer.q.forward(y.clone())), split(layer.k.forward(y.clone())), split(layer.v.forward(y)));
-            let a = attention(q, k, v, None, None, AttentionModuleOptions::default()).swap_dims(1, 2).reshape([b, n, h]);
-            x = x + layer.out.forward(a);
-            let y = layer.fc1.forward(layer.norm2.forward(x.clone()));
-            let y = if self.config.hidden_act == "quick_gelu" { quick_gelu_act(y) } else { gelu(y) };
-            x = x + layer.fc2.forward(y);
+            x = layer.forward(x, self.config.num_attention_heads, self.quick_gelu, false);
         }
         x
     }
-}
-
-/// CLIP's `x · σ(1.702 x)`.
-fn quick_gelu_act(x: Tensor<3>) -> Tensor<3> {
-    x.clone() * burn::tensor::activation::sigmoid(x.mul_scalar(1.702))
 }
 
 /// Keeps the token rows whose `keep` flag is set (`[1, n, d]` → `[1, kept, d]`): PFV's drop mode

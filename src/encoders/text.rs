@@ -1,13 +1,15 @@
-//! The text encoder: a BERT-family model (all-MiniLM-L6-v2 by default, 384-wide) in
-//! Hugging Face transformers' structure (`BertModel`, parameter names as its checkpoints
-//! spell them), with the real WordPiece tokenizer from the `tokenizers` crate reading the
-//! model's own `tokenizer.json`. Its last hidden states are the UNet's cross-attention context.
+//! The text encoder: a BERT-family model (all-MiniLM-L6-v2 by default, 384-wide) or, for
+//! Stable Diffusion packs, CLIP's text model ([`super::clip`]), in Hugging Face transformers'
+//! structure (parameter names as their checkpoints spell them), with the real tokenizer from
+//! the `tokenizers` crate reading the pack's `tokenizer.json`. Its last hidden states are the
+//! UNet's cross-attention context.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::clip::{ClipTextConfig, ClipTextModel};
 use crate::nn::{LayerNorm, Linear, gelu};
 use crate::weights::{Init, ModelError, Weights};
 
@@ -56,11 +58,16 @@ impl BertConfig {
 }
 
 /// The text encoder's architecture as a pack manifest (and transformers' `config.json`,
-/// by its `model_type`) names it. BERT/MiniLM today; CLIP joins as a second variant.
+/// by its `model_type`) names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "model_type", rename_all = "lowercase")]
+#[serde(tag = "model_type")]
 pub enum TextEncoderConfig {
+    /// BERT/MiniLM (our default model): prompts at their own length.
+    #[serde(rename = "bert")]
     Bert(BertConfig),
+    /// CLIP's text model (Stable Diffusion 1.x/2.x): prompts padded to 77 tokens.
+    #[serde(rename = "clip_text_model")]
+    Clip(ClipTextConfig),
 }
 
 impl TextEncoderConfig {
@@ -68,27 +75,45 @@ impl TextEncoderConfig {
     pub fn hidden_size(&self) -> usize {
         match self {
             TextEncoderConfig::Bert(c) => c.hidden_size,
+            TextEncoderConfig::Clip(c) => c.hidden_size,
         }
     }
+}
+
+enum TextModel {
+    Bert(BertModel),
+    Clip(ClipTextModel),
 }
 
 /// Prompt → cross-attention context: the tokenizer and the encoder together.
 pub struct TextEncoder {
     tokenizer: PromptTokenizer,
-    model: BertModel,
+    model: TextModel,
 }
 
 impl TextEncoder {
     /// Loads the encoder's weights (safetensors bytes) and its `tokenizer.json`.
     pub fn load(config: &TextEncoderConfig, weights: &Weights, tokenizer_json: &[u8]) -> Result<Self, ModelError> {
-        let TextEncoderConfig::Bert(bert) = config;
-        Ok(Self { tokenizer: PromptTokenizer::from_bytes(tokenizer_json)?, model: BertModel::load(weights, bert)? })
+        Ok(match config {
+            TextEncoderConfig::Bert(bert) => {
+                Self { tokenizer: PromptTokenizer::from_bytes(tokenizer_json)?, model: TextModel::Bert(BertModel::load(weights, bert)?) }
+            }
+            TextEncoderConfig::Clip(clip) => Self {
+                tokenizer: PromptTokenizer::fixed_length(tokenizer_json, clip.max_position_embeddings)?,
+                model: TextModel::Clip(ClipTextModel::load(weights, clip)?),
+            },
+        })
     }
 
-    /// The context `[1, T, hidden]` for `prompt` (the empty prompt gives `[CLS] [SEP]`,
-    /// which is also the unconditional context of classifier-free guidance).
+    /// The context `[1, T, hidden]` for `prompt` (the empty prompt gives `[CLS] [SEP]` for
+    /// BERT and start, end and padding for CLIP: the unconditional context of
+    /// classifier-free guidance, as the SD pipelines make it).
     pub fn encode(&self, prompt: &str, device: &Device) -> Result<Tensor<3>, ModelError> {
-        self.model.forward(&self.tokenizer.encode(prompt)?, device)
+        let ids = self.tokenizer.encode(prompt)?;
+        match &self.model {
+            TextModel::Bert(m) => m.forward(&ids, device),
+            TextModel::Clip(m) => m.forward(&ids, device),
+        }
     }
 }
 
@@ -188,14 +213,14 @@ impl BertModel {
     }
 }
 
-/// The model's own WordPiece tokenizer (`tokenizer.json`), without the fixed padding it
-/// carries: prompts are encoded at their own length, truncated to 128 tokens.
+/// The model's own tokenizer (`tokenizer.json`): WordPiece for BERT, byte-level BPE for CLIP.
 pub struct PromptTokenizer {
     inner: tokenizers::Tokenizer,
 }
 
 impl PromptTokenizer {
-    /// Parses a `tokenizer.json`.
+    /// Parses a `tokenizer.json` and drops the fixed padding it carries: prompts are encoded
+    /// at their own length, truncated to 128 tokens (BERT/MiniLM).
     pub fn from_bytes(json: &[u8]) -> Result<Self, ModelError> {
         let mut inner = tokenizers::Tokenizer::from_bytes(json)
             .map_err(|e| ModelError::Corrupt { file: "tokenizer.json".into(), reason: e.to_string() })?;
@@ -206,7 +231,24 @@ impl PromptTokenizer {
         Ok(Self { inner })
     }
 
-    /// Token ids with the special tokens (`[CLS] … [SEP]`).
+    /// Parses a `tokenizer.json` that pads and truncates every prompt to exactly `length`
+    /// tokens (CLIP's 77, as [`super::clip::clip_tokenizer_json`] writes it); refuses one that
+    /// does not, since the UNet was trained on padded contexts.
+    pub fn fixed_length(json: &[u8], length: usize) -> Result<Self, ModelError> {
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| ModelError::Corrupt { file: "tokenizer.json".into(), reason: e.to_string() })?;
+        let padded = matches!(inner.get_padding().map(|p| &p.strategy), Some(tokenizers::PaddingStrategy::Fixed(n)) if *n == length);
+        let truncated = inner.get_truncation().is_some_and(|t| t.max_length == length);
+        if !padded || !truncated {
+            return Err(ModelError::Corrupt {
+                file: "tokenizer.json".into(),
+                reason: format!("a CLIP tokenizer must pad and truncate to {length} tokens (convert the pack with adcanvas convert)"),
+            });
+        }
+        Ok(Self { inner })
+    }
+
+    /// Token ids with the special tokens (`[CLS] … [SEP]`, `<|startoftext|> … <|endoftext|>`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         let encoding = self
             .inner
