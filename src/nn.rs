@@ -155,3 +155,32 @@ pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h * 2, w * 2]))
 }
+
+/// `torch.nn.Embedding` kept on the CPU: a prompt needs only a few dozen rows, and the table
+/// is the largest single tensor of SD's text encoders (CLIP ViT-L: 49 408 × 768, 145 MiB in
+/// f32), more than WebGPU's default 128 MiB buffer binding. Only the looked-up rows are uploaded.
+pub struct TokenEmbedding {
+    table: Vec<f32>,
+    rows: usize,
+    dim: usize,
+}
+
+impl TokenEmbedding {
+    /// Loads `weight` `[rows, dim]`.
+    pub fn load(w: &Weights, rows: usize, dim: usize) -> Result<Self, ModelError> {
+        Ok(Self { table: w.values("weight", &[rows, dim], Init::FanIn(1))?, rows, dim })
+    }
+
+    /// `[ids.len(), dim]`; every id must be below the table's row count.
+    pub fn lookup(&self, ids: &[u32], device: &burn::tensor::Device) -> Result<Tensor<2>, ModelError> {
+        let mut out = Vec::with_capacity(ids.len() * self.dim);
+        for &id in ids {
+            let id = id as usize;
+            if id >= self.rows {
+                return Err(ModelError::Unsupported(format!("token id {id} is outside the vocabulary of {}", self.rows)));
+            }
+            out.extend_from_slice(&self.table[id * self.dim..(id + 1) * self.dim]);
+        }
+        Ok(Tensor::from_data(burn::tensor::TensorData::new(out, [ids.len(), self.dim]), device))
+    }
+}

@@ -178,15 +178,22 @@ impl<'a> Weights<'a> {
 
     /// The tensor `name` under this prefix, which must have exactly `shape`.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Tensor<D>, ModelError> {
+        let values = self.values(name, &shape, init)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// The values of `name` (exactly `shape`) on the CPU, for weights that are only ever
+    /// indexed, never multiplied (token embedding tables).
+    pub fn values(&self, name: &str, shape: &[usize], init: Init) -> Result<Vec<f32>, ModelError> {
         let key = self.key(name);
-        let values = match &self.source {
+        Ok(match &self.source {
             Source::File { file, tensors } => {
                 let view = tensors.tensor(&key).map_err(|e| match e {
                     safetensors::SafeTensorError::TensorNotFound(_) => ModelError::Missing { name: key.clone() },
                     other => ModelError::Corrupt { file: file.clone(), reason: other.to_string() },
                 })?;
                 match view.dtype() {
-                    Dtype::I8 | Dtype::U8 => dequantize(file, tensors, &key, &view, &shape)?,
+                    Dtype::I8 | Dtype::U8 => dequantize(file, tensors, &key, &view, shape)?,
                     dtype => {
                         if view.shape() != shape {
                             return Err(ModelError::Shape { name: key, expected: shape.to_vec(), got: view.shape().to_vec() });
@@ -202,8 +209,7 @@ impl<'a> Weights<'a> {
                 created.tensors.insert(key, (shape.to_vec(), values.clone()));
                 values
             }
-        };
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        })
     }
 }
 

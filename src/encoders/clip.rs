@@ -6,11 +6,11 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::nn::{LayerNorm, Linear, gelu};
+use crate::nn::{LayerNorm, Linear, TokenEmbedding, gelu};
 use crate::weights::{Init, ModelError, Weights};
 
 /// One pre-norm transformer layer: `x + attn(ln1 x)`, then `x + mlp(ln2 x)`.
@@ -104,7 +104,7 @@ fn clip_eps() -> f64 {
 pub struct ClipTextModel {
     config: ClipTextConfig,
     quick_gelu: bool,
-    token_embedding: Tensor<2>,
+    token_embedding: TokenEmbedding,
     position_embedding: Tensor<2>,
     layers: Vec<ClipEncoderLayer>,
     final_norm: LayerNorm,
@@ -126,7 +126,7 @@ impl ClipTextModel {
         Ok(Self {
             config: config.clone(),
             quick_gelu,
-            token_embedding: e.pp("token_embedding").tensor("weight", [config.vocab_size, h], Init::FanIn(1))?,
+            token_embedding: TokenEmbedding::load(&e.pp("token_embedding"), config.vocab_size, h)?,
             position_embedding: e.pp("position_embedding").tensor("weight", [config.max_position_embeddings, h], Init::FanIn(1))?,
             layers,
             final_norm: LayerNorm::load(&tm.pp("final_layer_norm"), h, eps)?,
@@ -147,12 +147,8 @@ impl ClipTextModel {
                 self.config.max_position_embeddings
             )));
         }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(ModelError::Unsupported(format!("token id {bad} is outside the vocabulary")));
-        }
         let h = self.config.hidden_size;
-        let index = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [t]), device);
-        let tokens = self.token_embedding.clone().select(0, index);
+        let tokens = self.token_embedding.lookup(ids, device)?;
         let mut x: Tensor<3> = (tokens + self.position_embedding.clone().narrow(0, 0, t)).reshape([1, t, h]);
         for layer in &self.layers {
             x = layer.forward(x, self.config.num_attention_heads, self.quick_gelu, true);

@@ -6,11 +6,11 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::clip::{ClipTextConfig, ClipTextModel};
-use crate::nn::{LayerNorm, Linear, gelu};
+use crate::nn::{LayerNorm, Linear, TokenEmbedding, gelu};
 use crate::weights::{Init, ModelError, Weights};
 
 /// transformers' `BertConfig` fields the encoder reads.
@@ -131,7 +131,7 @@ struct BertLayer {
 /// `BertModel` without the pooler: token ids → last hidden states.
 pub struct BertModel {
     config: BertConfig,
-    word_embeddings: Tensor<2>,
+    word_embeddings: TokenEmbedding,
     position_embeddings: Tensor<2>,
     token_type_embeddings: Tensor<2>,
     embeddings_norm: LayerNorm,
@@ -168,7 +168,7 @@ impl BertModel {
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(Self {
             config: config.clone(),
-            word_embeddings: e.pp("word_embeddings").tensor("weight", [config.vocab_size, h], Init::FanIn(1))?,
+            word_embeddings: TokenEmbedding::load(&e.pp("word_embeddings"), config.vocab_size, h)?,
             position_embeddings: e.pp("position_embeddings").tensor("weight", [config.max_position_embeddings, h], Init::FanIn(1))?,
             token_type_embeddings: e.pp("token_type_embeddings").tensor("weight", [config.type_vocab_size, h], Init::FanIn(1))?,
             embeddings_norm: LayerNorm::load(&e.pp("LayerNorm"), h, eps)?,
@@ -189,12 +189,8 @@ impl BertModel {
                 self.config.max_position_embeddings
             )));
         }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(ModelError::Unsupported(format!("token id {bad} is outside the vocabulary")));
-        }
         let h = self.config.hidden_size;
-        let index = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [t]), device);
-        let words = self.word_embeddings.clone().select(0, index);
+        let words = self.word_embeddings.lookup(ids, device)?;
         let positions = self.position_embeddings.clone().narrow(0, 0, t);
         let token_type = self.token_type_embeddings.clone().narrow(0, 0, 1);
         let mut x: Tensor<3> = self.embeddings_norm.forward(words + positions + token_type).reshape([1, t, h]);
