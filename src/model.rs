@@ -30,14 +30,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds the model from a manifest and its component files' bytes, verifying each
-    /// file's size and SHA-256 first.
-    pub fn from_pack(manifest: Manifest, files: &BTreeMap<String, Vec<u8>>, device: &Device) -> Result<Self, ModelError> {
+    /// Builds the model from a manifest and its component files' bytes (read, fetched or
+    /// memory-mapped), verifying each file's size and SHA-256 first.
+    pub fn from_pack<B: AsRef<[u8]>>(manifest: Manifest, files: &BTreeMap<String, B>, device: &Device) -> Result<Self, ModelError> {
         let get = |component: &str| -> Result<&[u8], ModelError> {
             let entry = manifest.file(component)?;
-            let bytes = files.get(component).ok_or_else(|| ModelError::Io(format!("{} was not read", entry.file)))?;
+            let bytes = files.get(component).ok_or_else(|| ModelError::Io(format!("{} was not read", entry.file)))?.as_ref();
             manifest.verify(component, bytes)?;
-            Ok(bytes.as_slice())
+            Ok(bytes)
         };
         let unet_bytes = get("unet")?;
         let vae_bytes = get("vae")?;

@@ -13,7 +13,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
 use crate::denoise::unet::UNet2DConditionModel;
-use crate::pack::read_pack_dir;
+use crate::pack::map_pack_dir;
 use crate::vae::LatentDecoder;
 use crate::weights::Weights;
 
@@ -89,18 +89,50 @@ fn timed(label: &str, repeats: usize, want: &[f32], run: impl Fn() -> Tensor<4>)
     Ok(Timed { max_abs_diff, max_abs_reference, first_ms, warm_ms })
 }
 
-/// Peak and current resident memory of this process in MB (Linux; `None` elsewhere).
-fn host_memory_mb() -> Option<(f64, f64)> {
+/// Peak and current resident memory of this process in MiB, and the anonymous part of the
+/// current (what the process itself holds, not file pages the kernel can drop) (Linux only).
+fn host_memory_mb() -> Option<(f64, f64, f64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |key: &str| -> Option<f64> {
         let line = status.lines().find(|l| l.starts_with(key))?;
         let kb: f64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kb / 1024.0)
     };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
+    Some((field("VmHWM:")?, field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// What burn's GPU allocator holds, in MB: live bytes and reserved (pooled) bytes.
+/// Samples the process's anonymous resident memory every 20 ms until dropped, keeping the
+/// peak: unlike VmHWM it leaves out the pack's memory-mapped file pages, so it shows whether
+/// loading ever held two copies of the weights.
+struct AnonymousPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<f64>>,
+}
+
+impl AnonymousPeak {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0.0f64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((_, _, anon)) = host_memory_mb() {
+                    peak = peak.max(anon);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    fn peak_mb(mut self) -> Option<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take()?.join().ok().filter(|p| *p > 0.0)
+    }
+}
+
 fn device_memory_mb(device: &Device) -> Value {
     match device.memory_pool_usage() {
         Some(u) => json!({ "in_use_mb": mb(u.bytes_in_use), "reserved_mb": mb(u.bytes_reserved) }),
@@ -122,15 +154,16 @@ fn ms(v: f64) -> f64 {
 pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize) -> Result<Value, String> {
     let reference = Reference { bytes: std::fs::read(reference).map_err(|e| format!("cannot read {}: {e}", reference.display()))? };
     let started = Instant::now();
-    let (manifest, files) = read_pack_dir(pack).map_err(|e| e.to_string())?;
+    let anonymous_peak = AnonymousPeak::start();
+    let (manifest, files) = map_pack_dir(pack).map_err(|e| e.to_string())?;
     let read_ms = started.elapsed().as_secs_f64() * 1000.0;
     let dtype = manifest.file("unet").map_err(|e| e.to_string())?.dtype.clone();
     let pack_mb: f64 = manifest.files.values().map(|f| f.bytes as f64 / 1048576.0).sum();
     let component = |name: &str| -> Result<(String, &[u8]), String> {
         let entry = manifest.file(name).map_err(|e| e.to_string())?;
-        let bytes = &files[name];
+        let bytes: &[u8] = &files[name];
         manifest.verify(name, bytes).map_err(|e| e.to_string())?;
-        Ok((entry.file.clone(), bytes.as_slice()))
+        Ok((entry.file.clone(), bytes))
     };
     let (unet_file, unet_bytes) = component("unet")?;
     let (vae_file, vae_bytes) = component("vae")?;
@@ -144,6 +177,7 @@ pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize
     eprintln!("adcanvas parity: {dtype} pack loaded in {load_ms:.0} ms");
     drop(files);
     let host_after_load = host_memory_mb();
+    let anonymous_peak_during_load = anonymous_peak.peak_mb();
     let device_after_load = device_memory_mb(device);
 
     let sample: Tensor<4> = reference.tensor("sample", device)?;
@@ -171,6 +205,8 @@ pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize
         "memory": {
             "host_peak_mb_after_load": host_after_load.map(|m| ms(m.0)),
             "host_mb_after_load": host_after_load.map(|m| ms(m.1)),
+            "host_anonymous_mb_after_load": host_after_load.map(|m| ms(m.2)),
+            "host_anonymous_peak_mb_during_load": anonymous_peak_during_load.map(ms),
             "host_peak_mb": host.map(|m| ms(m.0)),
             "device_after_load": device_after_load,
             "device_after_unet": device_after_unet,

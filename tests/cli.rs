@@ -100,6 +100,30 @@ fn missing_model_fails_with_a_message() {
     assert!(stderr.contains("/nonexistent/pack/manifest.json"), "{stderr}");
 }
 
+/// The CLI memory-maps packs; a truncated weight file is still refused by name before use.
+#[test]
+fn truncated_model_file_fails_with_a_message() {
+    let pack = tmp("truncated-pack");
+    std::fs::create_dir_all(&pack).unwrap();
+    let default = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    for entry in std::fs::read_dir(&default).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), pack.join(entry.file_name())).unwrap();
+    }
+    let vae = pack.join("vae.safetensors");
+    let bytes = std::fs::read(&vae).unwrap();
+    std::fs::write(&vae, &bytes[..bytes.len() / 2]).unwrap();
+    let product = fixture("product_alpha_32.png");
+    let out = tmp("never3.png");
+    let run = adcanvas(&[
+        "generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu", "--model", pack.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("vae.safetensors"), "{stderr}");
+    assert!(!out.exists());
+}
+
 #[test]
 fn busy_photo_is_refused_with_advice() {
     let product = fixture("busy.jpg");

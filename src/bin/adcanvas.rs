@@ -8,7 +8,7 @@ use adcanvas::denoise::scheduler::SchedulerKind;
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
-use adcanvas::pack::read_pack_dir;
+use adcanvas::pack::map_pack_dir;
 use adcanvas::pfv::{PfvConfig, TokenMode};
 use adcanvas::pipeline::{GenerateOptions, PipelineError, generate, prepare_product};
 use adcanvas::reference::{Reference, ReferenceOptions};
@@ -275,7 +275,7 @@ fn run_generate(
     let device = pollster::block_on(open_device(choice)).map_err(|e| e.to_string())?;
     let dir = model_dir(model);
     let load_started = web_time_now();
-    let (manifest, files) = read_pack_dir(&dir).map_err(|e| e.to_string())?;
+    let (manifest, files) = map_pack_dir(&dir).map_err(|e| e.to_string())?;
     let model = Model::from_pack(manifest, &files, &device).map_err(|e| e.to_string())?;
     drop(files);
     let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
