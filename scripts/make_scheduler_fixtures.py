@@ -7,6 +7,7 @@ Four diffusers schedulers built from Stable Diffusion 1.5's scheduler config (th
     ddim     DDIMScheduler                     (eta = 0)
     euler    EulerDiscreteScheduler
     dpm++2m  DPMSolverMultistepScheduler       (dpmsolver++, solver_order 2, lower_order_final)
+    dpm++2m-karras  the same with use_karras_sigmas=True
     lcm      LCMScheduler                      (10 steps, and 4 steps: LCM's own spacing)
 
 `schedulers.safetensors` holds a shared start latent `x0` [1, 4, 8, 8] (torch.manual_seed),
@@ -18,7 +19,7 @@ recorded, so Rust can use the same), and per case (`{kind}.{prediction}`; `lcm4`
 
 `schedulers.json` holds, for each kind and a grid of step counts and timestep spacings,
 diffusers' timesteps, sigmas (Euler, DPM-Solver) and init_noise_sigma, or null where
-diffusers refuses the combination.
+diffusers refuses the combination (spacings leading, trailing and linspace).
 
     HF_HUB_OFFLINE=1 ~/.cache/adcanvas-py/bin/python scripts/make_scheduler_fixtures.py
 """
@@ -51,10 +52,11 @@ SD15 = dict(
 )
 
 KINDS = {
-    "ddim": DDIMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "dpm++2m": DPMSolverMultistepScheduler,
-    "lcm": LCMScheduler,
+    "ddim": (DDIMScheduler, {}),
+    "euler": (EulerDiscreteScheduler, {}),
+    "dpm++2m": (DPMSolverMultistepScheduler, {}),
+    "dpm++2m-karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+    "lcm": (LCMScheduler, {}),
 }
 
 SHAPE = (1, 4, 8, 8)
@@ -62,7 +64,8 @@ STEPS = 10
 
 
 def make(kind, **overrides):
-    return KINDS[kind].from_config({**SD15, **overrides})
+    cls, options = KINDS[kind]
+    return cls.from_config({**SD15, **options, **overrides})
 
 
 class RecordedNoise:
@@ -107,10 +110,11 @@ def schedule_entry(kind, steps, spacing):
     except ValueError:
         return None
     entry = {
-        "timesteps": [int(t) for t in sched.timesteps.tolist()],
+        # Euler's linspace timesteps are fractional (adcanvas refuses them); the others integers.
+        "timesteps": [t if isinstance(t, int) else round(t, 4) for t in sched.timesteps.tolist()],
         "init_noise_sigma": float(sched.init_noise_sigma),
     }
-    if kind in ("euler", "dpm++2m"):
+    if kind in ("euler", "dpm++2m", "dpm++2m-karras"):
         entry["sigmas"] = [float(s) for s in sched.sigmas.tolist()]
     return entry
 
@@ -118,7 +122,7 @@ def schedule_entry(kind, steps, spacing):
 def schedules():
     out = {}
     for kind in KINDS:
-        for spacing in ("leading", "trailing"):
+        for spacing in ("leading", "trailing", "linspace"):
             for steps in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 16, 20, 25, 30, 32, 40, 50, 51, 60, 100):
                 out[f"{kind}/{spacing}/{steps}"] = schedule_entry(kind, steps, spacing)
     return out

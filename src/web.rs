@@ -217,7 +217,7 @@ impl Studio {
     }
 
     /// Generates an ad for the prepared product.
-    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"lcm",
+    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"dpm++2m-karras"|"lcm",
     /// reference_scale, pfv, region_masks, text_weight }` (the reference ones apply with a style reference);
     /// `on_progress(step, total)` after each denoising step. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.

@@ -85,7 +85,8 @@ struct Fixture {
 
 #[derive(Deserialize)]
 struct Schedule {
-    timesteps: Vec<usize>,
+    /// Integers, except Euler's linspace timesteps, which are fractional in diffusers.
+    timesteps: Vec<f64>,
     init_noise_sigma: f64,
     sigmas: Option<Vec<f64>>,
 }
@@ -111,9 +112,15 @@ fn schedules_match_diffusers() {
             assert!(got.is_err(), "{key}: diffusers refuses, we accept");
             continue;
         };
+        if kind == SchedulerKind::Euler && spacing == "linspace" {
+            // Fractional timesteps: refused with a reason instead of silently rounded.
+            assert!(got.unwrap_err().to_string().contains("fractional timesteps"), "{key}");
+            continue;
+        }
         let got = got.unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(got.kind(), kind);
-        assert_eq!(got.timesteps(), &want.timesteps[..], "{key}: timesteps");
+        let timesteps: Vec<f64> = got.timesteps().iter().map(|&t| t as f64).collect();
+        assert_eq!(timesteps, want.timesteps, "{key}: timesteps");
         let init = got.init_noise_sigma();
         // Euler's √(σ_max² + 1) goes through torch's sqrt twice: 2 ulps.
         let want_init = want.init_noise_sigma as f32;
@@ -143,7 +150,7 @@ fn trace(io: &Io, kind: SchedulerKind, case: &str, prediction: &str, steps: usiz
     let prefix = format!("{case}.{prediction}");
     let tolerance = match (chained, kind) {
         (true, _) => CHAIN_TOLERANCE,
-        (false, SchedulerKind::DpmSolver2M) => DPM_TOLERANCE,
+        (false, SchedulerKind::DpmSolver2M | SchedulerKind::DpmSolver2MKarras) => DPM_TOLERANCE,
         (false, _) => TOLERANCE,
     };
     let mut worst = 0f32;
@@ -197,6 +204,11 @@ fn euler_trace_matches_diffusers() {
 #[test]
 fn dpm_solver_2m_trace_matches_diffusers() {
     trace_all(SchedulerKind::DpmSolver2M, "dpm++2m", meta().steps);
+}
+
+#[test]
+fn dpm_solver_2m_karras_trace_matches_diffusers() {
+    trace_all(SchedulerKind::DpmSolver2MKarras, "dpm++2m-karras", meta().steps);
 }
 
 #[test]

@@ -130,7 +130,7 @@ enum Command {
         /// MEPA's weight λ_t on the text prompt (1 as trained; an ablation switch).
         #[arg(long, default_value_t = 1.0)]
         text_weight: f32,
-        /// Sampler: ddim, euler, dpm++2m or lcm.
+        /// Sampler: ddim, euler, dpm++2m, dpm++2m-karras or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
         /// Model pack folder (manifest.json + weights); default: models/default.

@@ -43,9 +43,14 @@ pub struct SchedulerConfig {
     /// `"epsilon"` or `"v_prediction"`.
     #[serde(default = "epsilon")]
     pub prediction_type: String,
-    /// `"leading"` (SD 1.x default) or `"trailing"`. LCM ignores it (as diffusers does).
+    /// `"leading"` (SD 1.x default), `"trailing"` or `"linspace"` (DDIM and DPM-Solver; Euler's
+    /// linspace timesteps are fractional, which is not supported). LCM ignores it (as diffusers does).
     #[serde(default = "leading")]
     pub timestep_spacing: String,
+    /// DPM-Solver: σ spaced as Karras et al. (2022), ρ = 7, between the schedule's σ_min and
+    /// σ_max, with timesteps mapped back from σ (diffusers' `use_karras_sigmas`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub use_karras_sigmas: bool,
     /// LCM only: the distillation schedule's length its timesteps are taken from.
     #[serde(default = "lcm_original_steps", skip_serializing_if = "is_lcm_original_steps")]
     pub original_inference_steps: usize,
@@ -75,6 +80,9 @@ fn epsilon() -> String {
 fn leading() -> String {
     "leading".into()
 }
+fn is_false(v: &bool) -> bool {
+    !*v
+}
 fn lcm_original_steps() -> usize {
     50
 }
@@ -100,6 +108,7 @@ impl Default for SchedulerConfig {
             steps_offset: 1,
             prediction_type: epsilon(),
             timestep_spacing: leading(),
+            use_karras_sigmas: false,
             original_inference_steps: lcm_original_steps(),
             timestep_scaling: lcm_timestep_scaling(),
         }
@@ -132,13 +141,16 @@ pub enum SchedulerKind {
     Euler,
     /// `"dpm++2m"` (also `"dpmpp2m"`, which survives URL query strings where `+` is a space)
     DpmSolver2M,
+    /// `"dpm++2m-karras"` (also `"dpmpp2m-karras"`): DPM-Solver++(2M) with Karras σ, whatever
+    /// the pack's config says.
+    DpmSolver2MKarras,
     /// `"lcm"`
     Lcm,
 }
 
 impl SchedulerKind {
     /// Every kind, in the order the UI lists them.
-    pub const ALL: [SchedulerKind; 4] = [Self::Ddim, Self::Euler, Self::DpmSolver2M, Self::Lcm];
+    pub const ALL: [SchedulerKind; 5] = [Self::Ddim, Self::Euler, Self::DpmSolver2M, Self::DpmSolver2MKarras, Self::Lcm];
 
     /// The canonical name, as parsed by `str::parse`.
     pub fn name(self) -> &'static str {
@@ -146,6 +158,7 @@ impl SchedulerKind {
             Self::Ddim => "ddim",
             Self::Euler => "euler",
             Self::DpmSolver2M => "dpm++2m",
+            Self::DpmSolver2MKarras => "dpm++2m-karras",
             Self::Lcm => "lcm",
         }
     }
@@ -166,8 +179,9 @@ impl std::str::FromStr for SchedulerKind {
             "ddim" => Ok(Self::Ddim),
             "euler" => Ok(Self::Euler),
             "dpm++2m" | "dpmpp2m" => Ok(Self::DpmSolver2M),
+            "dpm++2m-karras" | "dpmpp2m-karras" => Ok(Self::DpmSolver2MKarras),
             "lcm" => Ok(Self::Lcm),
-            _ => Err(SchedulerError(format!("unknown scheduler {s:?}: expected one of ddim, euler, dpm++2m, lcm"))),
+            _ => Err(SchedulerError(format!("unknown scheduler {s:?}: expected one of ddim, euler, dpm++2m, dpm++2m-karras, lcm"))),
         }
     }
 }
@@ -203,6 +217,10 @@ impl Scheduler {
             SchedulerKind::Ddim => Self::Ddim(DdimScheduler::new(config, steps)?),
             SchedulerKind::Euler => Self::Euler(EulerDiscreteScheduler::new(config, steps)?),
             SchedulerKind::DpmSolver2M => Self::DpmSolver2M(DpmSolverMultistepScheduler::new(config, steps)?),
+            SchedulerKind::DpmSolver2MKarras => {
+                let config = SchedulerConfig { use_karras_sigmas: true, ..config.clone() };
+                Self::DpmSolver2M(DpmSolverMultistepScheduler::new(&config, steps)?)
+            }
             SchedulerKind::Lcm => Self::Lcm(LcmScheduler::new(config, steps)?),
         })
     }
@@ -221,6 +239,7 @@ impl Scheduler {
         match self {
             Self::Ddim(_) => SchedulerKind::Ddim,
             Self::Euler(_) => SchedulerKind::Euler,
+            Self::DpmSolver2M(s) if s.karras => SchedulerKind::DpmSolver2MKarras,
             Self::DpmSolver2M(_) => SchedulerKind::DpmSolver2M,
             Self::Lcm(_) => SchedulerKind::Lcm,
         }
@@ -337,8 +356,9 @@ fn is_v_prediction(config: &SchedulerConfig) -> bool {
 }
 
 /// DDIM's and Euler's `set_timesteps`: "leading" is `arange(steps) * (n // steps)` reversed
-/// plus `steps_offset`; "trailing" as [`trailing_timesteps`].
-fn spaced_timesteps(config: &SchedulerConfig, steps: usize) -> Result<Vec<usize>, SchedulerError> {
+/// plus `steps_offset`; "trailing" as [`trailing_timesteps`]; "linspace" (DDIM only)
+/// `linspace(0, n − 1, steps).round()` reversed.
+fn spaced_timesteps(config: &SchedulerConfig, steps: usize, linspace: bool) -> Result<Vec<usize>, SchedulerError> {
     let n = config.num_train_timesteps;
     match config.timestep_spacing.as_str() {
         "leading" => {
@@ -346,12 +366,48 @@ fn spaced_timesteps(config: &SchedulerConfig, steps: usize) -> Result<Vec<usize>
             Ok((0..steps).rev().map(|i| i * ratio + config.steps_offset).collect())
         }
         "trailing" => trailing_timesteps(n, steps),
+        "linspace" if linspace => Ok(linspace_rounded((n - 1) as f64, steps).into_iter().rev().collect()),
+        "linspace" => Err(SchedulerError(
+            "timestep_spacing linspace gives Euler fractional timesteps, which are not supported (use leading or trailing, or ddim / dpm++2m)".into(),
+        )),
         other => Err(unsupported_spacing(other)),
     }
 }
 
 fn unsupported_spacing(spacing: &str) -> SchedulerError {
-    SchedulerError(format!("timestep_spacing {spacing} is not supported (use leading or trailing)"))
+    SchedulerError(format!("timestep_spacing {spacing} is not supported here (use leading or trailing)"))
+}
+
+/// `np.linspace(0, stop, num).round()` as integers: element i = i · (stop / (num − 1)), the
+/// last exactly `stop`, rounded half to even.
+fn linspace_rounded(stop: f64, num: usize) -> Vec<usize> {
+    if num == 1 {
+        return vec![0];
+    }
+    let step = stop / (num - 1) as f64;
+    (0..num).map(|i| if i == num - 1 { stop } else { i as f64 * step }.round_ties_even() as usize).collect()
+}
+
+/// Karras et al. (2022) σ, ρ = 7, from `sigma_max` down to `sigma_min` (diffusers'
+/// `_convert_to_karras`, in f64).
+fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+    // np.linspace(0, 1, steps): i · (1 / (steps − 1)), the last exactly 1.
+    let step = if steps > 1 { 1.0 / (steps - 1) as f64 } else { 0.0 };
+    let ramp: Vec<f64> = (0..steps).map(|i| if steps > 1 && i == steps - 1 { 1.0 } else { i as f64 * step }).collect();
+    ramp.iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
+}
+
+/// diffusers' `_sigma_to_t`: the (fractional) timestep whose log σ interpolates to `sigma`'s,
+/// between the last training timestep with log σ ≤ it and the next.
+fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let last_below = log_sigmas.iter().rposition(|&l| log_sigma - l as f64 >= 0.0).unwrap_or(0);
+    let low_idx = last_below.min(log_sigmas.len() - 2);
+    let (low, high) = (log_sigmas[low_idx], log_sigmas[low_idx + 1]);
+    let w = ((low as f64 - log_sigma) / (low - high) as f64).clamp(0.0, 1.0);
+    (1.0 - w) * low_idx as f64 + w * (low_idx + 1) as f64
 }
 
 /// `np.arange(n, 0, -n / steps).round() - 1` exactly as numpy computes it: length
@@ -406,7 +462,7 @@ impl DdimScheduler {
         check_steps(config, steps)?;
         let alphas_cumprod = alphas_cumprod(config)?;
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
-        let timesteps = spaced_timesteps(config, steps)?;
+        let timesteps = spaced_timesteps(config, steps, true)?;
         check_prediction(config)?;
         Ok(Self { config: config.clone(), alphas_cumprod, final_alpha_cumprod, timesteps })
     }
@@ -475,8 +531,11 @@ impl EulerDiscreteScheduler {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self, SchedulerError> {
         check_steps(config, steps)?;
         check_prediction(config)?;
+        if config.use_karras_sigmas {
+            return Err(SchedulerError("Euler with Karras σ uses fractional timesteps, which are not supported; use dpm++2m-karras".into()));
+        }
         let alphas_cumprod = alphas_cumprod(config)?;
-        let timesteps = spaced_timesteps(config, steps)?;
+        let timesteps = spaced_timesteps(config, steps, false)?;
         let sigmas = schedule_sigmas(&train_sigmas(&alphas_cumprod), &timesteps);
         let max_sigma = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         // diffusers: σ_max for "linspace"/"trailing", √(σ_max² + 1) for "leading".
@@ -541,6 +600,8 @@ impl EulerDiscreteScheduler {
 #[derive(Debug, Clone)]
 pub struct DpmSolverMultistepScheduler {
     v_prediction: bool,
+    /// Karras σ (`use_karras_sigmas`).
+    karras: bool,
     timesteps: Vec<usize>,
     /// σ at each timestep, then 0.
     sigmas: Vec<f32>,
@@ -557,17 +618,29 @@ impl DpmSolverMultistepScheduler {
         let alphas_cumprod = alphas_cumprod(config)?;
         // `lambda_min_clipped = -inf` clips nothing: the schedule ends at n.
         let n = config.num_train_timesteps;
-        let timesteps = match config.timestep_spacing.as_str() {
+        let timesteps: Vec<usize> = match config.timestep_spacing.as_str() {
             "leading" => {
                 let ratio = n / (steps + 1);
                 (1..=steps).rev().map(|i| i * ratio + config.steps_offset).collect()
             }
             "trailing" => trailing_timesteps(n, steps)?,
+            "linspace" => linspace_rounded((n - 1) as f64, steps + 1).into_iter().rev().take(steps).collect(),
             other => return Err(unsupported_spacing(other)),
         };
-        let sigmas = schedule_sigmas(&train_sigmas(&alphas_cumprod), &timesteps);
+        let train = train_sigmas(&alphas_cumprod);
+        let (timesteps, sigmas) = if config.use_karras_sigmas {
+            // σ_min/σ_max of the training schedule; timesteps from σ, rounded (they can repeat).
+            let log_sigmas: Vec<f32> = train.iter().map(|s| s.ln()).collect();
+            let sigmas = karras_sigmas(train[0] as f64, train[n - 1] as f64, steps);
+            let timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas).round_ties_even() as usize).collect();
+            (timesteps, sigmas.iter().map(|&s| s as f32).chain(std::iter::once(0.0)).collect())
+        } else {
+            let sigmas = schedule_sigmas(&train, &timesteps);
+            (timesteps, sigmas)
+        };
         Ok(Self {
             v_prediction: is_v_prediction(config),
+            karras: config.use_karras_sigmas,
             timesteps,
             sigmas,
             model_outputs: [None, None],
@@ -876,6 +949,7 @@ mod tests {
         assert_eq!(" Euler ".parse::<SchedulerKind>().unwrap(), SchedulerKind::Euler);
         assert_eq!("DPM++2M".parse::<SchedulerKind>().unwrap(), SchedulerKind::DpmSolver2M);
         assert_eq!("dpmpp2m".parse::<SchedulerKind>().unwrap(), SchedulerKind::DpmSolver2M);
+        assert_eq!("dpmpp2m-karras".parse::<SchedulerKind>().unwrap(), SchedulerKind::DpmSolver2MKarras);
         assert_eq!(SchedulerKind::default(), SchedulerKind::Ddim);
     }
 
@@ -883,7 +957,7 @@ mod tests {
     fn unknown_kind_names_the_choices() {
         for bad in ["", "pndm", "dpm++", "dpm 2m", "euler_a"] {
             let err = bad.parse::<SchedulerKind>().unwrap_err();
-            let want = format!("scheduler: unknown scheduler {bad:?}: expected one of ddim, euler, dpm++2m, lcm");
+            let want = format!("scheduler: unknown scheduler {bad:?}: expected one of ddim, euler, dpm++2m, dpm++2m-karras, lcm");
             assert_eq!(err.to_string(), want);
         }
     }
@@ -899,9 +973,15 @@ mod tests {
     #[test]
     fn unsupported_configs_are_errors() {
         let config = SchedulerConfig { timestep_spacing: "linspace".into(), ..SchedulerConfig::default() };
+        let err = Scheduler::new(SchedulerKind::Euler, &config, 10).unwrap_err().to_string();
+        assert!(err.contains("linspace gives Euler fractional timesteps"), "{err}");
+        let config = SchedulerConfig { use_karras_sigmas: true, ..SchedulerConfig::default() };
+        let err = Scheduler::new(SchedulerKind::Euler, &config, 10).unwrap_err().to_string();
+        assert!(err.contains("use dpm++2m-karras"), "{err}");
+        let config = SchedulerConfig { timestep_spacing: "even".into(), ..SchedulerConfig::default() };
         for kind in [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::DpmSolver2M] {
             let err = Scheduler::new(kind, &config, 10).unwrap_err().to_string();
-            assert!(err.contains("timestep_spacing linspace is not supported"), "{kind}: {err}");
+            assert!(err.contains("timestep_spacing even is not supported"), "{kind}: {err}");
         }
         // LCM ignores the spacing, as diffusers does.
         assert!(Scheduler::new(SchedulerKind::Lcm, &config, 10).is_ok());
