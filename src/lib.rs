@@ -1,8 +1,8 @@
 //! adcanvas: product advertising images generated on the user's own device.
 //!
 //! The crate reads as the pipeline it runs:
-//! [`image_io`] → [`mask`] → [`layout`] → [`pfv`] → (encoders) → [`denoise`]
-//! (UNet with the MEPA seam, scheduler) → [`vae`] (decode) → [`composite`].
+//! [`image_io`] → [`mask`] → [`layout`] → [`pfv`] / [`depth`] → (encoders) → [`denoise`]
+//! (UNet with the MEPA seam, ControlNet, scheduler) → [`vae`] (decode) → [`composite`].
 //! [`pipeline`] strings them together; [`model`] and [`pack`] load the weights
 //! (`convert` writes packs, `parity` checks one against PyTorch at full size);
 //! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
@@ -11,6 +11,7 @@ pub mod image_io;
 pub mod mask;
 pub mod layout;
 pub mod pfv;
+pub mod depth;
 pub mod reference;
 pub mod encoders;
 pub mod denoise;

@@ -80,6 +80,13 @@ impl Model {
         let controlnet = match &manifest.controlnet {
             Some(config) => {
                 config.check_fits(&manifest.unet)?;
+                if config.downscale() != manifest.vae.downscale() {
+                    return Err(ModelError::Unsupported(format!(
+                        "the ControlNet reads control images {}× the latent size, but this VAE's images are {}× its latents",
+                        config.downscale(),
+                        manifest.vae.downscale()
+                    )));
+                }
                 let w = Weights::from_safetensors(&manifest.file("controlnet")?.file, get("controlnet")?, device)?;
                 Some(ControlNetModel::load(&w, config)?)
             }

@@ -100,6 +100,9 @@ pub struct GenerateOptions {
     pub reference: ReferenceOptions,
     /// λ_t, MEPA's weight on the text prompt's attention (1 as trained; other values are an ablation).
     pub text_weight: f32,
+    /// The depth ControlNet's conditioning scale (diffusers' `controlnet_conditioning_scale`);
+    /// 0 turns depth off (an ablation). Ignored by packs without a ControlNet.
+    pub depth_scale: f32,
 }
 
 impl Default for GenerateOptions {
@@ -115,6 +118,7 @@ impl Default for GenerateOptions {
             fill: 0.6,
             reference: ReferenceOptions::default(),
             text_weight: 1.0,
+            depth_scale: 1.0,
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct Generated {
     pub background: RgbaImage,
     /// What PFV did to the style reference, when one was used.
     pub reference: Option<ReferenceReport>,
+    /// Whether the depth ControlNet steered the UNet (a pack with one, depth scale ≠ 0).
+    pub depth_used: bool,
     pub placement: Placement,
     pub placed: PlacedProduct,
     pub timings: Timings,
@@ -245,6 +251,18 @@ pub async fn generate(
     let cond = Conditioning { text: cond_text, text_scale: options.text_weight, image: image_prompt };
     let uncond = Conditioning { text_scale: options.text_weight, ..Conditioning::text(uncond_text) };
 
+    // 5b. Depth (the ControlNet's control image): the placed product's pseudo-depth, near =
+    //     bright, the same for both halves of guidance, as diffusers passes it.
+    let depth = match &model.controlnet {
+        Some(_) if options.depth_scale != 0.0 => {
+            let d = crate::depth::pseudo_depth(&placed.mask, w, h);
+            let rgb: Vec<f32> = (0..3).flat_map(|_| d.iter().copied()).collect();
+            t = timings.record("depth", t);
+            Some(Depth { image: Tensor::from_data(TensorData::new(rgb, [1, 3, h, w]), device), scale: options.depth_scale })
+        }
+        _ => None,
+    };
+
     // 6. Initial noise from the seed, drawn on the CPU so every device starts identically.
     let lat_ch = model.manifest.vae.latent_channels();
     let noise = gaussian_noise(options.seed, lat_ch * lh * lw);
@@ -258,7 +276,7 @@ pub async fn generate(
         // Only the noisy latents are scaled (Euler), as diffusers' inpainting pipeline does.
         let scaled = scheduler.scale_model_input(latents.clone(), step_t);
         let input = Tensor::cat(vec![scaled, mask_latent.clone(), masked_latents.clone()], 1);
-        let eps = predict_noise(model, input, step_t as f32, &cond, &uncond, guidance);
+        let eps = predict_noise(model, input, step_t as f32, &cond, &uncond, guidance, depth.as_ref());
         latents = scheduler.step(eps, step_t, latents);
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
         // surfaces a lost device at the step where it happened.
@@ -280,23 +298,52 @@ pub async fn generate(
     let image = composite(&background, &placed)?;
     timings.record("composite", t);
 
-    Ok(Generated { image, background, reference: reference_report, placement, placed, timings })
+    Ok(Generated { image, background, reference: reference_report, depth_used: depth.is_some(), placement, placed, timings })
+}
+
+/// The depth ControlNet's input for one generation: the control image and its scale.
+pub struct Depth {
+    /// `[1, 3, H, W]` in [0, 1].
+    pub image: Tensor<4>,
+    pub scale: f32,
 }
 
 /// ε̂ = ε_uncond + s·(ε_cond − ε_uncond); with `s == 1` only the conditional half is
 /// computed. The halves batch into one UNet call when their text contexts have the same
 /// token count; otherwise they run as two calls (the runtime never pads prompts, so attention
-/// sees exactly the prompt's tokens, as in training).
-pub fn predict_noise(model: &Model, input: Tensor<4>, t: f32, cond: &Conditioning, uncond: &Conditioning, scale: f32) -> Tensor<4> {
+/// sees exactly the prompt's tokens, as in training). With `depth`, the ControlNet runs on the
+/// same batch and its residuals steer every UNet call.
+pub fn predict_noise(
+    model: &Model,
+    input: Tensor<4>,
+    t: f32,
+    cond: &Conditioning,
+    uncond: &Conditioning,
+    scale: f32,
+    depth: Option<&Depth>,
+) -> Tensor<4> {
+    let unet = |input: Tensor<4>, c: &Conditioning| {
+        let residuals = match (&model.controlnet, depth) {
+            (Some(controlnet), Some(depth)) => {
+                let [batch, _, _, _] = input.dims();
+                // The ControlNet reads the noisy latents (4 channels) or the whole inpainting input.
+                let sample = input.clone().narrow(1, 0, controlnet.config().in_channels);
+                let image = Tensor::cat(vec![depth.image.clone(); batch], 0);
+                Some(controlnet.forward(sample, t, &Conditioning::text(c.text.clone()), image, depth.scale))
+            }
+            _ => None,
+        };
+        model.unet.forward_controlled(input, t, c, residuals.as_ref())
+    };
     if scale == 1.0 {
-        return model.unet.forward_conditioned(input, t, cond);
+        return unet(input, cond);
     }
     let (eps_uncond, eps_cond) = match batch_pair(uncond, cond, &input) {
         Some(batched) => {
-            let out = model.unet.forward_conditioned(Tensor::cat(vec![input.clone(), input], 0), t, &batched);
+            let out = unet(Tensor::cat(vec![input.clone(), input], 0), &batched);
             (out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1))
         }
-        None => (model.unet.forward_conditioned(input.clone(), t, uncond), model.unet.forward_conditioned(input, t, cond)),
+        None => (unet(input.clone(), uncond), unet(input, cond)),
     };
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
 }

@@ -218,7 +218,8 @@ impl Studio {
 
     /// Generates an ad for the prepared product.
     /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"dpm++2m-karras"|"lcm",
-    /// reference_scale, pfv, region_masks, text_weight }` (the reference ones apply with a style reference);
+    /// reference_scale, pfv, region_masks, text_weight, depth_scale }` (the reference ones apply with a
+    /// style reference; depth_scale with a pack that has a depth ControlNet);
     /// `on_progress(step, total)` after each denoising step. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
@@ -248,6 +249,7 @@ impl Studio {
                     ..ReferenceOptions::default()
                 },
                 text_weight: number("text_weight", 1.0) as f32,
+                depth_scale: number("depth_scale", 1.0) as f32,
                 ..Default::default()
             };
             let reference = inner.reference.borrow().clone();
@@ -282,6 +284,7 @@ impl Studio {
                 set(&timings, stage, *ms);
             }
             set(&out, "timings_ms", timings);
+            set(&out, "depth_used", generated.depth_used);
             if let Some(r) = &generated.reference {
                 let info = Object::new();
                 set(&info, "patches", r.grid.visible.len() as u32);

@@ -406,3 +406,33 @@ fn style_reference_errors_are_clear() {
     let err = pollster::block_on(generate(&model, &product, Some(&reference), &tiny_options(1), &mut |_, _| true)).unwrap_err();
     assert!(err.to_string().contains("takes no style reference"), "{err}");
 }
+
+/// The depth path end to end: a ControlNet for the default UNet (seeded random weights, as
+/// `ControlNetModel.from_unet` would shape it) reads the placed product's pseudo-depth and
+/// steers the background; scale 0 is exactly the model without it; the product stays exact.
+#[test]
+fn depth_controlnet_steers_the_background_and_scale_zero_turns_it_off() {
+    use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
+    use adcanvas::weights::Weights;
+    let device = Device::flex();
+    let plain = load_default(&device);
+    let options = GenerateOptions { width: 64, height: 64, steps: 2, seed: 5, ..tiny_options(5) };
+    let without = run(&plain, PRODUCT_32, &options);
+    assert!(!without.depth_used);
+
+    let mut model = load_default(&device);
+    let config = ControlNetConfig::for_unet(&model.manifest.unet);
+    config.check_fits(&model.manifest.unet).unwrap();
+    let (weights, _) = Weights::random(11, &device);
+    model.controlnet = Some(ControlNetModel::load(&weights, &config).unwrap());
+
+    let off = run(&model, PRODUCT_32, &GenerateOptions { depth_scale: 0.0, ..options.clone() });
+    assert!(!off.depth_used);
+    assert_eq!(off.image.as_raw(), without.image.as_raw(), "depth scale 0 must be the model without depth");
+
+    let on = run(&model, PRODUCT_32, &options);
+    assert!(on.depth_used);
+    assert_composite_exact(&on);
+    let changed = on.background.as_raw().iter().zip(without.background.as_raw()).filter(|(a, b)| a != b).count();
+    assert!(changed > on.background.as_raw().len() / 4, "depth changed only {changed} background bytes");
+}

@@ -130,6 +130,9 @@ enum Command {
         /// MEPA's weight λ_t on the text prompt (1 as trained; an ablation switch).
         #[arg(long, default_value_t = 1.0)]
         text_weight: f32,
+        /// The depth ControlNet's conditioning scale, for packs that have one; 0 turns depth off.
+        #[arg(long, default_value_t = 1.0)]
+        depth_scale: f32,
         /// Sampler: ddim, euler, dpm++2m, dpm++2m-karras or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
@@ -188,7 +191,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate { product, prompt, out, size, steps, seed, guidance, text_weight, scheduler, model, device, mask_out, reference } => {
+        Command::Generate { product, prompt, out, size, steps, seed, guidance, text_weight, depth_scale, scheduler, model, device, mask_out, reference } => {
             let side = size.unwrap_or(0);
             let options = GenerateOptions {
                 prompt,
@@ -200,6 +203,7 @@ fn main() -> ExitCode {
                 scheduler,
                 reference: reference.options(),
                 text_weight,
+                depth_scale,
                 ..Default::default()
             };
             run_generate(&product, &out, options, model, device, mask_out, &reference)
@@ -332,6 +336,7 @@ fn run_generate(
         "trained": model.manifest.trained,
         "prompt_used": model.prompt_used(),
         "reference": reference_report,
+        "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
         "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
         "mask_area": round4(product.mask.area_fraction() as f64),
         "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },

@@ -78,6 +78,31 @@ fn embedding_channels() -> Vec<usize> {
 }
 
 impl ControlNetConfig {
+    /// A ControlNet for `unet`, as diffusers' `ControlNetModel.from_unet` builds it: the same
+    /// down path and input, a 3-channel control image through the default (16, 32, 96, 256)
+    /// embedding (8× the latent size).
+    pub fn for_unet(unet: &UNetConfig) -> Self {
+        Self {
+            in_channels: unet.in_channels,
+            conditioning_channels: 3,
+            down_block_types: unet.down_block_types.clone(),
+            mid_block_type: unet.mid_block_type.clone(),
+            block_out_channels: unet.block_out_channels.clone(),
+            layers_per_block: unet.layers_per_block,
+            attention_head_dim: unet.attention_head_dim.clone(),
+            num_attention_heads: unet.num_attention_heads.clone(),
+            cross_attention_dim: unet.cross_attention_dim,
+            norm_num_groups: unet.norm_num_groups,
+            norm_eps: unet.norm_eps,
+            use_linear_projection: unet.use_linear_projection,
+            flip_sin_to_cos: unet.flip_sin_to_cos,
+            freq_shift: unet.freq_shift,
+            controlnet_conditioning_channel_order: rgb(),
+            conditioning_embedding_out_channels: embedding_channels(),
+            global_pool_conditions: false,
+        }
+    }
+
     /// The UNet whose down path and mid block this ControlNet copies (diffusers'
     /// `ControlNetModel.from_unet` goes the other way). The up path is implied.
     fn trunk(&self) -> UNetConfig {
