@@ -2,8 +2,9 @@
 """Parity fixtures for the depth ControlNet into tests/parity/:
 
 - `controlnet.*`: diffusers `ControlNetModel` (tiny random config, every zero conv given
-  random values so it is exercised) on 4-channel latents and a 3-channel control image 8× their
-  size, at conditioning scale 0.7: its down-block residuals and mid-block residual.
+  random values so it is exercised) on 4-channel latents and a 3-channel control image 4× their
+  size (the tiny parity VAE's factor, so the converter test can pair them), at conditioning
+  scale 0.7: its down-block residuals and mid-block residual.
 - `controlnet_unet.*`: a tiny inpainting `UNet2DConditionModel` with the same trunk, run on
   9-channel input with those residuals (`down_block_additional_residuals`,
   `mid_block_additional_residual`) and without them.
@@ -48,13 +49,13 @@ def save(name, model, config, io):
 def case(name, seed, unet_name=None, **overrides):
     trunk = dict(TRUNK, **{k: v for k, v in overrides.items() if k in ("use_linear_projection", "attention_head_dim")})
     config = dict(trunk, in_channels=4, conditioning_channels=3,
-                  conditioning_embedding_out_channels=[4, 4, 8, 8],
+                  conditioning_embedding_out_channels=[4, 8, 8],
                   **{k: v for k, v in overrides.items() if k not in trunk})
     torch.manual_seed(seed)
     controlnet = randomize(ControlNetModel(**config), seed).eval()
     g = torch.Generator().manual_seed(seed + 1)
     latents = torch.randn(2, 4, 8, 8, generator=g)
-    image = torch.rand(2, 3, 64, 64, generator=g)
+    image = torch.rand(2, 3, 32, 32, generator=g)
     context = torch.randn(2, 7, 12, generator=g)
     timestep, scale = 377.0, 0.7
     with torch.no_grad():

@@ -194,17 +194,18 @@ def text_encoder_cases():
     (OUT / "bert.config.json").write_text(json.dumps({k: getattr(config, k) for k in keep}, indent=2) + "\n")
 
 
-def diffusers_folder(unet, vae):
-    """A diffusers pipeline folder (as `save_pretrained` writes it) holding the parity
-    UNet and VAE, for `adcanvas convert` tests: same weights, so the converted pack must
-    reproduce the parity outputs."""
+def diffusers_folder(unet, vae, folder=DIFFUSERS_DIR):
+    """A diffusers inpainting pipeline folder (as `save_pretrained` writes it) holding `unet`
+    and `vae` with SD 1.5's DDIM scheduler config, for `adcanvas convert`: by default the
+    parity UNet and VAE for the convert tests (same weights, so the converted pack must
+    reproduce the parity outputs); scripts/sd15_parity.py writes full-size ones."""
     import shutil
 
-    shutil.rmtree(DIFFUSERS_DIR, ignore_errors=True)
-    unet.save_pretrained(DIFFUSERS_DIR / "unet", safe_serialization=True)
-    vae.save_pretrained(DIFFUSERS_DIR / "vae", safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
     DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                  clip_sample=False, set_alpha_to_one=False).save_pretrained(DIFFUSERS_DIR / "scheduler")
+                  clip_sample=False, set_alpha_to_one=False).save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "StableDiffusionInpaintPipeline",
         "_diffusers_version": diffusers.__version__,
@@ -212,13 +213,14 @@ def diffusers_folder(unet, vae):
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
     }
-    (DIFFUSERS_DIR / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     unet = unet_case("unet_conv_proj", 11)
-    unet_case("unet_linear_proj", 12, use_linear_projection=True, attention_head_dim=[2, 4])
+    unet_case("unet_linear_proj", 12, use_linear_projection=True, attention_head_dim=[2, 4], block_out_channels=[8, 16],
+              norm_num_groups=4)
     vae = vae_case("vae", 21)
     ddim_trace()
     mepa_case()

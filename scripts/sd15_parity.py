@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -20,8 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_parity_fixtures import diffusers_folder  # noqa: E402
 
 # runwayml/stable-diffusion-inpainting's unet/config.json and vae/config.json (the fields
 # that differ from diffusers' defaults are all spelled out).
@@ -84,18 +88,7 @@ def main():
     with device:
         unet = UNet2DConditionModel(**unet_cfg).eval()
         vae = AutoencoderKL(**vae_cfg).eval()
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                  clip_sample=False, set_alpha_to_one=False).save_pretrained(folder / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionInpaintPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    diffusers_folder(unet, vae, folder)
     build_s = time.perf_counter() - started
 
     g = torch.Generator().manual_seed(args.seed + 1)

@@ -259,7 +259,7 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         None => (None, None),
     };
     let image_encoder = read_image_encoder_config(dir, &mut notes)?;
-    let controlnet = read_controlnet_config(dir, &unet, &mut notes)?;
+    let controlnet = read_controlnet_config(dir, &unet, &vae, &mut notes)?;
     let mut skipped = vec!["safety_checker"];
     if image_encoder.is_none() {
         skipped.push("feature_extractor");
@@ -375,8 +375,8 @@ fn read_image_encoder_config(dir: &Path, notes: &mut Vec<String>) -> Result<Opti
 
 /// The ControlNet's config when the folder has `controlnet/` (not part of diffusers'
 /// `save_pretrained` layout for SD pipelines, so a depth ControlNet's own folder is copied
-/// or linked there); it must fit the UNet.
-fn read_controlnet_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>) -> Result<Option<ControlNetConfig>, ConvertError> {
+/// or linked there); it must fit the UNet, and its control images the VAE's image size.
+fn read_controlnet_config(dir: &Path, unet: &UNetConfig, vae: &VaeModelConfig, notes: &mut Vec<String>) -> Result<Option<ControlNetConfig>, ConvertError> {
     let config_path = dir.join("controlnet/config.json");
     if !config_path.exists() {
         return Ok(None);
@@ -384,6 +384,13 @@ fn read_controlnet_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>
     let config: ControlNetConfig = serde_json::from_value(read_config(&config_path)?)
         .map_err(|e| ConvertError(format!("controlnet/config.json: {e}")))?;
     config.check_fits(unet).map_err(|e| ConvertError(format!("controlnet/: {e}")))?;
+    if config.downscale() != vae.downscale() {
+        return err(format!(
+            "controlnet/ reads control images {}× the latent size, but the VAE's images are {}× its latents",
+            config.downscale(),
+            vae.downscale()
+        ));
+    }
     notes.push(format!(
         "controlnet: {}-channel control image at {}× the latent size",
         config.conditioning_channels,

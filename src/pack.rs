@@ -138,9 +138,7 @@ pub fn component_file(file: &str, bytes: &[u8], dtype: &str) -> ComponentFile {
 /// CLI and benchmarks; the files must not change while the model loads.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn map_pack_dir(dir: &std::path::Path) -> Result<(Manifest, BTreeMap<String, memmap2::Mmap>), ModelError> {
-    let manifest_path = dir.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path).map_err(|e| ModelError::Io(format!("{}: {e}", manifest_path.display())))?;
-    let manifest = Manifest::parse(&bytes)?;
+    let manifest = read_manifest(dir)?;
     let mut files = BTreeMap::new();
     for (component, entry) in &manifest.files {
         let path = dir.join(&entry.file);
@@ -156,9 +154,7 @@ pub fn map_pack_dir(dir: &std::path::Path) -> Result<(Manifest, BTreeMap<String,
 /// Reads a pack folder from disk: the manifest, then every file it lists.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_pack_dir(dir: &std::path::Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), ModelError> {
-    let manifest_path = dir.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path).map_err(|e| ModelError::Io(format!("{}: {e}", manifest_path.display())))?;
-    let manifest = Manifest::parse(&bytes)?;
+    let manifest = read_manifest(dir)?;
     let mut files = BTreeMap::new();
     for (component, entry) in &manifest.files {
         let path = dir.join(&entry.file);
@@ -166,4 +162,12 @@ pub fn read_pack_dir(dir: &std::path::Path) -> Result<(Manifest, BTreeMap<String
         files.insert(component.clone(), data);
     }
     Ok((manifest, files))
+}
+
+/// A pack folder's `manifest.json`, parsed and checked.
+#[cfg(not(target_arch = "wasm32"))]
+fn read_manifest(dir: &std::path::Path) -> Result<Manifest, ModelError> {
+    let path = dir.join("manifest.json");
+    let bytes = std::fs::read(&path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
+    Manifest::parse(&bytes)
 }

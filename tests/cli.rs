@@ -72,7 +72,7 @@ fn unknown_scheduler_is_refused_with_the_choices() {
     let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--scheduler", "plms"]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("ddim, euler, dpm++2m, lcm"), "{stderr}");
+    assert!(stderr.contains("ddim, euler, dpm++2m, dpm++2m-karras, lcm"), "{stderr}");
     assert!(!out.exists());
 }
 
@@ -114,7 +114,7 @@ fn truncated_model_file_fails_with_a_message() {
     let bytes = std::fs::read(&vae).unwrap();
     std::fs::write(&vae, &bytes[..bytes.len() / 2]).unwrap();
     let product = fixture("product_alpha_32.png");
-    let out = tmp("never3.png");
+    let out = tmp("never5.png");
     let run = adcanvas(&[
         "generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu", "--model", pack.to_str().unwrap(),
     ]);

@@ -159,6 +159,14 @@ fn controlnet_converts_and_must_fit_the_unet() {
 
     std::fs::copy(parity.join("controlnet_unet.config.json"), src.join("unet/config.json")).unwrap();
     std::fs::copy(parity.join("controlnet_unet.weights.safetensors"), src.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    // A control image 8× the latents does not fit this VAE (4×).
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(cn.join("config.json")).unwrap()).unwrap();
+    let good = cfg.clone();
+    cfg["conditioning_embedding_out_channels"] = serde_json::json!([4, 8, 8, 8]);
+    std::fs::write(cn.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let err = convert_diffusers(&src, &out_dir("cn3"), PackDtype::F32, None, false).unwrap_err();
+    assert!(err.to_string().contains("8× the latent size, but the VAE's images are 4× its latents"), "{err}");
+    std::fs::write(cn.join("config.json"), serde_json::to_vec(&good).unwrap()).unwrap();
     let out = out_dir("cn2");
     let report = convert_diffusers(&src, &out, PackDtype::F32, None, true).unwrap();
     assert!(report.manifest.controlnet.is_some() && report.manifest.files.contains_key("controlnet"));
