@@ -415,3 +415,17 @@ fn clip_text_model_matches_transformers() {
         }
     }
 }
+
+/// The runtime's pseudo-depth (`src/depth.rs`) equals the training side's (`training/depth.py`,
+/// SciPy's exact distance transform; `scripts/make_depth_fixture.py`) on an irregular soft mask
+/// that touches the border: the depth ControlNet sees at run time the maps it was trained on.
+#[test]
+fn pseudo_depth_matches_the_training_pipeline() {
+    let io = Io(fixture("pseudo_depth.safetensors"));
+    let (alpha, shape) = io.get("alpha");
+    let (want, _) = io.get("depth");
+    let got = adcanvas::depth::pseudo_depth(&alpha, shape[1], shape[0]);
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff <= 1e-6, "pseudo-depth differs from training/depth.py by {diff}");
+    assert!(want.iter().any(|&d| d > 0.99) && want.iter().filter(|&&d| d == 0.0).count() > want.len() / 4);
+}

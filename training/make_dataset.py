@@ -84,7 +84,7 @@ def reference_for(scene_state, products, rendered_kinds, rng):
         art = products[rng.integers(len(products))]
     else:
         art, _depth = scenes.render_product(rng, rendered_kinds[rng.integers(len(rendered_kinds))])
-    img, m = scenes.place(scene, art, rng, SIZE, SIZE)
+    img, m, _box = scenes.place(scene, art, rng, SIZE, SIZE)
     zoom = rng.uniform(1.0, 1.3)
     side = int(SIZE / zoom)
     x0, y0 = rng.integers(0, SIZE - side + 1, size=2)
@@ -100,6 +100,7 @@ def build(n, seed, products, rendered_kinds):
     masks = np.zeros((n, SIZE, SIZE), np.uint8)
     ref_images = np.zeros((n, REF_SIZE, REF_SIZE, 3), np.uint8)
     ref_masks = np.zeros((n, REF_SIZE, REF_SIZE), np.uint8)
+    depths = np.zeros((n, SIZE, SIZE), np.uint8)
     captions, labels, sources = [], [], []
     for i in range(n):
         # References draw from their own stream, so the ads are the same with or without them.
@@ -112,13 +113,15 @@ def build(n, seed, products, rendered_kinds):
         else:
             kind = rendered_kinds[rng.integers(len(rendered_kinds))]
             art, _depth = scenes.render_product(rng, kind)
-        img, m = scenes.place(scene, art, rng, SIZE, SIZE)
+        img, m, box = scenes.place(scene, art, rng, SIZE, SIZE)
         images[i] = (img * 255 + 0.5).astype(np.uint8)
         masks[i] = (m * 255 + 0.5).astype(np.uint8)
+        # Depth consumes no randomness: the ads are the same with or without it.
+        depths[i] = (scenes.placed_depth(art, m, box) * 255 + 0.5).astype(np.uint8)
         captions.append(caption_for(rng, art.name, scene))
         labels.append(scene.label)
         sources.append(art.source)
-    return images, masks, ref_images, ref_masks, captions, labels, sources
+    return images, masks, ref_images, ref_masks, depths, captions, labels, sources
 
 
 def main():
@@ -136,10 +139,10 @@ def main():
     train_kinds = [k for k in scenes.PROCEDURAL if k != "cup"]
     for split, n, seed, prods, kinds in [("train", args.train, 1, train_products, train_kinds),
                                          ("heldout", args.heldout, 2, held_products, ["cup"] + train_kinds)]:
-        images, masks, ref_images, ref_masks, captions, labels, sources = build(n, seed, prods, kinds)
+        images, masks, ref_images, ref_masks, depths, captions, labels, sources = build(n, seed, prods, kinds)
         ctx, lens = encode_captions(captions)
         np.savez(os.path.join(args.out, f"{split}.npz"), images=images, masks=masks, context=ctx, context_len=lens,
-                 ref_images=ref_images, ref_masks=ref_masks,
+                 ref_images=ref_images, ref_masks=ref_masks, depths=depths,
                  captions=np.array(captions), labels=np.array(labels), sources=np.array(sources))
         print(f"{split}: {n} images, {len(set(captions))} captions, labels {sorted(set(labels))}")
     empty_ctx, empty_len = encode_captions([""])

@@ -295,6 +295,7 @@ class ProductArt:
     name: str  # "a teapot"
     rgba: np.ndarray  # h×w×4 float32, straight alpha
     source: str  # "photo" / "rendered"
+    depth: np.ndarray | None = None  # h×w in [0, 1] (1 = nearest) for rendered products
 
 
 def load_stamps(stamps_dir=STAMPS_DIR):
@@ -363,11 +364,12 @@ def render_product(rng, kind=None):
     rgba = np.concatenate([np.clip(rgb, 0, 1), mask[..., None]], axis=2).astype(np.float32)
     word = {"tube": "cosmetic tube", "box": "gift box"}.get(kind, kind)
     article = "an" if name[0] in "aeiou" else "a"
-    return ProductArt(f"{article} {name} {word}", rgba, "rendered:" + kind), depth
+    return ProductArt(f"{article} {name} {word}", rgba, "rendered:" + kind, depth.astype(np.float32)), depth
 
 
 def place(scene: Scene, art: ProductArt, rng, h, w):
-    """Pastes the product into the scene with a contact shadow; returns image and mask."""
+    """Pastes the product into the scene with a contact shadow; returns image, mask and the
+    product's box (x0, y0, width, height) on the canvas."""
     ph, pw = art.rgba.shape[:2]
     target_h = rng.uniform(0.35, 0.62) * h
     s = min(target_h / ph, 0.8 * w / pw)
@@ -389,4 +391,18 @@ def place(scene: Scene, art: ProductArt, rng, h, w):
     a = p[..., 3:4]
     img[y0:y0 + nh, x0:x0 + nw] = img[y0:y0 + nh, x0:x0 + nw] * (1 - a) + p[..., :3] * a
     mask[y0:y0 + nh, x0:x0 + nw] = p[..., 3]
-    return np.clip(img, 0, 1), mask
+    return np.clip(img, 0, 1), mask, (x0, y0, nw, nh)
+
+
+def placed_depth(art: ProductArt, mask, box):
+    """The ad's depth map for the ControlNet (training/depth.py's convention): the rendered
+    product's own depth resized into its box, or the mask's pseudo-depth for photo cut-outs."""
+    from depth import pseudo_depth, rendered_depth
+
+    if art.depth is None:
+        return pseudo_depth(mask)
+    x0, y0, nw, nh = box
+    d = np.asarray(Image.fromarray(art.depth.astype(np.float32), "F").resize((nw, nh), Image.BILINEAR))
+    full = np.zeros_like(mask)
+    full[y0:y0 + nh, x0:x0 + nw] = d
+    return rendered_depth(mask, full)

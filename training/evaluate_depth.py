@@ -1,0 +1,146 @@
+"""The depth ablation: the default model with and without its depth ControlNet, on held-out ads,
+same seeds (the same 48 as evaluate_reference.py).
+
+    python training/evaluate_depth.py --controlnet training/runs/controlnet/controlnet --n 48 --out docs/eval
+
+Runs (guidance 4): `text` (caption only, depth off: what the shipped model does without a
+ControlNet), `text_depth` (caption + the product's depth map, scale 1), and the same two with the
+style reference (`ref`, `ref_depth`; PFV and region masks on). The depth map is the one the
+runtime would compute: rendered depth for procedural products, the mask's pseudo-depth for photo
+cut-outs (make_dataset.py, training/depth.py). Metrics as evaluate_reference.py: scene accuracy,
+FD-SC, background colour error, PSNR inside the product before paste-back (does the model keep
+the product's shape where it is told the product's depth?), and object expansion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
+from evaluate import frechet, psnr_in_mask, scores, train_classifier  # noqa: E402
+from evaluate_reference import colour_error, load, object_expansion  # noqa: E402
+from mepa import background_region, pfv_fill, pfv_visible, project, to_pixels  # noqa: E402
+from sample import composite  # noqa: E402
+from train_unet import inpaint_inputs  # noqa: E402
+
+
+@torch.no_grad()
+def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty, refs, ref_masks, use_ref, use_depth,
+             steps=20, guidance=4.0, seed=0):
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**SCHEDULER_CONFIG)
+    sched.set_timesteps(steps)
+    _, xm, inp = inpaint_inputs(images, masks)
+    masked = encode_latents(vae, xm)
+    mask = inp[:, :, ::8, ::8]
+    b = len(images)
+    g = torch.Generator().manual_seed(seed)
+    lat = torch.randn(b, vae.config.latent_channels, images.shape[1] // 8, images.shape[2] // 8, generator=g)
+    mepas = [None] * b
+    if use_ref:
+        vis = pfv_visible(ref_masks)
+        tokens = project(unet, enc(to_pixels(pfv_fill(refs, vis))))
+        keep = np.concatenate([np.ones((b, 1), bool), vis.reshape(b, -1)], 1)
+        region = background_region(masks)
+        mepas = [dict(tokens=tokens[i:i + 1, keep[i]], key_mask=torch.ones(1, int(keep[i].sum()), dtype=torch.bool),
+                      region=region[i:i + 1], scale=1.0) for i in range(b)]
+    cond = torch.from_numpy(depths).float().div(255)[:, None].expand(-1, 3, -1, -1).contiguous()
+    for t in sched.timesteps:
+        x = torch.cat([lat, mask, masked], 1)
+        eps = []
+        for i in range(b):
+            xi = x[i:i + 1]
+
+            def unet_call(ctx, mepa):
+                kw = dict(cross_attention_kwargs=dict(mepa=mepa)) if mepa else {}
+                if use_depth:
+                    down, mid = controlnet(xi, t, ctx[None], controlnet_cond=cond[i:i + 1], return_dict=False)
+                    kw.update(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+                return unet(xi, t, ctx[None], **kw).sample
+
+            e_c = unet_call(contexts[i], mepas[i])
+            e_u = unet_call(empty, None)
+            eps.append(e_u + guidance * (e_c - e_u))
+        lat = sched.step(torch.cat(eps), t, lat).prev_sample
+    out = vae.decode(lat / vae.config.scaling_factor).sample
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def main():
+    from diffusers import ControlNetModel
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="training/data")
+    ap.add_argument("--run", default="training/runs/ref")
+    ap.add_argument("--controlnet", default="training/runs/controlnet/controlnet")
+    ap.add_argument("--vae", default="training/runs/vae/vae")
+    ap.add_argument("--classifier", default="training/runs/scene_classifier.pt")
+    ap.add_argument("--out", default="docs/eval")
+    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--runs", default="text,text_depth,ref,ref_depth", help="which of the runs, comma-separated")
+    args = ap.parse_args()
+    threads()
+    os.makedirs(args.out, exist_ok=True)
+    net = train_classifier(args.data, args.classifier)
+    unet, enc, step = load(args.run)
+    controlnet = ControlNetModel.from_pretrained(args.controlnet).eval()
+    vae = load_vae(args.vae)
+    d = np.load(os.path.join(args.data, "heldout.npz"))
+    e = np.load(os.path.join(args.data, "empty_prompt.npz"))
+    n = min(args.n, len(d["images"]))
+    images, masks, labels, depths = d["images"][:n], d["masks"][:n], d["labels"][:n], d["depths"][:n]
+    refs, ref_masks = d["ref_images"][:n], d["ref_masks"][:n]
+    empty = torch.from_numpy(e["context"][0, : e["context_len"][0]]).float()
+    ctx = [torch.from_numpy(d["context"][i, : d["context_len"][i]]).float() for i in range(n)]
+    _, real_feats = scores(net, images, labels)
+    runs = {
+        "text": dict(use_ref=False, use_depth=False),
+        "text_depth": dict(use_ref=False, use_depth=True),
+        "ref": dict(use_ref=True, use_depth=False),
+        "ref_depth": dict(use_ref=True, use_depth=True),
+    }
+    runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
+    results = {"unet_steps_trained": int(step), "n": n, "sampler_steps": args.steps, "guidance": args.guidance,
+               "real_object_expansion": float(np.mean([x for x in (object_expansion(images[k], images[k], masks[k])
+                                                                    for k in range(n)) if x is not None])),
+               "runs": {}}
+    grid_rows = [np.concatenate([np.repeat(dm[..., None], 3, 2) for dm in depths[:8]], 1), np.concatenate(list(images[:8]), 1)]
+    for name, r in runs.items():
+        bgs = []
+        for i in range(0, n, 16):
+            bgs.append(generate(unet, enc, controlnet, vae, images[i:i + 16], masks[i:i + 16], depths[i:i + 16],
+                                ctx[i:i + 16], empty, refs[i:i + 16], ref_masks[i:i + 16], r["use_ref"], r["use_depth"],
+                                args.steps, args.guidance, seed=1234 + i))
+            print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
+        bg = np.concatenate(bgs)
+        ads = np.stack([composite(bg[k], images[k], masks[k]) for k in range(n)])
+        acc, feats = scores(net, ads, labels)
+        psnrs = [p for p in (psnr_in_mask(bg[k], images[k], masks[k]) for k in range(n)) if p is not None]
+        results["runs"][name] = {
+            "scene_accuracy": acc, "fd_scene_classifier": frechet(feats, real_feats),
+            "background_colour_error": float(np.mean([colour_error(bg[k], images[k], masks[k]) for k in range(n)])),
+            "psnr_in_mask_db_mean": float(np.mean(psnrs)),
+            "object_expansion": float(np.mean([x for x in (object_expansion(bg[k], images[k], masks[k])
+                                                           for k in range(n)) if x is not None])),
+        }
+        grid_rows.append(np.concatenate(list(ads[:8]), 1))
+        print(name, json.dumps(results["runs"][name]), flush=True)
+    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, "depth_grid.png"))
+    with open(os.path.join(args.out, "depth_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
