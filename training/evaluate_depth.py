@@ -25,10 +25,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
-from evaluate import frechet, psnr_in_mask, scores, train_classifier  # noqa: E402
-from evaluate_reference import colour_error, load, object_expansion  # noqa: E402
+from evaluate import scores, train_classifier  # noqa: E402
+from evaluate_reference import background_metrics, load, object_expansion  # noqa: E402
 from mepa import background_region, pfv_fill, pfv_visible, project, to_pixels  # noqa: E402
-from sample import composite  # noqa: E402
 from train_unet import inpaint_inputs  # noqa: E402
 
 
@@ -124,16 +123,7 @@ def main():
                                 args.steps, args.guidance, seed=1234 + i))
             print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
         bg = np.concatenate(bgs)
-        ads = np.stack([composite(bg[k], images[k], masks[k]) for k in range(n)])
-        acc, feats = scores(net, ads, labels)
-        psnrs = [p for p in (psnr_in_mask(bg[k], images[k], masks[k]) for k in range(n)) if p is not None]
-        results["runs"][name] = {
-            "scene_accuracy": acc, "fd_scene_classifier": frechet(feats, real_feats),
-            "background_colour_error": float(np.mean([colour_error(bg[k], images[k], masks[k]) for k in range(n)])),
-            "psnr_in_mask_db_mean": float(np.mean(psnrs)),
-            "object_expansion": float(np.mean([x for x in (object_expansion(bg[k], images[k], masks[k])
-                                                           for k in range(n)) if x is not None])),
-        }
+        results["runs"][name], ads = background_metrics(net, bg, images, masks, labels, real_feats)
         grid_rows.append(np.concatenate(list(ads[:8]), 1))
         print(name, json.dumps(results["runs"][name]), flush=True)
     Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, "depth_grid.png"))

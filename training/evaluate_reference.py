@@ -128,6 +128,24 @@ def object_expansion(bg, image, mask, band=16, bins=8):
     return float((hf[c] > hb[c]).sum() / prod.sum())
 
 
+def background_metrics(net, bg, images, masks, labels, real_feats):
+    """The metrics every ablation reports for generated backgrounds `bg` of held-out ads: scene
+    accuracy and FD-SC of the composited ads, background colour error, PSNR inside the product
+    before paste-back, object expansion. Returns them and the composited ads."""
+    n = len(bg)
+    ads = np.stack([composite(bg[k], images[k], masks[k]) for k in range(n)])
+    acc, feats = scores(net, ads, labels)
+    psnrs = [p for p in (psnr_in_mask(bg[k], images[k], masks[k]) for k in range(n)) if p is not None]
+    metrics = {
+        "scene_accuracy": acc, "fd_scene_classifier": frechet(feats, real_feats),
+        "background_colour_error": float(np.mean([colour_error(bg[k], images[k], masks[k]) for k in range(n)])),
+        "psnr_in_mask_db_mean": float(np.mean(psnrs)),
+        "object_expansion": float(np.mean([x for x in (object_expansion(bg[k], images[k], masks[k])
+                                                       for k in range(n)) if x is not None])),
+    }
+    return metrics, ads
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="training/data")
@@ -175,20 +193,11 @@ def main():
                                 args.steps, args.guidance, seed=1234 + i))
             print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
         bg = np.concatenate(bgs)
-        ads = np.stack([composite(bg[k], images[k], masks[k]) for k in range(n)])
-        acc, feats = scores(net, ads, labels)
+        metrics, ads = background_metrics(net, bg, images, masks, labels, real_feats)
         small = np.stack([np.asarray(Image.fromarray(b).resize((128, 128))) for b in bg])
         leak = [fg_share(small[k][masks[k][::2, ::2] < 128], refs[k], ref_masks[k]) for k in range(n)]
         leak = [a - b for a, b in zip(leak, real_share) if a is not None and b is not None]
-        psnrs = [p for p in (psnr_in_mask(bg[k], images[k], masks[k]) for k in range(n)) if p is not None]
-        results["runs"][name] = {
-            "scene_accuracy": acc, "fd_scene_classifier": frechet(feats, real_feats),
-            "background_colour_error": float(np.mean([colour_error(bg[k], images[k], masks[k]) for k in range(n)])),
-            "reference_foreground_leakage": float(np.mean(leak)),
-            "psnr_in_mask_db_mean": float(np.mean(psnrs)),
-            "object_expansion": float(np.mean([x for x in (object_expansion(bg[k], images[k], masks[k])
-                                                           for k in range(n)) if x is not None])),
-        }
+        results["runs"][name] = dict(metrics, reference_foreground_leakage=float(np.mean(leak)))
         grid_rows.append(np.concatenate(list(ads[:8]), 1))
         print(name, json.dumps(results["runs"][name]), flush=True)
     Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, "reference_grid.png"))
