@@ -252,13 +252,15 @@ pub async fn generate(
     let uncond = Conditioning { text_scale: options.text_weight, ..Conditioning::text(uncond_text) };
 
     // 5b. Depth (the ControlNet's control image): the placed product's pseudo-depth, near =
-    //     bright, the same for both halves of guidance, as diffusers passes it.
+    //     bright, the same for both halves of guidance, as diffusers passes it. Its embedding
+    //     does not depend on the step, so it is computed once.
     let depth = match &model.controlnet {
-        Some(_) if options.depth_scale != 0.0 => {
+        Some(controlnet) if options.depth_scale != 0.0 => {
             let d = crate::depth::pseudo_depth(&placed.mask, w, h);
             let rgb: Vec<f32> = (0..3).flat_map(|_| d.iter().copied()).collect();
+            let image = Tensor::from_data(TensorData::new(rgb, [1, 3, h, w]), device);
             t = timings.record("depth", t);
-            Some(Depth { image: Tensor::from_data(TensorData::new(rgb, [1, 3, h, w]), device), scale: options.depth_scale })
+            Some(Depth { embedding: controlnet.embed_control(image), scale: options.depth_scale })
         }
         _ => None,
     };
@@ -301,10 +303,10 @@ pub async fn generate(
     Ok(Generated { image, background, reference: reference_report, depth_used: depth.is_some(), placement, placed, timings })
 }
 
-/// The depth ControlNet's input for one generation: the control image and its scale.
+/// The depth ControlNet's input for one generation: the embedded control image and its scale.
 pub struct Depth {
-    /// `[1, 3, H, W]` in [0, 1].
-    pub image: Tensor<4>,
+    /// The depth map through the ControlNet's conditioning embedding (`[1, C, h, w]`).
+    pub embedding: Tensor<4>,
     pub scale: f32,
 }
 
@@ -325,11 +327,9 @@ pub fn predict_noise(
     let unet = |input: Tensor<4>, c: &Conditioning| {
         let residuals = match (&model.controlnet, depth) {
             (Some(controlnet), Some(depth)) => {
-                let [batch, _, _, _] = input.dims();
                 // The ControlNet reads the noisy latents (4 channels) or the whole inpainting input.
                 let sample = input.clone().narrow(1, 0, controlnet.config().in_channels);
-                let image = Tensor::cat(vec![depth.image.clone(); batch], 0);
-                Some(controlnet.forward(sample, t, &Conditioning::text(c.text.clone()), image, depth.scale))
+                Some(controlnet.forward_embedded(sample, t, &Conditioning::text(c.text.clone()), depth.embedding.clone(), depth.scale))
             }
             _ => None,
         };

@@ -258,10 +258,23 @@ impl ControlNetModel {
     /// - control_image: `[batch, conditioning_channels, h·f, w·f]` in [0, 1] RGB, with f =
     ///   [`ControlNetConfig::downscale`]
     pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning, control_image: Tensor<4>, scale: f32) -> ControlResiduals {
+        let embedded = self.embed_control(control_image);
+        self.forward_embedded(sample, timestep, context, embedded, scale)
+    }
+
+    /// The control image through the conditioning embedding: `[b, block_out_channels[0], h, w]`.
+    /// It does not depend on the timestep, so a sampler computes it once per image.
+    pub fn embed_control(&self, control_image: Tensor<4>) -> Tensor<4> {
+        let control_image = if self.config.controlnet_conditioning_channel_order == "bgr" { control_image.flip([1]) } else { control_image };
+        self.cond_embedding.forward(control_image)
+    }
+
+    /// [`forward`](Self::forward) from an already embedded control image (batch 1 is broadcast
+    /// over the sample's batch).
+    pub fn forward_embedded(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning, embedded: Tensor<4>, scale: f32) -> ControlResiduals {
         let [batch, _, _, _] = sample.dims();
         let temb = self.time_embedding.forward(timestep, batch, &sample.device());
-        let control_image = if self.config.controlnet_conditioning_channel_order == "bgr" { control_image.flip([1]) } else { control_image };
-        let mut h = self.conv_in.forward(sample) + self.cond_embedding.forward(control_image);
+        let mut h = self.conv_in.forward(sample) + embedded;
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
             h = block.forward(h, &temb, context, &mut skips);
