@@ -6,19 +6,23 @@ Four diffusers schedulers built from Stable Diffusion 1.5's scheduler config (th
 
     ddim     DDIMScheduler                     (eta = 0)
     euler    EulerDiscreteScheduler
+    euler-karras  the same with use_karras_sigmas=True (fractional timesteps)
     dpm++2m  DPMSolverMultistepScheduler       (dpmsolver++, solver_order 2, lower_order_final)
     dpm++2m-karras  the same with use_karras_sigmas=True
     lcm      LCMScheduler                      (10 steps, and 4 steps: LCM's own spacing)
+
+and Euler with linspace spacing over 8 steps (`euler-linspace`: fractional timesteps).
 
 `schedulers.safetensors` holds a shared start latent `x0` [1, 4, 8, 8] (torch.manual_seed),
 ten shared fake model outputs `eps{i}` (seeded random tensors, fed to every scheduler), the
 noise `noise{i}` LCM draws at its intermediate steps (injected in place of `randn_tensor` and
 recorded, so Rust can use the same), and per case (`{kind}.{prediction}`; `lcm4` for the
-4-step LCM run) the start latent times init_noise_sigma (`.init`), every
+4-step LCM run, `euler-linspace` for the 8-step linspace one) the start latent times init_noise_sigma (`.init`), every
 `scale_model_input` output (`.scaled{i}`) and every step's prev_sample (`.x{i+1}`).
 
 `schedulers.json` holds, for each kind and a grid of step counts and timestep spacings,
-diffusers' timesteps, sigmas (Euler, DPM-Solver) and init_noise_sigma, or null where
+diffusers' timesteps, sigmas (Euler, DPM-Solver) and init_noise_sigma, all float32 values written
+in the shortest decimal that reads back as the same float32, or null where
 diffusers refuses the combination (spacings leading, trailing and linspace).
 
     HF_HUB_OFFLINE=1 ~/.cache/adcanvas-py/bin/python scripts/make_scheduler_fixtures.py
@@ -30,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import diffusers
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 from diffusers.schedulers import scheduling_lcm
@@ -54,6 +59,7 @@ SD15 = dict(
 KINDS = {
     "ddim": (DDIMScheduler, {}),
     "euler": (EulerDiscreteScheduler, {}),
+    "euler-karras": (EulerDiscreteScheduler, {"use_karras_sigmas": True}),
     "dpm++2m": (DPMSolverMultistepScheduler, {}),
     "dpm++2m-karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
     "lcm": (LCMScheduler, {}),
@@ -83,8 +89,8 @@ class RecordedNoise:
         return noise.to(dtype=dtype)
 
 
-def trace(kind, prediction, steps, x0, eps, noise, tensors, prefix):
-    sched = make(kind, prediction_type=prediction)
+def trace(kind, prediction, steps, x0, eps, noise, tensors, prefix, **overrides):
+    sched = make(kind, prediction_type=prediction, **overrides)
     sched.set_timesteps(steps)
     x = x0 * sched.init_noise_sigma
     tensors[f"{prefix}.init"] = x.clone()
@@ -92,7 +98,7 @@ def trace(kind, prediction, steps, x0, eps, noise, tensors, prefix):
     scheduling_lcm.randn_tensor = recorded
     for i, t in enumerate(sched.timesteps):
         scaled = sched.scale_model_input(x, t)
-        if kind == "euler":
+        if kind.startswith("euler"):
             tensors[f"{prefix}.scaled{i}"] = scaled.clone()
         else:
             assert torch.equal(scaled, x), f"{kind} scale_model_input is not the identity"
@@ -103,6 +109,12 @@ def trace(kind, prediction, steps, x0, eps, noise, tensors, prefix):
     return sched
 
 
+def f32(x):
+    """The shortest decimal that parses back to float32 `x` (integers as integers)."""
+    x = np.float32(x)
+    return int(x) if x.is_integer() else float(str(x))
+
+
 def schedule_entry(kind, steps, spacing):
     try:
         sched = make(kind, timestep_spacing=spacing)
@@ -110,12 +122,12 @@ def schedule_entry(kind, steps, spacing):
     except ValueError:
         return None
     entry = {
-        # Euler's linspace timesteps are fractional (adcanvas refuses them); the others integers.
-        "timesteps": [t if isinstance(t, int) else round(t, 4) for t in sched.timesteps.tolist()],
-        "init_noise_sigma": float(sched.init_noise_sigma),
+        # Integers, except Euler's with linspace spacing or Karras σ.
+        "timesteps": [f32(t) for t in sched.timesteps.tolist()],
+        "init_noise_sigma": f32(sched.init_noise_sigma),
     }
-    if kind in ("euler", "dpm++2m", "dpm++2m-karras"):
-        entry["sigmas"] = [float(s) for s in sched.sigmas.tolist()]
+    if kind in ("euler", "euler-karras", "dpm++2m", "dpm++2m-karras"):
+        entry["sigmas"] = [f32(s) for s in sched.sigmas.tolist()]
     return entry
 
 
@@ -143,6 +155,7 @@ if __name__ == "__main__":
         for kind in KINDS:
             trace(kind, prediction, STEPS, x0, eps, noise, tensors, f"{kind}.{prediction}")
         trace("lcm", prediction, 4, x0, eps, noise, tensors, f"lcm4.{prediction}")
+        trace("euler", prediction, 8, x0, eps, noise, tensors, f"euler-linspace.{prediction}", timestep_spacing="linspace")
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous().float() for k, v in tensors.items()}, OUT / "schedulers.safetensors")
     meta = {

@@ -278,7 +278,7 @@ pub async fn generate(
         // Only the noisy latents are scaled (Euler), as diffusers' inpainting pipeline does.
         let scaled = scheduler.scale_model_input(latents.clone(), step_t);
         let input = Tensor::cat(vec![scaled, mask_latent.clone(), masked_latents.clone()], 1);
-        let eps = predict_noise(model, input, step_t as f32, &cond, &uncond, guidance, depth.as_ref());
+        let eps = predict_noise(model, input, step_t, &cond, &uncond, guidance, depth.as_ref());
         latents = scheduler.step(eps, step_t, latents);
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
         // surfaces a lost device at the step where it happened.

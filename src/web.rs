@@ -217,7 +217,7 @@ impl Studio {
     }
 
     /// Generates an ad for the prepared product.
-    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"dpm++2m"|"dpm++2m-karras"|"lcm",
+    /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
     /// reference_scale, pfv, region_masks, text_weight, depth_scale }` (the reference ones apply with a
     /// style reference; depth_scale with a pack that has a depth ControlNet);
     /// `on_progress(step, total)` after each denoising step. Resolves to

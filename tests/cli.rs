@@ -72,7 +72,7 @@ fn unknown_scheduler_is_refused_with_the_choices() {
     let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--scheduler", "plms"]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("ddim, euler, dpm++2m, dpm++2m-karras, lcm"), "{stderr}");
+    assert!(stderr.contains("ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"), "{stderr}");
     assert!(!out.exists());
 }
 

@@ -1,9 +1,11 @@
 //! The samplers against diffusers 0.42.1 (fixtures from `scripts/make_scheduler_fixtures.py`:
 //! `tests/parity/schedulers.{json,safetensors}`), on SD 1.5's scheduler config.
 //!
-//! * Schedules: timesteps equal exactly; σ and init_noise_sigma within 1 f32 ulp, for every
-//!   kind over a grid of step counts and both spacings; where diffusers refuses, so must we.
-//! * Traces: 10 steps (LCM also 4) from the same start latent [1, 4, 8, 8] with the same fake
+//! * Schedules: timesteps equal exactly (Euler-Karras' fractional ones within 1e-4); σ and
+//!   init_noise_sigma within 1 f32 ulp, for every kind over a grid of step counts and the three
+//!   spacings; where diffusers refuses, so must we.
+//! * Traces: 10 steps (LCM also 4; Euler also 8 with linspace spacing, whose timesteps are
+//!   fractional) from the same start latent [1, 4, 8, 8] with the same fake
 //!   model outputs (and, for LCM, diffusers' own re-noising noise injected), for ε- and
 //!   v-prediction, on burn's CPU device and on wgpu (lavapipe in CI). Errors are
 //!   max |got − want| / max(1, |want|), i.e. relative for |x| > 1 and absolute below.
@@ -85,7 +87,7 @@ struct Fixture {
 
 #[derive(Deserialize)]
 struct Schedule {
-    /// Integers, except Euler's linspace timesteps, which are fractional in diffusers.
+    /// Integers, except Euler's with linspace spacing or Karras σ, which are fractional.
     timesteps: Vec<f64>,
     init_noise_sigma: f64,
     sigmas: Option<Vec<f64>>,
@@ -101,6 +103,7 @@ fn schedules_match_diffusers() {
     assert_eq!(meta.config, SchedulerConfig::default(), "fixtures use SD 1.5's config");
     assert!(meta.schedules.len() > 100);
     let mut max_ulps = 0;
+    let mut max_timestep_diff = 0f32;
     for (key, want) in &meta.schedules {
         let mut parts = key.split('/');
         let (kind, spacing, steps) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
@@ -112,15 +115,23 @@ fn schedules_match_diffusers() {
             assert!(got.is_err(), "{key}: diffusers refuses, we accept");
             continue;
         };
-        if kind == SchedulerKind::Euler && spacing == "linspace" {
-            // Fractional timesteps: refused with a reason instead of silently rounded.
-            assert!(got.unwrap_err().to_string().contains("fractional timesteps"), "{key}");
-            continue;
-        }
         let got = got.unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(got.kind(), kind);
-        let timesteps: Vec<f64> = got.timesteps().iter().map(|&t| t as f64).collect();
-        assert_eq!(timesteps, want.timesteps, "{key}: timesteps");
+        let want_timesteps: Vec<f32> = want.timesteps.iter().map(|&t| t as f32).collect();
+        if kind == SchedulerKind::EulerKarras {
+            // Fractional timesteps interpolated between the training steps' float32 log σ:
+            // numpy's float32 log and ours differ by an ulp here and there, and dividing by
+            // the small difference of neighbouring logs turns that into up to a few 1e-6 of a
+            // timestep (a UNet time embedding changes by far less than f32 noise for that).
+            let got = got.timesteps();
+            assert_eq!(got.len(), want_timesteps.len(), "{key}: timesteps");
+            for (g, w) in got.iter().zip(&want_timesteps) {
+                assert!((g - w).abs() <= 1e-4, "{key}: timesteps {got:?} vs {want_timesteps:?}");
+                max_timestep_diff = max_timestep_diff.max((g - w).abs());
+            }
+        } else {
+            assert_eq!(got.timesteps(), want_timesteps, "{key}: timesteps");
+        }
         let init = got.init_noise_sigma();
         // Euler's √(σ_max² + 1) goes through torch's sqrt twice: 2 ulps.
         let want_init = want.init_noise_sigma as f32;
@@ -139,13 +150,18 @@ fn schedules_match_diffusers() {
             }
         }
     }
-    eprintln!("schedules: {} checked, σ within {max_ulps} ulp", meta.schedules.len());
+    eprintln!(
+        "schedules: {} checked, σ within {max_ulps} ulp, Euler-Karras timesteps within {max_timestep_diff:.1e}",
+        meta.schedules.len()
+    );
 }
 
 /// Runs `case` (fixture prefix) through `steps` steps on `device`, each step from diffusers'
 /// latents (`chained == false`) or from the previous Rust step; returns the worst error.
 fn trace(io: &Io, kind: SchedulerKind, case: &str, prediction: &str, steps: usize, device: &Device, chained: bool) -> f32 {
-    let config = SchedulerConfig { prediction_type: prediction.into(), ..SchedulerConfig::default() };
+    let spacing = if case.ends_with("-linspace") { "linspace" } else { "leading" };
+    let config =
+        SchedulerConfig { prediction_type: prediction.into(), timestep_spacing: spacing.into(), ..SchedulerConfig::default() };
     let mut scheduler = Scheduler::new(kind, &config, steps).unwrap();
     let prefix = format!("{case}.{prediction}");
     let tolerance = match (chained, kind) {
@@ -168,7 +184,7 @@ fn trace(io: &Io, kind: SchedulerKind, case: &str, prediction: &str, steps: usiz
             x = io.tensor(&if i == 0 { format!("{prefix}.init") } else { format!("{prefix}.x{i}") }, device);
         }
         let scaled = scheduler.scale_model_input(x.clone(), t);
-        if kind == SchedulerKind::Euler {
+        if matches!(kind, SchedulerKind::Euler | SchedulerKind::EulerKarras) {
             check(format!("{prefix}.scaled{i}"), &scaled);
         } else {
             assert_eq!(rel_err(&scaled, &x.clone().into_data().try_to_vec().unwrap()), 0.0, "identity");
@@ -199,6 +215,13 @@ fn ddim_trace_matches_diffusers() {
 #[test]
 fn euler_trace_matches_diffusers() {
     trace_all(SchedulerKind::Euler, "euler", meta().steps);
+}
+
+/// Fractional timesteps: linspace spacing over 8 steps (999/7 apart), and Karras σ.
+#[test]
+fn euler_fractional_traces_match_diffusers() {
+    trace_all(SchedulerKind::Euler, "euler-linspace", 8);
+    trace_all(SchedulerKind::EulerKarras, "euler-karras", meta().steps);
 }
 
 #[test]

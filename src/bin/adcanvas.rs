@@ -133,7 +133,7 @@ enum Command {
         /// The depth ControlNet's conditioning scale, for packs that have one; 0 turns depth off.
         #[arg(long, default_value_t = 1.0)]
         depth_scale: f32,
-        /// Sampler: ddim, euler, dpm++2m, dpm++2m-karras or lcm.
+        /// Sampler: ddim, euler, euler-karras, dpm++2m, dpm++2m-karras or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
         /// Model pack folder (manifest.json + weights); default: models/default.

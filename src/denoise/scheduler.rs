@@ -2,22 +2,26 @@
 //! the configs Stable Diffusion 1.x ships:
 //!
 //! * [`DdimScheduler`]: `DDIMScheduler` with η = 0.
-//! * [`EulerDiscreteScheduler`]: `EulerDiscreteScheduler` (no churn, linear σ interpolation).
+//! * [`EulerDiscreteScheduler`]: `EulerDiscreteScheduler` (no churn, linear σ interpolation,
+//!   optionally Karras σ).
 //! * [`DpmSolverMultistepScheduler`]: `DPMSolverMultistepScheduler` as DPM-Solver++(2M):
 //!   `algorithm_type="dpmsolver++"`, `solver_order=2`, midpoint, `lower_order_final=True`,
 //!   `final_sigmas_type="zero"`.
 //! * [`LcmScheduler`]: `LCMScheduler` (latent consistency models).
 //!
 //! [`Scheduler`] wraps them behind one interface, picked by [`SchedulerKind`] (parsed from
-//! `"ddim"`, `"euler"`, `"dpm++2m"`, `"lcm"`). A sampling loop is, as in diffusers' pipelines:
+//! `"ddim"`, `"euler"`, `"euler-karras"`, `"dpm++2m"`, `"dpm++2m-karras"`, `"lcm"`). A sampling
+//! loop is, as in diffusers' pipelines:
 //!
 //! ```text
 //! latents = noise * init_noise_sigma()
 //! for t in timesteps(): eps = unet(scale_model_input(latents, t), t); latents = step(eps, t, latents)
 //! ```
 //!
-//! Scalars are computed in f32 in the order torch computes diffusers' 0-d tensors, so the
-//! traces match diffusers to a few f32 ulps (tests/schedulers.rs).
+//! Timesteps are `f32`, as diffusers' `timesteps` tensors are: integers for every sampler except
+//! Euler with linspace spacing or Karras σ, whose timesteps are fractional (the UNet's sinusoidal
+//! time embedding takes any real t). Scalars are computed in f32 in the order torch computes
+//! diffusers' 0-d tensors, so the traces match diffusers to a few f32 ulps (tests/schedulers.rs).
 
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
@@ -43,12 +47,11 @@ pub struct SchedulerConfig {
     /// `"epsilon"` or `"v_prediction"`.
     #[serde(default = "epsilon")]
     pub prediction_type: String,
-    /// `"leading"` (SD 1.x default), `"trailing"` or `"linspace"` (DDIM and DPM-Solver; Euler's
-    /// linspace timesteps are fractional, which is not supported). LCM ignores it (as diffusers does).
+    /// `"leading"` (SD 1.x default), `"trailing"` or `"linspace"`. LCM ignores it (as diffusers does).
     #[serde(default = "leading")]
     pub timestep_spacing: String,
-    /// DPM-Solver: σ spaced as Karras et al. (2022), ρ = 7, between the schedule's σ_min and
-    /// σ_max, with timesteps mapped back from σ (diffusers' `use_karras_sigmas`).
+    /// Euler and DPM-Solver: σ spaced as Karras et al. (2022), ρ = 7, with timesteps mapped back
+    /// from σ (diffusers' `use_karras_sigmas`): fractional for Euler, rounded for DPM-Solver.
     #[serde(default, skip_serializing_if = "is_false")]
     pub use_karras_sigmas: bool,
     /// LCM only: the distillation schedule's length its timesteps are taken from.
@@ -139,6 +142,8 @@ pub enum SchedulerKind {
     Ddim,
     /// `"euler"`
     Euler,
+    /// `"euler-karras"`: Euler with Karras σ, whatever the pack's config says.
+    EulerKarras,
     /// `"dpm++2m"` (also `"dpmpp2m"`, which survives URL query strings where `+` is a space)
     DpmSolver2M,
     /// `"dpm++2m-karras"` (also `"dpmpp2m-karras"`): DPM-Solver++(2M) with Karras σ, whatever
@@ -150,13 +155,15 @@ pub enum SchedulerKind {
 
 impl SchedulerKind {
     /// Every kind, in the order the UI lists them.
-    pub const ALL: [SchedulerKind; 5] = [Self::Ddim, Self::Euler, Self::DpmSolver2M, Self::DpmSolver2MKarras, Self::Lcm];
+    pub const ALL: [SchedulerKind; 6] =
+        [Self::Ddim, Self::Euler, Self::EulerKarras, Self::DpmSolver2M, Self::DpmSolver2MKarras, Self::Lcm];
 
     /// The canonical name, as parsed by `str::parse`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
             Self::Euler => "euler",
+            Self::EulerKarras => "euler-karras",
             Self::DpmSolver2M => "dpm++2m",
             Self::DpmSolver2MKarras => "dpm++2m-karras",
             Self::Lcm => "lcm",
@@ -178,10 +185,11 @@ impl std::str::FromStr for SchedulerKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "ddim" => Ok(Self::Ddim),
             "euler" => Ok(Self::Euler),
+            "euler-karras" => Ok(Self::EulerKarras),
             "dpm++2m" | "dpmpp2m" => Ok(Self::DpmSolver2M),
             "dpm++2m-karras" | "dpmpp2m-karras" => Ok(Self::DpmSolver2MKarras),
             "lcm" => Ok(Self::Lcm),
-            _ => Err(SchedulerError(format!("unknown scheduler {s:?}: expected one of ddim, euler, dpm++2m, dpm++2m-karras, lcm"))),
+            _ => Err(SchedulerError(format!("unknown scheduler {s:?}: expected one of ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"))),
         }
     }
 }
@@ -216,6 +224,10 @@ impl Scheduler {
         Ok(match kind {
             SchedulerKind::Ddim => Self::Ddim(DdimScheduler::new(config, steps)?),
             SchedulerKind::Euler => Self::Euler(EulerDiscreteScheduler::new(config, steps)?),
+            SchedulerKind::EulerKarras => {
+                let config = SchedulerConfig { use_karras_sigmas: true, ..config.clone() };
+                Self::Euler(EulerDiscreteScheduler::new(&config, steps)?)
+            }
             SchedulerKind::DpmSolver2M => Self::DpmSolver2M(DpmSolverMultistepScheduler::new(config, steps)?),
             SchedulerKind::DpmSolver2MKarras => {
                 let config = SchedulerConfig { use_karras_sigmas: true, ..config.clone() };
@@ -238,6 +250,7 @@ impl Scheduler {
     pub fn kind(&self) -> SchedulerKind {
         match self {
             Self::Ddim(_) => SchedulerKind::Ddim,
+            Self::Euler(s) if s.karras => SchedulerKind::EulerKarras,
             Self::Euler(_) => SchedulerKind::Euler,
             Self::DpmSolver2M(s) if s.karras => SchedulerKind::DpmSolver2MKarras,
             Self::DpmSolver2M(_) => SchedulerKind::DpmSolver2M,
@@ -245,13 +258,15 @@ impl Scheduler {
         }
     }
 
-    /// Timesteps from noisiest to cleanest, one per UNet call.
-    pub fn timesteps(&self) -> &[usize] {
+    /// Timesteps from noisiest to cleanest, one per UNet call: the values to give the UNet
+    /// and then to [`scale_model_input`](Self::scale_model_input) and [`step`](Self::step).
+    pub fn timesteps(&self) -> Vec<f32> {
+        let integral = |ts: &[usize]| ts.iter().map(|&t| t as f32).collect();
         match self {
-            Self::Ddim(s) => s.timesteps(),
-            Self::Euler(s) => s.timesteps(),
-            Self::DpmSolver2M(s) => s.timesteps(),
-            Self::Lcm(s) => s.timesteps(),
+            Self::Ddim(s) => integral(s.timesteps()),
+            Self::Euler(s) => s.timesteps().to_vec(),
+            Self::DpmSolver2M(s) => integral(s.timesteps()),
+            Self::Lcm(s) => integral(s.timesteps()),
         }
     }
 
@@ -268,7 +283,7 @@ impl Scheduler {
     /// The UNet's input at `t` for `latents` (only Euler scales; the others return `latents`).
     /// Scale only the noisy latents, not channels concatenated to them (inpainting's mask and
     /// masked image), as diffusers' inpainting pipeline does.
-    pub fn scale_model_input(&self, latents: Tensor<4>, t: usize) -> Tensor<4> {
+    pub fn scale_model_input(&self, latents: Tensor<4>, t: f32) -> Tensor<4> {
         match self {
             Self::Euler(s) => s.scale_model_input(latents, t),
             _ => latents,
@@ -276,7 +291,7 @@ impl Scheduler {
     }
 
     /// One step from the model output at `t` to the next (less noisy) latents.
-    pub fn step(&mut self, model_output: Tensor<4>, t: usize, latents: Tensor<4>) -> Tensor<4> {
+    pub fn step(&mut self, model_output: Tensor<4>, t: f32, latents: Tensor<4>) -> Tensor<4> {
         self.step_with_noise(model_output, t, latents, None)
     }
 
@@ -285,18 +300,21 @@ impl Scheduler {
     pub fn step_with_noise(
         &mut self,
         model_output: Tensor<4>,
-        t: usize,
+        t: f32,
         latents: Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Tensor<4> {
         match self {
-            Self::Ddim(s) => s.step(model_output, t, latents),
+            Self::Ddim(s) => s.step(model_output, integral(t), latents),
             Self::Euler(s) => s.step(model_output, t, latents),
-            Self::DpmSolver2M(s) => s.step(model_output, t, latents),
-            Self::Lcm(s) => match noise {
-                Some(noise) => s.step_with_noise(model_output, t, latents, noise),
-                None => s.step(model_output, t, latents),
-            },
+            Self::DpmSolver2M(s) => s.step(model_output, integral(t), latents),
+            Self::Lcm(s) => {
+                let t = integral(t);
+                match noise {
+                    Some(noise) => s.step_with_noise(model_output, t, latents, noise),
+                    None => s.step(model_output, t, latents),
+                }
+            }
         }
     }
 
@@ -306,6 +324,14 @@ impl Scheduler {
             s.reset();
         }
     }
+}
+
+/// A timestep of an integer schedule (DDIM, DPM-Solver, LCM) as given back by
+/// [`Scheduler::timesteps`]. Panics on a fractional or negative value, which none of their
+/// schedules contains (as diffusers fails on a timestep not in its schedule).
+fn integral(t: f32) -> usize {
+    assert!(t >= 0.0 && t.fract() == 0.0, "timestep {t} is not in this scheduler's (integer) timesteps");
+    t as usize
 }
 
 // ---------------------------------------------------------------------------------------
@@ -355,10 +381,11 @@ fn is_v_prediction(config: &SchedulerConfig) -> bool {
     config.prediction_type == "v_prediction"
 }
 
-/// DDIM's and Euler's `set_timesteps`: "leading" is `arange(steps) * (n // steps)` reversed
-/// plus `steps_offset`; "trailing" as [`trailing_timesteps`]; "linspace" (DDIM only)
-/// `linspace(0, n − 1, steps).round()` reversed.
-fn spaced_timesteps(config: &SchedulerConfig, steps: usize, linspace: bool) -> Result<Vec<usize>, SchedulerError> {
+/// DDIM's `set_timesteps`, and Euler's for the integer spacings: "leading" is
+/// `arange(steps) * (n // steps)` reversed plus `steps_offset`; "trailing" as
+/// [`trailing_timesteps`]; "linspace" `linspace(0, n − 1, steps).round()` reversed (Euler does
+/// not round: [`linspace`]).
+fn spaced_timesteps(config: &SchedulerConfig, steps: usize) -> Result<Vec<usize>, SchedulerError> {
     let n = config.num_train_timesteps;
     match config.timestep_spacing.as_str() {
         "leading" => {
@@ -366,26 +393,28 @@ fn spaced_timesteps(config: &SchedulerConfig, steps: usize, linspace: bool) -> R
             Ok((0..steps).rev().map(|i| i * ratio + config.steps_offset).collect())
         }
         "trailing" => trailing_timesteps(n, steps),
-        "linspace" if linspace => Ok(linspace_rounded((n - 1) as f64, steps).into_iter().rev().collect()),
-        "linspace" => Err(SchedulerError(
-            "timestep_spacing linspace gives Euler fractional timesteps, which are not supported (use leading or trailing, or ddim / dpm++2m)".into(),
-        )),
+        "linspace" => Ok(linspace_rounded((n - 1) as f64, steps).into_iter().rev().collect()),
         other => Err(unsupported_spacing(other)),
     }
 }
 
 fn unsupported_spacing(spacing: &str) -> SchedulerError {
-    SchedulerError(format!("timestep_spacing {spacing} is not supported here (use leading or trailing)"))
+    SchedulerError(format!("timestep_spacing {spacing} is not supported (use leading, trailing or linspace)"))
 }
 
-/// `np.linspace(0, stop, num).round()` as integers: element i = i · (stop / (num − 1)), the
-/// last exactly `stop`, rounded half to even.
-fn linspace_rounded(stop: f64, num: usize) -> Vec<usize> {
+/// `np.linspace(0, stop, num)` in f64: element i = i · (stop / (num − 1)), the last exactly
+/// `stop`; one element is 0.
+fn linspace(stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
-        return vec![0];
+        return vec![0.0];
     }
     let step = stop / (num - 1) as f64;
-    (0..num).map(|i| if i == num - 1 { stop } else { i as f64 * step }.round_ties_even() as usize).collect()
+    (0..num).map(|i| if i == num - 1 { stop } else { i as f64 * step }).collect()
+}
+
+/// `np.linspace(0, stop, num).round()` as integers, rounded half to even.
+fn linspace_rounded(stop: f64, num: usize) -> Vec<usize> {
+    linspace(stop, num).into_iter().map(|v| v.round_ties_even() as usize).collect()
 }
 
 /// Karras et al. (2022) σ, ρ = 7, from `sigma_max` down to `sigma_min` (diffusers'
@@ -393,10 +422,7 @@ fn linspace_rounded(stop: f64, num: usize) -> Vec<usize> {
 fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
     let rho = 7.0;
     let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    // np.linspace(0, 1, steps): i · (1 / (steps − 1)), the last exactly 1.
-    let step = if steps > 1 { 1.0 / (steps - 1) as f64 } else { 0.0 };
-    let ramp: Vec<f64> = (0..steps).map(|i| if steps > 1 && i == steps - 1 { 1.0 } else { i as f64 * step }).collect();
-    ramp.iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
+    linspace(1.0, steps).iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
 }
 
 /// diffusers' `_sigma_to_t`: the (fractional) timestep whose log σ interpolates to `sigma`'s,
@@ -435,11 +461,24 @@ fn train_sigmas(alphas_cumprod: &[f32]) -> Vec<f32> {
     alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
 }
 
-/// diffusers' `np.interp(timesteps, arange(n), sigmas)` at integer timesteps (clamped at the
-/// ends as `interp` is), then a final σ = 0 (`final_sigmas_type="zero"`).
-fn schedule_sigmas(train_sigmas: &[f32], timesteps: &[usize]) -> Vec<f32> {
+/// diffusers' `np.interp(t, arange(n), sigmas)` in f64, as numpy computes it: clamped at the
+/// ends, exact at integers, else `slope · (t − ⌊t⌋) + σ_⌊t⌋`.
+fn interp_sigma(train_sigmas: &[f32], t: f64) -> f64 {
     let last = train_sigmas.len() - 1;
-    timesteps.iter().map(|&t| train_sigmas[t.min(last)]).chain(std::iter::once(0.0)).collect()
+    if t <= 0.0 {
+        return train_sigmas[0] as f64;
+    }
+    let j = t.floor() as usize;
+    if j >= last {
+        return train_sigmas[last] as f64;
+    }
+    let (lo, hi) = (train_sigmas[j] as f64, train_sigmas[j + 1] as f64);
+    if t == j as f64 { lo } else { (hi - lo) * (t - j as f64) + lo }
+}
+
+/// σ at each timestep as [`interp_sigma`], in f32, then a final σ = 0 (`final_sigmas_type="zero"`).
+fn schedule_sigmas(train_sigmas: &[f32], timesteps: impl IntoIterator<Item = f64>) -> Vec<f32> {
+    timesteps.into_iter().map(|t| interp_sigma(train_sigmas, t) as f32).chain(std::iter::once(0.0)).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -462,7 +501,7 @@ impl DdimScheduler {
         check_steps(config, steps)?;
         let alphas_cumprod = alphas_cumprod(config)?;
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
-        let timesteps = spaced_timesteps(config, steps, true)?;
+        let timesteps = spaced_timesteps(config, steps)?;
         check_prediction(config)?;
         Ok(Self { config: config.clone(), alphas_cumprod, final_alpha_cumprod, timesteps })
     }
@@ -514,14 +553,20 @@ impl DdimScheduler {
 // Euler.
 
 /// Euler's method on the probability-flow ODE in σ (Karras et al. 2022), as diffusers'
-/// `EulerDiscreteScheduler` with its defaults (`interpolation_type="linear"`, no Karras σ,
-/// `final_sigmas_type="zero"`, `s_churn=0`): the latents live at scale √(σ² + 1), so the UNet
-/// input is [`scale_model_input`](Self::scale_model_input)d and the initial noise is
-/// [`init_noise_sigma`](Self::init_noise_sigma) times a unit Gaussian.
+/// `EulerDiscreteScheduler` with its defaults (`interpolation_type="linear"`,
+/// `final_sigmas_type="zero"`, `s_churn=0`) and optionally `use_karras_sigmas`: the latents
+/// live at scale √(σ² + 1), so the UNet input is [`scale_model_input`](Self::scale_model_input)d
+/// and the initial noise is [`init_noise_sigma`](Self::init_noise_sigma) times a unit Gaussian.
+///
+/// Timesteps are f32 as in diffusers: "linspace" spacing gives fractional ones
+/// (`linspace(0, n − 1, steps)` unrounded, σ interpolated between training steps), and so do
+/// Karras σ (each σ mapped back to the fractional timestep whose log σ interpolates to it).
 #[derive(Debug, Clone)]
 pub struct EulerDiscreteScheduler {
     v_prediction: bool,
-    timesteps: Vec<usize>,
+    /// Karras σ (`use_karras_sigmas`).
+    karras: bool,
+    timesteps: Vec<f32>,
     /// σ at each timestep, then 0.
     sigmas: Vec<f32>,
     init_noise_sigma: f32,
@@ -531,20 +576,33 @@ impl EulerDiscreteScheduler {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self, SchedulerError> {
         check_steps(config, steps)?;
         check_prediction(config)?;
-        if config.use_karras_sigmas {
-            return Err(SchedulerError("Euler with Karras σ uses fractional timesteps, which are not supported; use dpm++2m-karras".into()));
-        }
-        let alphas_cumprod = alphas_cumprod(config)?;
-        let timesteps = spaced_timesteps(config, steps, false)?;
-        let sigmas = schedule_sigmas(&train_sigmas(&alphas_cumprod), &timesteps);
+        let n = config.num_train_timesteps;
+        let train = train_sigmas(&alphas_cumprod(config)?);
+        // diffusers builds these as float32 and interpolates σ at the float32 values.
+        let timesteps: Vec<f32> = match config.timestep_spacing.as_str() {
+            "linspace" => linspace((n - 1) as f64, steps).into_iter().rev().map(|t| t as f32).collect(),
+            _ => spaced_timesteps(config, steps)?.into_iter().map(|t| t as f32).collect(),
+        };
+        let (timesteps, sigmas) = if config.use_karras_sigmas {
+            // Between the spaced schedule's own end σ (not the training schedule's, unlike
+            // DPM-Solver), timesteps from σ unrounded.
+            let spaced: Vec<f64> = timesteps.iter().map(|&t| interp_sigma(&train, t as f64)).collect();
+            let log_sigmas: Vec<f32> = train.iter().map(|s| s.ln()).collect();
+            let karras = karras_sigmas(spaced[spaced.len() - 1], spaced[0], steps);
+            let timesteps = karras.iter().map(|&s| sigma_to_t(s, &log_sigmas) as f32).collect();
+            (timesteps, karras.iter().map(|&s| s as f32).chain(std::iter::once(0.0)).collect())
+        } else {
+            let sigmas = schedule_sigmas(&train, timesteps.iter().map(|&t| t as f64));
+            (timesteps, sigmas)
+        };
         let max_sigma = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         // diffusers: σ_max for "linspace"/"trailing", √(σ_max² + 1) for "leading".
         let init_noise_sigma =
             if config.timestep_spacing == "leading" { (max_sigma * max_sigma + 1.0).sqrt() } else { max_sigma };
-        Ok(Self { v_prediction: is_v_prediction(config), timesteps, sigmas, init_noise_sigma })
+        Ok(Self { v_prediction: is_v_prediction(config), karras: config.use_karras_sigmas, timesteps, sigmas, init_noise_sigma })
     }
 
-    pub fn timesteps(&self) -> &[usize] {
+    pub fn timesteps(&self) -> &[f32] {
         &self.timesteps
     }
 
@@ -557,10 +615,11 @@ impl EulerDiscreteScheduler {
         self.init_noise_sigma
     }
 
-    /// Position of `t` in the schedule (diffusers' `index_for_timestep`; timesteps are distinct).
+    /// Position of `t` in the schedule (diffusers' `index_for_timestep`; Euler's timesteps are
+    /// distinct: unrounded, strictly decreasing in σ).
     ///
     /// Panics if `t` is not one of [`timesteps`](Self::timesteps), like diffusers.
-    fn index(&self, t: usize) -> usize {
+    fn index(&self, t: f32) -> usize {
         self.timesteps
             .iter()
             .position(|&s| s == t)
@@ -568,13 +627,13 @@ impl EulerDiscreteScheduler {
     }
 
     /// x / √(σ_t² + 1): the UNet's input at `t`.
-    pub fn scale_model_input(&self, sample: Tensor<4>, t: usize) -> Tensor<4> {
+    pub fn scale_model_input(&self, sample: Tensor<4>, t: f32) -> Tensor<4> {
         let sigma = self.sigmas[self.index(t)];
         sample.div_scalar((sigma * sigma + 1.0).sqrt())
     }
 
     /// x̂_0 = x − σ ε (ε-prediction);  x_next = x + (x − x̂_0)/σ · (σ_next − σ).
-    pub fn step(&self, model_output: Tensor<4>, t: usize, sample: Tensor<4>) -> Tensor<4> {
+    pub fn step(&self, model_output: Tensor<4>, t: f32, sample: Tensor<4>) -> Tensor<4> {
         let i = self.index(t);
         let sigma = self.sigmas[i];
         let pred_original = if self.v_prediction {
@@ -635,7 +694,7 @@ impl DpmSolverMultistepScheduler {
             let timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas).round_ties_even() as usize).collect();
             (timesteps, sigmas.iter().map(|&s| s as f32).chain(std::iter::once(0.0)).collect())
         } else {
-            let sigmas = schedule_sigmas(&train, &timesteps);
+            let sigmas = schedule_sigmas(&train, timesteps.iter().map(|&t| t as f64));
             (timesteps, sigmas)
         };
         Ok(Self {
@@ -957,7 +1016,7 @@ mod tests {
     fn unknown_kind_names_the_choices() {
         for bad in ["", "pndm", "dpm++", "dpm 2m", "euler_a"] {
             let err = bad.parse::<SchedulerKind>().unwrap_err();
-            let want = format!("scheduler: unknown scheduler {bad:?}: expected one of ddim, euler, dpm++2m, dpm++2m-karras, lcm");
+            let want = format!("scheduler: unknown scheduler {bad:?}: expected one of ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm");
             assert_eq!(err.to_string(), want);
         }
     }
@@ -971,15 +1030,28 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_configs_are_errors() {
+    fn euler_linspace_timesteps_are_fractional_like_diffusers() {
+        // EulerDiscreteScheduler(timestep_spacing="linspace").set_timesteps(3).timesteps
         let config = SchedulerConfig { timestep_spacing: "linspace".into(), ..SchedulerConfig::default() };
-        let err = Scheduler::new(SchedulerKind::Euler, &config, 10).unwrap_err().to_string();
-        assert!(err.contains("linspace gives Euler fractional timesteps"), "{err}");
-        let config = SchedulerConfig { use_karras_sigmas: true, ..SchedulerConfig::default() };
-        let err = Scheduler::new(SchedulerKind::Euler, &config, 10).unwrap_err().to_string();
-        assert!(err.contains("use dpm++2m-karras"), "{err}");
+        let s = Scheduler::new(SchedulerKind::Euler, &config, 3).unwrap();
+        assert_eq!(s.timesteps(), vec![999.0, 499.5, 0.0]);
+        // The integer samplers round the same spacing.
+        let s = Scheduler::new(SchedulerKind::Ddim, &config, 3).unwrap();
+        assert_eq!(s.timesteps(), vec![999.0, 500.0, 0.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "not in this scheduler's (integer) timesteps")]
+    fn integer_samplers_refuse_fractional_timesteps() {
+        let mut s = Scheduler::new(SchedulerKind::Ddim, &SchedulerConfig::default(), 10).unwrap();
+        let x = Tensor::<4>::zeros([1, 1, 1, 1], &burn::tensor::Device::flex());
+        s.step(x.clone(), 900.5, x);
+    }
+
+    #[test]
+    fn unsupported_configs_are_errors() {
         let config = SchedulerConfig { timestep_spacing: "even".into(), ..SchedulerConfig::default() };
-        for kind in [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::DpmSolver2M] {
+        for kind in [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::EulerKarras, SchedulerKind::DpmSolver2M] {
             let err = Scheduler::new(kind, &config, 10).unwrap_err().to_string();
             assert!(err.contains("timestep_spacing even is not supported"), "{kind}: {err}");
         }
