@@ -11,6 +11,8 @@
 #   PARITY_CONFIG   sd15 | tiny (tiny: the same structure, small, for trying this on a CPU)
 #   ADCANVAS_DEVICE gpu | cpu, for adcanvas (default gpu)
 #   DTYPES          pack dtypes to check (default "f32 f16 q8 q4"; f32 is the parity check)
+#   QUANTIZED_WEIGHTS  auto | expand | keep: q8/q4 weights on the device (default auto: kept
+#                   for SD 1.5, whose f32 weights exceed 1 GiB)
 #   PARITY_REPEATS  timed runs after the first (default 3)
 #   TORCH_REPEATS   PyTorch's timed runs (default 5)
 #   TORCH_F64=1     also report PyTorch's own f32 error against float64
@@ -46,6 +48,6 @@ for dtype in ${DTYPES:-f32 f16 q8 q4}; do
   echo "convert_ms=$(( ($(date +%s%N) - start) / 1000000 ))"
   echo "== $dtype: parity on ${ADCANVAS_DEVICE:-gpu}"
   "$ADCANVAS_BIN" parity --model "$pack" --io "$WORK/io.safetensors" --device "${ADCANVAS_DEVICE:-gpu}" --repeats "${PARITY_REPEATS:-3}" \
-    | tee "$REPORTS/parity-$dtype.json"
+    --quantized-weights "${QUANTIZED_WEIGHTS:-auto}" | tee "$REPORTS/parity-$dtype.json"
   rm -rf "$pack"
 done

@@ -12,7 +12,7 @@ use crate::encoders::text::TextEncoder;
 use crate::reference::ReferenceEncoder;
 use crate::pack::{Manifest, component_file};
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
-use crate::weights::{ModelError, Weights};
+use crate::weights::{ModelError, QuantizedWeights, Weights};
 
 /// Everything the denoising pipeline runs, on one burn device.
 pub struct Model {
@@ -26,13 +26,39 @@ pub struct Model {
     pub reference_encoder: Option<ReferenceEncoder>,
     /// The depth ControlNet; `None` for packs without one.
     pub controlnet: Option<ControlNetModel>,
+    /// What loading did with the pack's quantised weights.
+    pub quantized: QuantizedWeights,
+    /// Bytes of weights the device holds (token embedding tables, kept on the CPU, excluded).
+    pub device_weight_bytes: u64,
     pub device: Device,
 }
 
 impl Model {
     /// Builds the model from a manifest and its component files' bytes (read, fetched or
-    /// memory-mapped), verifying each file's size and SHA-256 first.
+    /// memory-mapped), verifying each file's size and SHA-256 first. Quantised weights are
+    /// kept quantised when the pack would be large in f32 ([`QuantizedWeights::for_pack`]).
     pub fn from_pack<B: AsRef<[u8]>>(manifest: Manifest, files: &BTreeMap<String, B>, device: &Device) -> Result<Self, ModelError> {
+        let quantized = QuantizedWeights::for_pack(&manifest);
+        Self::from_pack_with(manifest, files, device, quantized)
+    }
+
+    /// [`Model::from_pack`] with the choice of what to do with quantised weights.
+    pub fn from_pack_with<B: AsRef<[u8]>>(
+        manifest: Manifest,
+        files: &BTreeMap<String, B>,
+        device: &Device,
+        quantized: QuantizedWeights,
+    ) -> Result<Self, ModelError> {
+        fn component_weights<'b>(
+            manifest: &Manifest,
+            component: &str,
+            bytes: &'b [u8],
+            device: &Device,
+            quantized: QuantizedWeights,
+        ) -> Result<Weights<'b>, ModelError> {
+            Ok(Weights::from_safetensors(&manifest.file(component)?.file, bytes, device)?.with_quantized(quantized))
+        }
+        let weights = |component: &str, bytes| component_weights(&manifest, component, bytes, device, quantized);
         let get = |component: &str| -> Result<&[u8], ModelError> {
             let entry = manifest.file(component)?;
             let bytes = files.get(component).ok_or_else(|| ModelError::Io(format!("{} was not read", entry.file)))?.as_ref();
@@ -41,8 +67,11 @@ impl Model {
         };
         let unet_bytes = get("unet")?;
         let vae_bytes = get("vae")?;
-        let unet_w = Weights::from_safetensors(&manifest.file("unet")?.file, unet_bytes, device)?;
-        let vae_w = Weights::from_safetensors(&manifest.file("vae")?.file, vae_bytes, device)?;
+        let unet_w = weights("unet", unet_bytes)?;
+        let vae_w = weights("vae", vae_bytes)?;
+        // Device bytes of the components loaded in their own scope (unet_w's and vae_w's are
+        // added at the end).
+        let mut other_bytes = 0;
         Self::check_compatible(&manifest.unet, &manifest.vae)?;
         let text_encoder = match &manifest.text_encoder {
             Some(config) => {
@@ -55,16 +84,19 @@ impl Model {
                 }
                 let text_bytes = get("text_encoder")?;
                 let tokenizer = get("tokenizer")?;
-                let w = Weights::from_safetensors(&manifest.file("text_encoder")?.file, text_bytes, device)?;
-                Some(TextEncoder::load(config, &w, tokenizer)?)
+                let w = weights("text_encoder", text_bytes)?;
+                let encoder = TextEncoder::load(config, &w, tokenizer)?;
+                other_bytes += w.device_bytes();
+                Some(encoder)
             }
             None => None,
         };
         let unet = UNet2DConditionModel::load(&unet_w, &manifest.unet)?;
         let reference_encoder = match &manifest.image_encoder {
             Some(config) => {
-                let w = Weights::from_safetensors(&manifest.file("image_encoder")?.file, get("image_encoder")?, device)?;
+                let w = weights("image_encoder", get("image_encoder")?)?;
                 let encoder = ImageEncoder::load(&w, config)?;
+                other_bytes += w.device_bytes();
                 let projection = ImageProjection::load(&unet_w, config.hidden_size, manifest.unet.cross_attention_dim)?;
                 match projection {
                     Some(projection) if unet.takes_image_prompt() => Some(ReferenceEncoder { encoder, projection }),
@@ -87,19 +119,25 @@ impl Model {
                         manifest.vae.downscale()
                     )));
                 }
-                let w = Weights::from_safetensors(&manifest.file("controlnet")?.file, get("controlnet")?, device)?;
-                Some(ControlNetModel::load(&w, config)?)
+                let w = weights("controlnet", get("controlnet")?)?;
+                let controlnet = ControlNetModel::load(&w, config)?;
+                other_bytes += w.device_bytes();
+                Some(controlnet)
             }
             None => None,
         };
+        let vae_encoder = LatentEncoder::load(&vae_w, &manifest.vae)?;
+        let vae_decoder = LatentDecoder::load(&vae_w, &manifest.vae)?;
         Ok(Self {
             text_encoder,
             reference_encoder,
             controlnet,
             unet,
-            vae_encoder: LatentEncoder::load(&vae_w, &manifest.vae)?,
-            vae_decoder: LatentDecoder::load(&vae_w, &manifest.vae)?,
+            vae_encoder,
+            vae_decoder,
             manifest,
+            quantized,
+            device_weight_bytes: unet_w.device_bytes() + vae_w.device_bytes() + other_bytes,
             device: device.clone(),
         })
     }

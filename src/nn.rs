@@ -1,19 +1,20 @@
 //! The few layer types the diffusers models are made of, loaded by parameter name.
 //!
 //! Each layer keeps PyTorch's storage layout (conv `[out, in, kh, kw]`, linear `[out, in]`),
-//! so a diffusers checkpoint loads without conversion; the linear weight is transposed
-//! once at load into burn's `[in, out]`.
+//! so a diffusers checkpoint loads without conversion; the linear weight is used transposed
+//! (a view, no copy). Conv and linear weights are [`Param`]s: f32, or quantised blocks
+//! expanded when the layer runs.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 use burn::tensor::module::{conv2d, interpolate, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 
-use crate::weights::{Init, ModelError, Weights};
+use crate::weights::{Init, ModelError, Param, Weights};
 
 /// `torch.nn.Conv2d` with square kernel, symmetric padding and no dilation.
 pub struct Conv2d {
-    weight: Tensor<4>,
+    weight: Param<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 }
@@ -23,7 +24,7 @@ impl Conv2d {
     pub fn load(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self, ModelError> {
         let fan_in = c_in * kernel * kernel;
         Ok(Self {
-            weight: w.tensor("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
+            weight: w.param("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
             bias: Some(w.tensor("bias", [c_out], Init::FanIn(fan_in))?),
             options: ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
         })
@@ -33,7 +34,7 @@ impl Conv2d {
     pub fn load_no_bias(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self, ModelError> {
         let fan_in = c_in * kernel * kernel;
         Ok(Self {
-            weight: w.tensor("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
+            weight: w.param("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
             bias: None,
             options: ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
         })
@@ -50,29 +51,29 @@ impl Conv2d {
     /// # Shapes
     /// - x: `[batch, c_in, h, w]` → `[batch, c_out, h', w']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(x, self.weight.clone(), self.bias.clone(), self.options.clone())
+        conv2d(x, self.weight.value(), self.bias.clone(), self.options.clone())
     }
 }
 
 /// `torch.nn.Linear`.
 pub struct Linear {
-    /// `[d_in, d_out]` (transposed from PyTorch's `[d_out, d_in]` at load).
-    weight: Tensor<2>,
+    /// `[d_out, d_in]`, as PyTorch stores it.
+    weight: Param<2>,
     bias: Option<Tensor<1>>,
 }
 
 impl Linear {
     /// Loads `weight` `[d_out, d_in]` and, when `bias`, `bias` `[d_out]`.
     pub fn load(w: &Weights, d_in: usize, d_out: usize, bias: bool) -> Result<Self, ModelError> {
-        let weight: Tensor<2> = w.tensor("weight", [d_out, d_in], Init::FanIn(d_in))?;
+        let weight = w.param("weight", [d_out, d_in], Init::FanIn(d_in))?;
         let bias = if bias { Some(w.tensor("bias", [d_out], Init::FanIn(d_in))?) } else { None };
-        Ok(Self { weight: weight.transpose(), bias })
+        Ok(Self { weight, bias })
     }
 
     /// # Shapes
     /// - x: `[..., d_in]` → `[..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.clone(), self.bias.clone())
+        linear(x, self.weight.value().transpose(), self.bias.clone())
     }
 }
 

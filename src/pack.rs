@@ -26,8 +26,8 @@ pub struct ComponentFile {
     pub file: String,
     pub bytes: u64,
     pub sha256: String,
-    /// `"f32"`, `"f16"`, `"q8"`, `"q4"` (see `quant`; all become f32 at load for now),
-    /// or `"json"` for the tokenizer.
+    /// `"f32"`, `"f16"`, `"q8"`, `"q4"` (see `quant`; q8/q4 weights stay quantised on the
+    /// device or become f32 at load: `weights::QuantizedWeights`), or `"json"` for the tokenizer.
     pub dtype: String,
 }
 
@@ -64,6 +64,21 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// About how many bytes the pack's weights take as f32: each file's size times the
+    /// expansion of its dtype (a q8/q4 file is almost all quantised values).
+    pub fn f32_weight_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .map(|f| match f.dtype.as_str() {
+                "f16" => f.bytes * 2,
+                "q8" => f.bytes * 4,
+                "q4" => f.bytes * 8,
+                "json" => 0,
+                _ => f.bytes,
+            })
+            .sum()
+    }
+
     /// Parses and checks a manifest.
     pub fn parse(bytes: &[u8]) -> Result<Self, ModelError> {
         // Format and version first, so a newer pack says so instead of failing on a field.

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use crate::denoise::unet::UNet2DConditionModel;
 use crate::pack::map_pack_dir;
 use crate::vae::LatentDecoder;
-use crate::weights::Weights;
+use crate::pack::Manifest;
+use crate::weights::{QuantizedWeights, Weights};
 
 /// The inputs and PyTorch's outputs, by the names `scripts/sd15_parity.py` writes.
 struct Reference {
@@ -150,8 +151,15 @@ fn ms(v: f64) -> f64 {
 
 /// Loads the pack at `pack` on `device`, runs the UNet once on `sample`/`timestep`/`context`
 /// and the VAE decoder on `latents` (each `1 + repeats` times), and compares with PyTorch's
-/// `unet_out` and `decoded`. Returns the report; errors say which step failed.
-pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize) -> Result<Value, String> {
+/// `unet_out` and `decoded`. `quantized` chooses, from the manifest, whether a q8/q4 pack's
+/// weights stay quantised on the device. Returns the report; errors say which step failed.
+pub fn check_pack(
+    pack: &Path,
+    reference: &Path,
+    device: &Device,
+    repeats: usize,
+    quantized: impl Fn(&Manifest) -> QuantizedWeights,
+) -> Result<Value, String> {
     let reference = Reference { bytes: std::fs::read(reference).map_err(|e| format!("cannot read {}: {e}", reference.display()))? };
     let started = Instant::now();
     let anonymous_peak = AnonymousPeak::start();
@@ -167,18 +175,20 @@ pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize
     };
     let (unet_file, unet_bytes) = component("unet")?;
     let (vae_file, vae_bytes) = component("vae")?;
-    let unet = UNet2DConditionModel::load(&Weights::from_safetensors(&unet_file, unet_bytes, device).map_err(|e| e.to_string())?, &manifest.unet)
-        .map_err(|e| e.to_string())?;
-    let decoder = LatentDecoder::load(&Weights::from_safetensors(&vae_file, vae_bytes, device).map_err(|e| e.to_string())?, &manifest.vae)
-        .map_err(|e| e.to_string())?;
+    let quantized = quantized(&manifest);
+    let weights = |file: &str, bytes| Weights::from_safetensors(file, bytes, device).map(|w| w.with_quantized(quantized)).map_err(|e| e.to_string());
+    let unet = UNet2DConditionModel::load(&weights(&unet_file, unet_bytes)?, &manifest.unet).map_err(|e| e.to_string())?;
+    let decoder = LatentDecoder::load(&weights(&vae_file, vae_bytes)?, &manifest.vae).map_err(|e| e.to_string())?;
     // Wait for the uploads so the load time is the load's.
     let _ = Tensor::<1>::zeros([1], device).into_data().try_to_vec::<f32>();
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    eprintln!("adcanvas parity: {dtype} pack loaded in {load_ms:.0} ms");
     drop(files);
     let host_after_load = host_memory_mb();
     let anonymous_peak_during_load = anonymous_peak.peak_mb();
     let device_after_load = device_memory_mb(device);
+    eprintln!(
+        "adcanvas parity: {dtype} pack loaded in {load_ms:.0} ms (quantised weights: {quantized:?}; device memory {device_after_load}, host anonymous peak {anonymous_peak_during_load:?} MB)"
+    );
 
     let sample: Tensor<4> = reference.tensor("sample", device)?;
     let context: Tensor<3> = reference.tensor("context", device)?;
@@ -195,6 +205,7 @@ pub fn check_pack(pack: &Path, reference: &Path, device: &Device, repeats: usize
     Ok(json!({
         "pack": pack.display().to_string(),
         "dtype": dtype,
+        "quantized_weights": match quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },
         "pack_mb": mb((pack_mb * 1048576.0) as u64),
         "shapes": {
             "sample": reference.values("sample")?.1, "context": reference.values("context")?.1, "latents": reference.values("latents")?.1,

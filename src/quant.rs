@@ -8,8 +8,8 @@
 //! This is the symmetric per-block scheme of GGML's Q8_0/Q4_0 and of burn's `Q8S`/`Q4S`
 //! block-32 quantisation. Tensors whose element count is not a multiple of 32, and small
 //! tensors (norms, biases), stay in the pack's float type.
-//! Packs are dequantised to f32 when loaded, so GPU memory holds f32 weights; only the
-//! download and the disk copy are smaller.
+//! Loading either expands them to f32 or keeps the blocks on the device as burn's own
+//! block-quantised tensors (`crate::weights::QuantizedWeights`).
 
 use half::f16;
 

@@ -17,6 +17,7 @@ use crate::pack::Manifest;
 use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product};
 use crate::reference::{Reference, ReferenceOptions};
+use crate::weights::QuantizedWeights;
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
 // 1. cubecl's kernels (matmul, reductions) read subgroup builtins and so start with
@@ -164,7 +165,8 @@ impl Studio {
         Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), reference: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
     }
 
-    /// `{ name, trained, label, prompt_used, size_multiple, native_size }`.
+    /// `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
+    /// quantized_weights, device_weights_mb }`.
     pub fn model_info(&self) -> JsValue {
         let m = &self.inner.model;
         let out = Object::new();
@@ -175,6 +177,9 @@ impl Studio {
         set(&out, "size_multiple", m.size_multiple() as u32);
         set(&out, "native_size", m.native_size() as u32);
         set(&out, "reference_used", m.reference_encoder.is_some());
+        // Large q8/q4 packs stay quantised on the GPU (weights::QuantizedWeights::for_pack).
+        set(&out, "quantized_weights", if m.quantized == QuantizedWeights::Keep { "keep" } else { "expand" });
+        set(&out, "device_weights_mb", m.device_weight_bytes as f64 / 1048576.0);
         out.into()
     }
 

@@ -6,10 +6,17 @@
 //! *create* weights (seeded uniform, PyTorch's default bounds) and record them, which is
 //! how the committed demo-model script writes a pack without a second description of
 //! the architecture.
+//!
+//! Layer weights come back as a [`Param`]: f32, or — for a q8/q4 pack loaded with
+//! [`QuantizedWeights::Keep`] — the pack's blocks as a burn quantised tensor, expanded to f32
+//! layer by layer as the model runs, so device memory holds about a quarter (q8) or an
+//! eighth (q4) of the f32 weights.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -124,12 +131,65 @@ impl Clone for Source<'_> {
     }
 }
 
+/// What loading does with a pack's block-quantised (q8, q4) weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantizedWeights {
+    /// Expand them to f32 once, at load: the fastest to run, 4 bytes a weight on the device.
+    #[default]
+    Expand,
+    /// Keep them quantised on the device (burn `Q8S`/`Q4S`, blocks of 32, f16 scales: the
+    /// pack's own values, so results are the same) and expand each layer's weight when it
+    /// runs: 1 byte (q8) or ½ byte (q4) a weight plus 1/16 byte of scale, and one extra
+    /// kernel per layer call. For models whose f32 weights would not fit (SD 1.5 is 3.4 GiB).
+    Keep,
+}
+
+impl QuantizedWeights {
+    /// Above this many bytes of f32 weights, [`QuantizedWeights::for_pack`] keeps them quantised.
+    pub const KEEP_ABOVE_BYTES: u64 = 1 << 30;
+
+    /// The choice for a pack: keep its weights quantised when they would take more than
+    /// [`Self::KEEP_ABOVE_BYTES`] as f32 (SD 1.5 at q8: 3.4 GiB), where memory decides
+    /// whether the model runs at all; expand smaller ones (the default model: 0.1 GiB), where
+    /// the extra kernel per layer would only cost time.
+    pub fn for_pack(manifest: &crate::pack::Manifest) -> Self {
+        if manifest.f32_weight_bytes() > Self::KEEP_ABOVE_BYTES { Self::Keep } else { Self::Expand }
+    }
+}
+
+/// A layer weight as the device holds it.
+#[derive(Clone)]
+pub enum Param<const D: usize> {
+    Float(Tensor<D>),
+    /// Block-quantised values, flat (blocks of 32 run over the row-major elements, as in the
+    /// pack), and the shape to give them when expanded.
+    Quantized { blocks: Tensor<1>, shape: [usize; D] },
+}
+
+impl<const D: usize> Param<D> {
+    /// The weight in f32 (for a quantised one, expanded now: a temporary the size of this
+    /// layer's weight).
+    pub fn value(&self) -> Tensor<D> {
+        match self {
+            Param::Float(t) => t.clone(),
+            Param::Quantized { blocks, shape } => blocks.clone().dequantize().reshape(*shape),
+        }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Param::Quantized { .. })
+    }
+}
+
 /// A view of a weight file (or a weight creator) under a key prefix.
 #[derive(Clone)]
 pub struct Weights<'a> {
     source: Source<'a>,
     prefix: String,
     device: Device,
+    quantized: QuantizedWeights,
+    /// Bytes of tensors placed on the device so far, shared by every view of this source.
+    device_bytes: Arc<AtomicU64>,
 }
 
 impl<'a> Weights<'a> {
@@ -141,14 +201,27 @@ impl<'a> Weights<'a> {
             source: Source::File { file: file.to_string(), tensors: Arc::new(tensors) },
             prefix: String::new(),
             device: device.clone(),
+            quantized: QuantizedWeights::default(),
+            device_bytes: Arc::default(),
         })
+    }
+
+    /// The same weights, with `mode` for the quantised ones ([`Weights::param`]).
+    pub fn with_quantized(self, mode: QuantizedWeights) -> Self {
+        Self { quantized: mode, ..self }
     }
 
     /// Creates weights instead of reading them; the returned handle collects what was made.
     pub fn random(seed: u64, device: &Device) -> (Self, Arc<Mutex<CreatedWeights>>) {
         let created = Arc::new(Mutex::new(CreatedWeights { seed, tensors: BTreeMap::new() }));
         (
-            Self { source: Source::Create(created.clone()), prefix: String::new(), device: device.clone() },
+            Self {
+                source: Source::Create(created.clone()),
+                prefix: String::new(),
+                device: device.clone(),
+                quantized: QuantizedWeights::default(),
+                device_bytes: Arc::default(),
+            },
             created,
         )
     }
@@ -158,10 +231,22 @@ impl<'a> Weights<'a> {
         &self.device
     }
 
+    /// Bytes placed on the device through this source (any of its views) so far: 4 a value
+    /// for f32 tensors, the packed values and scales for quantised ones.
+    pub fn device_bytes(&self) -> u64 {
+        self.device_bytes.load(Ordering::Relaxed)
+    }
+
     /// The same source one key segment deeper (`pp` as in candle).
     pub fn pp(&self, segment: impl std::fmt::Display) -> Self {
         let prefix = if self.prefix.is_empty() { segment.to_string() } else { format!("{}.{segment}", self.prefix) };
-        Self { source: self.source.clone(), prefix, device: self.device.clone() }
+        Self {
+            source: self.source.clone(),
+            prefix,
+            device: self.device.clone(),
+            quantized: self.quantized,
+            device_bytes: self.device_bytes.clone(),
+        }
     }
 
     fn key(&self, name: &str) -> String {
@@ -179,7 +264,24 @@ impl<'a> Weights<'a> {
     /// The tensor `name` under this prefix, which must have exactly `shape`.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Tensor<D>, ModelError> {
         let values = self.values(name, &shape, init)?;
+        self.device_bytes.fetch_add(4 * values.len() as u64, Ordering::Relaxed);
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// A layer weight (conv, linear): like [`Weights::tensor`], except that a quantised pack
+    /// tensor stays quantised on the device under [`QuantizedWeights::Keep`].
+    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Param<D>, ModelError> {
+        if let (QuantizedWeights::Keep, Source::File { file, tensors }) = (self.quantized, &self.source) {
+            let key = self.key(name);
+            if let Ok(view) = tensors.tensor(&key)
+                && matches!(view.dtype(), Dtype::I8 | Dtype::U8)
+            {
+                let data = burn_blocks(file, tensors, &key, &view, &shape)?;
+                self.device_bytes.fetch_add(data.as_bytes().len() as u64, Ordering::Relaxed);
+                return Ok(Param::Quantized { blocks: Tensor::from_data(data, &self.device), shape });
+            }
+        }
+        self.tensor(name, shape, init).map(Param::Float)
     }
 
     /// The values of `name` (exactly `shape`) on the CPU, for weights that are only ever
@@ -213,16 +315,25 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// A block-quantised pack tensor, checked: its value bytes (`q8`: one i8 a value; `q4`: two
+/// values a byte, low nibble first, each offset by 8) and its f16 scales, one per 32 values.
+struct Blocks<'a> {
+    n: usize,
+    values: &'a [u8],
+    scales: Vec<half::f16>,
+    q4: bool,
+}
+
 /// Reads a block-quantised tensor (`q8`: I8 in the tensor's shape; `q4`: U8 `[n / 2]`)
 /// and its `.q_scale` companion (see [`crate::quant`]).
-fn dequantize(
+fn read_blocks<'a>(
     file: &str,
-    tensors: &SafeTensors<'_>,
+    tensors: &SafeTensors<'a>,
     key: &str,
-    view: &safetensors::tensor::TensorView<'_>,
+    view: &safetensors::tensor::TensorView<'a>,
     shape: &[usize],
-) -> Result<Vec<f32>, ModelError> {
-    use crate::quant::{SCALE_SUFFIX, dequantize_q4, dequantize_q8};
+) -> Result<Blocks<'a>, ModelError> {
+    use crate::quant::{BLOCK, SCALE_SUFFIX};
     let n: usize = shape.iter().product();
     let q4 = view.dtype() == Dtype::U8;
     let shape_ok = if q4 { view.shape() == [n / 2] && n % 2 == 0 } else { view.shape() == shape };
@@ -238,11 +349,51 @@ fn dequantize(
         return Err(ModelError::Dtype { name: scale_key, dtype: format!("{:?}", scales.dtype()) });
     }
     let scales: Vec<half::f16> = scales.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
-    let values = if q4 { dequantize_q4(view.data(), &scales) } else { dequantize_q8(view.data(), &scales) };
-    values.ok_or_else(|| ModelError::Corrupt {
-        file: file.to_string(),
-        reason: format!("{key}: {} quantised bytes do not match {} scales", view.data().len(), scales.len()),
-    })
+    if n != scales.len() * BLOCK {
+        return Err(ModelError::Corrupt {
+            file: file.to_string(),
+            reason: format!("{key}: {n} quantised values do not match {} scales", scales.len()),
+        });
+    }
+    Ok(Blocks { n, values: view.data(), scales, q4 })
+}
+
+/// Expands a block-quantised tensor to f32 (code × its block's scale).
+fn dequantize(
+    file: &str,
+    tensors: &SafeTensors<'_>,
+    key: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+    shape: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    use crate::quant::{dequantize_q4, dequantize_q8};
+    let b = read_blocks(file, tensors, key, view, shape)?;
+    let values = if b.q4 { dequantize_q4(b.values, &b.scales) } else { dequantize_q8(b.values, &b.scales) };
+    Ok(values.expect("sizes checked by read_blocks"))
+}
+
+/// A block-quantised pack tensor as burn's own quantised data, flat `[n]`, without expanding
+/// it: burn's `Q8S`/`Q4S` with blocks of 32 and f16 scales, values packed in u32 words
+/// (lowest bits first) and followed by the scales. That is the pack's bytes as they are for
+/// q8 (one two's-complement byte a value) and for the scales; q4 nibbles are stored offset by
+/// 8 in the pack and as two's complement in burn, which is `nibble ^ 8`.
+fn burn_blocks(
+    file: &str,
+    tensors: &SafeTensors<'_>,
+    key: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+    shape: &[usize],
+) -> Result<TensorData, ModelError> {
+    use burn::tensor::DType;
+    let b = read_blocks(file, tensors, key, view, shape)?;
+    let scheme = QuantScheme::default()
+        .with_value(if b.q4 { QuantValue::Q4S } else { QuantValue::Q8S })
+        .with_store(QuantStore::PackedU32(0))
+        .per_block([crate::quant::BLOCK as u8], ScaleDtype::F16);
+    // n is a multiple of 32, so the values fill whole u32 words and the scales need no padding.
+    let mut bytes: Vec<u8> = if b.q4 { b.values.iter().map(|v| v ^ 0x88).collect() } else { b.values.to_vec() };
+    bytes.extend(b.scales.iter().flat_map(|s| s.to_ne_bytes()));
+    Ok(TensorData::from_bytes_vec(bytes, [b.n], DType::QFloat(scheme)))
 }
 
 /// Decodes little-endian F32/F16/BF16 bytes to f32 (also used by the converter).

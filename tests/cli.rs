@@ -63,6 +63,21 @@ fn generate_writes_png_and_json_report() {
     args2[6] = out2.to_str().unwrap();
     assert!(adcanvas(&args2).status.success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+
+    // The default model is small: its q8 weights are expanded unless asked; kept, the device
+    // holds under a third of the bytes and the image is the same.
+    assert_eq!(report["quantized_weights"], "expand");
+    let out3 = tmp("ad3.png");
+    let mut args3 = args.to_vec();
+    args3[6] = out3.to_str().unwrap();
+    args3.extend(["--quantized-weights", "keep"]);
+    let run = adcanvas(&args3);
+    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+    let kept: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(kept["quantized_weights"], "keep");
+    let (kept_mb, expanded_mb) = (kept["device_weights_mb"].as_f64().unwrap(), report["device_weights_mb"].as_f64().unwrap());
+    assert!(kept_mb < expanded_mb / 3.0, "device weights kept {kept_mb} MB vs expanded {expanded_mb} MB");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out3).unwrap());
 }
 
 #[test]

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use adcanvas::convert::{PackDtype, convert_diffusers};
+use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::Model;
 use adcanvas::pack::read_pack_dir;
 use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
+use adcanvas::weights::QuantizedWeights;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 
@@ -27,17 +29,21 @@ fn io(name: &str) -> (Vec<f32>, Vec<usize>) {
     (v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), v.shape().to_vec())
 }
 
-fn unet_max_diff(pack: &Path) -> f32 {
-    let device = Device::flex();
+/// The pack's UNet output on the parity fixture's inputs.
+fn unet_output(pack: &Path, device: &Device, quantized: QuantizedWeights) -> Vec<f32> {
     let (manifest, files) = read_pack_dir(pack).unwrap();
-    let model = Model::from_pack(manifest, &files, &device).unwrap();
+    let model = Model::from_pack_with(manifest, &files, device, quantized).unwrap();
     let (sample, s) = io("sample");
     let (context, c) = io("context");
     let (t, _) = io("timestep");
+    let sample = Tensor::<4>::from_data(TensorData::new(sample, [s[0], s[1], s[2], s[3]]), device);
+    let context = Tensor::<3>::from_data(TensorData::new(context, [c[0], c[1], c[2]]), device);
+    model.unet.forward(sample, t[0], &context).into_data().try_to_vec().unwrap()
+}
+
+fn unet_max_diff(pack: &Path) -> f32 {
     let (want, _) = io("output");
-    let sample = Tensor::<4>::from_data(TensorData::new(sample, [s[0], s[1], s[2], s[3]]), &device);
-    let context = Tensor::<3>::from_data(TensorData::new(context, [c[0], c[1], c[2]]), &device);
-    let got: Vec<f32> = model.unet.forward(sample, t[0], &context).into_data().try_to_vec().unwrap();
+    let got = unet_output(pack, &Device::flex(), QuantizedWeights::Expand);
     got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
@@ -94,6 +100,34 @@ fn quantised_packs_are_smaller_and_close() {
         let diff = unet_max_diff(&out);
         assert!(diff <= tol, "{name} UNet differs from diffusers by {diff}");
         assert!(diff > 0.0, "{name} should not be lossless");
+    }
+}
+
+/// Weights kept quantised on the device (expanded layer by layer) are the pack's own values:
+/// the UNet gives what the load-time expansion gives, on the CPU and on wgpu.
+#[test]
+fn quantised_weights_kept_on_the_device_give_the_same_output() {
+    let src = root().join("tests/fixtures/diffusers_tiny");
+    let gpu = pollster::block_on(open_device(DeviceChoice::Gpu)).expect("a wgpu adapter (lavapipe in CI)");
+    for (dtype, name) in [(PackDtype::Q8, "q8k"), (PackDtype::Q4, "q4k")] {
+        let out = out_dir(name);
+        convert_diffusers(&src, &out, dtype, None, false).unwrap();
+        let (manifest, files) = read_pack_dir(&out).unwrap();
+        let kept = Model::from_pack_with(manifest.clone(), &files, &Device::flex(), QuantizedWeights::Keep).unwrap();
+        let expanded = Model::from_pack_with(manifest, &files, &Device::flex(), QuantizedWeights::Expand).unwrap();
+        assert_eq!((kept.quantized, expanded.quantized), (QuantizedWeights::Keep, QuantizedWeights::Expand));
+        // This tiny model keeps many small tensors in f16 (expanded either way), so the
+        // device saving is below the ideal 1/4 (q8) and 1/8 (q4) of f32.
+        let ratio = kept.device_weight_bytes as f64 / expanded.device_weight_bytes as f64;
+        eprintln!("{name}: device weights kept {} B, expanded {} B ({ratio:.3})", kept.device_weight_bytes, expanded.device_weight_bytes);
+        assert!(ratio < 0.65, "{name}: keeping quantised weights should shrink the device weights, ratio {ratio}");
+        for (device_name, device) in [("cpu", Device::flex()), ("gpu", gpu.clone())] {
+            let expanded = unet_output(&out, &device, QuantizedWeights::Expand);
+            let kept = unet_output(&out, &device, QuantizedWeights::Keep);
+            let diff = kept.iter().zip(&expanded).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            eprintln!("{name} on {device_name}: kept vs expanded max diff {diff:e}");
+            assert!(diff <= 1e-5, "{name} on {device_name}: kept quantised weights differ from expanded ones by {diff}");
+        }
     }
 }
 

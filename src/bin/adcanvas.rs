@@ -11,6 +11,7 @@ use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::map_pack_dir;
 use adcanvas::pfv::{PfvConfig, TokenMode};
 use adcanvas::pipeline::{GenerateOptions, PipelineError, generate, prepare_product};
+use adcanvas::weights::QuantizedWeights;
 use adcanvas::reference::{Reference, ReferenceOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -26,6 +27,27 @@ struct Cli {
 enum DeviceArg {
     Gpu,
     Cpu,
+}
+
+/// What to do with a q8/q4 pack's weights on the device.
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantizedArg {
+    /// Keep them quantised when the model would take over 1 GiB as f32, else expand.
+    Auto,
+    /// Expand to f32 at load (fastest).
+    Expand,
+    /// Keep them quantised, expanding each layer's weight as it runs (least memory).
+    Keep,
+}
+
+impl QuantizedArg {
+    fn resolve(self, manifest: &adcanvas::pack::Manifest) -> QuantizedWeights {
+        match self {
+            Self::Auto => QuantizedWeights::for_pack(manifest),
+            Self::Expand => QuantizedWeights::Expand,
+            Self::Keep => QuantizedWeights::Keep,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,6 +163,9 @@ enum Command {
         model: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
         device: DeviceArg,
+        /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
+        #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
+        quantized_weights: QuantizedArg,
         /// Also write the product mask as a PNG here.
         #[arg(long)]
         mask_out: Option<PathBuf>,
@@ -175,6 +200,9 @@ enum Command {
         io: PathBuf,
         #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
         device: DeviceArg,
+        /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
+        #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
+        quantized_weights: QuantizedArg,
         /// Timed runs after the first (which pays kernel compilation and autotuning).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -191,7 +219,23 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate { product, prompt, out, size, steps, seed, guidance, text_weight, depth_scale, scheduler, model, device, mask_out, reference } => {
+        Command::Generate {
+            product,
+            prompt,
+            out,
+            size,
+            steps,
+            seed,
+            guidance,
+            text_weight,
+            depth_scale,
+            scheduler,
+            model,
+            device,
+            quantized_weights,
+            mask_out,
+            reference,
+        } => {
             let side = size.unwrap_or(0);
             let options = GenerateOptions {
                 prompt,
@@ -206,17 +250,19 @@ fn main() -> ExitCode {
                 depth_scale,
                 ..Default::default()
             };
-            run_generate(&product, &out, options, model, device, mask_out, &reference)
+            run_generate(&product, &out, options, model, device, quantized_weights, mask_out, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
-        Command::Parity { model, io, device, repeats } => {
+        Command::Parity { model, io, device, quantized_weights, repeats } => {
             let choice = match device {
                 DeviceArg::Gpu => DeviceChoice::Gpu,
                 DeviceArg::Cpu => DeviceChoice::Cpu,
             };
             pollster::block_on(open_device(choice))
                 .map_err(|e| e.to_string())
-                .and_then(|device| adcanvas::parity::check_pack(&model, &io, &device, repeats))
+                .and_then(|device| {
+                    adcanvas::parity::check_pack(&model, &io, &device, repeats, |manifest| quantized_weights.resolve(manifest))
+                })
                 .map(|report| println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")))
         }
         Command::Convert { diffusers, out, dtype, name, no_verify } => {
@@ -262,6 +308,7 @@ fn run_generate(
     options: GenerateOptions,
     model: Option<PathBuf>,
     device: DeviceArg,
+    quantized: QuantizedArg,
     mask_out: Option<PathBuf>,
     reference_args: &ReferenceArgs,
 ) -> Result<(), String> {
@@ -280,7 +327,8 @@ fn run_generate(
     let dir = model_dir(model);
     let load_started = web_time_now();
     let (manifest, files) = map_pack_dir(&dir).map_err(|e| e.to_string())?;
-    let model = Model::from_pack(manifest, &files, &device).map_err(|e| e.to_string())?;
+    let quantized = quantized.resolve(&manifest);
+    let model = Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| e.to_string())?;
     drop(files);
     let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
     let mut options = options;
@@ -333,6 +381,8 @@ fn run_generate(
         "device": match choice { DeviceChoice::Gpu => "gpu", DeviceChoice::Cpu => "cpu" },
         "model": model.manifest.name,
         "model_label": model.manifest.label,
+        "quantized_weights": match model.quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },
+        "device_weights_mb": (model.device_weight_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
         "trained": model.manifest.trained,
         "prompt_used": model.prompt_used(),
         "reference": reference_report,
