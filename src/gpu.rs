@@ -32,16 +32,17 @@ impl std::error::Error for DeviceError {}
 /// Opens the chosen device. For the GPU this initialises wgpu and reports failure
 /// instead of panicking later at the first tensor.
 ///
-/// wgpu's runtime can be initialised once per process; later calls reuse that device.
+/// wgpu's runtime can be initialised once per process; later calls reuse that device, and
+/// calls made while it is being opened wait for it (two threads in native tests; two
+/// widgets opening at once on one page).
 pub async fn open_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
-    static GPU: std::sync::Mutex<Option<Device>> = std::sync::Mutex::new(None);
+    static GPU: futures_util::lock::Mutex<Option<Device>> = futures_util::lock::Mutex::new(None);
     match choice {
         DeviceChoice::Cpu => Ok(Device::flex()),
         DeviceChoice::Gpu => {
-            // Held across the await so two threads cannot both initialise (native tests);
-            // in the browser there is one thread and no contention.
-            #[allow(clippy::await_holding_lock)]
-            let mut cached = GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // An async lock, held across the initialisation's await: a second caller awaits
+            // it (std's mutex would block a thread, and on wasm panic as a recursive lock).
+            let mut cached = GPU.lock().await;
             if let Some(device) = cached.clone() {
                 return Ok(device);
             }

@@ -151,7 +151,16 @@ pub struct Studio {
 #[wasm_bindgen]
 impl Studio {
     /// Opens WebGPU and loads the model pack at `model_url` (a folder URL with `manifest.json`).
-    pub async fn open(model_url: String) -> Result<Studio, JsError> {
+    /// `options` (may be undefined): `{ quantized_weights: "auto"|"keep"|"expand" }`, what to
+    /// do with a q8/q4 pack's weights on the GPU (default auto: keep them quantised when they
+    /// would pass 1 GiB as f32; docs/PACKS.md).
+    pub async fn open(model_url: String, options: JsValue) -> Result<Studio, JsError> {
+        let quantized = match get(&options, "quantized_weights").as_string().as_deref() {
+            None | Some("auto") => None,
+            Some("keep") => Some(QuantizedWeights::Keep),
+            Some("expand") => Some(QuantizedWeights::Expand),
+            Some(other) => return Err(JsError::new(&format!("quantized_weights {other:?}: expected auto, keep or expand"))),
+        };
         let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
         let base = if model_url.ends_with('/') { model_url } else { format!("{model_url}/") };
         let manifest_bytes = fetch_bytes(&format!("{base}manifest.json")).await.map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
@@ -161,7 +170,8 @@ impl Studio {
             let bytes = fetch_bytes(&format!("{base}{}", entry.file)).await.map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
             files.insert(component.clone(), bytes);
         }
-        let model = Model::from_pack(manifest, &files, &device).map_err(|e| JsError::new(&e.to_string()))?;
+        let quantized = quantized.unwrap_or_else(|| QuantizedWeights::for_pack(&manifest));
+        let model = Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| JsError::new(&e.to_string()))?;
         Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), reference: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
     }
 

@@ -137,10 +137,10 @@ pub enum QuantizedWeights {
     /// Expand them to f32 once, at load: the fastest to run, 4 bytes a weight on the device.
     #[default]
     Expand,
-    /// Keep them quantised on the device (burn `Q8S`/`Q4S`, blocks of 32, f16 scales: the
-    /// pack's own values, so results are the same) and expand each layer's weight when it
-    /// runs: 1 byte (q8) or ½ byte (q4) a weight plus 1/16 byte of scale, and one extra
-    /// kernel per layer call. For models whose f32 weights would not fit (SD 1.5 is 3.4 GiB).
+    /// Keep them quantised on the device (burn `Q8S`/`Q4S`, blocks of 32: the pack's own
+    /// values, so results are the same) and expand each layer's weight when it runs: 1 byte
+    /// (q8) or ½ byte (q4) a weight plus ⅛ byte of f32 scale, and one extra kernel per layer
+    /// call. For models whose f32 weights would not fit (SD 1.5 is 3.4 GiB).
     Keep,
 }
 
@@ -373,10 +373,12 @@ fn dequantize(
 }
 
 /// A block-quantised pack tensor as burn's own quantised data, flat `[n]`, without expanding
-/// it: burn's `Q8S`/`Q4S` with blocks of 32 and f16 scales, values packed in u32 words
-/// (lowest bits first) and followed by the scales. That is the pack's bytes as they are for
-/// q8 (one two's-complement byte a value) and for the scales; q4 nibbles are stored offset by
-/// 8 in the pack and as two's complement in burn, which is `nibble ^ 8`.
+/// it: burn's `Q8S`/`Q4S` with blocks of 32, values packed in u32 words (lowest bits first)
+/// and followed by the scales. The values are the pack's bytes as they are for q8 (one
+/// two's-complement byte a value); q4 nibbles are stored offset by 8 in the pack and as two's
+/// complement in burn, which is `nibble ^ 8`. The scales go to the device as f32, not as the
+/// pack's f16: Chromium's WebGPU (SwiftShader) expanded f16-scaled blocks wrongly (up to 82
+/// of 255 levels off in the image; right on native wgpu), f32-scaled ones exactly.
 fn burn_blocks(
     file: &str,
     tensors: &SafeTensors<'_>,
@@ -389,10 +391,10 @@ fn burn_blocks(
     let scheme = QuantScheme::default()
         .with_value(if b.q4 { QuantValue::Q4S } else { QuantValue::Q8S })
         .with_store(QuantStore::PackedU32(0))
-        .per_block([crate::quant::BLOCK as u8], ScaleDtype::F16);
+        .per_block([crate::quant::BLOCK as u8], ScaleDtype::F32);
     // n is a multiple of 32, so the values fill whole u32 words and the scales need no padding.
     let mut bytes: Vec<u8> = if b.q4 { b.values.iter().map(|v| v ^ 0x88).collect() } else { b.values.to_vec() };
-    bytes.extend(b.scales.iter().flat_map(|s| s.to_ne_bytes()));
+    bytes.extend(b.scales.iter().flat_map(|s| s.to_f32().to_ne_bytes()));
     Ok(TensorData::from_bytes_vec(bytes, [b.n], DType::QFloat(scheme)))
 }
 

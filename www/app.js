@@ -128,6 +128,12 @@ function modelBaseUrl() {
   return base;
 }
 
+/** `?weights=keep|expand|auto`: what a q8/q4 pack's weights become on the GPU (docs/PACKS.md);
+ * auto keeps them quantised when they would pass 1 GiB as f32. */
+function quantizedWeightsOption() {
+  return new URLSearchParams(location.search).get('weights') || 'auto';
+}
+
 function showWebgpuError(message) {
   el.webgpuErrorMessage.textContent = message;
   el.webgpuError.hidden = false;
@@ -178,7 +184,7 @@ async function start() {
   const base = modelBaseUrl();
   setStatus('loading', `Loading the model from ${base}…`);
   try {
-    state.studio = await wasm.Studio.open(base);
+    state.studio = await wasm.Studio.open(base, { quantized_weights: quantizedWeightsOption() });
   } catch (err) {
     setStatus('error', `Could not load the model pack at ${base}: ${messageOf(err)}`);
     return;

@@ -345,6 +345,53 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
   }
 });
 
+test('q8 weights kept quantised on the GPU give the same ad as expanded ones', { timeout: 2 * LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await page.goto(baseUrl, { waitUntil: 'load' });
+    const photo = Array.from(fs.readFileSync(PRODUCT));
+    const got = await page.evaluate(async (photo) => {
+      const wasm = await import(new URL('pkg/adcanvas.js', document.baseURI).href);
+      await wasm.default();
+      const run = async (mode) => {
+        const studio = await wasm.Studio.open(new URL('models/default/', document.baseURI).href, { quantized_weights: mode });
+        const info = studio.model_info();
+        studio.prepare(new Uint8Array(photo));
+        const r = await studio.generate({ size: 64, steps: 2, seed: 7, prompt: 'on a marble table' }, () => {});
+        return { mode: info.quantized_weights, mb: info.device_weights_mb, rgba: Array.from(r.rgba) };
+      };
+      let refused = null;
+      try {
+        await wasm.Studio.open('models/default/', { quantized_weights: 'int8' });
+      } catch (e) {
+        refused = String(e && e.message || e);
+      }
+      return { expanded: await run('expand'), kept: await run('keep'), auto: (await wasm.Studio.open('models/default/', {})).model_info().quantized_weights, refused };
+    }, photo);
+    assert.equal(got.expanded.mode, 'expand');
+    assert.equal(got.kept.mode, 'keep');
+    assert.equal(got.auto, 'expand', 'auto expands the small default model');
+    assert.match(got.refused || '', /quantized_weights "int8": expected auto, keep or expand/);
+    assert.ok(got.kept.mb < got.expanded.mb / 3, `GPU weights kept ${got.kept.mb} MB vs expanded ${got.expanded.mb} MB`);
+    assert.equal(got.kept.rgba.length, 64 * 64 * 4);
+    let maxDiff = 0;
+    let differing = 0;
+    got.kept.rgba.forEach((v, i) => {
+      const d = Math.abs(v - got.expanded.rgba[i]);
+      if (d > 0) differing++;
+      maxDiff = Math.max(maxDiff, d);
+    });
+    // The same weight values either way; only the GPU's operation order may differ (1e-6 in
+    // the UNet natively), which can flip a rounding.
+    console.error(`kept vs expanded in Chromium: max channel difference ${maxDiff}, ${differing} of ${got.kept.rgba.length} values differ; GPU weights ${got.kept.mb.toFixed(1)} vs ${got.expanded.mb.toFixed(1)} MB`);
+    assert.ok(maxDiff <= 2, `kept vs expanded: max channel difference ${maxDiff}, ${differing} values differ`);
+    assert.deepEqual(b.pageErrors.map(String), [], `no uncaught page errors; console:\n${b.consoleLines.join('\n')}`);
+  } finally {
+    await b.close();
+  }
+});
+
 test('WebGPU off: explains what is missing without throwing', { timeout: 3 * MINUTE }, async () => {
   const b = await launch(WEBGPU_OFF);
   try {
