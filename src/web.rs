@@ -176,7 +176,7 @@ impl Studio {
     }
 
     /// `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
-    /// quantized_weights, device_weights_mb }`.
+    /// depth_used, quantized_weights, device_weights_mb }`.
     pub fn model_info(&self) -> JsValue {
         let m = &self.inner.model;
         let out = Object::new();
@@ -187,6 +187,7 @@ impl Studio {
         set(&out, "size_multiple", m.size_multiple() as u32);
         set(&out, "native_size", m.native_size() as u32);
         set(&out, "reference_used", m.reference_encoder.is_some());
+        set(&out, "depth_used", m.controlnet.is_some());
         // Large q8/q4 packs stay quantised on the GPU (weights::QuantizedWeights::for_pack).
         set(&out, "quantized_weights", if m.quantized == QuantizedWeights::Keep { "keep" } else { "expand" });
         set(&out, "device_weights_mb", m.device_weight_bytes as f64 / 1048576.0);

@@ -97,7 +97,8 @@ fn default_pack_is_the_trained_model_within_budget() {
     let total: u64 = m.files.values().map(|f| f.bytes).sum();
     assert!(total <= 50_000_000, "the default pack is {total} bytes; the budget is 50 MB");
     assert!(model.reference_encoder.is_some(), "the default model takes a style reference");
-    for component in ["unet", "vae", "text_encoder", "image_encoder"] {
+    assert!(model.controlnet.is_some(), "the default model carries a depth ControlNet");
+    for component in ["unet", "vae", "text_encoder", "image_encoder", "controlnet"] {
         assert_eq!(m.files[component].dtype, "q8", "{component}");
     }
 }
@@ -423,29 +424,35 @@ fn style_reference_errors_are_clear() {
     assert!(err.to_string().contains("takes no style reference"), "{err}");
 }
 
-/// The depth path end to end: a ControlNet for the default UNet (seeded random weights, as
-/// `ControlNetModel.from_unet` would shape it) reads the placed product's pseudo-depth and
-/// steers the background; scale 0 is exactly the model without it; the product stays exact.
+/// The depth path end to end: the default model's trained ControlNet reads the placed
+/// product's pseudo-depth; scale 0 is exactly the model without it; the product stays exact.
+/// A seeded random ControlNet (as `ControlNetModel.from_unet` would shape it) shows the
+/// residuals really steer the background.
 #[test]
 fn depth_controlnet_steers_the_background_and_scale_zero_turns_it_off() {
     use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
     use adcanvas::weights::Weights;
     let device = Device::flex();
-    let plain = load_default(&device);
     let options = GenerateOptions { width: 64, height: 64, steps: 2, seed: 5, ..tiny_options(5) };
-    let without = run(&plain, PRODUCT_32, &options);
-    assert!(!without.depth_used);
+    let shipped = load_default(&device);
+    assert!(shipped.controlnet.is_some(), "the default model carries its depth ControlNet");
+    let with_depth = run(&shipped, PRODUCT_32, &options);
+    assert!(with_depth.depth_used);
+    assert_composite_exact(&with_depth);
+    let off = run(&shipped, PRODUCT_32, &GenerateOptions { depth_scale: 0.0, ..options.clone() });
+    assert!(!off.depth_used);
 
     let mut model = load_default(&device);
+    model.controlnet = None;
+    let without = run(&model, PRODUCT_32, &options);
+    assert!(!without.depth_used);
+    assert_eq!(off.image.as_raw(), without.image.as_raw(), "depth scale 0 must be the model without depth");
+    assert_ne!(with_depth.background.as_raw(), without.background.as_raw(), "the trained ControlNet changes the background");
+
     let config = ControlNetConfig::for_unet(&model.manifest.unet);
     config.check_fits(&model.manifest.unet).unwrap();
     let (weights, _) = Weights::random(11, &device);
     model.controlnet = Some(ControlNetModel::load(&weights, &config).unwrap());
-
-    let off = run(&model, PRODUCT_32, &GenerateOptions { depth_scale: 0.0, ..options.clone() });
-    assert!(!off.depth_used);
-    assert_eq!(off.image.as_raw(), without.image.as_raw(), "depth scale 0 must be the model without depth");
-
     let on = run(&model, PRODUCT_32, &options);
     assert!(on.depth_used);
     assert_composite_exact(&on);

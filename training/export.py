@@ -30,6 +30,12 @@ from common import SCHEDULER_CONFIG, UNET_CONFIG  # noqa: E402
 from make_dataset import minilm_dir  # noqa: E402
 
 
+def controlnet_steps(controlnet_dir):
+    """Steps of the ControlNet run whose EMA weights are in `controlnet_dir` (its state.pt)."""
+    state = os.path.join(os.path.dirname(os.path.normpath(controlnet_dir)), "state.pt")
+    return torch.load(state, map_location="cpu", weights_only=False)["step"] if os.path.exists(state) else "?"
+
+
 def main():
     from diffusers import UNet2DConditionModel
 
@@ -102,7 +108,8 @@ def main():
     manifest["provenance"] = (
         "training/ scripts: make_dataset.py, train_tiny_vae.py, train_unet.py"
         + (f", train_reference.py ({state['step']} steps)" if with_reference else f" ({state['step']} UNet steps)") + ", "
-        f"export.py --dtype {args.dtype}; see models/default/MODEL_CARD.md"
+        + (f"train_controlnet.py ({controlnet_steps(args.controlnet)} steps), " if args.controlnet else "")
+        + f"export.py --dtype {args.dtype}{' --controlnet' if args.controlnet else ''}; see models/default/MODEL_CARD.md"
     )
     with open(path, "w") as fh:
         fh.write(json.dumps(manifest, indent=2) + "\n")

@@ -33,6 +33,8 @@ const el = {
   referenceScaleValue: $('reference-scale-value'),
   pfv: $('pfv'),
   regionMasks: $('region-masks'),
+  depthField: $('depth-field'),
+  depth: $('depth'),
 };
 
 const state = {
@@ -212,6 +214,7 @@ function showModelInfo() {
   const native = String(field(info, 'native_size') || '');
   if (!savedSettings()?.size && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
   el.referenceField.hidden = field(info, 'reference_used') !== true;
+  el.depthField.hidden = field(info, 'depth_used') !== true;
   if (field(info, 'trained') === false) {
     addNotice('warn', `<strong>${escapeHtml(label)}</strong>: this model has not been trained, so the ` +
       'background is a placeholder pattern, not a real scene. Your product is still placed exactly.');
@@ -410,7 +413,7 @@ function showResult(out) {
   canvas.dataset.ready = '1';
   const ref = field(out, 'reference');
   const reference = ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null;
-  window.__adcanvas = { width, height, rgba, placement, reference };
+  window.__adcanvas = { width, height, rgba, placement, reference, depth_used: field(out, 'depth_used') === true };
 }
 
 async function generate() {
@@ -425,6 +428,7 @@ async function generate() {
       reference_scale: Number(el.referenceScale.value),
       pfv: el.pfv.checked,
       region_masks: el.regionMasks.checked,
+      depth_scale: el.depth.checked ? 1 : 0,
     };
   } catch (err) {
     setStatus('error', messageOf(err));

@@ -216,6 +216,8 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
 
     // A style reference: the page shows the option for this model; PFV hides the cut-out's object.
     assert.equal(await page.locator('#reference-field').isVisible(), true, 'the default model takes a style reference');
+    assert.equal(await page.locator('#depth-field').isVisible(), true, 'the default model has depth guidance');
+    assert.equal(await page.locator('#depth').isChecked(), true, 'depth guidance is on by default');
     await page.setInputFiles('#reference', REFERENCE_CUTOUT);
     await page.waitForFunction(() => /Style reference/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
     assert.equal((await statusOf(page)).state, 'ready', 'the reference is accepted');
@@ -246,6 +248,7 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     assert.equal(await page.locator('#cancel').isDisabled(), true, 'Cancel is disabled after generating');
     assert.equal(await page.locator('#download').isEnabled(), true, 'Download is enabled after a result');
     assert.equal(await page.locator('#generate').isEnabled(), true, 'Generate is enabled again');
+    assert.equal(await page.evaluate(() => window.__adcanvas.depth_used), true, 'the ControlNet read the product\'s depth');
     const usedRef = await page.evaluate(() => window.__adcanvas.reference);
     assert.ok(usedRef && usedRef.patches === 64 && usedRef.hidden_patches > 0 && usedRef.tokens === 1 + 64 - usedRef.hidden_patches,
       `the reference went through PFV: ${JSON.stringify(usedRef)}`);
