@@ -38,10 +38,15 @@ def randomize(model, seed):
     return model
 
 
-def save_case(name, model, config, tensors):
+def save_case(name, model, config, tensors, weights=True):
+    """`weights=False` for the models `diffusers_folder` also saves: the tests read those
+    weights from tests/fixtures/diffusers_tiny instead of a second copy."""
     OUT.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, OUT / f"{name}.weights.safetensors")
+    if weights:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, OUT / f"{name}.weights.safetensors")
+    else:
+        (OUT / f"{name}.weights.safetensors").unlink(missing_ok=True)
     save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, OUT / f"{name}.io.safetensors")
     (OUT / f"{name}.config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -49,7 +54,7 @@ def save_case(name, model, config, tensors):
 DIFFUSERS_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "diffusers_tiny"
 
 
-def unet_case(name, seed, **overrides):
+def unet_case(name, seed, weights=True, **overrides):
     config = dict(
         sample_size=16,
         in_channels=9,
@@ -75,7 +80,8 @@ def unet_case(name, seed, **overrides):
     timestep = torch.tensor(537.0)
     with torch.no_grad():
         out = model(sample, timestep, encoder_hidden_states=context).sample
-    save_case(name, model, config, {"sample": sample, "context": context, "timestep": timestep.reshape(1), "output": out})
+    save_case(name, model, config, {"sample": sample, "context": context, "timestep": timestep.reshape(1), "output": out},
+              weights=weights)
     return model
 
 
@@ -99,7 +105,17 @@ def vae_case(name, seed):
     with torch.no_grad():
         mean = model.encode(image).latent_dist.mean
         decoded = model.decode(latents).sample
-    save_case(name, model, config, {"image": image, "latent_mean": mean, "latents": latents, "decoded": decoded})
+        # Tiled passes (`enable_tiling()`), with tiles small enough that the 14 × 10 latents
+        # need 3 × 2 of them, the last ones cut short: decode, then encode what was decoded.
+        tiled_latents = torch.randn(1, 4, 14, 10, generator=torch.Generator().manual_seed(seed + 2))
+        model.enable_tiling()
+        model.tile_latent_min_size, model.tile_sample_min_size = 8, 32
+        tiled_decoded = model.decode(tiled_latents).sample
+        tiled_mean = model.encode(tiled_decoded).latent_dist.mean
+        model.disable_tiling()
+    save_case(name, model, config, {"image": image, "latent_mean": mean, "latents": latents, "decoded": decoded,
+                                    "tiled_latents": tiled_latents, "tiled_decoded": tiled_decoded,
+                                    "tiled_latent_mean": tiled_mean}, weights=False)
     return model
 
 
@@ -218,7 +234,7 @@ def diffusers_folder(unet, vae, folder=DIFFUSERS_DIR):
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    unet = unet_case("unet_conv_proj", 11)
+    unet = unet_case("unet_conv_proj", 11, weights=False)
     unet_case("unet_linear_proj", 12, use_linear_projection=True, attention_head_dim=[2, 4], block_out_channels=[8, 16],
               norm_num_groups=4)
     vae = vae_case("vae", 21)
@@ -231,5 +247,5 @@ if __name__ == "__main__":
     (OUT / "VERSIONS.txt").write_text(
         f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\ntransformers {transformers.__version__}\n"
     )
-    total = sum(p.stat().st_size for p in OUT.iterdir())
-    print(f"wrote {OUT} ({total / 1e6:.2f} MB)")
+    total = sum(p.stat().st_size for p in OUT.iterdir()) + sum(p.stat().st_size for p in DIFFUSERS_DIR.rglob("*") if p.is_file())
+    print(f"wrote {OUT} and {DIFFUSERS_DIR} ({total / 1e6:.2f} MB)")

@@ -70,6 +70,9 @@ def main():
     ap.add_argument("--batch", type=int, default=2, help="UNet batch (2 = classifier-free guidance)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1505)
+    ap.add_argument("--vae-tile", type=int, default=None,
+                    help="latent tile side of the tiled VAE decode also saved (default: 44 for sd15, the largest "
+                         "whose activations fit a 128 MiB WebGPU binding, as adcanvas picks it; 8 for tiny)")
     ap.add_argument("--f64", action="store_true",
                     help="also run both models in float64 and report how far PyTorch's own f32 outputs are from it")
     args = ap.parse_args()
@@ -100,9 +103,23 @@ def main():
     s, c, z = sample.to(device), context.to(device), latents.to(device)
     unet_out = unet(s, timestep, encoder_hidden_states=c).sample
     decoded = vae.decode(z).sample
+    # diffusers' tiled decode (`enable_tiling()`) with the tile side adcanvas would use.
+    tile = args.vae_tile or (44 if args.config == "sd15" else 8)
+    scale = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+
+    def decode_tiled():
+        vae.enable_tiling()
+        vae.tile_latent_min_size, vae.tile_sample_min_size = tile, tile * scale
+        try:
+            return vae.decode(z).sample
+        finally:
+            vae.disable_tiling()
+
+    decoded_tiled = decode_tiled()
     save_file({
         "sample": sample, "context": context, "timestep": torch.tensor([timestep]), "latents": latents,
         "unet_out": unet_out.float().cpu().contiguous(), "decoded": decoded.float().cpu().contiguous(),
+        "vae_tile": torch.tensor([float(tile)]), "decoded_tiled": decoded_tiled.float().cpu().contiguous(),
     }, out / "io.safetensors")
 
     report = {
@@ -115,6 +132,8 @@ def main():
         "shapes": {"sample": list(sample.shape), "context": list(context.shape), "latents": list(latents.shape)},
         "unet_f32_ms": timed(lambda: unet(s, timestep, encoder_hidden_states=c), device, args.repeats),
         "vae_decode_f32_ms": timed(lambda: vae.decode(z), device, args.repeats),
+        "vae_tile": tile,
+        "vae_decode_tiled_f32_ms": timed(decode_tiled, device, args.repeats),
     }
     if args.f64:
         # How far f32 itself is from exact: the scale against which our difference is judged.

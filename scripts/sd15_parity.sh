@@ -13,6 +13,8 @@
 #   DTYPES          pack dtypes to check (default "f32 f16 q8 q4"; f32 is the parity check)
 #   QUANTIZED_WEIGHTS  auto | expand | keep: q8/q4 weights on the device (default auto: kept
 #                   for SD 1.5, whose f32 weights exceed 1 GiB)
+#   GPU_BINDING_LIMIT_MB  open the GPU as if it bound at most this many MiB per buffer (128:
+#                   WebGPU's default); the whole VAE decode is skipped when it would not fit
 #   PARITY_REPEATS  timed runs after the first (default 3)
 #   TORCH_REPEATS   PyTorch's timed runs (default 5)
 #   TORCH_F64=1     also report PyTorch's own f32 error against float64
@@ -47,7 +49,9 @@ for dtype in ${DTYPES:-f32 f16 q8 q4}; do
   "$ADCANVAS_BIN" convert --diffusers "$WORK/diffusers" --out "$pack" --dtype "$dtype" --no-verify
   echo "convert_ms=$(( ($(date +%s%N) - start) / 1000000 ))"
   echo "== $dtype: parity on ${ADCANVAS_DEVICE:-gpu}"
+  limit_args=()
+  [[ -n "${GPU_BINDING_LIMIT_MB:-}" ]] && limit_args=(--gpu-binding-limit-mb "$GPU_BINDING_LIMIT_MB")
   "$ADCANVAS_BIN" parity --model "$pack" --io "$WORK/io.safetensors" --device "${ADCANVAS_DEVICE:-gpu}" --repeats "${PARITY_REPEATS:-3}" \
-    --quantized-weights "${QUANTIZED_WEIGHTS:-auto}" | tee "$REPORTS/parity-$dtype.json"
+    --quantized-weights "${QUANTIZED_WEIGHTS:-auto}" "${limit_args[@]}" | tee "$REPORTS/parity-$dtype.json"
   rm -rf "$pack"
 done

@@ -2,7 +2,8 @@
 //!
 //! The crate reads as the pipeline it runs:
 //! [`image_io`] → [`mask`] → [`layout`] → [`pfv`] / [`depth`] → (encoders) → [`denoise`]
-//! (UNet with the MEPA seam, ControlNet, scheduler) → [`vae`] (decode) → [`composite`].
+//! (UNet with the MEPA seam, ControlNet, scheduler) → [`vae`] (decode; [`vae_tiling`] for
+//! large images on small GPUs) → [`composite`].
 //! [`pipeline`] strings them together; [`model`] and [`pack`] load the weights
 //! (`convert` writes packs, `parity` checks one against PyTorch at full size);
 //! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
@@ -16,6 +17,7 @@ pub mod reference;
 pub mod encoders;
 pub mod denoise;
 pub mod vae;
+pub mod vae_tiling;
 pub mod vae_tiny;
 pub mod composite;
 

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::denoise::unet::UNet2DConditionModel;
 use crate::pack::map_pack_dir;
-use crate::vae::LatentDecoder;
+use crate::gpu::max_buffer_bytes;
+use crate::vae::{LatentDecoder, VaeModelConfig};
 use crate::pack::Manifest;
 use crate::weights::{QuantizedWeights, Weights};
 
@@ -198,8 +199,31 @@ pub fn check_pack(
     let device_after_unet = device_memory_mb(device);
 
     let latents: Tensor<4> = reference.tensor("latents", device)?;
+    let [_, _, lh, lw] = latents.dims();
     let scaled = latents.mul_scalar(manifest.vae.scaling_factor());
-    let vae_run = timed("VAE decode", repeats, &reference.values("decoded")?.0, || decoder.decode(scaled.clone()))?;
+    // The whole decode, unless it would not fit the device's buffers (a limited adapter).
+    let peak = match &manifest.vae {
+        VaeModelConfig::Kl(config) => config.decoder_peak_bytes(lh, lw),
+        VaeModelConfig::Tiny(_) => 0,
+    };
+    let vae_run = match max_buffer_bytes(device) {
+        Some(limit) if peak > limit => {
+            eprintln!("adcanvas parity: whole VAE decode skipped: it needs {} MiB buffers, the device binds {}", peak >> 20, limit >> 20);
+            None
+        }
+        _ => Some(timed("VAE decode", repeats, &reference.values("decoded")?.0, || decoder.decode(scaled.clone()))?),
+    };
+    // The tiled decode (diffusers' `enable_tiling()` with the script's tile side), when saved.
+    let tiled_run = match reference.values("vae_tile").ok() {
+        Some((tile, _)) => {
+            let tile = *tile.first().ok_or("`vae_tile` is empty")? as usize;
+            let run = timed("tiled VAE decode", repeats, &reference.values("decoded_tiled")?.0, || {
+                decoder.decode_tiled(scaled.clone(), Some(tile))
+            })?;
+            Some(json!({ "tile": tile, "run": run.to_json() }))
+        }
+        None => None,
+    };
 
     let host = host_memory_mb();
     Ok(json!({
@@ -212,7 +236,9 @@ pub fn check_pack(
         },
         "load_ms": { "read_files": ms(read_ms), "total": ms(load_ms) },
         "unet": unet_run.to_json(),
-        "vae_decode": vae_run.to_json(),
+        "vae_decode": vae_run.map(|r| r.to_json()),
+        "vae_decode_tiled": tiled_run,
+        "device_binding_limit_mb": max_buffer_bytes(device).map(mb),
         "memory": {
             "host_peak_mb_after_load": host_after_load.map(|m| ms(m.0)),
             "host_mb_after_load": host_after_load.map(|m| ms(m.1)),

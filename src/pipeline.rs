@@ -19,6 +19,7 @@ use crate::layout::{LayoutError, LayoutOptions, PlacedProduct, Placement, place_
 use crate::mask::{MaskError, MaskOptions, ProductMask, product_mask};
 use crate::model::Model;
 use crate::reference::{Reference, ReferenceOptions, ReferenceReport};
+use crate::vae::VaeModelConfig;
 use crate::weights::ModelError;
 
 /// Any reason a generation did not produce an image. `Display` is for the user.
@@ -103,6 +104,10 @@ pub struct GenerateOptions {
     /// The depth ControlNet's conditioning scale (diffusers' `controlnet_conditioning_scale`);
     /// 0 turns depth off (an ablation). Ignored by packs without a ControlNet.
     pub depth_scale: f32,
+    /// Encode and decode in tiles of this many latent pixels (diffusers' `enable_tiling()`; KL
+    /// VAEs only, a multiple of 4, at least 8). `None`: tile only when the device could not
+    /// hold a whole pass's largest activation in one buffer ([`crate::gpu::max_buffer_bytes`]).
+    pub vae_tile: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -119,6 +124,7 @@ impl Default for GenerateOptions {
             reference: ReferenceOptions::default(),
             text_weight: 1.0,
             depth_scale: 1.0,
+            vae_tile: None,
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct Generated {
     pub reference: Option<ReferenceReport>,
     /// Whether the depth ControlNet steered the UNet (a pack with one, depth scale ≠ 0).
     pub depth_used: bool,
+    /// The latent tile side the VAE ran in, when it was tiled.
+    pub vae_tile: Option<usize>,
     pub placement: Placement,
     pub placed: PlacedProduct,
     pub timings: Timings,
@@ -185,6 +193,10 @@ pub async fn generate(
     if options.steps == 0 || options.steps > 1000 {
         return Err(PipelineError::Options(format!("Steps must be between 1 and 1000; got {}.", options.steps)));
     }
+    let f = model.manifest.vae.downscale();
+    let (w, h) = (options.width as usize, options.height as usize);
+    let (lw, lh) = (w / f, h / f);
+    let vae_tile = vae_tile(model, options.vae_tile, lh, lw)?;
     // LCM draws fresh noise between steps: seeded from the same seed, so runs repeat.
     let mut scheduler = Scheduler::new(options.scheduler, &model.manifest.scheduler, options.steps)?.with_noise_seed(options.seed);
 
@@ -196,13 +208,10 @@ pub async fn generate(
 
     // 3. Inpainting inputs (diffusers StableDiffusionInpaintPipeline.prepare_mask_latents):
     //    mask = 1 where the background is generated; masked image keeps the product only.
-    let (w, h) = (options.width as usize, options.height as usize);
-    let f = model.manifest.vae.downscale();
-    let (lw, lh) = (w / f, h / f);
     let inpaint = inpaint_mask(&placed.mask);
     let masked_image = masked_image_tensor(&placed, &inpaint, w, h, device);
     let mask_latent = Tensor::<4>::from_data(TensorData::new(downsample_nearest(&inpaint, w, h, f), [1, 1, lh, lw]), device);
-    let masked_latents = model.vae_encoder.encode(masked_image);
+    let masked_latents = model.vae_encoder.encode_tiled(masked_image, vae_tile);
     t = timings.record("encode", t);
 
     // 4. Prompt conditioning: the prompt's hidden states, and the empty prompt's as the
@@ -290,7 +299,7 @@ pub async fn generate(
     t = timings.record("denoise", t);
 
     // 8. Decode to pixels.
-    let decoded = model.vae_decoder.decode(latents);
+    let decoded = model.vae_decoder.decode_tiled(latents, vae_tile);
     let data = decoded.into_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
     let values: Vec<f32> = data.try_into_vec().map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
     let background = tensor_to_rgba(&values, w, h);
@@ -300,7 +309,7 @@ pub async fn generate(
     let image = composite(&background, &placed)?;
     timings.record("composite", t);
 
-    Ok(Generated { image, background, reference: reference_report, depth_used: depth.is_some(), placement, placed, timings })
+    Ok(Generated { image, background, reference: reference_report, depth_used: depth.is_some(), vae_tile, placement, placed, timings })
 }
 
 /// The depth ControlNet's input for one generation: the embedded control image and its scale.
@@ -380,6 +389,24 @@ fn batch_pair(uncond: &Conditioning, cond: &Conditioning, input: &Tensor<4>) -> 
 
 /// 1 where the background is to be generated: pixels that are not solidly product.
 /// Binarised at 0.5 like diffusers' inpainting mask.
+/// The latent tile side the VAE runs in for an `lh × lw`-latent image: the one asked for, or,
+/// when none is, one small enough for the device's largest buffer (None: untiled).
+fn vae_tile(model: &Model, asked: Option<usize>, lh: usize, lw: usize) -> Result<Option<usize>, PipelineError> {
+    match (&model.manifest.vae, asked) {
+        (VaeModelConfig::Kl(_), Some(tile)) if tile < 8 || tile % 4 != 0 => Err(PipelineError::Options(format!(
+            "The VAE tile must be a multiple of 4 latent pixels, at least 8; got {tile}."
+        ))),
+        (VaeModelConfig::Kl(_), Some(tile)) => Ok(Some(tile)),
+        (VaeModelConfig::Kl(config), None) => {
+            Ok(crate::gpu::max_buffer_bytes(&model.device).and_then(|limit| config.tile_within(lh, lw, limit)))
+        }
+        (VaeModelConfig::Tiny(_), Some(_)) => Err(PipelineError::Options(
+            "VAE tiles apply to AutoencoderKL packs; this pack's AutoencoderTiny runs whole.".into(),
+        )),
+        (VaeModelConfig::Tiny(_), None) => Ok(None),
+    }
+}
+
 fn inpaint_mask(product: &[f32]) -> Vec<f32> {
     product.iter().map(|&m| if m >= 0.5 { 0.0 } else { 1.0 }).collect()
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::denoise::unet::ResnetBlock2D;
 use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
+use crate::vae_tiling::{Tiles, tiled};
 use crate::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
 use crate::weights::{ModelError, Weights};
 
@@ -91,6 +92,54 @@ impl VaeConfig {
     /// Image pixels per latent pixel along one side.
     pub fn downscale(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)
+    }
+
+    /// Bytes of the largest f32 activation the decoder makes for one `h × w`-latent image: the
+    /// widest block at its resolution (SD 1.5 at 64² latents: 256 channels at 512², 256 MiB),
+    /// or the mid block's attention scores (`(h·w)²`) where those are larger.
+    pub fn decoder_peak_bytes(&self, h: usize, w: usize) -> u64 {
+        let reversed: Vec<usize> = self.block_out_channels.iter().rev().copied().collect();
+        let mut peak = (h * w) * (h * w);
+        let mut prev = reversed[0];
+        let (mut h, mut w) = (h, w);
+        for (i, &ch) in reversed.iter().enumerate() {
+            peak = peak.max(prev.max(ch) * h * w);
+            if i + 1 < reversed.len() {
+                (h, w) = (2 * h, 2 * w);
+                peak = peak.max(ch * h * w);
+            }
+            prev = ch;
+        }
+        4 * peak as u64
+    }
+
+    /// Bytes of the largest f32 activation the encoder makes for one `h × w`-pixel image.
+    pub fn encoder_peak_bytes(&self, h: usize, w: usize) -> u64 {
+        let c = &self.block_out_channels;
+        let (mut h, mut w) = (h, w);
+        let mut peak = 0;
+        let mut prev = c[0];
+        for (i, &ch) in c.iter().enumerate() {
+            peak = peak.max(prev.max(ch) * h * w);
+            if i + 1 < c.len() {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            prev = ch;
+        }
+        4 * peak.max((h * w) * (h * w)) as u64
+    }
+
+    /// The latent tile side for encoding and decoding an `h × w`-latent image when one pass
+    /// over the whole image would make an activation larger than `limit` bytes (a GPU's
+    /// largest storage buffer binding): the largest multiple of 4 whose tiles fit, so the
+    /// fewest tiles. `None` when the whole image fits, or when not even an 8-latent tile would.
+    pub fn tile_within(&self, h: usize, w: usize, limit: u64) -> Option<usize> {
+        let f = self.downscale();
+        let fits = |th: usize, tw: usize| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit;
+        if fits(h, w) {
+            return None;
+        }
+        (8..h.max(w)).rev().filter(|t| t % 4 == 0).find(|&t| fits(t.min(h), t.min(w)))
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -226,6 +275,16 @@ impl VaeEncoder {
         let moments = self.quant_conv.forward(self.conv_out.forward(silu(self.conv_norm_out.forward(h))));
         moments.narrow(1, 0, self.latent_channels).mul_scalar(self.scaling_factor)
     }
+
+    /// [`VaeEncoder::encode`] over overlapping `tile × tile`-latent tiles, blended as diffusers'
+    /// `enable_tiling()` does ([`crate::vae_tiling`]); an image no larger than one tile is
+    /// encoded whole, as there. `tile` must be a multiple of 4.
+    pub fn encode_tiled(&self, image: Tensor<4>, tile: usize) -> Tensor<4> {
+        let f = 1 << (self.down_blocks.len() - 1);
+        let tiles = Tiles { input: tile * f, output: tile };
+        let [_, _, h, w] = image.dims();
+        if tiles.needed_for(h, w) { tiled(image, tiles, |t| self.encode(t)) } else { self.encode(image) }
+    }
 }
 
 /// Latents → image (diffusers `post_quant_conv` + `Decoder`).
@@ -292,6 +351,16 @@ impl VaeDecoder {
         }
         self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
     }
+
+    /// [`VaeDecoder::decode`] over overlapping `tile × tile`-latent tiles, blended as diffusers'
+    /// `enable_tiling()` does ([`crate::vae_tiling`]); latents no larger than one tile are
+    /// decoded whole, as there. `tile` must be a multiple of 4.
+    pub fn decode_tiled(&self, latents: Tensor<4>, tile: usize) -> Tensor<4> {
+        let f = 1 << (self.up_blocks.len() - 1);
+        let tiles = Tiles { input: tile, output: tile * f };
+        let [_, _, h, w] = latents.dims();
+        if tiles.needed_for(h, w) { tiled(latents, tiles, |t| self.decode(t)) } else { self.decode(latents) }
+    }
 }
 
 /// Either VAE's config, as a manifest or a diffusers `vae/config.json` spells it (told apart
@@ -350,9 +419,16 @@ impl LatentEncoder {
 
     /// `[batch, 3, H, W]` in [-1, 1] → `[batch, latent_channels, H/f, W/f]` (× scaling factor).
     pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
-        match self {
-            LatentEncoder::Kl(e) => e.encode(image),
-            LatentEncoder::Tiny(e) => e.encode(image),
+        self.encode_tiled(image, None)
+    }
+
+    /// [`LatentEncoder::encode`], in `tile`-latent tiles when given (the KL encoder only;
+    /// AutoencoderTiny has no tiled mode here and ignores it).
+    pub fn encode_tiled(&self, image: Tensor<4>, tile: Option<usize>) -> Tensor<4> {
+        match (self, tile) {
+            (LatentEncoder::Kl(e), Some(tile)) => e.encode_tiled(image, tile),
+            (LatentEncoder::Kl(e), None) => e.encode(image),
+            (LatentEncoder::Tiny(e), _) => e.encode(image),
         }
     }
 }
@@ -373,9 +449,42 @@ impl LatentDecoder {
 
     /// `[batch, latent_channels, h, w]` → `[batch, 3, h·f, w·f]`, roughly in [-1, 1].
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
-        match self {
-            LatentDecoder::Kl(d) => d.decode(latents),
-            LatentDecoder::Tiny(d) => d.decode(latents),
+        self.decode_tiled(latents, None)
+    }
+
+    /// [`LatentDecoder::decode`], in `tile`-latent tiles when given (the KL decoder only;
+    /// AutoencoderTiny has no tiled mode here and ignores it).
+    pub fn decode_tiled(&self, latents: Tensor<4>, tile: Option<usize>) -> Tensor<4> {
+        match (self, tile) {
+            (LatentDecoder::Kl(d), Some(tile)) => d.decode_tiled(latents, tile),
+            (LatentDecoder::Kl(d), None) => d.decode(latents),
+            (LatentDecoder::Tiny(d), _) => d.decode(latents),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn sd15_decoder_peak_is_256_channels_at_full_size() {
+        let sd = VaeConfig::sd15();
+        assert_eq!(sd.decoder_peak_bytes(64, 64), 256 * 512 * 512 * 4);
+        assert_eq!(sd.encoder_peak_bytes(512, 512), 128 * MIB);
+    }
+
+    /// WebGPU's default 128 MiB binding: SD 1.5 at 512² needs tiles, and the largest tiles that
+    /// fit are 44 latents (352 px: 256 channels × 352² × 4 B = 121 MiB); a 2 GiB binding needs none.
+    #[test]
+    fn tile_side_is_the_largest_that_fits_the_binding() {
+        let sd = VaeConfig::sd15();
+        assert_eq!(sd.tile_within(64, 64, 128 * MIB), Some(44));
+        assert!(sd.decoder_peak_bytes(44, 44) <= 128 * MIB && sd.decoder_peak_bytes(48, 48) > 128 * MIB);
+        assert_eq!(sd.tile_within(64, 64, 2048 * MIB), None);
+        assert_eq!(sd.tile_within(128, 96, 128 * MIB), Some(44));
+        assert_eq!(sd.tile_within(64, 64, MIB), None, "not even 8-latent tiles fit 1 MiB");
     }
 }

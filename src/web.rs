@@ -234,10 +234,12 @@ impl Studio {
 
     /// Generates an ad for the prepared product.
     /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
-    /// reference_scale, pfv, region_masks, text_weight, depth_scale }` (the reference ones apply with a
-    /// style reference; depth_scale with a pack that has a depth ControlNet);
+    /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile }` (the reference ones
+    /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
+    /// a KL VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
     /// `on_progress(step, total)` after each denoising step. Resolves to
-    /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms }`.
+    /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms, depth_used, vae_tile }`
+    /// (`vae_tile` 0: untiled).
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -266,6 +268,7 @@ impl Studio {
                 },
                 text_weight: number("text_weight", 1.0) as f32,
                 depth_scale: number("depth_scale", 1.0) as f32,
+                vae_tile: get(&opts, "vae_tile").as_f64().filter(|&t| t > 0.0).map(|t| t as usize),
                 ..Default::default()
             };
             let reference = inner.reference.borrow().clone();
@@ -301,6 +304,7 @@ impl Studio {
             }
             set(&out, "timings_ms", timings);
             set(&out, "depth_used", generated.depth_used);
+            set(&out, "vae_tile", generated.vae_tile.map_or(0.0, |t| t as f64));
             if let Some(r) = &generated.reference {
                 let info = Object::new();
                 set(&info, "patches", r.grid.visible.len() as u32);

@@ -19,6 +19,21 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/make_parity_fixtures.py)", path.display()))
 }
 
+/// A case's weights: its own file, or for the models `diffusers_tiny` holds (the same
+/// tensors, saved once) that folder's.
+fn weights_of(case: &str) -> Vec<u8> {
+    let shared = match case {
+        "unet_conv_proj" => "unet",
+        "vae" => "vae",
+        _ => return fixture(&format!("{case}.weights.safetensors")),
+    };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/diffusers_tiny")
+        .join(shared)
+        .join("diffusion_pytorch_model.safetensors");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/make_parity_fixtures.py)", path.display()))
+}
+
 struct Io(Vec<u8>);
 
 impl Io {
@@ -49,7 +64,7 @@ fn devices() -> Vec<(&'static str, Device)> {
 
 fn unet_parity(case: &str) {
     let config: UNetConfig = serde_json::from_slice(&fixture(&format!("{case}.config.json"))).unwrap();
-    let weights = fixture(&format!("{case}.weights.safetensors"));
+    let weights = weights_of(case);
     let io = Io(fixture(&format!("{case}.io.safetensors")));
     let (want, _) = io.get("output");
     let (t, _) = io.get("timestep");
@@ -76,7 +91,7 @@ fn unet_with_linear_projections_and_per_block_heads_matches_diffusers() {
 #[test]
 fn vae_matches_diffusers() {
     let config: VaeConfig = serde_json::from_slice(&fixture("vae.config.json")).unwrap();
-    let weights = fixture("vae.weights.safetensors");
+    let weights = weights_of("vae");
     let io = Io(fixture("vae.io.safetensors"));
     let (mean, _) = io.get("latent_mean");
     let want_latents: Vec<f32> = mean.iter().map(|m| m * config.scaling_factor).collect();
@@ -90,6 +105,33 @@ fn vae_matches_diffusers() {
         let latents: Tensor<4> = io.tensor("latents", &device);
         let diff = max_abs_diff(decoder.decode(latents.mul_scalar(config.scaling_factor)), &want_decoded);
         assert!(diff <= MODEL_TOLERANCE, "VAE decode on {name}: max abs diff {diff}");
+    }
+}
+
+/// diffusers' `enable_tiling()` with 8-latent (32-pixel) tiles on 14 × 10 latents: 3 × 2 tiles,
+/// the last row and column cut short, blended across their overlaps.
+#[test]
+fn tiled_vae_matches_diffusers() {
+    let config: VaeConfig = serde_json::from_slice(&fixture("vae.config.json")).unwrap();
+    let weights = weights_of("vae");
+    let io = Io(fixture("vae.io.safetensors"));
+    let (mean, _) = io.get("tiled_latent_mean");
+    let want_latents: Vec<f32> = mean.iter().map(|m| m * config.scaling_factor).collect();
+    let (want_decoded, _) = io.get("tiled_decoded");
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors("vae", &weights, &device).unwrap();
+        let decoder = VaeDecoder::load(&w, &config).unwrap();
+        let latents: Tensor<4> = io.tensor("tiled_latents", &device);
+        let decoded = decoder.decode_tiled(latents.clone().mul_scalar(config.scaling_factor), 8);
+        let decode_diff = max_abs_diff(decoded, &want_decoded);
+        assert!(decode_diff <= MODEL_TOLERANCE, "tiled VAE decode on {name}: max abs diff {decode_diff}");
+        // Tiling changes the result (each tile normalises alone), so this is not an untiled pass.
+        let untiled = max_abs_diff(decoder.decode(latents.mul_scalar(config.scaling_factor)), &want_decoded);
+        assert!(untiled > 100.0 * MODEL_TOLERANCE, "untiled decode is as close as the tiled one ({untiled})");
+        let encoder = VaeEncoder::load(&w, &config).unwrap();
+        let encode_diff = max_abs_diff(encoder.encode_tiled(io.tensor("tiled_decoded", &device), 8), &want_latents);
+        assert!(encode_diff <= MODEL_TOLERANCE, "tiled VAE encode on {name}: max abs diff {encode_diff}");
+        eprintln!("tiled VAE on {name}: decode {decode_diff:.2e}, encode {encode_diff:.2e}; untiled decode differs by {untiled:.3}");
     }
 }
 

@@ -459,3 +459,31 @@ fn depth_controlnet_steers_the_background_and_scale_zero_turns_it_off() {
     let changed = on.background.as_raw().iter().zip(without.background.as_raw()).filter(|(a, b)| a != b).count();
     assert!(changed > on.background.as_raw().len() / 4, "depth changed only {changed} background bytes");
 }
+
+/// An SD-style KL VAE run in tiles (as diffusers' `enable_tiling()`, pinned in tests/parity.rs)
+/// inside the pipeline: the product stays exact, the tile side is reported, and only the
+/// tiles' seams and normalisation change the background. Bad tile sides, and tiles for
+/// AutoencoderTiny, are refused with a message.
+#[test]
+fn kl_vae_runs_in_tiles_when_asked() {
+    let (manifest, files) = create_demo_pack(20261126, &Device::flex()).unwrap();
+    let model = Model::from_pack(manifest, &files, &Device::flex()).unwrap();
+    let options = GenerateOptions { width: 128, height: 128, ..tiny_options(3) };
+    let whole = run(&model, PRODUCT_128, &options);
+    assert_eq!(whole.vae_tile, None, "the CPU device has no buffer limit, so nothing is tiled unasked");
+    let tiled = run(&model, PRODUCT_128, &GenerateOptions { vae_tile: Some(8), ..options.clone() });
+    assert_eq!(tiled.vae_tile, Some(8));
+    assert_composite_exact(&tiled);
+    assert_background_not_constant(&tiled);
+    assert_ne!(tiled.background.as_raw(), whole.background.as_raw(), "16² latents in 8-latent tiles change the decode");
+
+    let product = prepare_product(PRODUCT_128).unwrap();
+    let refuse = |model: &Model, tile| {
+        let options = GenerateOptions { vae_tile: Some(tile), ..options.clone() };
+        pollster::block_on(generate(model, &product, None, &options, &mut |_, _| true)).unwrap_err().to_string()
+    };
+    let err = refuse(&model, 6);
+    assert!(err.contains("multiple of 4"), "{err}");
+    let err = refuse(&load_default(&Device::flex()), 8);
+    assert!(err.contains("AutoencoderTiny"), "{err}");
+}

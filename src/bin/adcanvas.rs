@@ -29,6 +29,27 @@ enum DeviceArg {
     Cpu,
 }
 
+/// `--gpu-binding-limit-mb`: open the GPU as a small adapter would offer it.
+#[derive(Clone, Copy, clap::Args)]
+struct BindingLimitArg {
+    /// Open the GPU as if it bound at most this many MiB per storage buffer (WebGPU's default,
+    /// and what some browser adapters offer, is 128); the VAE then runs in tiles where needed.
+    #[arg(long)]
+    gpu_binding_limit_mb: Option<u64>,
+}
+
+impl BindingLimitArg {
+    fn open(self, device: DeviceArg) -> Result<burn::tensor::Device, String> {
+        let opened = match (device, self.gpu_binding_limit_mb) {
+            (DeviceArg::Gpu, Some(mb)) => pollster::block_on(adcanvas::gpu::open_device_with_binding_limit(mb << 20)),
+            (DeviceArg::Cpu, Some(_)) => return Err("--gpu-binding-limit-mb applies to --device gpu".into()),
+            (DeviceArg::Gpu, None) => pollster::block_on(open_device(DeviceChoice::Gpu)),
+            (DeviceArg::Cpu, None) => pollster::block_on(open_device(DeviceChoice::Cpu)),
+        };
+        opened.map_err(|e| e.to_string())
+    }
+}
+
 /// What to do with a q8/q4 pack's weights on the device.
 #[derive(Clone, Copy, ValueEnum)]
 enum QuantizedArg {
@@ -155,6 +176,11 @@ enum Command {
         /// The depth ControlNet's conditioning scale, for packs that have one; 0 turns depth off.
         #[arg(long, default_value_t = 1.0)]
         depth_scale: f32,
+        /// Run a KL VAE (SD's) in tiles of this many latent pixels, as diffusers'
+        /// `enable_tiling()` does (a multiple of 4). Default: tiled only when the GPU's largest
+        /// buffer is too small for a whole pass.
+        #[arg(long)]
+        vae_tile: Option<usize>,
         /// Sampler: ddim, euler, euler-karras, dpm++2m, dpm++2m-karras or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
@@ -163,6 +189,8 @@ enum Command {
         model: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
         device: DeviceArg,
+        #[command(flatten)]
+        binding: BindingLimitArg,
         /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
         #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
         quantized_weights: QuantizedArg,
@@ -200,6 +228,8 @@ enum Command {
         io: PathBuf,
         #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
         device: DeviceArg,
+        #[command(flatten)]
+        binding: BindingLimitArg,
         /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
         #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
         quantized_weights: QuantizedArg,
@@ -229,9 +259,11 @@ fn main() -> ExitCode {
             guidance,
             text_weight,
             depth_scale,
+            vae_tile,
             scheduler,
             model,
             device,
+            binding,
             quantized_weights,
             mask_out,
             reference,
@@ -248,18 +280,15 @@ fn main() -> ExitCode {
                 reference: reference.options(),
                 text_weight,
                 depth_scale,
+                vae_tile,
                 ..Default::default()
             };
-            run_generate(&product, &out, options, model, device, quantized_weights, mask_out, &reference)
+            run_generate(&product, &out, options, model, device, binding, quantized_weights, mask_out, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
-        Command::Parity { model, io, device, quantized_weights, repeats } => {
-            let choice = match device {
-                DeviceArg::Gpu => DeviceChoice::Gpu,
-                DeviceArg::Cpu => DeviceChoice::Cpu,
-            };
-            pollster::block_on(open_device(choice))
-                .map_err(|e| e.to_string())
+        Command::Parity { model, io, device, binding, quantized_weights, repeats } => {
+            binding
+                .open(device)
                 .and_then(|device| {
                     adcanvas::parity::check_pack(&model, &io, &device, repeats, |manifest| quantized_weights.resolve(manifest))
                 })
@@ -308,6 +337,7 @@ fn run_generate(
     options: GenerateOptions,
     model: Option<PathBuf>,
     device: DeviceArg,
+    binding: BindingLimitArg,
     quantized: QuantizedArg,
     mask_out: Option<PathBuf>,
     reference_args: &ReferenceArgs,
@@ -323,7 +353,7 @@ fn run_generate(
         DeviceArg::Gpu => DeviceChoice::Gpu,
         DeviceArg::Cpu => DeviceChoice::Cpu,
     };
-    let device = pollster::block_on(open_device(choice)).map_err(|e| e.to_string())?;
+    let device = binding.open(device)?;
     let dir = model_dir(model);
     let load_started = web_time_now();
     let (manifest, files) = map_pack_dir(&dir).map_err(|e| e.to_string())?;
@@ -387,6 +417,8 @@ fn run_generate(
         "prompt_used": model.prompt_used(),
         "reference": reference_report,
         "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
+        "vae_tile": generated.vae_tile,
+        "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
         "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
         "mask_area": round4(product.mask.area_fraction() as f64),
         "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
