@@ -23,7 +23,8 @@ recorded, so Rust can use the same), and per case (`{kind}.{prediction}`; `lcm4`
 `schedulers.json` holds, for each kind and a grid of step counts and timestep spacings,
 diffusers' timesteps, sigmas (Euler, DPM-Solver) and init_noise_sigma, all float32 values written
 in the shortest decimal that reads back as the same float32, or null where
-diffusers refuses the combination (spacings leading, trailing and linspace).
+diffusers refuses the combination (spacings leading, trailing and linspace); and `add_noise`:
+per kind at 10 steps, the coefficients (a, b) of `add_noise(x0, noise, timesteps[i])`.
 
     HF_HUB_OFFLINE=1 ~/.cache/adcanvas-py/bin/python scripts/make_scheduler_fixtures.py
 """
@@ -131,6 +132,22 @@ def schedule_entry(kind, steps, spacing):
     return entry
 
 
+def add_noise_coefficients(kind, steps):
+    """(a, b) of `add_noise(x0, noise, timesteps[i]) = a·x0 + b·noise` for each index i, as the
+    inpainting pipeline calls it between steps (Euler and DPM-Solver read σ at their
+    `step_index`, which is i after i steps)."""
+    sched = make(kind)
+    sched.set_timesteps(steps)
+    out = []
+    for i, t in enumerate(sched.timesteps):
+        if kind not in ("ddim", "lcm"):
+            sched.set_begin_index(0)
+            sched._step_index = i
+        one, zero, ts = torch.ones(1), torch.zeros(1), t.reshape(1)
+        out.append([f32(sched.add_noise(one, zero, ts).item()), f32(sched.add_noise(zero, one, ts).item())])
+    return out
+
+
 def schedules():
     out = {}
     for kind in KINDS:
@@ -162,6 +179,7 @@ if __name__ == "__main__":
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
         "config": SD15,
         "steps": STEPS,
+        "add_noise": {kind: add_noise_coefficients(kind, STEPS) for kind in KINDS},
         "schedules": schedules(),
     }
     # One schedule a line: compact, and diffs stay readable.

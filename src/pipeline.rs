@@ -1,6 +1,6 @@
 //! The pipeline, in the order it runs: image → mask → layout → encoders (text; style
-//! reference through PFV) → denoise (UNet with MEPA, scheduler, classifier-free guidance) →
-//! decode → composite.
+//! reference through PFV) → denoise (UNet with MEPA, scheduler, classifier-free guidance, the
+//! product's latents anchored) → decode → composite.
 //!
 //! The web app, the widget and the CLI all call [`prepare_product`] and [`generate`];
 //! only how bytes arrive and where pixels go differ. The loop is `async` because in
@@ -108,6 +108,11 @@ pub struct GenerateOptions {
     /// VAEs only, a multiple of 4, at least 8). `None`: tile only when the device could not
     /// hold a whole pass's largest activation in one buffer ([`crate::gpu::max_buffer_bytes`]).
     pub vae_tile: Option<usize>,
+    /// After every step, reset the latent cells wholly inside the product to the product's own
+    /// latents, noised to the next step's level (clean after the last): diffusers' inpainting
+    /// pipeline does this for 4-channel UNets (docs/METHOD.md §3). It keeps the sampler on the
+    /// trajectory the model was trained on inside the product; off is an ablation.
+    pub anchor_product: bool,
 }
 
 impl Default for GenerateOptions {
@@ -125,6 +130,7 @@ impl Default for GenerateOptions {
             text_weight: 1.0,
             depth_scale: 1.0,
             vae_tile: None,
+            anchor_product: true,
         }
     }
 }
@@ -276,9 +282,15 @@ pub async fn generate(
 
     // 6. Initial noise from the seed, drawn on the CPU so every device starts identically.
     let lat_ch = model.manifest.vae.latent_channels();
-    let noise = gaussian_noise(options.seed, lat_ch * lh * lw);
-    let mut latents = Tensor::<4>::from_data(TensorData::new(noise, [1, lat_ch, lh, lw]), device)
-        .mul_scalar(scheduler.init_noise_sigma());
+    let noise = Tensor::<4>::from_data(TensorData::new(gaussian_noise(options.seed, lat_ch * lh * lw), [1, lat_ch, lh, lw]), device);
+    let mut latents = noise.clone().mul_scalar(scheduler.init_noise_sigma());
+    // Latent cells no generated pixel falls in, as 1 (and the rest as 0), for anchoring.
+    let anchor = options.anchor_product.then(|| {
+        let inside = cells_inside(&inpaint, w, h, f);
+        let outside: Vec<f32> = inside.iter().map(|v| 1.0 - v).collect();
+        let cells = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, lh, lw]), device);
+        (cells(inside), cells(outside))
+    });
 
     // 7. Denoise.
     let timesteps = scheduler.timesteps().to_vec();
@@ -289,6 +301,13 @@ pub async fn generate(
         let input = Tensor::cat(vec![scaled, mask_latent.clone(), masked_latents.clone()], 1);
         let eps = predict_noise(model, input, step_t, &cond, &uncond, guidance, depth.as_ref());
         latents = scheduler.step(eps, step_t, latents);
+        if let Some((inside, outside)) = &anchor {
+            // diffusers: init_latents_proper = add_noise(image_latents, noise, t_next), clean
+            // after the last step; latents = (1 − mask) · proper + mask · latents.
+            let (a, b) = if i + 1 < total { scheduler.noise_coefficients(i + 1) } else { (1.0, 0.0) };
+            let known = masked_latents.clone().mul_scalar(a) + noise.clone().mul_scalar(b);
+            latents = known * inside.clone() + latents * outside.clone();
+        }
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
         // surfaces a lost device at the step where it happened.
         latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
@@ -424,6 +443,20 @@ fn masked_image_tensor(placed: &PlacedProduct, inpaint: &[f32], w: usize, h: usi
     Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device)
 }
 
+/// 1 for each f×f cell whose pixels are all kept (inpaint mask 0), else 0: the latent cells that
+/// hold only the product.
+fn cells_inside(inpaint: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
+    let (lw, lh) = (w / f, h / f);
+    let mut out = Vec::with_capacity(lw * lh);
+    for y in 0..lh {
+        for x in 0..lw {
+            let all_kept = (0..f).all(|dy| (0..f).all(|dx| inpaint[(y * f + dy) * w + x * f + dx] == 0.0));
+            out.push(if all_kept { 1.0 } else { 0.0 });
+        }
+    }
+    out
+}
+
 /// Nearest downsampling by an integer factor (`F.interpolate(mode="nearest")`: picks the top-left pixel).
 fn downsample_nearest(mask: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
     let (lw, lh) = (w / f, h / f);
@@ -495,6 +528,13 @@ mod tests {
     fn area_average_is_the_cell_mean() {
         let mask = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5];
         assert_eq!(area_average(&mask, 4, 2, 2), vec![0.25, 0.75]);
+    }
+
+    #[test]
+    fn cells_inside_need_every_pixel_kept() {
+        // 4×2 pixels, 2×2 cells: the left cell is all kept (0); one generated pixel excludes the right.
+        let inpaint = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(cells_inside(&inpaint, 4, 2, 2), vec![1.0, 0.0]);
     }
 
     #[test]

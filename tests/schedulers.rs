@@ -4,6 +4,7 @@
 //! * Schedules: timesteps equal exactly (Euler-Karras' fractional ones within 1e-4); σ and
 //!   init_noise_sigma within 1 f32 ulp, for every kind over a grid of step counts and the three
 //!   spacings; where diffusers refuses, so must we.
+//! * add_noise: the coefficients of the re-noised known region at each step's timestep.
 //! * Traces: 10 steps (LCM also 4; Euler also 8 with linspace spacing, whose timesteps are
 //!   fractional) from the same start latent [1, 4, 8, 8] with the same fake
 //!   model outputs (and, for LCM, diffusers' own re-noising noise injected), for ε- and
@@ -82,6 +83,8 @@ fn devices() -> Vec<(&'static str, Device)> {
 struct Fixture {
     config: SchedulerConfig,
     steps: usize,
+    /// Per kind, `add_noise`'s (a, b) at each of the 10 steps' timesteps.
+    add_noise: BTreeMap<String, Vec<[f64; 2]>>,
     schedules: BTreeMap<String, Option<Schedule>>,
 }
 
@@ -154,6 +157,27 @@ fn schedules_match_diffusers() {
         "schedules: {} checked, σ within {max_ulps} ulp, Euler-Karras timesteps within {max_timestep_diff:.1e}",
         meta.schedules.len()
     );
+}
+
+/// `noise_coefficients(i)` equals diffusers' `add_noise(x0, ε, timesteps[i])` (as its
+/// inpainting pipeline re-noises the known region between steps), within 2 f32 ulps (torch's
+/// sqrt is not always correctly rounded).
+#[test]
+fn add_noise_matches_diffusers() {
+    let meta = meta();
+    assert_eq!(meta.add_noise.len(), 6);
+    let mut worst = 0;
+    for (kind, want) in &meta.add_noise {
+        let scheduler = Scheduler::new(kind.parse().unwrap(), &meta.config, meta.steps).unwrap();
+        assert_eq!(want.len(), meta.steps, "{kind}");
+        for (i, [a, b]) in want.iter().enumerate() {
+            let (ga, gb) = scheduler.noise_coefficients(i);
+            let off = ulps(ga, *a as f32).max(ulps(gb, *b as f32));
+            assert!(off <= 2, "{kind} step {i}: ({ga}, {gb}) vs ({a}, {b})");
+            worst = worst.max(off);
+        }
+    }
+    eprintln!("add_noise: 6 kinds × {} steps within {worst} ulp", meta.steps);
 }
 
 /// Runs `case` (fixture prefix) through `steps` steps on `device`, each step from diffusers'

@@ -5,7 +5,11 @@ same seeds (the same 48 as evaluate_reference.py).
 
 Runs (guidance 4): `text` (caption only, depth off: what the shipped model does without a
 ControlNet), `text_depth` (caption + the product's depth map, scale 1), and the same two with the
-style reference (`ref`, `ref_depth`; PFV and region masks on). The depth map is the one the
+style reference (`ref`, `ref_depth`; PFV and region masks on); `text_depth_anchor` and
+`ref_depth_anchor` add product anchoring as the runtime now does by default (after each step the
+latent cells wholly inside the product are reset to the masked image's latents, noised to the next
+timestep with the run's initial noise, as diffusers' inpainting pipeline does for 4-channel UNets;
+docs/METHOD.md §3). The depth map is the one the
 runtime would compute: rendered depth for procedural products, the mask's pseudo-depth for photo
 cut-outs (make_dataset.py, training/depth.py). Metrics as evaluate_reference.py: scene accuracy,
 FD-SC, background colour error, PSNR inside the product before paste-back (does the model keep
@@ -33,7 +37,7 @@ from train_unet import inpaint_inputs  # noqa: E402
 
 @torch.no_grad()
 def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty, refs, ref_masks, use_ref, use_depth,
-             steps=20, guidance=4.0, seed=0):
+             steps=20, guidance=4.0, seed=0, anchor=False):
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**SCHEDULER_CONFIG)
@@ -44,6 +48,9 @@ def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty,
     b = len(images)
     g = torch.Generator().manual_seed(seed)
     lat = torch.randn(b, vae.config.latent_channels, images.shape[1] // 8, images.shape[2] // 8, generator=g)
+    noise = lat.clone()
+    # Latent cells wholly inside the product (no pixel of the cell is generated).
+    inside = 1 - torch.nn.functional.max_pool2d(inp, 8)
     mepas = [None] * b
     if use_ref:
         vis = pfv_visible(ref_masks)
@@ -70,6 +77,10 @@ def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty,
             e_u = unet_call(empty, None)
             eps.append(e_u + guidance * (e_c - e_u))
         lat = sched.step(torch.cat(eps), t, lat).prev_sample
+        if anchor:
+            k = (sched.timesteps == t).nonzero().item()
+            proper = masked if k + 1 == len(sched.timesteps) else sched.add_noise(masked, noise, sched.timesteps[k + 1:k + 2])
+            lat = inside * proper + (1 - inside) * lat
     out = vae.decode(lat / vae.config.scaling_factor).sample
     return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
@@ -84,10 +95,12 @@ def main():
     ap.add_argument("--vae", default="training/runs/vae/vae")
     ap.add_argument("--classifier", default="training/runs/scene_classifier.pt")
     ap.add_argument("--out", default="docs/eval")
+    ap.add_argument("--name", default="depth", help="file prefix of the grid and results in --out")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=4.0)
-    ap.add_argument("--runs", default="text,text_depth,ref,ref_depth", help="which of the runs, comma-separated")
+    ap.add_argument("--runs", default="text,text_depth,ref,ref_depth,text_depth_anchor,ref_depth_anchor",
+                    help="which of the runs, comma-separated")
     args = ap.parse_args()
     threads()
     os.makedirs(args.out, exist_ok=True)
@@ -108,6 +121,8 @@ def main():
         "text_depth": dict(use_ref=False, use_depth=True),
         "ref": dict(use_ref=True, use_depth=False),
         "ref_depth": dict(use_ref=True, use_depth=True),
+        "text_depth_anchor": dict(use_ref=False, use_depth=True, anchor=True),
+        "ref_depth_anchor": dict(use_ref=True, use_depth=True, anchor=True),
     }
     runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
     results = {"unet_steps_trained": int(step), "n": n, "sampler_steps": args.steps, "guidance": args.guidance,
@@ -120,14 +135,14 @@ def main():
         for i in range(0, n, 16):
             bgs.append(generate(unet, enc, controlnet, vae, images[i:i + 16], masks[i:i + 16], depths[i:i + 16],
                                 ctx[i:i + 16], empty, refs[i:i + 16], ref_masks[i:i + 16], r["use_ref"], r["use_depth"],
-                                args.steps, args.guidance, seed=1234 + i))
+                                args.steps, args.guidance, seed=1234 + i, anchor=r.get("anchor", False)))
             print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
         bg = np.concatenate(bgs)
         results["runs"][name], ads = background_metrics(net, bg, images, masks, labels, real_feats)
         grid_rows.append(np.concatenate(list(ads[:8]), 1))
         print(name, json.dumps(results["runs"][name]), flush=True)
-    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, "depth_grid.png"))
-    with open(os.path.join(args.out, "depth_results.json"), "w") as f:
+    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, args.name + "_grid.png"))
+    with open(os.path.join(args.out, args.name + "_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
 

@@ -181,6 +181,10 @@ enum Command {
         /// buffer is too small for a whole pass.
         #[arg(long)]
         vae_tile: Option<usize>,
+        /// Hold the latent cells inside the product at the product's own (re-noised) latents after
+        /// every step, as diffusers' inpainting pipeline does for 4-channel UNets; false is an ablation.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        anchor_product: bool,
         /// Sampler: ddim, euler, euler-karras, dpm++2m, dpm++2m-karras or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
@@ -260,6 +264,7 @@ fn main() -> ExitCode {
             text_weight,
             depth_scale,
             vae_tile,
+            anchor_product,
             scheduler,
             model,
             device,
@@ -281,6 +286,7 @@ fn main() -> ExitCode {
                 text_weight,
                 depth_scale,
                 vae_tile,
+                anchor_product,
                 ..Default::default()
             };
             run_generate(&product, &out, options, model, device, binding, quantized_weights, mask_out, &reference)
@@ -417,6 +423,7 @@ fn run_generate(
         "prompt_used": model.prompt_used(),
         "reference": reference_report,
         "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
+        "anchor_product": options.anchor_product,
         "vae_tile": generated.vae_tile,
         "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
         "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },

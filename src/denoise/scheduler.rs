@@ -318,6 +318,23 @@ impl Scheduler {
         }
     }
 
+    /// `(a, b)` with `a·x_0 + b·ε` the latents at the noise level of timestep `index` of
+    /// [`timesteps`](Self::timesteps): diffusers' `add_noise(x_0, ε, timesteps[index])` as its
+    /// inpainting pipeline calls it between steps. DDIM and LCM: `(√ᾱ_t, √(1 − ᾱ_t))`; Euler:
+    /// `(1, σ_index)`; DPM-Solver++: `(α, σ α)` with `α = 1/√(σ_index² + 1)`.
+    pub fn noise_coefficients(&self, index: usize) -> (f32, f32) {
+        let vp = |alphas_cumprod: &[f32], t: usize| {
+            let a = alphas_cumprod[t];
+            (a.sqrt(), (1.0 - a).sqrt())
+        };
+        match self {
+            Self::Ddim(s) => vp(s.alphas_cumprod(), s.timesteps()[index]),
+            Self::Lcm(s) => vp(&s.alphas_cumprod, s.timesteps()[index]),
+            Self::Euler(s) => (1.0, s.sigmas()[index]),
+            Self::DpmSolver2M(s) => DpmSolverMultistepScheduler::alpha_sigma(s.sigmas()[index]),
+        }
+    }
+
     /// Forgets multistep history, to sample again with the same timesteps.
     pub fn reset(&mut self) {
         if let Self::DpmSolver2M(s) = self {
