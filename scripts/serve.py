@@ -3,7 +3,9 @@
 
 Serves a directory (default: dist) with MIME types that browsers need for
 WebAssembly and ES modules, and with `Cache-Control: no-cache` so a rebuilt
-wasm module is always picked up.
+wasm module is always picked up. Where build-web.sh left a gzipped copy `FILE.gz`
+beside a file, a browser that accepts gzip gets that (`Content-Encoding: gzip`):
+the wasm module shrinks from about 25 MB to 5 MB on the wire.
 
     python3 scripts/serve.py                     # http://127.0.0.1:8080/ serving dist/
     python3 scripts/serve.py --dir dist --port 0 # pick a free port
@@ -49,6 +51,25 @@ class Handler(SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
+
+    def send_head(self):
+        """The precompressed `FILE.gz` for a client that accepts gzip, else the file itself."""
+        path = self.translate_path(self.path)
+        gz = path + ".gz"
+        accepts = "gzip" in self.headers.get("Accept-Encoding", "")
+        if not (accepts and os.path.isfile(path) and os.path.isfile(gz)):
+            return super().send_head()
+        try:
+            f = open(gz, "rb")
+        except OSError:
+            return super().send_head()
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Vary", "Accept-Encoding")
+        self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+        self.end_headers()
+        return f
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib signature)
         if self.verbose:

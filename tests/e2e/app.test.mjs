@@ -205,6 +205,12 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     const notices = await page.locator('#model-label').innerText();
     assert.ok(!/not been trained|prompt not used/.test(notices), `unexpected model notice: ${notices}`);
     assert.equal(await page.locator('#size').inputValue(), '256', 'size starts at the model\'s native 256 px');
+    // serve.py sent the wasm module gzipped (build-web.sh's .gz copy), and it ran.
+    const wasm = await page.evaluate(() => performance.getEntriesByType('resource')
+      .filter((e) => e.name.endsWith('.wasm'))
+      .map((e) => ({ encoded: e.encodedBodySize, decoded: e.decodedBodySize })));
+    assert.equal(wasm.length, 1, `one wasm module fetched: ${JSON.stringify(wasm)}`);
+    assert.ok(wasm[0].encoded * 3 < wasm[0].decoded, `wasm not sent compressed: ${JSON.stringify(wasm[0])}`);
 
     const up = await uploadAndWait(page, PRODUCT);
     assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
