@@ -116,11 +116,13 @@ def main():
             vae.disable_tiling()
 
     decoded_tiled = decode_tiled()
+    # Written under another name and renamed, so a script waiting for io.safetensors never reads half a file.
     save_file({
         "sample": sample, "context": context, "timestep": torch.tensor([timestep]), "latents": latents,
         "unet_out": unet_out.float().cpu().contiguous(), "decoded": decoded.float().cpu().contiguous(),
         "vae_tile": torch.tensor([float(tile)]), "decoded_tiled": decoded_tiled.float().cpu().contiguous(),
-    }, out / "io.safetensors")
+    }, out / "io.safetensors.part")
+    (out / "io.safetensors.part").rename(out / "io.safetensors")
 
     report = {
         "config": args.config, "device": str(device),

@@ -6,7 +6,7 @@
 //! tiny configs CI can afford.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
@@ -71,11 +71,52 @@ impl Timed {
     }
 }
 
+/// What `adcanvas parity` runs. On a GPU the first run of each is mostly kernel compilation on
+/// one CPU core, so a script can run one part per process and let them compile side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// One UNet call.
+    Unet,
+    /// The whole VAE decode.
+    VaeDecode,
+    /// The tiled VAE decode, with the tile side the reference saved.
+    VaeDecodeTiled,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Unet, Part::VaeDecode, Part::VaeDecodeTiled];
+}
+
+/// How the timed runs go.
+#[derive(Clone, Debug, Default)]
+pub struct Timing<'a> {
+    /// Timed runs after the first.
+    pub repeats: usize,
+    /// After each first run, create `<path>.ready` and wait until `path` exists before the
+    /// timed runs: processes that compiled side by side can then be timed one at a time, so
+    /// no process's GPU work lands inside another's timings.
+    pub hold_until: Option<&'a Path>,
+}
+
+impl Timing<'_> {
+    fn hold(&self, label: &str) -> Result<(), String> {
+        let Some(path) = self.hold_until else { return Ok(()) };
+        let mut ready = path.as_os_str().to_owned();
+        ready.push(".ready");
+        std::fs::write(&ready, label).map_err(|e| format!("cannot write {}: {e}", Path::new(&ready).display()))?;
+        eprintln!("adcanvas parity: {label}: holding until {} exists", path.display());
+        while !path.exists() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::remove_file(&ready).map_err(|e| format!("cannot remove {}: {e}", Path::new(&ready).display()))
+    }
+}
+
 /// Runs `run` `1 + repeats` times (the first pays kernel compilation and autotuning),
 /// reading the output back each time so the GPU work is inside the timing, and compares
 /// the first output with `want`. Each figure also goes to stderr as soon as it is known,
 /// so a run cut short still says how far it got.
-fn timed(label: &str, repeats: usize, want: &[f32], run: impl Fn() -> Tensor<4>) -> Result<Timed, String> {
+fn timed(label: &str, timing: &Timing, want: &[f32], run: impl Fn() -> Tensor<4>) -> Result<Timed, String> {
     let read = |started: Instant| -> Result<(Vec<f32>, f64), String> {
         let output = run().into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         Ok((output, started.elapsed().as_secs_f64() * 1000.0))
@@ -83,8 +124,9 @@ fn timed(label: &str, repeats: usize, want: &[f32], run: impl Fn() -> Tensor<4>)
     let (output, first_ms) = read(Instant::now())?;
     let (max_abs_diff, max_abs_reference) = compare(&output, want)?;
     eprintln!("adcanvas parity: {label}: first run {first_ms:.1} ms, max abs diff {max_abs_diff:.3e} (PyTorch's max abs {max_abs_reference:.3})");
+    timing.hold(label)?;
     let mut warm_ms = Vec::new();
-    for i in 0..repeats {
+    for i in 0..timing.repeats {
         warm_ms.push(read(Instant::now())?.1);
         eprintln!("adcanvas parity: {label}: warm run {}: {:.1} ms", i + 1, warm_ms[i]);
     }
@@ -150,15 +192,18 @@ fn ms(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-/// Loads the pack at `pack` on `device`, runs the UNet once on `sample`/`timestep`/`context`
-/// and the VAE decoder on `latents` (each `1 + repeats` times), and compares with PyTorch's
-/// `unet_out` and `decoded`. `quantized` chooses, from the manifest, whether a q8/q4 pack's
-/// weights stay quantised on the device. Returns the report; errors say which step failed.
+/// Loads the pack at `pack` on `device`, runs each of `parts` on the inputs PyTorch saved
+/// (the UNet on `sample`/`timestep`/`context`, the VAE decoder on `latents`, each
+/// `1 + timing.repeats` times), and compares with PyTorch's `unet_out`, `decoded` and
+/// `decoded_tiled`. Only the models that `parts` use are loaded. `quantized` chooses, from
+/// the manifest, whether a q8/q4 pack's weights stay quantised on the device. Returns the
+/// report; errors say which step failed.
 pub fn check_pack(
     pack: &Path,
     reference: &Path,
     device: &Device,
-    repeats: usize,
+    parts: &[Part],
+    timing: &Timing,
     quantized: impl Fn(&Manifest) -> QuantizedWeights,
 ) -> Result<Value, String> {
     let reference = Reference { bytes: std::fs::read(reference).map_err(|e| format!("cannot read {}: {e}", reference.display()))? };
@@ -168,18 +213,21 @@ pub fn check_pack(
     let read_ms = started.elapsed().as_secs_f64() * 1000.0;
     let dtype = manifest.file("unet").map_err(|e| e.to_string())?.dtype.clone();
     let pack_mb: f64 = manifest.files.values().map(|f| f.bytes as f64 / 1048576.0).sum();
-    let component = |name: &str| -> Result<(String, &[u8]), String> {
+    let quantized = quantized(&manifest);
+    let weights = |name: &str| -> Result<Weights, String> {
         let entry = manifest.file(name).map_err(|e| e.to_string())?;
         let bytes: &[u8] = &files[name];
         manifest.verify(name, bytes).map_err(|e| e.to_string())?;
-        Ok((entry.file.clone(), bytes))
+        Weights::from_safetensors(&entry.file, bytes, device).map(|w| w.with_quantized(quantized)).map_err(|e| e.to_string())
     };
-    let (unet_file, unet_bytes) = component("unet")?;
-    let (vae_file, vae_bytes) = component("vae")?;
-    let quantized = quantized(&manifest);
-    let weights = |file: &str, bytes| Weights::from_safetensors(file, bytes, device).map(|w| w.with_quantized(quantized)).map_err(|e| e.to_string());
-    let unet = UNet2DConditionModel::load(&weights(&unet_file, unet_bytes)?, &manifest.unet).map_err(|e| e.to_string())?;
-    let decoder = LatentDecoder::load(&weights(&vae_file, vae_bytes)?, &manifest.vae).map_err(|e| e.to_string())?;
+    let unet = match parts.contains(&Part::Unet) {
+        true => Some(UNet2DConditionModel::load(&weights("unet")?, &manifest.unet).map_err(|e| e.to_string())?),
+        false => None,
+    };
+    let decoder = match parts.iter().any(|p| *p != Part::Unet) {
+        true => Some(LatentDecoder::load(&weights("vae")?, &manifest.vae).map_err(|e| e.to_string())?),
+        false => None,
+    };
     // Wait for the uploads so the load time is the load's.
     let _ = Tensor::<1>::zeros([1], device).into_data().try_to_vec::<f32>();
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -191,39 +239,47 @@ pub fn check_pack(
         "adcanvas parity: {dtype} pack loaded in {load_ms:.0} ms (quantised weights: {quantized:?}; device memory {device_after_load}, host anonymous peak {anonymous_peak_during_load:?} MB)"
     );
 
-    let sample: Tensor<4> = reference.tensor("sample", device)?;
-    let context: Tensor<3> = reference.tensor("context", device)?;
-    let (t, _) = reference.values("timestep")?;
-    let timestep = *t.first().ok_or("`timestep` is empty")?;
-    let unet_run = timed("UNet", repeats, &reference.values("unet_out")?.0, || unet.forward(sample.clone(), timestep, &context))?;
-    let device_after_unet = device_memory_mb(device);
-
-    let latents: Tensor<4> = reference.tensor("latents", device)?;
-    let [_, _, lh, lw] = latents.dims();
-    let scaled = latents.mul_scalar(manifest.vae.scaling_factor());
-    // The whole decode, unless it would not fit the device's buffers (a limited adapter).
-    let peak = match &manifest.vae {
-        VaeModelConfig::Kl(config) => config.decoder_peak_bytes(lh, lw),
-        VaeModelConfig::Tiny(_) => 0,
-    };
-    let vae_run = match max_buffer_bytes(device) {
-        Some(limit) if peak > limit => {
-            eprintln!("adcanvas parity: whole VAE decode skipped: it needs {} MiB buffers, the device binds {}", peak >> 20, limit >> 20);
-            None
-        }
-        _ => Some(timed("VAE decode", repeats, &reference.values("decoded")?.0, || decoder.decode(scaled.clone()))?),
-    };
-    // The tiled decode (diffusers' `enable_tiling()` with the script's tile side), when saved.
-    let tiled_run = match reference.values("vae_tile").ok() {
-        Some((tile, _)) => {
-            let tile = *tile.first().ok_or("`vae_tile` is empty")? as usize;
-            let run = timed("tiled VAE decode", repeats, &reference.values("decoded_tiled")?.0, || {
-                decoder.decode_tiled(scaled.clone(), Some(tile))
-            })?;
-            Some(json!({ "tile": tile, "run": run.to_json() }))
+    let unet_run = match &unet {
+        Some(unet) => {
+            let sample: Tensor<4> = reference.tensor("sample", device)?;
+            let context: Tensor<3> = reference.tensor("context", device)?;
+            let (t, _) = reference.values("timestep")?;
+            let timestep = *t.first().ok_or("`timestep` is empty")?;
+            Some(timed("UNet", timing, &reference.values("unet_out")?.0, || unet.forward(sample.clone(), timestep, &context))?)
         }
         None => None,
     };
+    let device_after_unet = device_memory_mb(device);
+
+    let (mut vae_run, mut tiled_run) = (None, None);
+    if let Some(decoder) = &decoder {
+        let latents: Tensor<4> = reference.tensor("latents", device)?;
+        let [_, _, lh, lw] = latents.dims();
+        let scaled = latents.mul_scalar(manifest.vae.scaling_factor());
+        if parts.contains(&Part::VaeDecode) {
+            // The whole decode, unless it would not fit the device's buffers (a limited adapter).
+            let peak = match &manifest.vae {
+                VaeModelConfig::Kl(config) => config.decoder_peak_bytes(lh, lw),
+                VaeModelConfig::Tiny(_) => 0,
+            };
+            match max_buffer_bytes(device) {
+                Some(limit) if peak > limit => {
+                    eprintln!("adcanvas parity: whole VAE decode skipped: it needs {} MiB buffers, the device binds {}", peak >> 20, limit >> 20)
+                }
+                _ => vae_run = Some(timed("VAE decode", timing, &reference.values("decoded")?.0, || decoder.decode(scaled.clone()))?),
+            }
+        }
+        // The tiled decode (diffusers' `enable_tiling()` with the script's tile side), when saved.
+        if parts.contains(&Part::VaeDecodeTiled) {
+            if let Ok((tile, _)) = reference.values("vae_tile") {
+                let tile = *tile.first().ok_or("`vae_tile` is empty")? as usize;
+                let run = timed("tiled VAE decode", timing, &reference.values("decoded_tiled")?.0, || {
+                    decoder.decode_tiled(scaled.clone(), Some(tile))
+                })?;
+                tiled_run = Some(json!({ "tile": tile, "run": run.to_json() }));
+            }
+        }
+    }
 
     let host = host_memory_mb();
     Ok(json!({
@@ -235,7 +291,7 @@ pub fn check_pack(
             "sample": reference.values("sample")?.1, "context": reference.values("context")?.1, "latents": reference.values("latents")?.1,
         },
         "load_ms": { "read_files": ms(read_ms), "total": ms(load_ms) },
-        "unet": unet_run.to_json(),
+        "unet": unet_run.map(|r| r.to_json()),
         "vae_decode": vae_run.map(|r| r.to_json()),
         "vae_decode_tiled": tiled_run,
         "device_binding_limit_mb": max_buffer_bytes(device).map(mb),

@@ -9,6 +9,7 @@ use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::map_pack_dir;
+use adcanvas::parity::{Part, Timing};
 use adcanvas::pfv::{PfvConfig, TokenMode};
 use adcanvas::pipeline::{GenerateOptions, PipelineError, generate, prepare_product};
 use adcanvas::weights::QuantizedWeights;
@@ -59,6 +60,26 @@ enum QuantizedArg {
     Expand,
     /// Keep them quantised, expanding each layer's weight as it runs (least memory).
     Keep,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PartArg {
+    /// One UNet call (batch 2 at SD 1.5 size).
+    Unet,
+    /// The whole VAE decode.
+    VaeDecode,
+    /// The tiled VAE decode.
+    VaeDecodeTiled,
+}
+
+impl PartArg {
+    fn part(self) -> Part {
+        match self {
+            Self::Unet => Part::Unet,
+            Self::VaeDecode => Part::VaeDecode,
+            Self::VaeDecodeTiled => Part::VaeDecodeTiled,
+        }
+    }
 }
 
 impl QuantizedArg {
@@ -167,6 +188,11 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Generate this many ads, with seeds SEED, SEED+1, …, in one process; OUT gets -1,
+        /// -2, … before its extension and each ad prints its own report. Only the first pays
+        /// model loading and GPU kernel compilation, so the later reports show the warm speed.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
         /// Classifier-free guidance scale (used when the model has a text encoder).
         #[arg(long, default_value_t = 7.5)]
         guidance: f32,
@@ -240,6 +266,14 @@ enum Command {
         /// Timed runs after the first (which pays kernel compilation and autotuning).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// What to run (repeatable; default: all). One part per process lets several
+        /// processes compile their GPU kernels at once.
+        #[arg(long = "part", value_enum)]
+        parts: Vec<PartArg>,
+        /// After each first run, create FILE.ready and wait for FILE before the timed runs,
+        /// so that a script can time side-by-side processes one at a time.
+        #[arg(long, value_name = "FILE")]
+        hold_until: Option<PathBuf>,
     },
     /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
     DemoModel {
@@ -260,6 +294,7 @@ fn main() -> ExitCode {
             size,
             steps,
             seed,
+            count,
             guidance,
             text_weight,
             depth_scale,
@@ -289,14 +324,19 @@ fn main() -> ExitCode {
                 anchor_product,
                 ..Default::default()
             };
-            run_generate(&product, &out, options, model, device, binding, quantized_weights, mask_out, &reference)
+            run_generate(&product, &out, count, options, model, device, binding, quantized_weights, mask_out, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
-        Command::Parity { model, io, device, binding, quantized_weights, repeats } => {
+        Command::Parity { model, io, device, binding, quantized_weights, repeats, parts, hold_until } => {
+            let parts: Vec<Part> = match parts.is_empty() {
+                true => Part::ALL.to_vec(),
+                false => parts.into_iter().map(PartArg::part).collect(),
+            };
+            let timing = Timing { repeats, hold_until: hold_until.as_deref() };
             binding
                 .open(device)
                 .and_then(|device| {
-                    adcanvas::parity::check_pack(&model, &io, &device, repeats, |manifest| quantized_weights.resolve(manifest))
+                    adcanvas::parity::check_pack(&model, &io, &device, &parts, &timing, |manifest| quantized_weights.resolve(manifest))
                 })
                 .map(|report| println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")))
         }
@@ -340,6 +380,7 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
 fn run_generate(
     product_path: &Path,
     out: &Path,
+    count: u32,
     options: GenerateOptions,
     model: Option<PathBuf>,
     device: DeviceArg,
@@ -386,53 +427,74 @@ fn run_generate(
         }
         true
     };
-    let generated =
-        pollster::block_on(generate(&model, &product, reference.as_ref(), &options, &mut progress)).map_err(|e| e.to_string())?;
-    generated.image.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    if let (Some(path), Some(used)) = (&reference_args.reference_seen_out, &generated.reference) {
-        used.seen.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    let reference_report = generated.reference.as_ref().map(|r| {
-        let o = &options.reference;
-        json!({
-            "scale": o.scale, "pfv": o.pfv, "pfv_threshold": o.pfv_config.threshold, "region_masks": o.region_masks,
-            "patches": r.grid.visible.len(), "hidden_patches": r.hidden_patches(), "tokens": r.tokens,
-        })
-    });
+    let first_seed = options.seed;
+    for i in 0..count {
+        let out = &numbered(out, i, count);
+        let options = GenerateOptions { seed: first_seed + i as u64, ..options.clone() };
+        let started = if i == 0 { started } else { web_time_now() };
+        let generated =
+            pollster::block_on(generate(&model, &product, reference.as_ref(), &options, &mut progress)).map_err(|e| e.to_string())?;
+        generated.image.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        if let (Some(path), Some(used)) = (&reference_args.reference_seen_out, &generated.reference) {
+            used.seen.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        let reference_report = generated.reference.as_ref().map(|r| {
+            let o = &options.reference;
+            json!({
+                "scale": o.scale, "pfv": o.pfv, "pfv_threshold": o.pfv_config.threshold, "region_masks": o.region_masks,
+                "patches": r.grid.visible.len(), "hidden_patches": r.hidden_patches(), "tokens": r.tokens,
+            })
+        });
 
-    let mut timings = serde_json::Map::new();
-    timings.insert("load_model".into(), json!(round1(load_ms)));
-    for (stage, ms) in &generated.timings.0 {
-        timings.insert((*stage).into(), json!(round1(*ms)));
+        let mut timings = serde_json::Map::new();
+        if i == 0 {
+            timings.insert("load_model".into(), json!(round1(load_ms)));
+        }
+        for (stage, ms) in &generated.timings.0 {
+            timings.insert((*stage).into(), json!(round1(*ms)));
+        }
+        timings.insert("total".into(), json!(round1(started.elapsed().as_secs_f64() * 1000.0)));
+        let p = &generated.placement;
+        let report = json!({
+            "output": out.display().to_string(),
+            "width": options.width,
+            "height": options.height,
+            "steps": options.steps,
+            "seed": options.seed,
+            "scheduler": options.scheduler.name(),
+            "device": match choice { DeviceChoice::Gpu => "gpu", DeviceChoice::Cpu => "cpu" },
+            "model": model.manifest.name,
+            "model_label": model.manifest.label,
+            "quantized_weights": match model.quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },
+            "device_weights_mb": (model.device_weight_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+            "trained": model.manifest.trained,
+            "prompt_used": model.prompt_used(),
+            "reference": reference_report,
+            "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
+            "anchor_product": options.anchor_product,
+            "vae_tile": generated.vae_tile,
+            "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
+            "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
+            "mask_area": round4(product.mask.area_fraction() as f64),
+            "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
+            "timings_ms": timings,
+        });
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     }
-    timings.insert("total".into(), json!(round1(started.elapsed().as_secs_f64() * 1000.0)));
-    let p = &generated.placement;
-    let report = json!({
-        "output": out.display().to_string(),
-        "width": options.width,
-        "height": options.height,
-        "steps": options.steps,
-        "seed": options.seed,
-        "scheduler": options.scheduler.name(),
-        "device": match choice { DeviceChoice::Gpu => "gpu", DeviceChoice::Cpu => "cpu" },
-        "model": model.manifest.name,
-        "model_label": model.manifest.label,
-        "quantized_weights": match model.quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },
-        "device_weights_mb": (model.device_weight_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
-        "trained": model.manifest.trained,
-        "prompt_used": model.prompt_used(),
-        "reference": reference_report,
-        "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
-        "anchor_product": options.anchor_product,
-        "vae_tile": generated.vae_tile,
-        "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
-        "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
-        "mask_area": round4(product.mask.area_fraction() as f64),
-        "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
-        "timings_ms": timings,
-    });
-    println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     Ok(())
+}
+
+/// `out` itself for a single ad; else `out` with `-N` (from 1) before its extension.
+fn numbered(out: &Path, i: u32, count: u32) -> PathBuf {
+    if count == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match out.extension() {
+        Some(ext) => format!("{stem}-{}.{}", i + 1, ext.to_string_lossy()),
+        None => format!("{stem}-{}", i + 1),
+    };
+    out.with_file_name(name)
 }
 
 fn run_demo_model(out: &Path, seed: u64) -> Result<(), String> {
