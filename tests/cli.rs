@@ -80,6 +80,39 @@ fn generate_writes_png_and_json_report() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out3).unwrap());
 }
 
+/// `--count 2 --seed 4` in one process writes ad-1.png and ad-2.png, the same bytes as two
+/// separate runs with seeds 4 and 5 (what the same process keeps warm changes no pixel).
+#[test]
+fn count_generates_consecutive_seeds_in_one_process() {
+    let product = fixture("product_alpha_32.png");
+    let run_with = |out: &PathBuf, seed: &str, count: &str| {
+        let run = adcanvas(&[
+            "generate", "--product", product.to_str().unwrap(), "--prompt", "a jar on marble", "--out", out.to_str().unwrap(),
+            "--size", "64", "--steps", "2", "--seed", seed, "--count", count, "--device", "cpu",
+        ]);
+        assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+        run.stdout
+    };
+    let batch = tmp("batch.png");
+    let stdout = run_with(&batch, "4", "2");
+    let reports: Vec<serde_json::Value> =
+        serde_json::Deserializer::from_slice(&stdout).into_iter().collect::<Result<_, _>>().expect("one JSON report per ad");
+    assert_eq!(reports.len(), 2);
+    assert_eq!((reports[0]["seed"].as_u64(), reports[1]["seed"].as_u64()), (Some(4), Some(5)));
+    assert!(reports[0]["timings_ms"]["load_model"].is_number() && reports[1]["timings_ms"]["load_model"].is_null());
+    for (i, seed) in [(1, "4"), (2, "5")] {
+        let numbered = tmp(&format!("batch-{i}.png"));
+        assert_eq!(reports[i - 1]["output"], numbered.to_str().unwrap());
+        let single = tmp(&format!("single-{seed}.png"));
+        run_with(&single, seed, "1");
+        assert_eq!(std::fs::read(&numbered).unwrap(), std::fs::read(&single).unwrap(), "seed {seed}");
+    }
+    assert_ne!(std::fs::read(tmp("batch-1.png")).unwrap(), std::fs::read(tmp("batch-2.png")).unwrap());
+    let refused = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", batch.to_str().unwrap(), "--count", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--count"), "{}", String::from_utf8_lossy(&refused.stderr));
+}
+
 #[test]
 fn unknown_scheduler_is_refused_with_the_choices() {
     let product = fixture("product_alpha_32.png");
