@@ -26,6 +26,8 @@
 #                   Each process's report and log: REPORTDIR/parity-DTYPE-PART.{json,log}
 #   PARITY_HOLD_S   in parallel mode, the most seconds to wait for every process's first run before
 #                   timing them anyway (default 900)
+#   PARITY_RELEASE_AFTER=FILE  in parallel mode, also wait (within PARITY_HOLD_S) for FILE before the
+#                   timed runs: other GPU work on the machine can finish first
 #   PARITY_PROFILE=1  in parallel mode, one more f32 UNet process that logs cubecl's GPU time per
 #                   kernel and each kernel it compiles to REPORTDIR/profile-unet.log
 # Needs about 4× the UNet's f32 size in free disk (3.4 GB for SD 1.5) for WORKDIR.
@@ -124,6 +126,9 @@ deadline=$(( $(date +%s) + ${PARITY_HOLD_S:-900} ))
 for i in "${!names[@]}"; do
   while [[ ! -f "$WORK/hold-${names[$i]}.ready" ]] && kill -0 "${pids[$i]}" 2>/dev/null && (( $(date +%s) < deadline )); do sleep 1; done
 done
+if [[ -n "${PARITY_RELEASE_AFTER:-}" ]]; then
+  while [[ ! -e "$PARITY_RELEASE_AFTER" ]] && (( $(date +%s) < deadline )); do sleep 1; done
+fi
 (( $(date +%s) >= deadline )) && echo "== not every process compiled within PARITY_HOLD_S: timing the others anyway"
 for i in "${!names[@]}"; do
   echo "== ${names[$i]}: timed runs ($(date -u +%FT%TZ))"
