@@ -119,9 +119,9 @@ mod tests {
     fn a_pass_that_ignores_tile_borders_is_reassembled_exactly() {
         let x = ramp_image(14, 10);
         let up = |t: Tensor<4>| crate::nn::upsample_nearest_2x(t);
-        let whole: Vec<f32> = up(x.clone()).into_data().to_vec().unwrap();
+        let whole: Vec<f32> = up(x.clone()).into_data().try_to_vec::<f32>().unwrap();
         let tiles = Tiles { input: 8, output: 16 };
-        let got: Vec<f32> = tiled(x, tiles, up).into_data().to_vec().unwrap();
+        let got: Vec<f32> = tiled(x, tiles, up).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(got.len(), whole.len());
         let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst <= 1e-4, "max diff {worst}");
@@ -137,7 +137,7 @@ mod tests {
             t.mean().reshape([1, 1, 1, 1]).expand([b, c, h, w])
         };
         let tiles = Tiles { input: 8, output: 8 };
-        let got: Vec<f32> = tiled(x, tiles, mean_pass).into_data().to_vec().unwrap();
+        let got: Vec<f32> = tiled(x, tiles, mean_pass).into_data().try_to_vec::<f32>().unwrap();
         // Tiles start at rows 0 and 6 (stride 6): means of rows 0..8 and 6..12.
         let first = (0..32).sum::<usize>() as f32 / 32.0;
         let second = (24..48).sum::<usize>() as f32 / 24.0;

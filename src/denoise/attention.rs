@@ -4,6 +4,7 @@
 //! which prompt tokens each latent position attends to (docs/METHOD.md).
 
 use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -84,7 +85,7 @@ impl Attention {
     fn attend(&self, q: &Tensor<4>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
         let k = self.split_heads(to_k.forward(prompt.tokens.clone()));
         let v = self.split_heads(to_v.forward(prompt.tokens.clone()));
-        let mut out = merge_heads(attention(q.clone(), k, v, None, None, AttentionModuleOptions::default()));
+        let mut out = merge_heads(scaled_dot_product_attention(q.clone(), k, v));
         if let Some(mask) = &prompt.mask {
             out = out * mask.clone();
         }
@@ -100,8 +101,49 @@ impl Attention {
     }
 }
 
+/// The widest head that goes to burn's fused attention kernel. Fused (flash) attention
+/// kernels are built for head widths up to 256 (FlashAttention-2's limit too). SD's VAE
+/// attends in one 512-wide head: on an NVIDIA H200 (Vulkan) cubek's kernel for it was
+/// still compiling after 8 minutes, and on lavapipe a 4096-token call did not end in 10.
+pub const FUSED_ATTENTION_MAX_HEAD_DIM: usize = 256;
+
+/// softmax(Q Kᵀ/√d) V over `[batch, heads, tokens, head_dim]` tensors: burn's fused kernel
+/// for heads up to [`FUSED_ATTENTION_MAX_HEAD_DIM`] wide, else [`explicit_attention`].
+pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    match q.dims()[3] <= FUSED_ATTENTION_MAX_HEAD_DIM {
+        true => attention(q, k, v, None, None, AttentionModuleOptions::default()),
+        false => explicit_attention(q, k, v),
+    }
+}
+
+/// The same product in three plain ops, as diffusers' `AttnProcessor` computes it. Its
+/// scores take queries × keys floats per head, which `VaeConfig::decoder_peak_bytes`
+/// counts for the VAE's mid-block.
+pub fn explicit_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = 1.0 / (q.dims()[3] as f32).sqrt();
+    softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
+}
+
 /// `[batch, heads, tokens, head_dim]` → `[batch, tokens, heads × head_dim]`.
 fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     let [b, h, n, d] = x.dims();
     x.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    /// The explicit product equals burn's fused kernel, so the head width that picks the
+    /// path changes no output.
+    #[test]
+    fn explicit_attention_matches_the_fused_kernel() {
+        let device = Device::flex();
+        let t = |tokens| Tensor::<4>::random([2, 3, tokens, 24], Distribution::Normal(0.0, 1.5), &device);
+        let (q, k, v) = (t(19), t(7), t(7));
+        let fused = attention(q.clone(), k.clone(), v.clone(), None, None, AttentionModuleOptions::default());
+        let diff: f32 = (explicit_attention(q, k, v) - fused).abs().max().into_scalar();
+        assert!(diff < 1e-5, "max abs diff {diff}");
+    }
 }
