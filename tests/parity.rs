@@ -135,6 +135,35 @@ fn tiled_vae_matches_diffusers() {
     }
 }
 
+/// A head wider than burn's fused attention kernel takes (SD's VAE attends in one 512-wide
+/// head) runs the explicit product; on every device it equals burn's fused op on the CPU.
+#[test]
+fn wide_head_attention_matches_the_fused_op_on_every_device() {
+    use adcanvas::denoise::attention::{FUSED_ATTENTION_MAX_HEAD_DIM, scaled_dot_product_attention};
+    use burn::tensor::module::attention;
+    let d = FUSED_ATTENTION_MAX_HEAD_DIM + 8;
+    let mut state = 0x2545_f491_u32;
+    let mut tensor = |tokens: usize| {
+        let values: Vec<f32> = (0..2 * tokens * d)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect();
+        TensorData::new(values, [1, 2, tokens, d])
+    };
+    let (q, k, v) = (tensor(37), tensor(23), tensor(23));
+    let cpu = Device::flex();
+    let on = |data: &TensorData, device: &Device| Tensor::<4>::from_data(data.clone(), device);
+    let fused = attention(on(&q, &cpu), on(&k, &cpu), on(&v, &cpu), None, None, Default::default());
+    let want: Vec<f32> = fused.into_data().try_to_vec().unwrap();
+    for (name, device) in devices() {
+        let diff = max_abs_diff(scaled_dot_product_attention(on(&q, &device), on(&k, &device), on(&v, &device)), &want);
+        assert!(diff <= 1e-5, "{d}-wide attention on {name}: max abs diff {diff}");
+        eprintln!("{d}-wide attention on {name}: {diff:.2e}");
+    }
+}
+
 #[test]
 fn tiny_vae_matches_diffusers() {
     use adcanvas::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
