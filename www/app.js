@@ -45,6 +45,7 @@ const state = {
   maskUrl: null,      // object URL of the mask preview
   pngUrl: null,       // object URL of the last result PNG
   reference: null,    // { name, bytes } of the style reference in use
+  sizesRun: new Set(), // image sizes generated in this tab: their GPU kernels are compiled
 };
 
 // ---------- small helpers ----------
@@ -439,7 +440,11 @@ async function generate() {
   el.result.dataset.ready = '0';
   refreshControls();
   setProgress(0, params.steps);
-  setStatus('generating', `Generating ${params.size} × ${params.size}… (step 0 / ${params.steps})`);
+  // The GPU compiles its kernels on the first image of each size (tens of seconds even on a
+  // fast GPU; BENCHMARKS.md); later images of that size take a second or two.
+  const compiling = state.sizesRun.has(params.size) ? ''
+    : ' The first image at this size also prepares the GPU\'s kernels, which can take a minute.';
+  setStatus('generating', `Generating ${params.size} × ${params.size}… (step 0 / ${params.steps})${compiling}`);
   const started = performance.now();
   // Let the click finish and the status paint before the first (long) GPU submission.
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
@@ -447,8 +452,9 @@ async function generate() {
   try {
     const out = await state.studio.generate(params, (step, total) => {
       setProgress(step, total);
-      setStatus('generating', `Generating ${params.size} × ${params.size}… step ${step} / ${total}`);
+      setStatus('generating', `Generating ${params.size} × ${params.size}… step ${step} / ${total}${compiling}`);
     });
+    state.sizesRun.add(params.size);
     showResult(out);
     setProgress(el.progress.max, el.progress.max);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
