@@ -34,6 +34,10 @@ TINY_VAE_CONFIG = dict(
     latent_magnitude=3, latent_shift=0.5, scaling_factor=1.0,
 )
 
+# The shipped VAE: TINY_VAE_CONFIG's encoder (the latent space every other model was trained
+# in) with a wider, deeper decoder retrained on its latents (train_decoder.py).
+DECODER_CONFIG = dict(TINY_VAE_CONFIG, decoder_block_out_channels=[64, 64, 64, 64], num_decoder_blocks=[2, 2, 2, 1])
+
 # Inpainting UNet (17 = 8 noisy latents + 1 mask + 8 masked-image latents), conditioned on
 # MiniLM's 384-wide hidden states; cross-attention at 16² and 8² latent resolution.
 UNET_CONFIG = dict(
@@ -106,10 +110,16 @@ class Deadline:
 
 
 def load_vae(folder):
-    """The trained VAE (AutoencoderTiny or AutoencoderKL, by its config's class name)."""
+    """The trained VAE (AutoencoderTiny or AutoencoderKL, by its config's class name), or a
+    pack's (a folder with manifest.json, training/pack.py)."""
     import json
 
     from diffusers import AutoencoderKL, AutoencoderTiny
+
+    if os.path.exists(os.path.join(folder, "manifest.json")):
+        import pack
+
+        return pack.vae(folder)
 
     with open(os.path.join(folder, "config.json")) as f:
         cls = json.load(f)["_class_name"]
