@@ -47,9 +47,9 @@ def load(run):
 
     state = torch.load(os.path.join(run, "state.pt"), map_location="cpu", weights_only=False)
     unet = attach_mepa(UNet2DConditionModel(**UNET_CONFIG), IMAGE_ENCODER_CONFIG["hidden_size"])
-    unet.load_state_dict(state["ema"])
+    unet.load_state_dict({k: v.float() for k, v in state["ema"].items()})
     enc = ReferenceEncoder()
-    enc.load_state_dict(state["ema_enc"])
+    enc.load_state_dict({k: v.float() for k, v in state["ema_enc"].items()})
     return unet.eval(), enc.eval(), state["step"]
 
 

@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--out", default="models/default")
     ap.add_argument("--dtype", default="q8")
     ap.add_argument("--label", default="adcanvas default (256 px, CPU-trained)")
+    ap.add_argument("--sample-size", type=int, default=UNET_CONFIG["sample_size"],
+                    help="the UNet's latent size, recorded in its config: 32 for 256² training, 64 for 512²")
     ap.add_argument("--controlnet", default=None, help="a trained depth ControlNet (train_controlnet.py's run/controlnet)")
     ap.add_argument("--adcanvas", default=None, help="path to the adcanvas binary (default: cargo run --release)")
     args = ap.parse_args()
@@ -55,21 +57,21 @@ def main():
         shutil.rmtree(f)
     os.makedirs(f)
     state = torch.load(os.path.join(args.unet_run, "state.pt"), map_location="cpu", weights_only=False)
-    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet = UNet2DConditionModel(**{**UNET_CONFIG, "sample_size": args.sample_size})
     with_reference = "ema_enc" in state
     if with_reference:
         from mepa import IMAGE_ENCODER_CONFIG, IMAGE_MEAN, IMAGE_STD, REF_SIZE, ReferenceEncoder, attach_mepa
 
         attach_mepa(unet, IMAGE_ENCODER_CONFIG["hidden_size"])
         enc = ReferenceEncoder()
-        enc.load_state_dict(state["ema_enc"])
+        enc.load_state_dict({k: v.float() for k, v in state["ema_enc"].items()})
         enc.model.save_pretrained(os.path.join(f, "image_encoder"))
         os.makedirs(os.path.join(f, "feature_extractor"))
         with open(os.path.join(f, "feature_extractor", "preprocessor_config.json"), "w") as fh:
             json.dump({"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": REF_SIZE},
                        "do_center_crop": True, "crop_size": {"height": REF_SIZE, "width": REF_SIZE},
                        "do_normalize": True, "image_mean": IMAGE_MEAN, "image_std": IMAGE_STD}, fh, indent=2)
-    unet.load_state_dict(state["ema"])
+    unet.load_state_dict({k: v.float() for k, v in state["ema"].items()})
     unet.save_pretrained(os.path.join(f, "unet"))
     shutil.copytree(args.vae, os.path.join(f, "vae"))
     if args.controlnet:

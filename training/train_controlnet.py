@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--data", default="training/data")
     ap.add_argument("--vae", default="training/runs/vae/vae")
     ap.add_argument("--unet", default="training/runs/ref/unet", help="the trained UNet with MEPA (frozen)")
+    ap.add_argument("--init-pack", default=None,
+                    help="start from this pack's ControlNet (e.g. models/default) instead of a copy of the UNet")
     ap.add_argument("--latents", default="training/runs/unet/latents.pt")
     ap.add_argument("--run", default="training/runs/controlnet")
     ap.add_argument("--minutes", type=float, default=10)
@@ -103,6 +105,10 @@ def main():
     torch.manual_seed(0)
     unet = load_mepa_unet(args.unet).requires_grad_(False)
     net = controlnet_for(unet)
+    if args.init_pack:
+        import pack
+
+        net.load_state_dict(pack.controlnet(args.init_pack).state_dict())
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-2)
     ck = Checkpoint(args.run)

@@ -53,6 +53,9 @@ def main():
     ap.add_argument("--data", default="training/data")
     ap.add_argument("--vae", default="training/runs/vae/vae")
     ap.add_argument("--init", default="training/runs/unet/unet")
+    ap.add_argument("--init-pack", default=None,
+                    help="start from a pack's UNet, MEPA projections and reference encoder instead (e.g. models/default, "
+                         "to fine-tune the shipped model at another --data size where its checkpoints cannot travel)")
     ap.add_argument("--latents", default="training/runs/unet/latents.pt")
     ap.add_argument("--run", default="training/runs/ref")
     ap.add_argument("--minutes", type=float, default=10)
@@ -85,8 +88,13 @@ def main():
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
 
     torch.manual_seed(0)
-    unet = attach_mepa(UNet2DConditionModel.from_pretrained(args.init), IMAGE_ENCODER_CONFIG["hidden_size"])
-    enc = ReferenceEncoder()
+    if args.init_pack:
+        import pack
+
+        unet, enc = pack.mepa_unet(args.init_pack), pack.reference_encoder(args.init_pack)
+    else:
+        unet = attach_mepa(UNet2DConditionModel.from_pretrained(args.init), IMAGE_ENCODER_CONFIG["hidden_size"])
+        enc = ReferenceEncoder()
     ema, ema_enc = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(enc).requires_grad_(False)
     params = list(unet.parameters()) + list(enc.parameters())
     new = lambda n: "to_k_ip" in n or "to_v_ip" in n or "encoder_hid_proj" in n  # noqa: E731

@@ -42,10 +42,12 @@ def inpaint_inputs(images_u8, masks_u8):
 def encode_split(vae, images, masks, batch=32):
     """Latents of each ad and of its masked image (× scaling factor), and the latent mask."""
     means, masked, mask_lat = [], [], []
+    dev = device()
+    vae.to(dev)
     for i in range(0, len(images), batch):
         x, xm, inp = inpaint_inputs(images[i:i + batch], masks[i:i + batch])
-        means.append(encode_latents(vae, x).half())
-        masked.append(encode_latents(vae, xm).half())
+        means.append(encode_latents(vae, x.to(dev)).half().cpu())
+        masked.append(encode_latents(vae, xm.to(dev)).half().cpu())
         mask_lat.append(inp[:, :, ::8, ::8].bool())
         if i % 640 == 0:
             print(f"  encoded {i}/{len(images)}", flush=True)
