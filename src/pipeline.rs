@@ -104,8 +104,8 @@ pub struct GenerateOptions {
     /// The depth ControlNet's conditioning scale (diffusers' `controlnet_conditioning_scale`);
     /// 0 turns depth off (an ablation). Ignored by packs without a ControlNet.
     pub depth_scale: f32,
-    /// Encode and decode in tiles of this many latent pixels (diffusers' `enable_tiling()`; KL
-    /// VAEs only, a multiple of 4, at least 8). `None`: tile only when the device could not
+    /// Encode and decode in tiles of this many latent pixels (diffusers' `enable_tiling()` for KL
+    /// VAEs; the same blend for AutoencoderTiny; a multiple of 4, at least 8). `None`: tile only when the device could not
     /// hold a whole pass's largest activation in one buffer ([`crate::gpu::max_buffer_bytes`]).
     pub vae_tile: Option<usize>,
     /// After every step, reset the latent cells wholly inside the product to the product's own
@@ -411,18 +411,15 @@ fn batch_pair(uncond: &Conditioning, cond: &Conditioning, input: &Tensor<4>) -> 
 /// The latent tile side the VAE runs in for an `lh × lw`-latent image: the one asked for, or,
 /// when none is, one small enough for the device's largest buffer (None: untiled).
 fn vae_tile(model: &Model, asked: Option<usize>, lh: usize, lw: usize) -> Result<Option<usize>, PipelineError> {
-    match (&model.manifest.vae, asked) {
-        (VaeModelConfig::Kl(_), Some(tile)) if tile < 8 || tile % 4 != 0 => Err(PipelineError::Options(format!(
+    match asked {
+        Some(tile) if tile < 8 || tile % 4 != 0 => Err(PipelineError::Options(format!(
             "The VAE tile must be a multiple of 4 latent pixels, at least 8; got {tile}."
         ))),
-        (VaeModelConfig::Kl(_), Some(tile)) => Ok(Some(tile)),
-        (VaeModelConfig::Kl(config), None) => {
-            Ok(crate::gpu::max_buffer_bytes(&model.device).and_then(|limit| config.tile_within(lh, lw, limit)))
-        }
-        (VaeModelConfig::Tiny(_), Some(_)) => Err(PipelineError::Options(
-            "VAE tiles apply to AutoencoderKL packs; this pack's AutoencoderTiny runs whole.".into(),
-        )),
-        (VaeModelConfig::Tiny(_), None) => Ok(None),
+        Some(tile) => Ok(Some(tile)),
+        None => Ok(crate::gpu::max_buffer_bytes(&model.device).and_then(|limit| match &model.manifest.vae {
+            VaeModelConfig::Kl(config) => config.tile_within(lh, lw, limit),
+            VaeModelConfig::Tiny(config) => config.tile_within(lh, lw, limit),
+        })),
     }
 }
 

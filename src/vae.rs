@@ -422,13 +422,13 @@ impl LatentEncoder {
         self.encode_tiled(image, None)
     }
 
-    /// [`LatentEncoder::encode`], in `tile`-latent tiles when given (the KL encoder only;
-    /// AutoencoderTiny has no tiled mode here and ignores it).
+    /// [`LatentEncoder::encode`], in `tile`-latent tiles when given.
     pub fn encode_tiled(&self, image: Tensor<4>, tile: Option<usize>) -> Tensor<4> {
         match (self, tile) {
             (LatentEncoder::Kl(e), Some(tile)) => e.encode_tiled(image, tile),
             (LatentEncoder::Kl(e), None) => e.encode(image),
-            (LatentEncoder::Tiny(e), _) => e.encode(image),
+            (LatentEncoder::Tiny(e), Some(tile)) => e.encode_tiled(image, tile),
+            (LatentEncoder::Tiny(e), None) => e.encode(image),
         }
     }
 }
@@ -452,13 +452,13 @@ impl LatentDecoder {
         self.decode_tiled(latents, None)
     }
 
-    /// [`LatentDecoder::decode`], in `tile`-latent tiles when given (the KL decoder only;
-    /// AutoencoderTiny has no tiled mode here and ignores it).
+    /// [`LatentDecoder::decode`], in `tile`-latent tiles when given.
     pub fn decode_tiled(&self, latents: Tensor<4>, tile: Option<usize>) -> Tensor<4> {
         match (self, tile) {
             (LatentDecoder::Kl(d), Some(tile)) => d.decode_tiled(latents, tile),
             (LatentDecoder::Kl(d), None) => d.decode(latents),
-            (LatentDecoder::Tiny(d), _) => d.decode(latents),
+            (LatentDecoder::Tiny(d), Some(tile)) => d.decode_tiled(latents, tile),
+            (LatentDecoder::Tiny(d), None) => d.decode(latents),
         }
     }
 }

@@ -8,6 +8,7 @@ use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{Conv2d, upsample_nearest_2x};
+use crate::vae_tiling::{Tiles, tiled};
 use crate::weights::{ModelError, Weights};
 
 /// diffusers' `AutoencoderTiny` config (field names as in its `config.json`).
@@ -56,6 +57,33 @@ impl TinyVaeConfig {
     /// Image pixels per latent pixel along one side.
     pub fn downscale(&self) -> usize {
         1 << (self.encoder_block_out_channels.len().max(1) - 1)
+    }
+
+    /// Bytes of the decoder's largest activation for `h × w` latents (batch 1): its widest level
+    /// at full resolution, where the last block runs.
+    pub fn decoder_peak_bytes(&self, h: usize, w: usize) -> u64 {
+        let f = self.downscale();
+        let widest = self.decoder_block_out_channels.iter().copied().max().unwrap_or(0);
+        4 * (widest * h * f * w * f) as u64
+    }
+
+    /// Bytes of the encoder's largest activation for an `h × w`-pixel image (batch 1): its
+    /// first conv's output, at full resolution.
+    pub fn encoder_peak_bytes(&self, h: usize, w: usize) -> u64 {
+        4 * (self.encoder_block_out_channels.first().copied().unwrap_or(0) * h * w) as u64
+    }
+
+    /// The latent tile side to run the VAE in when the whole `h × w`-latent image would make an
+    /// activation larger than `limit` bytes (a GPU's largest storage binding): the largest
+    /// multiple of 4 whose tiles fit. `None` when the whole image fits, or when not even an
+    /// 8-latent tile would. The same rule as [`crate::vae::VaeConfig::tile_within`].
+    pub fn tile_within(&self, h: usize, w: usize, limit: u64) -> Option<usize> {
+        let f = self.downscale();
+        let fits = |th: usize, tw: usize| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit;
+        if fits(h, w) {
+            return None;
+        }
+        (8..h.max(w)).rev().filter(|t| t % 4 == 0).find(|&t| fits(t.min(h), t.min(w)))
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -118,6 +146,7 @@ fn run(layers: &[Layer], mut x: Tensor<4>) -> Tensor<4> {
 /// Image → latents × `scaling_factor` (`EncoderTiny`; deterministic).
 pub struct TinyEncoder {
     layers: Vec<Layer>,
+    levels: usize,
     scaling_factor: f32,
 }
 
@@ -142,7 +171,7 @@ impl TinyEncoder {
         }
         let idx = layers.len();
         layers.push(Layer::Conv(Conv2d::load(&lw.pp(idx), c[c.len() - 1], config.latent_channels, 3, 1, 1)?));
-        Ok(Self { layers, scaling_factor: config.scaling_factor })
+        Ok(Self { layers, levels: c.len(), scaling_factor: config.scaling_factor })
     }
 
     /// # Shapes
@@ -151,11 +180,22 @@ impl TinyEncoder {
         // TAESD works on [0, 1] images.
         run(&self.layers, image.add_scalar(1.0).div_scalar(2.0)).mul_scalar(self.scaling_factor)
     }
+
+    /// [`TinyEncoder::encode`] over overlapping `tile × tile`-latent tiles, blended like the KL
+    /// encoder's ([`crate::vae_tiling`]). diffusers tiles AutoencoderTiny its own way; this is
+    /// for images whose whole-image activations would not fit one GPU buffer.
+    pub fn encode_tiled(&self, image: Tensor<4>, tile: usize) -> Tensor<4> {
+        let f = 1 << (self.levels - 1);
+        let tiles = Tiles { input: tile * f, output: tile };
+        let [_, _, h, w] = image.dims();
+        if tiles.needed_for(h, w) { tiled(image, tiles, |t| self.encode(t)) } else { self.encode(image) }
+    }
 }
 
 /// Latents → image (`DecoderTiny`).
 pub struct TinyDecoder {
     layers: Vec<Layer>,
+    levels: usize,
     scaling_factor: f32,
 }
 
@@ -183,7 +223,7 @@ impl TinyDecoder {
                 Conv2d::load_no_bias(&lw.pp(idx), c[i], c[i], 3, 1, 1)?
             }));
         }
-        Ok(Self { layers, scaling_factor: config.scaling_factor })
+        Ok(Self { layers, levels: n, scaling_factor: config.scaling_factor })
     }
 
     /// Decodes scaled latents (divided by `scaling_factor` first, as the SD pipelines do).
@@ -194,5 +234,51 @@ impl TinyDecoder {
         // DecoderTiny clamps its input softly to (-3, 3) and maps its [0, 1] output to [-1, 1].
         let z = latents.div_scalar(self.scaling_factor).div_scalar(3.0).tanh().mul_scalar(3.0);
         run(&self.layers, z).mul_scalar(2.0).sub_scalar(1.0)
+    }
+
+    /// [`TinyDecoder::decode`] over overlapping `tile × tile`-latent tiles (see
+    /// [`TinyEncoder::encode_tiled`]); latents no larger than one tile are decoded whole.
+    pub fn decode_tiled(&self, latents: Tensor<4>, tile: usize) -> Tensor<4> {
+        let f = 1 << (self.levels - 1);
+        let tiles = Tiles { input: tile, output: tile * f };
+        let [_, _, h, w] = latents.dims();
+        if tiles.needed_for(h, w) { tiled(latents, tiles, |t| self.decode(t)) } else { self.decode(latents) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn config(decoder_width: usize) -> TinyVaeConfig {
+        TinyVaeConfig {
+            in_channels: 3,
+            out_channels: 3,
+            encoder_block_out_channels: vec![32; 4],
+            decoder_block_out_channels: vec![decoder_width; 4],
+            num_encoder_blocks: vec![0, 1, 1, 1],
+            num_decoder_blocks: vec![2, 2, 2, 1],
+            latent_channels: 8,
+            act_fn: "relu".into(),
+            upsample_fn: "nearest".into(),
+            upsampling_scaling_factor: 2,
+            scaling_factor: 1.0,
+        }
+    }
+
+    /// The default model's 64-wide decoder fits WebGPU's default 128 MiB binding whole at 512²
+    /// (64 MiB); at 1024² (256 MiB) it runs in 88-latent tiles (704 px: 64 × 704² × 4 B = 121 MiB).
+    #[test]
+    fn tiny_vae_tiles_only_when_its_full_size_level_outgrows_the_binding() {
+        let c = config(64);
+        assert_eq!(c.decoder_peak_bytes(64, 64), 64 * MIB);
+        assert_eq!(c.encoder_peak_bytes(512, 512), 32 * MIB);
+        assert_eq!(c.tile_within(64, 64, 128 * MIB), None);
+        assert_eq!(c.tile_within(128, 128, 128 * MIB), Some(88));
+        assert!(c.decoder_peak_bytes(88, 88) <= 128 * MIB && c.decoder_peak_bytes(92, 92) > 128 * MIB);
+        assert_eq!(c.tile_within(128, 128, 1024 * MIB), None);
+        assert_eq!(config(32).tile_within(128, 128, 128 * MIB), None, "32 wide: exactly 128 MiB at 1024²");
     }
 }

@@ -236,7 +236,7 @@ impl Studio {
     /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
     /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product }` (the reference ones
     /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
-    /// a KL VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
+    /// the VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
     /// `on_progress(step, total)` after each denoising step. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms, depth_used, vae_tile }`
     /// (`vae_tile` 0: untiled).

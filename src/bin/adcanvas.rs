@@ -202,8 +202,8 @@ enum Command {
         /// The depth ControlNet's conditioning scale, for packs that have one; 0 turns depth off.
         #[arg(long, default_value_t = 1.0)]
         depth_scale: f32,
-        /// Run a KL VAE (SD's) in tiles of this many latent pixels, as diffusers'
-        /// `enable_tiling()` does (a multiple of 4). Default: tiled only when the GPU's largest
+        /// Run the VAE in tiles of this many latent pixels, as diffusers' `enable_tiling()`
+        /// does for KL VAEs (a multiple of 4, at least 8). Default: tiled only when the GPU's largest
         /// buffer is too small for a whole pass.
         #[arg(long)]
         vae_tile: Option<usize>,
