@@ -81,6 +81,11 @@ def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty,
             k = (sched.timesteps == t).nonzero().item()
             proper = masked if k + 1 == len(sched.timesteps) else sched.add_noise(masked, noise, sched.timesteps[k + 1:k + 2])
             lat = inside * proper + (1 - inside) * lat
+    return lat
+
+
+@torch.no_grad()
+def decode(vae, lat):
     out = vae.decode(lat / vae.config.scaling_factor).sample
     return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
@@ -93,6 +98,9 @@ def main():
     ap.add_argument("--run", default="training/runs/ref")
     ap.add_argument("--controlnet", default="training/runs/controlnet/controlnet")
     ap.add_argument("--vae", default="training/runs/vae/vae")
+    ap.add_argument("--also-vae", default=None,
+                    help="a second VAE (same latent space, e.g. train_decoder.py's) to decode the same latents with: "
+                         "its runs are reported as NAME+vae2")
     ap.add_argument("--classifier", default="training/runs/scene_classifier.pt")
     ap.add_argument("--out", default="docs/eval")
     ap.add_argument("--name", default="depth", help="file prefix of the grid and results in --out")
@@ -108,6 +116,7 @@ def main():
     unet, enc, step = load(args.run)
     controlnet = ControlNetModel.from_pretrained(args.controlnet).eval()
     vae = load_vae(args.vae)
+    vaes = {"": vae, **({"+vae2": load_vae(args.also_vae)} if args.also_vae else {})}
     d = np.load(os.path.join(args.data, "heldout.npz"))
     e = np.load(os.path.join(args.data, "empty_prompt.npz"))
     n = min(args.n, len(d["images"]))
@@ -131,17 +140,21 @@ def main():
                "runs": {}}
     grid_rows = [np.concatenate([np.repeat(dm[..., None], 3, 2) for dm in depths[:8]], 1), np.concatenate(list(images[:8]), 1)]
     for name, r in runs.items():
-        bgs = []
+        lats = []
         for i in range(0, n, 16):
-            bgs.append(generate(unet, enc, controlnet, vae, images[i:i + 16], masks[i:i + 16], depths[i:i + 16],
-                                ctx[i:i + 16], empty, refs[i:i + 16], ref_masks[i:i + 16], r["use_ref"], r["use_depth"],
-                                args.steps, args.guidance, seed=1234 + i, anchor=r.get("anchor", False)))
+            lats.append(generate(unet, enc, controlnet, vae, images[i:i + 16], masks[i:i + 16], depths[i:i + 16],
+                                 ctx[i:i + 16], empty, refs[i:i + 16], ref_masks[i:i + 16], r["use_ref"], r["use_depth"],
+                                 args.steps, args.guidance, seed=1234 + i, anchor=r.get("anchor", False)))
             print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
-        bg = np.concatenate(bgs)
-        results["runs"][name], ads = background_metrics(net, bg, images, masks, labels, real_feats)
-        grid_rows.append(np.concatenate(list(ads[:8]), 1))
-        print(name, json.dumps(results["runs"][name]), flush=True)
-    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, args.name + "_grid.png"))
+        for suffix, v in vaes.items():
+            bg = np.concatenate([decode(v, lat) for lat in lats])
+            results["runs"][name + suffix], ads = background_metrics(net, bg, images, masks, labels, real_feats)
+            grid_rows.append(np.concatenate(list(ads[:8]), 1))
+            print(name + suffix, json.dumps(results["runs"][name + suffix]), flush=True)
+    grid = Image.fromarray(np.concatenate(grid_rows, 0))
+    if images.shape[1] > 256:  # keep docs/ grids at 256 px a tile
+        grid = grid.resize((grid.width * 256 // images.shape[1], grid.height * 256 // images.shape[1]), Image.LANCZOS)
+    grid.save(os.path.join(args.out, args.name + "_grid.png"))
     with open(os.path.join(args.out, args.name + "_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
