@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--sample-size", type=int, default=UNET_CONFIG["sample_size"],
                     help="the UNet's latent size, recorded in its config: 32 for 256² training, 64 for 512²")
     ap.add_argument("--controlnet", default=None, help="a trained depth ControlNet (train_controlnet.py's run/controlnet)")
+    ap.add_argument("--note", default="", help="what else made these weights, for the manifest's provenance")
     ap.add_argument("--adcanvas", default=None, help="path to the adcanvas binary (default: cargo run --release)")
     args = ap.parse_args()
 
@@ -111,6 +112,7 @@ def main():
         "training/ scripts: make_dataset.py, train_tiny_vae.py, train_unet.py"
         + (f", train_reference.py ({state['step']} steps)" if with_reference else f" ({state['step']} UNet steps)") + ", "
         + (f"train_controlnet.py ({controlnet_steps(args.controlnet)} steps), " if args.controlnet else "")
+        + (f"{args.note}, " if args.note else "")
         + f"export.py --dtype {args.dtype}{' --controlnet' if args.controlnet else ''}; see models/default/MODEL_CARD.md"
     )
     with open(path, "w") as fh:
