@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::denoise::unet::ResnetBlock2D;
 use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
-use crate::vae_tiling::{Tiles, tiled};
+use crate::vae_tiling::{Tiles, tile_side_within, tiled};
 use crate::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
 use crate::weights::{ModelError, Weights};
 
@@ -135,11 +135,7 @@ impl VaeConfig {
     /// fewest tiles. `None` when the whole image fits, or when not even an 8-latent tile would.
     pub fn tile_within(&self, h: usize, w: usize, limit: u64) -> Option<usize> {
         let f = self.downscale();
-        let fits = |th: usize, tw: usize| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit;
-        if fits(h, w) {
-            return None;
-        }
-        (8..h.max(w)).rev().filter(|t| t % 4 == 0).find(|&t| fits(t.min(h), t.min(w)))
+        tile_side_within(h, w, |th, tw| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit)
     }
 
     fn validate(&self) -> Result<(), ModelError> {

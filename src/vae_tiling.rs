@@ -36,6 +36,16 @@ impl Tiles {
     }
 }
 
+/// The latent tile side for an `h × w`-latent pass when the whole one does not `fit` (a test of
+/// a tile's `th × tw` latents against a GPU's buffer limit): the largest multiple of 4 whose tiles
+/// fit, so the fewest tiles. `None` when the whole pass fits, or when not even an 8-latent tile does.
+pub fn tile_side_within(h: usize, w: usize, fits: impl Fn(usize, usize) -> bool) -> Option<usize> {
+    if fits(h, w) {
+        return None;
+    }
+    (8..h.max(w)).rev().filter(|t| t % 4 == 0).find(|&t| fits(t.min(h), t.min(w)))
+}
+
 /// Runs `pass` on overlapping tiles of `x` and blends the outputs into one tensor.
 /// `pass` must map an `h × w` tile to `h·s × w·s` with `s = tiles.output / tiles.input`,
 /// and the tile sides must keep the kept parts adding up to the whole

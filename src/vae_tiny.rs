@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{Conv2d, upsample_nearest_2x};
-use crate::vae_tiling::{Tiles, tiled};
+use crate::vae_tiling::{Tiles, tile_side_within, tiled};
 use crate::weights::{ModelError, Weights};
 
 /// diffusers' `AutoencoderTiny` config (field names as in its `config.json`).
@@ -76,14 +76,10 @@ impl TinyVaeConfig {
     /// The latent tile side to run the VAE in when the whole `h × w`-latent image would make an
     /// activation larger than `limit` bytes (a GPU's largest storage binding): the largest
     /// multiple of 4 whose tiles fit. `None` when the whole image fits, or when not even an
-    /// 8-latent tile would. The same rule as [`crate::vae::VaeConfig::tile_within`].
+    /// 8-latent tile would ([`tile_side_within`], as for the KL VAE).
     pub fn tile_within(&self, h: usize, w: usize, limit: u64) -> Option<usize> {
         let f = self.downscale();
-        let fits = |th: usize, tw: usize| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit;
-        if fits(h, w) {
-            return None;
-        }
-        (8..h.max(w)).rev().filter(|t| t % 4 == 0).find(|&t| fits(t.min(h), t.min(w)))
+        tile_side_within(h, w, |th, tw| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit)
     }
 
     fn validate(&self) -> Result<(), ModelError> {
