@@ -8,7 +8,7 @@ Needs Debian `tuxpaint-stamps-default` (product photos, GPL-2+) and the PyPI whe
 labels, and the frozen MiniLM's last hidden states for every caption (the UNet's context).
 
 On a machine without them (the GPU machine: nothing can be installed there, and only 64 MiB
-travels), `--stamps DIR` reads the stamps from a copied folder (`training/gpu/carry_stamps.sh`)
+travels), `--stamps DIR` reads the stamps from a copied folder (`scripts/gpu_train.sh prepare`)
 and `--text-encoder models/default` encodes the captions with the pack's q8 MiniLM
 (training/pack.py), the very weights the runtime encodes prompts with. `--workers N` renders
 in N processes; each then draws from its own seed, so the set differs from the one-process set
