@@ -20,6 +20,7 @@ use crate::mask::{MaskError, MaskOptions, ProductMask, product_mask};
 use crate::model::Model;
 use crate::reference::{Reference, ReferenceOptions, ReferenceReport};
 use crate::vae::VaeModelConfig;
+use crate::vae_tiny::ProductPixels;
 use crate::weights::ModelError;
 
 /// Any reason a generation did not produce an image. `Display` is for the user.
@@ -317,8 +318,9 @@ pub async fn generate(
     }
     t = timings.record("denoise", t);
 
-    // 8. Decode to pixels.
-    let decoded = model.vae_decoder.decode_tiled(latents, vae_tile);
+    // 8. Decode to pixels; a conditioned decoder also reads the product's own pixels.
+    let product_pixels = model.vae_decoder.is_conditioned().then(|| product_pixels(&placed, w, h, device));
+    let decoded = model.vae_decoder.decode_tiled_with(latents, vae_tile, product_pixels.as_ref());
     let data = decoded.into_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
     let values: Vec<f32> = data.try_into_vec().map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
     let background = tensor_to_rgba(&values, w, h);
@@ -438,6 +440,21 @@ fn masked_image_tensor(placed: &PlacedProduct, inpaint: &[f32], w: usize, h: usi
         }
     }
     Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device)
+}
+
+/// The placed product for a conditioned decoder: its colours in [-1, 1] and its soft mask,
+/// as `training/condition_decoder.py` trains it (it multiplies the two itself).
+fn product_pixels(placed: &PlacedProduct, w: usize, h: usize, device: &Device) -> ProductPixels {
+    let mut chw = vec![0f32; 3 * w * h];
+    for (i, px) in placed.rgba.pixels().enumerate() {
+        for c in 0..3 {
+            chw[c * w * h + i] = px.0[c] as f32 / 127.5 - 1.0;
+        }
+    }
+    ProductPixels {
+        image: Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device),
+        mask: Tensor::from_data(TensorData::new(placed.mask.clone(), [1, 1, h, w]), device),
+    }
 }
 
 /// 1 for each f×f cell whose pixels are all kept (inpaint mask 0), else 0: the latent cells that

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::denoise::unet::ResnetBlock2D;
 use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
 use crate::vae_tiling::{Tiles, tile_side_within, tiled};
-use crate::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
+use crate::vae_tiny::{ProductPixels, TinyDecoder, TinyEncoder, TinyVaeConfig};
 use crate::weights::{ModelError, Weights};
 
 /// diffusers' `AutoencoderKL` config (field names as in its `config.json`).
@@ -279,7 +279,7 @@ impl VaeEncoder {
         let f = 1 << (self.down_blocks.len() - 1);
         let tiles = Tiles { input: tile * f, output: tile };
         let [_, _, h, w] = image.dims();
-        if tiles.needed_for(h, w) { tiled(image, tiles, |t| self.encode(t)) } else { self.encode(image) }
+        if tiles.needed_for(h, w) { tiled(image, tiles, |t, _| self.encode(t)) } else { self.encode(image) }
     }
 }
 
@@ -355,7 +355,7 @@ impl VaeDecoder {
         let f = 1 << (self.up_blocks.len() - 1);
         let tiles = Tiles { input: tile, output: tile * f };
         let [_, _, h, w] = latents.dims();
-        if tiles.needed_for(h, w) { tiled(latents, tiles, |t| self.decode(t)) } else { self.decode(latents) }
+        if tiles.needed_for(h, w) { tiled(latents, tiles, |t, _| self.decode(t)) } else { self.decode(latents) }
     }
 }
 
@@ -450,11 +450,21 @@ impl LatentDecoder {
 
     /// [`LatentDecoder::decode`], in `tile`-latent tiles when given.
     pub fn decode_tiled(&self, latents: Tensor<4>, tile: Option<usize>) -> Tensor<4> {
+        self.decode_tiled_with(latents, tile, None)
+    }
+
+    /// Whether the decoder reads the product's pixels (an AutoencoderTiny with `mask_condition`).
+    pub fn is_conditioned(&self) -> bool {
+        matches!(self, LatentDecoder::Tiny(d) if d.is_conditioned())
+    }
+
+    /// [`LatentDecoder::decode_tiled`], keeping `product` where the decoder [is conditioned](Self::is_conditioned).
+    pub fn decode_tiled_with(&self, latents: Tensor<4>, tile: Option<usize>, product: Option<&ProductPixels>) -> Tensor<4> {
         match (self, tile) {
             (LatentDecoder::Kl(d), Some(tile)) => d.decode_tiled(latents, tile),
             (LatentDecoder::Kl(d), None) => d.decode(latents),
-            (LatentDecoder::Tiny(d), Some(tile)) => d.decode_tiled(latents, tile),
-            (LatentDecoder::Tiny(d), None) => d.decode(latents),
+            (LatentDecoder::Tiny(d), Some(tile)) => d.decode_tiled_with(latents, tile, product),
+            (LatentDecoder::Tiny(d), None) => d.decode_with(latents, product),
         }
     }
 }

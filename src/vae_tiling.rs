@@ -47,13 +47,14 @@ pub fn tile_side_within(h: usize, w: usize, fits: impl Fn(usize, usize) -> bool)
 }
 
 /// Runs `pass` on overlapping tiles of `x` and blends the outputs into one tensor.
-/// `pass` must map an `h × w` tile to `h·s × w·s` with `s = tiles.output / tiles.input`,
+/// `pass` gets each tile and its `[top, left]` corner in `x` (to cut matching tiles of any
+/// side input), and must map an `h × w` tile to `h·s × w·s` with `s = tiles.output / tiles.input`,
 /// and the tile sides must keep the kept parts adding up to the whole
 /// (`⌊T_in·3/4⌋·s = T_out − ⌊T_out/4⌋`, true when `T_in` and `T_out` are multiples of 4).
 ///
 /// # Shapes
 /// - x: `[batch, channels, h, w]` → `[batch, out_channels, h·s, w·s]`
-pub fn tiled(x: Tensor<4>, tiles: Tiles, pass: impl Fn(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+pub fn tiled(x: Tensor<4>, tiles: Tiles, pass: impl Fn(Tensor<4>, [usize; 2]) -> Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let stride = (tiles.input as f64 * (1.0 - OVERLAP)) as usize;
     let blend = (tiles.output as f64 * OVERLAP) as usize;
@@ -66,7 +67,7 @@ pub fn tiled(x: Tensor<4>, tiles: Tiles, pass: impl Fn(Tensor<4>) -> Tensor<4>) 
         let mut row: Vec<Tensor<4>> = Vec::new();
         for left in (0..w).step_by(stride) {
             let tile = x.clone().narrow(2, top, tiles.input.min(h - top)).narrow(3, left, tiles.input.min(w - left));
-            let mut out = pass(tile);
+            let mut out = pass(tile, [top, left]);
             if let Some(above) = rows.last() {
                 out = blend_edge(&above[row.len()], out, blend, 2);
             }
@@ -131,7 +132,7 @@ mod tests {
         let up = |t: Tensor<4>| crate::nn::upsample_nearest_2x(t);
         let whole: Vec<f32> = up(x.clone()).into_data().try_to_vec::<f32>().unwrap();
         let tiles = Tiles { input: 8, output: 16 };
-        let got: Vec<f32> = tiled(x, tiles, up).into_data().try_to_vec::<f32>().unwrap();
+        let got: Vec<f32> = tiled(x, tiles, |t, _| up(t)).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(got.len(), whole.len());
         let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst <= 1e-4, "max diff {worst}");
@@ -147,7 +148,7 @@ mod tests {
             t.mean().reshape([1, 1, 1, 1]).expand([b, c, h, w])
         };
         let tiles = Tiles { input: 8, output: 8 };
-        let got: Vec<f32> = tiled(x, tiles, mean_pass).into_data().try_to_vec::<f32>().unwrap();
+        let got: Vec<f32> = tiled(x, tiles, |t, _| mean_pass(t)).into_data().try_to_vec::<f32>().unwrap();
         // Tiles start at rows 0 and 6 (stride 6): means of rows 0..8 and 6..12.
         let first = (0..32).sum::<usize>() as f32 / 32.0;
         let second = (24..48).sum::<usize>() as f32 / 24.0;

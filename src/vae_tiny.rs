@@ -2,6 +2,10 @@
 //! `EncoderTiny`/`DecoderTiny` in `vae.py`): TAESD's architecture. Plain 3×3 convs, ReLU
 //! and residual blocks, no normalisation and no attention, so decoding costs a fraction of
 //! AutoencoderKL's: the fast decoder for the browser, and the default model's VAE.
+//!
+//! A decoder may carry a product-condition branch (`mask_condition`, ours: AsymmetricAutoencoderKL's
+//! mask-conditioned decoder for TAESD, `training/condition_decoder.py`, docs/METHOD.md §4): it
+//! reads the product's own pixels, which the latents alone cannot hold to 30 dB.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
@@ -32,6 +36,9 @@ pub struct TinyVaeConfig {
     pub upsampling_scaling_factor: usize,
     #[serde(default = "one")]
     pub scaling_factor: f32,
+    /// The decoder has the product-condition branch (`decoder.condition_encoder.*`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mask_condition: bool,
 }
 
 fn three() -> usize {
@@ -125,18 +132,95 @@ enum Layer {
     Block(TinyBlock),
     Relu,
     Upsample,
+    /// Where a conditioned decoder blends in the product's features (a no-op without them).
+    Blend,
 }
 
-fn run(layers: &[Layer], mut x: Tensor<4>) -> Tensor<4> {
+fn run(layers: &[Layer], mut x: Tensor<4>, product: Option<&ProductFeatures>) -> Tensor<4> {
     for layer in layers {
-        x = match layer {
-            Layer::Conv(c) => c.forward(x),
-            Layer::Block(b) => b.forward(x),
-            Layer::Relu => relu(x),
-            Layer::Upsample => upsample_nearest_2x(x),
+        x = match (layer, product) {
+            (Layer::Conv(c), _) => c.forward(x),
+            (Layer::Block(b), _) => b.forward(x),
+            (Layer::Relu, _) => relu(x),
+            (Layer::Upsample, _) => upsample_nearest_2x(x),
+            (Layer::Blend, Some(p)) => p.blend(x),
+            (Layer::Blend, None) => x,
         };
     }
     x
+}
+
+/// The product a conditioned decoder keeps: its pixels and its mask on the whole canvas.
+pub struct ProductPixels {
+    /// `[1, 3, H, W]` in [-1, 1]; only where `mask` > 0 is read.
+    pub image: Tensor<4>,
+    /// `[1, 1, H, W]` in [0, 1], 1 on the product.
+    pub mask: Tensor<4>,
+}
+
+impl ProductPixels {
+    /// The `h × w` pixels from `[top, left]`.
+    fn crop(&self, top: usize, left: usize, h: usize, w: usize) -> Self {
+        let cut = |t: &Tensor<4>| t.clone().narrow(2, top, h).narrow(3, left, w);
+        Self { image: cut(&self.image), mask: cut(&self.mask) }
+    }
+}
+
+/// The condition encoder (`decoder.condition_encoder.layers.N`): a 3×3 conv from the masked
+/// product and its mask at full size, then one 4×4 stride-2 conv per coarser decoder level.
+struct ConditionEncoder {
+    convs: Vec<Conv2d>,
+}
+
+impl ConditionEncoder {
+    fn load(w: &Weights, image_channels: usize, channels: usize, levels: usize) -> Result<Self, ModelError> {
+        let lw = w.pp("decoder").pp("condition_encoder").pp("layers");
+        let mut convs = vec![Conv2d::load(&lw.pp(0), image_channels + 1, channels, 3, 1, 1)?];
+        for i in 1..levels {
+            convs.push(Conv2d::load(&lw.pp(i), channels, channels, 4, 2, 1)?);
+        }
+        Ok(Self { convs })
+    }
+
+    /// Each conv's output before its ReLU, full size first, with the mask at that size.
+    fn features(&self, product: &ProductPixels) -> ProductFeatures {
+        let mut x = Tensor::cat(vec![product.image.clone() * product.mask.clone(), product.mask.clone()], 1);
+        let mut levels = Vec::with_capacity(self.convs.len());
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = conv.forward(x);
+            levels.push((x.clone(), downsample_nearest(product.mask.clone(), 1 << i)));
+            x = relu(x);
+        }
+        ProductFeatures { levels }
+    }
+}
+
+/// The product's features and mask at each decoder resolution.
+struct ProductFeatures {
+    levels: Vec<(Tensor<4>, Tensor<4>)>,
+}
+
+impl ProductFeatures {
+    /// `h · (1 − m) + c · m` with the features `c` and mask `m` of `h`'s resolution (the
+    /// mask-guided blend of diffusers' `MaskConditionDecoder`, whose mask is our 1 − m).
+    fn blend(&self, h: Tensor<4>) -> Tensor<4> {
+        let side = h.dims()[3];
+        let (c, m) = self.levels.iter().find(|(c, _)| c.dims()[3] == side).expect("a product feature at every decoder resolution");
+        h.clone() + (c.clone() - h) * m.clone()
+    }
+}
+
+/// Every `k`-th pixel from the first (`F.interpolate(mode="nearest")` to `1/k` the size).
+///
+/// # Shapes
+/// - x: `[b, c, h, w]` → `[b, c, h/k, w/k]` (`h`, `w` multiples of `k`)
+fn downsample_nearest(x: Tensor<4>, k: usize) -> Tensor<4> {
+    if k == 1 {
+        return x;
+    }
+    let [b, c, h, w] = x.dims();
+    let rows = x.reshape([b * c * h / k, k, w]).narrow(1, 0, 1);
+    rows.reshape([b * c * h / k * w / k, k]).narrow(1, 0, 1).reshape([b, c, h / k, w / k])
 }
 
 /// Image → latents × `scaling_factor` (`EncoderTiny`; deterministic).
@@ -174,7 +258,7 @@ impl TinyEncoder {
     /// - image: `[batch, 3, H, W]` in [-1, 1] → `[batch, latent_channels, H/f, W/f]`
     pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
         // TAESD works on [0, 1] images.
-        run(&self.layers, image.add_scalar(1.0).div_scalar(2.0)).mul_scalar(self.scaling_factor)
+        run(&self.layers, image.add_scalar(1.0).div_scalar(2.0), None).mul_scalar(self.scaling_factor)
     }
 
     /// [`TinyEncoder::encode`] over overlapping `tile × tile`-latent tiles, blended like the KL
@@ -184,15 +268,16 @@ impl TinyEncoder {
         let f = 1 << (self.levels - 1);
         let tiles = Tiles { input: tile * f, output: tile };
         let [_, _, h, w] = image.dims();
-        if tiles.needed_for(h, w) { tiled(image, tiles, |t| self.encode(t)) } else { self.encode(image) }
+        if tiles.needed_for(h, w) { tiled(image, tiles, |t, _| self.encode(t)) } else { self.encode(image) }
     }
 }
 
-/// Latents → image (`DecoderTiny`).
+/// Latents → image (`DecoderTiny`), with the product-condition branch when the config has one.
 pub struct TinyDecoder {
     layers: Vec<Layer>,
     levels: usize,
     scaling_factor: f32,
+    condition: Option<ConditionEncoder>,
 }
 
 impl TinyDecoder {
@@ -203,23 +288,40 @@ impl TinyDecoder {
         let c = &config.decoder_block_out_channels;
         let mut layers = vec![Layer::Conv(Conv2d::load(&lw.pp(0), config.latent_channels, c[0], 3, 1, 1)?), Layer::Relu];
         let n = config.num_decoder_blocks.len();
+        // `Layer::Blend` takes no index in diffusers' `nn.Sequential`, so indices skip them.
+        let index = |layers: &[Layer]| layers.iter().filter(|l| !matches!(l, Layer::Blend)).count();
         for (i, &blocks) in config.num_decoder_blocks.iter().enumerate() {
+            // The condition's blends: before each level's blocks and before the output conv.
+            if blocks > 0 {
+                layers.push(Layer::Blend);
+            }
             for _ in 0..blocks {
-                let idx = layers.len();
+                let idx = index(&layers);
                 layers.push(Layer::Block(TinyBlock::load(&lw.pp(idx), c[i])?));
             }
             let last = i + 1 == n;
             if !last {
                 layers.push(Layer::Upsample);
+            } else {
+                layers.push(Layer::Blend);
             }
-            let idx = layers.len();
+            let idx = index(&layers);
             layers.push(Layer::Conv(if last {
                 Conv2d::load(&lw.pp(idx), c[i], config.out_channels, 3, 1, 1)?
             } else {
                 Conv2d::load_no_bias(&lw.pp(idx), c[i], c[i], 3, 1, 1)?
             }));
         }
-        Ok(Self { layers, levels: n, scaling_factor: config.scaling_factor })
+        let condition = match config.mask_condition {
+            true => Some(ConditionEncoder::load(w, config.out_channels, c[0], n)?),
+            false => None,
+        };
+        Ok(Self { layers, levels: n, scaling_factor: config.scaling_factor, condition })
+    }
+
+    /// Whether the decoder reads the product's pixels ([`TinyDecoder::decode_with`]).
+    pub fn is_conditioned(&self) -> bool {
+        self.condition.is_some()
     }
 
     /// Decodes scaled latents (divided by `scaling_factor` first, as the SD pipelines do).
@@ -227,18 +329,40 @@ impl TinyDecoder {
     /// # Shapes
     /// - latents: `[batch, latent_channels, h, w]` → `[batch, 3, h·f, w·f]`, roughly in [-1, 1]
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        self.decode_with(latents, None)
+    }
+
+    /// [`TinyDecoder::decode`] that keeps `product` where the decoder has the branch for it
+    /// (ignored otherwise; without it a conditioned decoder decodes from the latents alone).
+    ///
+    /// # Shapes
+    /// - product: `[1, 3 | 1, h·f, w·f]`, the latents' image size
+    pub fn decode_with(&self, latents: Tensor<4>, product: Option<&ProductPixels>) -> Tensor<4> {
+        let features = self.condition.as_ref().zip(product).map(|(c, p)| c.features(p));
         // DecoderTiny clamps its input softly to (-3, 3) and maps its [0, 1] output to [-1, 1].
         let z = latents.div_scalar(self.scaling_factor).div_scalar(3.0).tanh().mul_scalar(3.0);
-        run(&self.layers, z).mul_scalar(2.0).sub_scalar(1.0)
+        run(&self.layers, z, features.as_ref()).mul_scalar(2.0).sub_scalar(1.0)
     }
 
     /// [`TinyDecoder::decode`] over overlapping `tile × tile`-latent tiles (see
     /// [`TinyEncoder::encode_tiled`]); latents no larger than one tile are decoded whole.
     pub fn decode_tiled(&self, latents: Tensor<4>, tile: usize) -> Tensor<4> {
+        self.decode_tiled_with(latents, tile, None)
+    }
+
+    /// [`TinyDecoder::decode_with`] in tiles; each tile keeps its own part of `product`.
+    pub fn decode_tiled_with(&self, latents: Tensor<4>, tile: usize, product: Option<&ProductPixels>) -> Tensor<4> {
         let f = 1 << (self.levels - 1);
         let tiles = Tiles { input: tile, output: tile * f };
         let [_, _, h, w] = latents.dims();
-        if tiles.needed_for(h, w) { tiled(latents, tiles, |t| self.decode(t)) } else { self.decode(latents) }
+        if !tiles.needed_for(h, w) {
+            return self.decode_with(latents, product);
+        }
+        tiled(latents, tiles, |t, [top, left]| {
+            let [_, _, th, tw] = t.dims();
+            let part = product.map(|p| p.crop(top * f, left * f, th * f, tw * f));
+            self.decode_with(t, part.as_ref())
+        })
     }
 }
 
@@ -261,6 +385,7 @@ mod tests {
             upsample_fn: "nearest".into(),
             upsampling_scaling_factor: 2,
             scaling_factor: 1.0,
+            mask_condition: false,
         }
     }
 

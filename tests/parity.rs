@@ -185,6 +185,34 @@ fn tiny_vae_matches_diffusers() {
     }
 }
 
+/// The decoder with our product-condition branch against `training/condition_decoder.py` (the
+/// mask-guided blend of diffusers' `MaskConditionDecoder`, for TAESD), with a soft-edged mask;
+/// with no product given it must decode exactly as the plain decoder.
+#[test]
+fn conditioned_tiny_decoder_matches_its_reference() {
+    use adcanvas::vae_tiny::{ProductPixels, TinyDecoder, TinyVaeConfig};
+    let config: TinyVaeConfig = serde_json::from_slice(&fixture("tiny_vae_condition.config.json")).unwrap();
+    assert!(config.mask_condition);
+    let weights = fixture("tiny_vae_condition.weights.safetensors");
+    let io = Io(fixture("tiny_vae_condition.io.safetensors"));
+    let (want, _) = io.get("decoded");
+    let (plain, _) = io.get("plain");
+    for (name, device) in devices() {
+        let w = Weights::from_safetensors("tiny_vae_condition", &weights, &device).unwrap();
+        let decoder = TinyDecoder::load(&w, &config).unwrap();
+        assert!(decoder.is_conditioned());
+        let latents: Tensor<4> = io.tensor::<4>("latents", &device).mul_scalar(config.scaling_factor);
+        let product = ProductPixels { image: io.tensor("image", &device), mask: io.tensor("mask", &device) };
+        let diff = max_abs_diff(decoder.decode_with(latents.clone(), Some(&product)), &want);
+        assert!(diff <= MODEL_TOLERANCE, "conditioned tiny decode on {name}: max abs diff {diff}");
+        let diff = max_abs_diff(decoder.decode(latents.clone()), &plain);
+        assert!(diff <= MODEL_TOLERANCE, "tiny decode without the product on {name}: max abs diff {diff}");
+        // One tile as large as the image is no tiling; the product must still be read.
+        let diff = max_abs_diff(decoder.decode_tiled_with(latents, 8, Some(&product)), &want);
+        assert!(diff <= MODEL_TOLERANCE, "one-tile conditioned decode on {name}: max abs diff {diff}");
+    }
+}
+
 #[test]
 fn ddim_trace_matches_diffusers() {
     let config: SchedulerConfig = serde_json::from_slice(&fixture("ddim.config.json")).unwrap();

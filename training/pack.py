@@ -96,7 +96,18 @@ def vae(pack_dir: str):
     """The pack's AutoencoderTiny (the runtime's own, so latents match what it encodes)."""
     from diffusers import AutoencoderTiny
 
-    cfg = manifest(pack_dir)["vae"]
+    from condition_decoder import CONFIG_KEY, PREFIX
+
+    cfg = {k: v for k, v in manifest(pack_dir)["vae"].items() if k != CONFIG_KEY}
     model = AutoencoderTiny(**cfg)
-    model.load_state_dict(load_component(pack_dir, "vae", model.state_dict()))
+    tensors = load_component(pack_dir, "vae", model.state_dict())
+    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PREFIX)})
     return model.eval()
+
+
+def vae_condition(pack_dir: str, vae):
+    """The product-condition branch of the pack's decoder (training/condition_decoder.py), or None."""
+    import condition_decoder
+
+    shapes = {condition_decoder.PREFIX + k: v for k, v in condition_decoder.new(vae).state_dict().items()}
+    return condition_decoder.load(vae, load_component(pack_dir, "vae", shapes))

@@ -14,6 +14,10 @@ outgoing ones, and the added blocks start as the identity (last conv zero, as in
 train_tiny_vae.py). Step 0 therefore reproduces the old decoder's images exactly, and training
 only adds to them.
 
+With --condition the decoder also gets the product-condition branch (condition_decoder.py):
+--vae is then the shipped 64-wide VAE, kept as it is at step 0, and the branch and the decoder
+train together on the product's pixels and mask.
+
 Loss: L1 + L1 on image gradients, product pixels weighted ×(1 + --product-weight) because the
 product's fidelity before paste-back is what the old decoder lost most; crops are centred on
 the product half of the time. Latents get σ = 0.05 noise as in train_tiny_vae.py.
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+import condition_decoder  # noqa: E402
 from common import DECODER_CONFIG, Checkpoint, Deadline, LossLog, device, load_vae, threads  # noqa: E402
 
 
@@ -125,6 +130,7 @@ def main():
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--product-weight", type=float, default=3.0)
+    ap.add_argument("--condition", action="store_true", help="add and train the product-condition branch")
     args = ap.parse_args()
     print("threads", threads())
     torch.manual_seed(0)
@@ -135,34 +141,43 @@ def main():
     vae.encoder.load_state_dict(old.encoder.state_dict())
     widen_decoder(old, vae)
     vae.encoder.requires_grad_(False)
-    opt = torch.optim.AdamW(vae.decoder.parameters(), lr=args.lr, weight_decay=0.0)
+    cond = condition_decoder.new(vae) if args.condition else None
+    trained = torch.nn.ModuleDict({"decoder": vae.decoder, **({"condition": cond} if cond else {})})
+    opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=0.0)
     ck = Checkpoint(args.run)
     state = ck.load()
     step = 0
     if state:
         vae.decoder.load_state_dict(state["decoder"])
+        if cond:
+            cond.load_state_dict(state["condition"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
         print("resumed at step", step)
     dev = device()
     vae.to(dev)
+    if cond:
+        cond.to(dev)
     log = LossLog(args.run, ["step", "loss", "l1", "grad", "seconds"])
     rng = np.random.default_rng(step)
     deadline = Deadline(args.minutes)
     t0 = last_save = time.time()
-    cpu_state = lambda: {k: v.cpu() for k, v in vae.decoder.state_dict().items()}  # noqa: E731
+    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    cpu_state = lambda: {"decoder": cpu(vae.decoder), **({"condition": cpu(cond)} if cond else {})}  # noqa: E731
     while not deadline.passed():
         img, msk = product_crops(images, masks, args.batch, args.crop, rng)
         x = (torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1).to(dev)
-        w = (1 + args.product_weight * torch.from_numpy(msk).float().div(255))[:, None].to(dev)
+        m = torch.from_numpy(msk).float().div(255)[:, None].to(dev)
+        w = 1 + args.product_weight * m
         with torch.no_grad():
             z = vae.encoder(x)
-        recon = vae.decoder(z + 0.05 * torch.randn_like(z))
+        z = z + 0.05 * torch.randn_like(z)
+        recon = condition_decoder.decode(vae, cond, z * vae.config.scaling_factor, x, m) if cond else vae.decoder(z)
         l1, g = weighted_l1(recon, x, w)
         loss = l1 + g
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.decoder.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         opt.step()
         step += 1
         if step % 10 == 0:
@@ -170,10 +185,13 @@ def main():
         if step % 50 == 0:
             print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
         if time.time() - last_save > 180:
-            ck.save({"decoder": cpu_state(), "opt": opt.state_dict(), "step": step})
+            ck.save({**cpu_state(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
-    ck.save({"decoder": cpu_state(), "opt": opt.state_dict(), "step": step})
-    vae.eval().cpu().save_pretrained(os.path.join(args.run, "vae"))
+    ck.save({**cpu_state(), "opt": opt.state_dict(), "step": step})
+    if cond:
+        condition_decoder.save(vae.eval().cpu(), cond.eval().cpu(), os.path.join(args.run, "vae"))
+    else:
+        vae.eval().cpu().save_pretrained(os.path.join(args.run, "vae"))
     print(f"done: step {step}; saved {os.path.join(args.run, 'vae')}")
 
 
