@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
+import condition_decoder  # noqa: E402
 from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
 from evaluate import scores, train_classifier  # noqa: E402
 from evaluate_reference import background_metrics, load, object_expansion  # noqa: E402
@@ -85,8 +86,12 @@ def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty,
 
 
 @torch.no_grad()
-def decode(vae, lat):
-    out = vae.decode(lat / vae.config.scaling_factor).sample
+def decode(vae, condition, lat, images, masks):
+    """Latents → uint8 pixels; a conditioned decoder also gets the product (the ads' own pixels
+    and masks, as the runtime passes the placed product)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    m = torch.from_numpy(masks).float().div(255)[:, None]
+    out = condition_decoder.decode(vae, condition, lat, x, m)
     return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
@@ -116,7 +121,10 @@ def main():
     unet, enc, step = load(args.run)
     controlnet = ControlNetModel.from_pretrained(args.controlnet).eval()
     vae = load_vae(args.vae)
-    vaes = {"": vae, **({"+vae2": load_vae(args.also_vae)} if args.also_vae else {})}
+    vaes = {"": (vae, condition_decoder.load_folder(vae, args.vae))}
+    if args.also_vae:
+        vae2 = load_vae(args.also_vae)
+        vaes["+vae2"] = (vae2, condition_decoder.load_folder(vae2, args.also_vae))
     d = np.load(os.path.join(args.data, "heldout.npz"))
     e = np.load(os.path.join(args.data, "empty_prompt.npz"))
     n = min(args.n, len(d["images"]))
@@ -147,7 +155,8 @@ def main():
                                  args.steps, args.guidance, seed=1234 + i, anchor=r.get("anchor", False)))
             print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
         for suffix, v in vaes.items():
-            bg = np.concatenate([decode(v, lat) for lat in lats])
+            bg = np.concatenate([decode(*v, lat, images[16 * j:16 * j + 16], masks[16 * j:16 * j + 16])
+                                 for j, lat in enumerate(lats)])
             results["runs"][name + suffix], ads = background_metrics(net, bg, images, masks, labels, real_feats)
             grid_rows.append(np.concatenate(list(ads[:8]), 1))
             print(name + suffix, json.dumps(results["runs"][name + suffix]), flush=True)
