@@ -426,6 +426,40 @@ fn feather(prod: &[bool], w: usize, h: usize, feather_px: f32) -> Vec<f32> {
         .collect()
 }
 
+/// Gives the photo's pixels under the outer half of an automatic mask's soft edge (coverage
+/// below ½: old background that the feather reaches) the colour of the nearest product pixel.
+/// Without this the composite blends a ring of the old backdrop into the new scene (a white
+/// fringe around products shot on white). Product pixels (coverage ≥ ½) and pixels outside the
+/// edge keep their colours; cut-outs are left alone, as their colours already go with their alpha.
+pub fn extend_product_colours(img: &mut RgbaImage, mask: &ProductMask) {
+    if mask.source == MaskSource::Alpha || img.dimensions() != (mask.width, mask.height) {
+        return;
+    }
+    let (w, h) = (mask.width as usize, mask.height as usize);
+    let ring = |i: usize| mask.alpha[i] > 0.0 && mask.alpha[i] < 0.5;
+    // Breadth-first from the product, 8-connected, into the ring only: each ring pixel takes
+    // the colour of the product pixel its path started from.
+    let mut done: Vec<bool> = mask.alpha.iter().map(|&a| a >= 0.5).collect();
+    let mut queue: VecDeque<usize> = (0..w * h).filter(|&i| done[i]).collect();
+    while let Some(i) = queue.pop_front() {
+        let (x, y) = (i % w, i / w);
+        let colour = img.get_pixel(x as u32, y as u32).0;
+        for (dx, dy) in [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+            let (nx, ny) = (x as isize + dx, y as isize + dy);
+            if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
+                continue;
+            }
+            let j = ny as usize * w + nx as usize;
+            if !done[j] && ring(j) {
+                done[j] = true;
+                let p = img.get_pixel_mut(nx as u32, ny as u32);
+                p.0 = [colour[0], colour[1], colour[2], p.0[3]];
+                queue.push_back(j);
+            }
+        }
+    }
+}
+
 impl ProductMask {
     /// Tight bounding box of pixels with coverage above `threshold`, used to crop the
     /// product before placing it; `None` when no pixel qualifies.
@@ -475,6 +509,32 @@ impl ProductMask {
 mod tests {
     use super::*;
     use crate::image_io::{DecodeLimits, decode_image};
+
+    /// A red square shot on white: the feathered ring outside it turns red, the square and the
+    /// backdrop beyond the ring keep their colours; a cut-out's colours are not touched.
+    #[test]
+    fn the_soft_edge_outside_an_automatic_mask_takes_the_product_colour() {
+        let photo = solid(40, 40, |x, y| if (12..28).contains(&x) && (12..28).contains(&y) { [200, 20, 20] } else { [255, 255, 255] });
+        let mask = product_mask(&photo, &MaskOptions::default()).unwrap();
+        let mut rgba = photo.rgba.clone();
+        extend_product_colours(&mut rgba, &mask);
+        let (mut ring, mut kept) = (0, 0);
+        for (i, (before, after)) in photo.rgba.pixels().zip(rgba.pixels()).enumerate() {
+            let a = mask.alpha[i];
+            if a > 0.0 && a < 0.5 {
+                assert_eq!(after.0, [200, 20, 20, 255], "ring pixel {i} (coverage {a})");
+                ring += 1;
+            } else {
+                assert_eq!(after, before, "pixel {i} (coverage {a}) changed");
+                kept += 1;
+            }
+        }
+        assert!(ring > 0 && kept > ring, "{ring} ring pixels, {kept} kept");
+        let cut_out = ProductMask { source: MaskSource::Alpha, ..mask };
+        let mut untouched = photo.rgba.clone();
+        extend_product_colours(&mut untouched, &cut_out);
+        assert_eq!(untouched, photo.rgba);
+    }
 
     fn decode(bytes: &[u8]) -> DecodedImage {
         decode_image(bytes, &DecodeLimits::default()).unwrap()

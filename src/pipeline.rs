@@ -16,7 +16,7 @@ use crate::denoise::mepa::{Conditioning, ImagePrompt};
 use crate::denoise::scheduler::{Scheduler, SchedulerError, SchedulerKind};
 use crate::image_io::{DecodeLimits, DecodedImage, ImageError, decode_image};
 use crate::layout::{LayoutError, LayoutOptions, PlacedProduct, Placement, place_product, render_placed};
-use crate::mask::{MaskError, MaskOptions, ProductMask, product_mask};
+use crate::mask::{MaskError, MaskOptions, ProductMask, extend_product_colours, product_mask};
 use crate::model::Model;
 use crate::reference::{Reference, ReferenceOptions, ReferenceReport};
 use crate::vae::VaeModelConfig;
@@ -76,10 +76,12 @@ pub struct Product {
     pub mask: ProductMask,
 }
 
-/// Decodes a product photo and finds its mask (alpha channel, or automatic on a plain background).
+/// Decodes a product photo and finds its mask (alpha channel, or automatic on a plain
+/// background, whose soft edge then takes the product's colours instead of the backdrop's).
 pub fn prepare_product(bytes: &[u8]) -> Result<Product, PipelineError> {
-    let image = decode_image(bytes, &DecodeLimits::default())?;
+    let mut image = decode_image(bytes, &DecodeLimits::default())?;
     let mask = product_mask(&image, &MaskOptions::default())?;
+    extend_product_colours(&mut image.rgba, &mask);
     Ok(Product { image, mask })
 }
 
