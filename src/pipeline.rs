@@ -116,6 +116,21 @@ pub struct GenerateOptions {
     /// pipeline does this for 4-channel UNets (docs/METHOD.md §3). It keeps the sampler on the
     /// trajectory the model was trained on inside the product; off is an ablation.
     pub anchor_product: bool,
+    /// Start from this canvas-size image instead of pure noise: it is encoded, noised to the
+    /// level of the last `⌊steps · strength⌋` steps, and only those run (diffusers' img2img and
+    /// inpainting pipelines with `image` and `strength` < 1). [`generate_refined`] uses it.
+    pub init: Option<InitImage>,
+    /// At sizes of at least twice the model's own ([`refines_at`]), generate at half the size
+    /// and refine the upscaled ad at this strength ([`generate_refined`]); `None`: one pass.
+    pub refine_strength: Option<f32>,
+}
+
+/// An image to refine rather than generate from noise (see [`GenerateOptions::init`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitImage {
+    pub image: RgbaImage,
+    /// In (0, 1]: how much of the schedule runs, so how far the result may move from `image`.
+    pub strength: f32,
 }
 
 impl Default for GenerateOptions {
@@ -134,6 +149,8 @@ impl Default for GenerateOptions {
             depth_scale: 1.0,
             vae_tile: None,
             anchor_product: true,
+            init: None,
+            refine_strength: Some(0.5),
         }
     }
 }
@@ -174,12 +191,29 @@ impl Model {
     }
 }
 
-/// Runs layout → encoders → denoise → decode → composite for `product`, with an optional
-/// style `reference` whose background style guides the new background.
+/// Makes an ad of `product`, with an optional style `reference` whose background style guides
+/// the new background: one [`generate_pass`], or, where [`GenerateOptions::refine_strength`]
+/// asks for it and the size is at least twice the model's own, [`generate_refined`].
 ///
 /// `progress(step, total)` is called after every denoising step; returning `false`
 /// cancels the run (the result is `Err(PipelineError::Cancelled)`).
 pub async fn generate(
+    model: &Model,
+    product: &Product,
+    reference: Option<&Reference>,
+    options: &GenerateOptions,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Generated, PipelineError> {
+    match options.refine_strength {
+        Some(strength) if options.init.is_none() && refines_at(model, options.width, options.height) => {
+            generate_refined(model, product, reference, options, strength, progress).await
+        }
+        _ => generate_pass(model, product, reference, options, progress).await,
+    }
+}
+
+/// Runs layout → encoders → denoise → decode → composite once, at the requested size.
+pub async fn generate_pass(
     model: &Model,
     product: &Product,
     reference: Option<&Reference>,
@@ -283,10 +317,21 @@ pub async fn generate(
         _ => None,
     };
 
-    // 6. Initial noise from the seed, drawn on the CPU so every device starts identically.
+    // 6. Initial noise from the seed, drawn on the CPU so every device starts identically;
+    //    or the image to refine, noised to the first step that runs.
     let lat_ch = model.manifest.vae.latent_channels();
     let noise = Tensor::<4>::from_data(TensorData::new(gaussian_noise(options.seed, lat_ch * lh * lw), [1, lat_ch, lh, lw]), device);
-    let mut latents = noise.clone().mul_scalar(scheduler.init_noise_sigma());
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+    let (mut latents, start) = match &options.init {
+        None => (noise.clone().mul_scalar(scheduler.init_noise_sigma()), 0),
+        Some(init) => {
+            let start = first_refining_step(init, total, w, h)?;
+            let image = model.vae_encoder.encode_tiled(rgba_tensor(&init.image, device), vae_tile);
+            let (a, b) = scheduler.noise_coefficients(start);
+            (image.mul_scalar(a) + noise.clone().mul_scalar(b), start)
+        }
+    };
     // Latent cells no generated pixel falls in, as 1 (and the rest as 0), for anchoring.
     let anchor = options.anchor_product.then(|| {
         let inside = cells_inside(&inpaint, w, h, f);
@@ -296,9 +341,7 @@ pub async fn generate(
     });
 
     // 7. Denoise.
-    let timesteps = scheduler.timesteps().to_vec();
-    let total = timesteps.len();
-    for (i, &step_t) in timesteps.iter().enumerate() {
+    for (i, &step_t) in timesteps.iter().enumerate().skip(start) {
         // Only the noisy latents are scaled (Euler), as diffusers' inpainting pipeline does.
         let scaled = scheduler.scale_model_input(latents.clone(), step_t);
         let input = Tensor::cat(vec![scaled, mask_latent.clone(), masked_latents.clone()], 1);
@@ -314,7 +357,7 @@ pub async fn generate(
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
         // surfaces a lost device at the step where it happened.
         latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
-        if !progress(i + 1, total) {
+        if !progress(i + 1 - start, total - start) {
             return Err(PipelineError::Cancelled);
         }
     }
@@ -333,6 +376,54 @@ pub async fn generate(
     timings.record("composite", t);
 
     Ok(Generated { image, background, reference: reference_report, depth_used: depth.is_some(), vae_tile, placement, placed, timings })
+}
+
+/// Generates at half the requested size, pastes the product back, upscales that ad (Catmull-Rom)
+/// and refines it at the full size from `strength` (SD's "hires fix", two [`generate`] runs):
+/// the layout comes from a size the model knows, the detail from the full one. A model trained
+/// at 256² generating 512² in one pass repeats structures (two or three horizons); see
+/// [`refines_at`] for when this is worth it and docs/EVAL.md for what it changes.
+pub async fn generate_refined(
+    model: &Model,
+    product: &Product,
+    reference: Option<&Reference>,
+    options: &GenerateOptions,
+    strength: f32,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Generated, PipelineError> {
+    let multiple = 2 * model.size_multiple() as u32;
+    if !options.width.is_multiple_of(multiple) || !options.height.is_multiple_of(multiple) {
+        return Err(PipelineError::Options(format!(
+            "Refining from half the size needs sides that are multiples of {multiple} pixels; got {}×{}.",
+            options.width, options.height
+        )));
+    }
+    let first_steps = options.steps;
+    let second_steps = (options.steps as f64 * strength as f64) as usize;
+    if !(strength > 0.0 && strength <= 1.0) || second_steps == 0 {
+        return Err(PipelineError::Options(format!(
+            "The refining strength must be in (0, 1] and run at least one of the {} steps; got {strength}.",
+            options.steps
+        )));
+    }
+    let total = first_steps + second_steps;
+    let half = GenerateOptions { width: options.width / 2, height: options.height / 2, init: None, refine_strength: None, ..options.clone() };
+    let first = generate_pass(model, product, reference, &half, &mut |i, _| progress(i, total)).await?;
+    let t = Instant::now();
+    let image = image::imageops::resize(&first.image, options.width, options.height, image::imageops::FilterType::CatmullRom);
+    let upscale_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let full = GenerateOptions { init: Some(InitImage { image, strength }), ..options.clone() };
+    let mut second = generate_pass(model, product, reference, &full, &mut |i, _| progress(first_steps + i, total)).await?;
+    let first_ms = first.timings.0.iter().map(|(_, ms)| ms).sum::<f64>();
+    second.timings.0.splice(0..0, [("first pass", first_ms), ("upscale", upscale_ms)]);
+    Ok(second)
+}
+
+/// Whether [`generate_refined`] should make a `width × height` ad with `model`: when half of it
+/// is still at least the size the model was trained at and a valid size.
+pub fn refines_at(model: &Model, width: u32, height: u32) -> bool {
+    let (native, multiple) = (model.native_size() as u32, 2 * model.size_multiple() as u32);
+    width.min(height) >= 2 * native && width.is_multiple_of(multiple) && height.is_multiple_of(multiple)
 }
 
 /// The depth ControlNet's input for one generation: the embedded control image and its scale.
@@ -444,17 +535,42 @@ fn masked_image_tensor(placed: &PlacedProduct, inpaint: &[f32], w: usize, h: usi
     Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device)
 }
 
-/// The placed product for a conditioned decoder: its colours in [-1, 1] and its soft mask,
-/// as `training/condition_decoder.py` trains it (it multiplies the two itself).
-fn product_pixels(placed: &PlacedProduct, w: usize, h: usize, device: &Device) -> ProductPixels {
+/// Index of the first step an [`InitImage`] run takes: diffusers' `t_start = steps − int(steps · strength)`.
+fn first_refining_step(init: &InitImage, steps: usize, w: usize, h: usize) -> Result<usize, PipelineError> {
+    if init.image.dimensions() != (w as u32, h as u32) {
+        let (iw, ih) = init.image.dimensions();
+        return Err(PipelineError::Options(format!("The image to refine is {iw}×{ih}; the output is {w}×{h}.")));
+    }
+    if !(init.strength > 0.0 && init.strength <= 1.0) {
+        return Err(PipelineError::Options(format!("Strength must be in (0, 1]; got {}.", init.strength)));
+    }
+    let runs = (steps as f64 * init.strength as f64) as usize;
+    if runs == 0 {
+        return Err(PipelineError::Options(format!(
+            "Strength {} runs none of the {steps} steps; raise it or the steps.",
+            init.strength
+        )));
+    }
+    Ok(steps - runs)
+}
+
+/// An RGBA image's colours as a `[1, 3, h, w]` tensor in [-1, 1].
+fn rgba_tensor(image: &RgbaImage, device: &Device) -> Tensor<4> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
     let mut chw = vec![0f32; 3 * w * h];
-    for (i, px) in placed.rgba.pixels().enumerate() {
+    for (i, px) in image.pixels().enumerate() {
         for c in 0..3 {
             chw[c * w * h + i] = px.0[c] as f32 / 127.5 - 1.0;
         }
     }
+    Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device)
+}
+
+/// The placed product for a conditioned decoder: its colours in [-1, 1] and its soft mask,
+/// as `training/condition_decoder.py` trains it (it multiplies the two itself).
+fn product_pixels(placed: &PlacedProduct, w: usize, h: usize, device: &Device) -> ProductPixels {
     ProductPixels {
-        image: Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device),
+        image: rgba_tensor(&placed.rgba, device),
         mask: Tensor::from_data(TensorData::new(placed.mask.clone(), [1, 1, h, w]), device),
     }
 }

@@ -234,7 +234,8 @@ impl Studio {
 
     /// Generates an ad for the prepared product.
     /// `opts`: `{ prompt, size, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
-    /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product }` (the reference ones
+    /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product, refine_strength }`
+    /// (`refine_strength` 0: one pass even at twice the model's size; the reference ones
     /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
     /// the VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
     /// `on_progress(step, total)` after each denoising step. Resolves to
@@ -270,6 +271,7 @@ impl Studio {
                 depth_scale: number("depth_scale", 1.0) as f32,
                 vae_tile: get(&opts, "vae_tile").as_f64().filter(|&t| t > 0.0).map(|t| t as usize),
                 anchor_product: get(&opts, "anchor_product").as_bool().unwrap_or(true),
+                refine_strength: Some(number("refine_strength", 0.5) as f32).filter(|&s| s != 0.0),
                 ..Default::default()
             };
             let reference = inner.reference.borrow().clone();

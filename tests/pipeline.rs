@@ -10,7 +10,7 @@ use adcanvas::denoise::scheduler::SchedulerKind;
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::{Manifest, read_pack_dir};
-use adcanvas::pipeline::{GenerateOptions, Generated, PipelineError, generate, prepare_product};
+use adcanvas::pipeline::{GenerateOptions, Generated, InitImage, PipelineError, generate, prepare_product};
 use adcanvas::reference::{Reference, ReferenceOptions};
 use adcanvas::vae::VaeModelConfig;
 use adcanvas::weights::ModelError;
@@ -585,4 +585,78 @@ fn the_decoder_keeps_the_product_it_is_given() {
     let (on, off) = (psnr_in_product(&kept), psnr_in_product(&latents_only));
     eprintln!("PSNR inside the product before paste-back: {on:.2} dB with the product branch, {off:.2} dB from the latents alone");
     assert!(on >= 30.0 && on > off + 1.0, "{on:.2} dB with the product branch, {off:.2} dB without");
+}
+
+/// Mean absolute difference (levels) between two images over the pixels the product does not cover.
+fn background_distance(g: &Generated, other: &image::RgbaImage) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for ((a, b), &m) in g.image.pixels().zip(other.pixels()).zip(&g.placed.mask) {
+        if m == 0.0 {
+            sum += (0..3).map(|c| (a.0[c] as f64 - b.0[c] as f64).abs()).sum::<f64>();
+            n += 3;
+        }
+    }
+    sum / n as f64
+}
+
+/// Refining an image (diffusers' img2img `strength`): at a low strength only the last steps run,
+/// from the image noised to their level, so the background stays near it; at full strength it
+/// moves far away. Bad images and strengths are refused before anything runs.
+#[test]
+fn refining_starts_from_the_image_given() {
+    let model = load_default(&Device::flex());
+    let options = GenerateOptions { width: 64, height: 64, steps: 8, ..tiny_options(3) };
+    let start = run(&model, PRODUCT_128, &options);
+    let refine = |strength: f32| GenerateOptions { seed: 99, init: Some(InitImage { image: start.image.clone(), strength }), ..options.clone() };
+    let (mut low_steps, mut full_steps) = (0, 0);
+    let product = prepare_product(PRODUCT_128).unwrap();
+    let low = pollster::block_on(generate(&model, &product, None, &refine(0.25), &mut |_, total| {
+        low_steps = total;
+        true
+    }))
+    .unwrap();
+    let full = pollster::block_on(generate(&model, &product, None, &refine(1.0), &mut |_, total| {
+        full_steps = total;
+        true
+    }))
+    .unwrap();
+    assert_eq!((low_steps, full_steps), (2, 8), "strength 0.25 runs 2 of 8 steps");
+    assert_composite_exact(&low);
+    let (near, far) = (background_distance(&low, &start.image), background_distance(&full, &start.image));
+    eprintln!("background distance from the image refined: {near:.1} levels at strength 0.25, {far:.1} at 1");
+    assert!(near < 0.5 * far, "strength 0.25: {near:.1} levels from the image; strength 1: {far:.1}");
+
+    for (options, message) in [
+        (GenerateOptions { init: Some(InitImage { image: image::RgbaImage::new(32, 32), strength: 0.5 }), ..options.clone() }, "is 32×32"),
+        (refine(0.0), "Strength must be in (0, 1]"),
+        (refine(0.1), "runs none of the 8 steps"),
+    ] {
+        let err = pollster::block_on(generate(&model, &product, None, &options, &mut |_, _| true)).unwrap_err();
+        assert!(matches!(err, PipelineError::Options(_)) && err.to_string().contains(message), "{err}");
+    }
+}
+
+/// At twice the model's size the ad is made at its size, upscaled and refined (the default
+/// strength 0.5 reruns half the steps), in one call with one progress count; with no refining
+/// strength it is one pass at the full size.
+#[test]
+fn twice_the_model_size_is_refined_from_its_own_size() {
+    let model = load_default(&Device::flex());
+    let size = 2 * model.native_size() as u32;
+    let options = GenerateOptions { width: size, height: size, steps: 2, ..tiny_options(4) };
+    assert_eq!(options.refine_strength, Some(0.5));
+    let product = prepare_product(PRODUCT_128).unwrap();
+    let mut seen = Vec::new();
+    let refined = pollster::block_on(generate(&model, &product, None, &options, &mut |step, total| {
+        seen.push((step, total));
+        true
+    }))
+    .unwrap();
+    assert_eq!(seen, vec![(1, 3), (2, 3), (3, 3)], "2 steps at half the size, then 1 refining");
+    assert_eq!(refined.image.dimensions(), (size, size));
+    assert!(refined.timings.0.iter().any(|(stage, _)| *stage == "first pass"));
+    assert_composite_exact(&refined);
+    let single = run(&model, PRODUCT_128, &GenerateOptions { refine_strength: None, ..options.clone() });
+    assert!(!single.timings.0.iter().any(|(stage, _)| *stage == "first pass"));
+    assert_eq!(single.image.dimensions(), (size, size));
 }

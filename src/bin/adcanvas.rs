@@ -211,6 +211,11 @@ enum Command {
         /// every step, as diffusers' inpainting pipeline does for 4-channel UNets; false is an ablation.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         anchor_product: bool,
+        /// At sizes of at least twice the model's own, generate at half the size and refine the
+        /// upscaled ad at this strength (the share of the steps that run again); 0 makes one pass
+        /// at the full size.
+        #[arg(long, default_value_t = 0.5)]
+        refine_strength: f32,
         /// Sampler: ddim, euler, euler-karras, dpm++2m, dpm++2m-karras or lcm.
         #[arg(long, default_value = "ddim")]
         scheduler: SchedulerKind,
@@ -300,6 +305,7 @@ fn main() -> ExitCode {
             depth_scale,
             vae_tile,
             anchor_product,
+            refine_strength,
             scheduler,
             model,
             device,
@@ -322,6 +328,7 @@ fn main() -> ExitCode {
                 depth_scale,
                 vae_tile,
                 anchor_product,
+                refine_strength: (refine_strength != 0.0).then_some(refine_strength),
                 ..Default::default()
             };
             run_generate(&product, &out, count, options, model, device, binding, quantized_weights, mask_out, &reference)
@@ -472,6 +479,7 @@ fn run_generate(
             "reference": reference_report,
             "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
             "anchor_product": options.anchor_product,
+            "refined_from_half_size": generated.timings.0.iter().any(|(stage, _)| *stage == "first pass"),
             "vae_tile": generated.vae_tile,
             "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
             "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
