@@ -32,13 +32,17 @@ import condition_decoder  # noqa: E402
 from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
 from evaluate import scores, train_classifier  # noqa: E402
 from evaluate_reference import background_metrics, load, object_expansion  # noqa: E402
+from sample import composite  # noqa: E402
 from mepa import background_region, pfv_fill, pfv_visible, project, to_pixels  # noqa: E402
 from train_unet import inpaint_inputs  # noqa: E402
 
 
 @torch.no_grad()
 def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty, refs, ref_masks, use_ref, use_depth,
-             steps=20, guidance=4.0, seed=0, anchor=False):
+             steps=20, guidance=4.0, seed=0, anchor=False, init=None, strength=1.0):
+    """Latents of generated ads. With `init` (latents of an image to refine), the run starts from
+    it noised to the last `int(steps · strength)` steps, as diffusers' img2img and inpainting
+    pipelines do for `strength` < 1."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**SCHEDULER_CONFIG)
@@ -61,7 +65,11 @@ def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty,
         mepas = [dict(tokens=tokens[i:i + 1, keep[i]], key_mask=torch.ones(1, int(keep[i].sum()), dtype=torch.bool),
                       region=region[i:i + 1], scale=1.0) for i in range(b)]
     cond = torch.from_numpy(depths).float().div(255)[:, None].expand(-1, 3, -1, -1).contiguous()
-    for t in sched.timesteps:
+    timesteps = sched.timesteps
+    if init is not None:
+        timesteps = sched.timesteps[steps - int(steps * strength):]
+        lat = sched.add_noise(init, noise, timesteps[:1])
+    for t in timesteps:
         x = torch.cat([lat, mask, masked], 1)
         eps = []
         for i in range(b):
@@ -86,6 +94,32 @@ def generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty,
 
 
 @torch.no_grad()
+def shrink(a, k=2):
+    """uint8 images (NHWC) or masks (NHW) at 1/k the size, by area averaging."""
+    t = torch.from_numpy(a).float()
+    t = t.permute(0, 3, 1, 2) if t.dim() == 4 else t[:, None]
+    t = torch.nn.functional.interpolate(t, scale_factor=1 / k, mode="area").round().clamp(0, 255).byte()
+    return (t.permute(0, 2, 3, 1) if a.ndim == 4 else t[:, 0]).numpy()
+
+
+@torch.no_grad()
+def two_pass(unet, enc, controlnet, vaes, images, masks, depths, contexts, empty, refs, ref_masks, use_ref, use_depth,
+             steps, guidance, seed, strength):
+    """Generates at half the size, pastes the product back, upscales the ad (bicubic) and refines
+    it at full size from `strength` (SD's "hires fix"): the layout comes from the size the model
+    was trained at, the detail from the full size."""
+    vae, condition = vaes
+    lo = [shrink(images), shrink(masks), shrink(depths)]
+    lat = generate(unet, enc, controlnet, vae, *lo, contexts, empty, refs, ref_masks, use_ref, use_depth,
+                   steps, guidance, seed=seed, anchor=True)
+    bg = decode(vae, condition, lat, lo[0], lo[1])
+    ads = np.stack([composite(bg[k], lo[0][k], lo[1][k]) for k in range(len(bg))])
+    x = torch.from_numpy(ads).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1)
+    return generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty, refs, ref_masks, use_ref,
+                    use_depth, steps, guidance, seed=seed, anchor=True, init=encode_latents(vae, x), strength=strength)
+
+
 def decode(vae, condition, lat, images, masks):
     """Latents → uint8 pixels; a conditioned decoder also gets the product (the ads' own pixels
     and masks, as the runtime passes the placed product)."""
@@ -113,7 +147,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--runs", default="text,text_depth,ref,ref_depth,text_depth_anchor,ref_depth_anchor",
-                    help="which of the runs, comma-separated")
+                    help="which of the runs, comma-separated (also text_depth_2pass, ref_depth_2pass)")
+    ap.add_argument("--strength", type=float, default=0.5, help="the *_2pass runs' refining strength")
     args = ap.parse_args()
     threads()
     os.makedirs(args.out, exist_ok=True)
@@ -140,6 +175,8 @@ def main():
         "ref_depth": dict(use_ref=True, use_depth=True),
         "text_depth_anchor": dict(use_ref=False, use_depth=True, anchor=True),
         "ref_depth_anchor": dict(use_ref=True, use_depth=True, anchor=True),
+        "text_depth_2pass": dict(use_ref=False, use_depth=True, two_pass=True),
+        "ref_depth_2pass": dict(use_ref=True, use_depth=True, two_pass=True),
     }
     runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
     results = {"unet_steps_trained": int(step), "n": n, "sampler_steps": args.steps, "guidance": args.guidance,
@@ -150,9 +187,14 @@ def main():
     for name, r in runs.items():
         lats = []
         for i in range(0, n, 16):
-            lats.append(generate(unet, enc, controlnet, vae, images[i:i + 16], masks[i:i + 16], depths[i:i + 16],
-                                 ctx[i:i + 16], empty, refs[i:i + 16], ref_masks[i:i + 16], r["use_ref"], r["use_depth"],
-                                 args.steps, args.guidance, seed=1234 + i, anchor=r.get("anchor", False)))
+            batch = (images[i:i + 16], masks[i:i + 16], depths[i:i + 16], ctx[i:i + 16], empty, refs[i:i + 16],
+                     ref_masks[i:i + 16], r["use_ref"], r["use_depth"])
+            if r.get("two_pass"):
+                lats.append(two_pass(unet, enc, controlnet, vaes[""], *batch, args.steps, args.guidance, 1234 + i,
+                                     args.strength))
+            else:
+                lats.append(generate(unet, enc, controlnet, vae, *batch, args.steps, args.guidance, seed=1234 + i,
+                                     anchor=r.get("anchor", False)))
             print(f"{name}: {min(i + 16, n)}/{n}", flush=True)
         for suffix, v in vaes.items():
             bg = np.concatenate([decode(*v, lat, images[16 * j:16 * j + 16], masks[16 * j:16 * j + 16])
@@ -163,7 +205,7 @@ def main():
     grid = Image.fromarray(np.concatenate(grid_rows, 0))
     if images.shape[1] > 256:  # keep docs/ grids at 256 px a tile
         grid = grid.resize((grid.width * 256 // images.shape[1], grid.height * 256 // images.shape[1]), Image.LANCZOS)
-    grid.save(os.path.join(args.out, args.name + "_grid.png"))
+    grid.convert("RGB").save(os.path.join(args.out, args.name + "_grid.jpg"), quality=88)  # JPEG: the tree travels to GPU machines
     with open(os.path.join(args.out, args.name + "_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
