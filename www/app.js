@@ -46,6 +46,7 @@ const state = {
   pngUrl: null,       // object URL of the last result PNG
   reference: null,    // { name, bytes } of the style reference in use
   sizesRun: new Set(), // image sizes generated in this tab: their GPU kernels are compiled
+  nativeSize: 0,      // the size the model was trained at; at twice it, ads are made in two passes
 };
 
 // ---------- small helpers ----------
@@ -212,7 +213,8 @@ function showModelInfo() {
   const name = field(info, 'name');
   const label = field(info, 'label') || 'model';
   // Without a size the user chose before, start at the size the model was trained at.
-  const native = String(field(info, 'native_size') || '');
+  state.nativeSize = Number(field(info, 'native_size')) || 0;
+  const native = String(state.nativeSize || '');
   if (!savedSettings()?.size && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
   el.referenceField.hidden = field(info, 'reference_used') !== true;
   el.depthField.hidden = field(info, 'depth_used') !== true;
@@ -444,7 +446,10 @@ async function generate() {
   // fast GPU; BENCHMARKS.md); later images of that size take a second or two.
   const compiling = state.sizesRun.has(params.size) ? ''
     : ' The first image at this size also prepares the GPU\'s kernels, which can take a minute.';
-  setStatus('generating', `Generating ${params.size} × ${params.size}… (step 0 / ${params.steps})${compiling}`);
+  // At twice the model's size the pipeline lays the ad out at half the size, then refines it.
+  const twoPass = state.nativeSize > 0 && params.size >= 2 * state.nativeSize
+    ? ` (laid out at ${params.size / 2} px, then refined)` : '';
+  setStatus('generating', `Generating ${params.size} × ${params.size}${twoPass}… (step 0 / ${params.steps})${compiling}`);
   const started = performance.now();
   // Let the click finish and the status paint before the first (long) GPU submission.
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
@@ -452,7 +457,7 @@ async function generate() {
   try {
     const out = await state.studio.generate(params, (step, total) => {
       setProgress(step, total);
-      setStatus('generating', `Generating ${params.size} × ${params.size}… step ${step} / ${total}${compiling}`);
+      setStatus('generating', `Generating ${params.size} × ${params.size}${twoPass}… step ${step} / ${total}${compiling}`);
     });
     state.sizesRun.add(params.size);
     showResult(out);
