@@ -86,6 +86,33 @@ class Checkpoint:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 
+    def resume(self, opt, **modules) -> int:
+        """Loads the saved run, if there is one, into `modules` (by their keys in the state) and
+        `opt`; returns its step, or 0 for a new run."""
+        state = self.load()
+        if not state:
+            return 0
+        for key, module in modules.items():
+            module.load_state_dict(state[key])
+        opt.load_state_dict(state["opt"])
+        print("resumed at step", state["step"])
+        return state["step"]
+
+    def save_modules(self, step, opt, **modules):
+        """Saves `modules`' weights (as CPU tensors, under their keys), `opt` and `step`: what
+        `resume` reads back."""
+        cpu = {key: {k: v.cpu() for k, v in m.state_dict().items()} for key, m in modules.items()}
+        self.save({**cpu, "opt": opt.state_dict(), "step": step})
+
+
+def optimizer_to(opt, dev):
+    """Moves the optimiser's state (AdamW's moments) to `dev`. Call it after moving the model:
+    a state loaded before the move stays on the CPU, where the parameters were then."""
+    for st in opt.state.values():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                st[k] = v.to(dev)
+
 
 class LossLog:
     def __init__(self, folder, fields):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
 from mepa import load_mepa_unet  # noqa: E402
 from train_unet import load_latents  # noqa: E402
 
@@ -112,25 +112,14 @@ def main():
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-2)
     ck = Checkpoint(args.run)
-    state = ck.load()
-    step = 0
-    if state:
-        net.load_state_dict(state["controlnet"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print("resumed at step", step)
+    step = ck.resume(opt, controlnet=net, ema=ema)
     dev = device()
     for m in (unet, net, ema):
         m.to(dev)
-    for st in opt.state.values():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                st[k] = v.to(dev)
+    optimizer_to(opt, dev)
 
     def save():
-        cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
-        ck.save({"controlnet": cpu(net), "ema": cpu(ema), "opt": opt.state_dict(), "step": step})
+        ck.save_modules(step, opt, controlnet=net, ema=ema)
 
     log = LossLog(args.run, ["step", "loss", "seconds"])
     g = torch.Generator().manual_seed(3000 + step)

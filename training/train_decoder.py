@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
-from common import DECODER_CONFIG, Checkpoint, Deadline, LossLog, device, load_vae, threads  # noqa: E402
+from common import DECODER_CONFIG, Checkpoint, Deadline, LossLog, device, load_vae, optimizer_to, threads  # noqa: E402
 
 
 @torch.no_grad()
@@ -145,25 +145,15 @@ def main():
     trained = torch.nn.ModuleDict({"decoder": vae.decoder, **({"condition": cond} if cond else {})})
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=0.0)
     ck = Checkpoint(args.run)
-    state = ck.load()
-    step = 0
-    if state:
-        vae.decoder.load_state_dict(state["decoder"])
-        if cond:
-            cond.load_state_dict(state["condition"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print("resumed at step", step)
+    step = ck.resume(opt, **trained)
     dev = device()
     vae.to(dev)
-    if cond:
-        cond.to(dev)
+    trained.to(dev)
+    optimizer_to(opt, dev)
     log = LossLog(args.run, ["step", "loss", "l1", "grad", "seconds"])
     rng = np.random.default_rng(step)
     deadline = Deadline(args.minutes)
     t0 = last_save = time.time()
-    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
-    cpu_state = lambda: {"decoder": cpu(vae.decoder), **({"condition": cpu(cond)} if cond else {})}  # noqa: E731
     while not deadline.passed():
         img, msk = product_crops(images, masks, args.batch, args.crop, rng)
         x = (torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1).to(dev)
@@ -185,9 +175,9 @@ def main():
         if step % 50 == 0:
             print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
         if time.time() - last_save > 180:
-            ck.save({**cpu_state(), "opt": opt.state_dict(), "step": step})
+            ck.save_modules(step, opt, **trained)
             last_save = time.time()
-    ck.save({**cpu_state(), "opt": opt.state_dict(), "step": step})
+    ck.save_modules(step, opt, **trained)
     if cond:
         condition_decoder.save(vae.eval().cpu(), cond.eval().cpu(), os.path.join(args.run, "vae"))
     else:

@@ -25,16 +25,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
 from mepa import (IMAGE_ENCODER_CONFIG, ReferenceEncoder, attach_mepa, background_region,  # noqa: E402
                   pfv_fill, pfv_visible, project, to_pixels)
 from train_unet import load_latents  # noqa: E402
 
 
 def save(ck, unet, enc, ema, ema_enc, opt, step):
-    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
-    ck.save({"unet": cpu(unet), "enc": cpu(enc), "ema": cpu(ema), "ema_enc": cpu(ema_enc),
-             "opt": opt.state_dict(), "step": step})
+    ck.save_modules(step, opt, unet=unet, enc=enc, ema=ema, ema_enc=ema_enc)
 
 
 def reference_batch(refs, ref_masks, idx, pfv=True):
@@ -140,10 +138,7 @@ def main():
     dev = device()
     for m in (unet, enc, ema, ema_enc):
         m.to(dev)
-    for st in opt.state.values():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                st[k] = v.to(dev)
+    optimizer_to(opt, dev)
     log = LossLog(args.run, ["step", "loss", "seconds"])
     g = torch.Generator().manual_seed(2000 + step)
     deadline = Deadline(args.minutes)

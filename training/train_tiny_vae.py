@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import TINY_VAE_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+from common import TINY_VAE_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
 from train_vae import grad_l1  # noqa: E402
 
 K = 2.0  # latent = K · (colour − ½): colours in [0, 1] become latents in [−1, 1]
@@ -86,20 +86,14 @@ def main():
     construct(vae)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     ck = Checkpoint(args.run)
-    state = ck.load()
-    step = 0
-    if state:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print("resumed at step", step)
+    step = ck.resume(opt, model=vae)
     dev = device()
     vae.to(dev)
+    optimizer_to(opt, dev)
     log = LossLog(args.run, ["step", "loss", "l1", "grad", "seconds"])
     rng = np.random.default_rng(step)
     deadline = Deadline(args.minutes)
     t0 = last_save = time.time()
-    cpu_state = lambda: {k: v.cpu() for k, v in vae.state_dict().items()}  # noqa: E731
     while not deadline.passed():
         idx = rng.integers(0, len(images), args.batch)
         ys = rng.integers(0, 256 - args.crop + 1, args.batch)
@@ -121,9 +115,9 @@ def main():
         if step % 50 == 0:
             print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
         if time.time() - last_save > 180:
-            ck.save({"model": cpu_state(), "opt": opt.state_dict(), "step": step})
+            ck.save_modules(step, opt, model=vae)
             last_save = time.time()
-    ck.save({"model": cpu_state(), "opt": opt.state_dict(), "step": step})
+    ck.save_modules(step, opt, model=vae)
 
     vae.eval().cpu()
     with torch.no_grad():

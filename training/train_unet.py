@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, encode_latents, load_vae, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, encode_latents, load_vae, optimizer_to, threads  # noqa: E402
 
 
 def inpaint_inputs(images_u8, masks_u8):
@@ -71,8 +71,7 @@ def load_latents(data_dir, vae_dir, cache):
 
 
 def save(ck, unet, ema, opt, step):
-    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}  # noqa: E731
-    ck.save({"model": cpu(unet), "ema": cpu(ema), "opt": opt.state_dict(), "step": step})
+    ck.save_modules(step, opt, model=unet, ema=ema)
 
 
 def main():
@@ -100,21 +99,11 @@ def main():
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
     ck = Checkpoint(args.run)
-    state = ck.load()
-    step = 0
-    if state:
-        unet.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print("resumed at step", step)
+    step = ck.resume(opt, model=unet, ema=ema)
     dev = device()
     unet.to(dev)
     ema.to(dev)
-    for st in opt.state.values():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                st[k] = v.to(dev)
+    optimizer_to(opt, dev)
     log = LossLog(args.run, ["step", "loss", "seconds"])
     g = torch.Generator().manual_seed(1000 + step)
     deadline = Deadline(args.minutes)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import VAE_CONFIG, Checkpoint, Deadline, LossLog, device, threads  # noqa: E402
+from common import VAE_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
 
 
 def grad_l1(a, b):
@@ -53,19 +53,10 @@ def main():
         vae.encoder.conv_out.bias[VAE_CONFIG["latent_channels"]:] = -6.0
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     ck = Checkpoint(args.run)
-    state = ck.load()
-    step = 0
-    if state:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print("resumed at step", step)
+    step = ck.resume(opt, model=vae)
     dev = device()
     vae.to(dev)
-    for s in opt.state.values():
-        for k, v in s.items():
-            if torch.is_tensor(v):
-                s[k] = v.to(dev)
+    optimizer_to(opt, dev)
     log = LossLog(args.run, ["step", "loss", "l1", "grad", "kl", "seconds"])
     rng = np.random.default_rng(step)
     deadline = Deadline(args.minutes)
@@ -98,9 +89,9 @@ def main():
         if step % 50 == 0:
             print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
         if time.time() - last_save > 180:
-            ck.save({"model": {k: v.cpu() for k, v in vae.state_dict().items()}, "opt": opt.state_dict(), "step": step})
+            ck.save_modules(step, opt, model=vae)
             last_save = time.time()
-    ck.save({"model": {k: v.cpu() for k, v in vae.state_dict().items()}, "opt": opt.state_dict(), "step": step})
+    ck.save_modules(step, opt, model=vae)
 
     # Scaling factor from full-size held-out-free training images.
     vae.eval().cpu()
