@@ -104,7 +104,7 @@ def shrink(a, k=2):
 
 @torch.no_grad()
 def two_pass(unet, enc, controlnet, vaes, images, masks, depths, contexts, empty, refs, ref_masks, use_ref, use_depth,
-             steps, guidance, seed, strength):
+             steps, guidance, seed, strength, sharp=False):
     """Generates at half the size, pastes the product back, upscales the ad (bicubic) and refines
     it at full size from `strength` (SD's "hires fix"): the layout comes from the size the model
     was trained at, the detail from the full size."""
@@ -116,6 +116,10 @@ def two_pass(unet, enc, controlnet, vaes, images, masks, depths, contexts, empty
     ads = np.stack([composite(bg[k], lo[0][k], lo[1][k]) for k in range(len(bg))])
     x = torch.from_numpy(ads).permute(0, 3, 1, 2).float() / 127.5 - 1
     x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1)
+    if sharp:  # the full-size product over the upscaled ad, as the runtime pastes it
+        up = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        up = np.stack([composite(up[k], images[k], masks[k]) for k in range(len(up))])
+        x = torch.from_numpy(up).permute(0, 3, 1, 2).float() / 127.5 - 1
     return generate(unet, enc, controlnet, vae, images, masks, depths, contexts, empty, refs, ref_masks, use_ref,
                     use_depth, steps, guidance, seed=seed, anchor=True, init=encode_latents(vae, x), strength=strength)
 
@@ -177,6 +181,8 @@ def main():
         "ref_depth_anchor": dict(use_ref=True, use_depth=True, anchor=True),
         "text_depth_2pass": dict(use_ref=False, use_depth=True, two_pass=True),
         "ref_depth_2pass": dict(use_ref=True, use_depth=True, two_pass=True),
+        "text_depth_2pass_sharp": dict(use_ref=False, use_depth=True, two_pass=True, sharp=True),
+        "ref_depth_2pass_sharp": dict(use_ref=True, use_depth=True, two_pass=True, sharp=True),
     }
     runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
     results = {"unet_steps_trained": int(step), "n": n, "sampler_steps": args.steps, "guidance": args.guidance,
@@ -191,7 +197,7 @@ def main():
                      ref_masks[i:i + 16], r["use_ref"], r["use_depth"])
             if r.get("two_pass"):
                 lats.append(two_pass(unet, enc, controlnet, vaes[""], *batch, args.steps, args.guidance, 1234 + i,
-                                     args.strength))
+                                     args.strength, sharp=r.get("sharp", False)))
             else:
                 lats.append(generate(unet, enc, controlnet, vae, *batch, args.steps, args.guidance, seed=1234 + i,
                                      anchor=r.get("anchor", False)))
