@@ -379,7 +379,7 @@ pub async fn generate_pass(
 }
 
 /// Generates at half the requested size, pastes the product back, upscales that ad (Catmull-Rom)
-/// and refines it at the full size from `strength` (SD's "hires fix", two [`generate`] runs):
+/// and refines it at the full size from `strength` (SD's "hires fix", two [`generate_pass`] runs):
 /// the layout comes from a size the model knows, the detail from the full one. A model trained
 /// at 256² generating 512² in one pass repeats structures (two or three horizons); see
 /// [`refines_at`] for when this is worth it and docs/EVAL.md for what it changes.
@@ -399,13 +399,7 @@ pub async fn generate_refined(
         )));
     }
     let first_steps = options.steps;
-    let second_steps = (options.steps as f64 * strength as f64) as usize;
-    if !(strength > 0.0 && strength <= 1.0) || second_steps == 0 {
-        return Err(PipelineError::Options(format!(
-            "The refining strength must be in (0, 1] and run at least one of the {} steps; got {strength}.",
-            options.steps
-        )));
-    }
+    let second_steps = refining_steps(strength, options.steps)?;
     let total = first_steps + second_steps;
     let half = GenerateOptions { width: options.width / 2, height: options.height / 2, init: None, refine_strength: None, ..options.clone() };
     let first = generate_pass(model, product, reference, &half, &mut |i, _| progress(i, total)).await?;
@@ -541,17 +535,18 @@ fn first_refining_step(init: &InitImage, steps: usize, w: usize, h: usize) -> Re
         let (iw, ih) = init.image.dimensions();
         return Err(PipelineError::Options(format!("The image to refine is {iw}×{ih}; the output is {w}×{h}.")));
     }
-    if !(init.strength > 0.0 && init.strength <= 1.0) {
-        return Err(PipelineError::Options(format!("Strength must be in (0, 1]; got {}.", init.strength)));
+    Ok(steps - refining_steps(init.strength, steps)?)
+}
+
+/// How many of `steps` a refining `strength` runs: diffusers' `int(steps · strength)`, at least one.
+fn refining_steps(strength: f32, steps: usize) -> Result<usize, PipelineError> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(PipelineError::Options(format!("Strength must be in (0, 1]; got {strength}.")));
     }
-    let runs = (steps as f64 * init.strength as f64) as usize;
-    if runs == 0 {
-        return Err(PipelineError::Options(format!(
-            "Strength {} runs none of the {steps} steps; raise it or the steps.",
-            init.strength
-        )));
+    match (steps as f64 * strength as f64) as usize {
+        0 => Err(PipelineError::Options(format!("Strength {strength} runs none of the {steps} steps; raise it or the steps."))),
+        runs => Ok(runs),
     }
-    Ok(steps - runs)
 }
 
 /// An RGBA image's colours as a `[1, 3, h, w]` tensor in [-1, 1].

@@ -656,6 +656,9 @@ fn twice_the_model_size_is_refined_from_its_own_size() {
     assert_eq!(refined.image.dimensions(), (size, size));
     assert!(refined.timings.0.iter().any(|(stage, _)| *stage == "first pass"));
     assert_composite_exact(&refined);
+    let bad = GenerateOptions { refine_strength: Some(1.5), ..options.clone() };
+    let err = pollster::block_on(generate(&model, &product, None, &bad, &mut |_, _| panic!("no step may run"))).unwrap_err();
+    assert!(err.to_string().contains("Strength must be in (0, 1]"), "{err}");
     let single = run(&model, PRODUCT_128, &GenerateOptions { refine_strength: None, ..options.clone() });
     assert!(!single.timings.0.iter().any(|(stage, _)| *stage == "first pass"));
     assert_eq!(single.image.dimensions(), (size, size));
