@@ -1,6 +1,8 @@
 // adcanvas page glue: wires the DOM to the Rust/wasm `Studio` (dist/pkg/adcanvas.js).
 // Plain ES module, no framework. All heavy work happens inside the wasm module on WebGPU.
 
+import { field, isFatal, messageOf, resultImage, toBytes, webgpuStatus } from './common.js';
+
 const $ = (id) => document.getElementById(id);
 
 const el = {
@@ -50,31 +52,6 @@ const state = {
 };
 
 // ---------- small helpers ----------
-
-/** Human-readable message from anything that was thrown or rejected. */
-function messageOf(err) {
-  if (err == null) return 'Unknown error';
-  if (typeof err === 'string') return err;
-  if (err instanceof Error) return err.message || String(err);
-  if (typeof err.message === 'string') return err.message;
-  try { return JSON.stringify(err); } catch { return String(err); }
-}
-
-/** Read a field from a plain object, a Map (serde-wasm-bindgen) or a wasm-bindgen class. */
-function field(obj, key) {
-  if (obj == null) return undefined;
-  if (obj instanceof Map) return obj.get(key);
-  return obj[key];
-}
-
-/** Accept Uint8Array, ArrayBuffer, Uint8ClampedArray or a plain number array. */
-function toBytes(v) {
-  if (v instanceof Uint8Array) return v;
-  if (v instanceof ArrayBuffer) return new Uint8Array(v);
-  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-  if (Array.isArray(v)) return Uint8Array.from(v);
-  throw new Error('unexpected byte buffer from the wasm module');
-}
 
 function setStatus(stateName, text) {
   el.status.dataset.state = stateName;
@@ -173,15 +150,9 @@ async function start() {
     return;
   }
 
-  let gpu;
-  try {
-    gpu = await wasm.webgpu_status();
-  } catch (err) {
-    gpu = { available: false, message: `WebGPU check failed: ${messageOf(err)}` };
-  }
-  if (!field(gpu, 'available')) {
-    showWebgpuError(field(gpu, 'message') ||
-      'This page needs WebGPU. Use a recent Chrome, Edge or another browser with WebGPU enabled.');
+  const gpu = await webgpuStatus(wasm);
+  if (!gpu.available) {
+    showWebgpuError(gpu.message);
     return;
   }
 
@@ -285,12 +256,6 @@ function restoredPhoto() {
   } catch { return null; }
 }
 
-/** A trap in the wasm module (panic, lost device) leaves it unusable until a reload. */
-function isFatal(err) {
-  return (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) ||
-    /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err));
-}
-
 function showFatal(err) {
   state.crashed = true;
   setStatus('error', `The GPU or the WebAssembly engine stopped (${messageOf(err)}). ` +
@@ -385,14 +350,7 @@ el.randomSeed.addEventListener('click', () => {
 });
 
 function showResult(out) {
-  const width = Number(field(out, 'width'));
-  const height = Number(field(out, 'height'));
-  const rgba = toBytes(field(out, 'rgba'));
-  if (rgba.length !== width * height * 4) {
-    throw new Error(`result has ${rgba.length} bytes, expected ${width * height * 4}`);
-  }
-  const p = field(out, 'placement');
-  const placement = { x: field(p, 'x'), y: field(p, 'y'), w: field(p, 'w'), h: field(p, 'h') };
+  const { width, height, rgba, imageData, placement, png } = resultImage(out);
 
   const canvas = el.result;
   canvas.width = width;   // attributes = image size
@@ -400,10 +358,10 @@ function showResult(out) {
   canvas.style.width = `${width}px`;   // 1 CSS px per image px: never scaled
   canvas.style.height = `${height}px`;
   const ctx = canvas.getContext('2d');
-  ctx.putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.byteLength), width, height), 0, 0);
+  ctx.putImageData(imageData, 0, 0);
 
   el.download.disabled = false;
-  replaceUrl('pngUrl', new Blob([toBytes(field(out, 'png'))], { type: 'image/png' }));
+  replaceUrl('pngUrl', png);
 
   const timings = field(out, 'timings_ms');
   const total = timings instanceof Map ? timings.get('total') : timings && timings.total;

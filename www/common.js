@@ -1,0 +1,66 @@
+// What the page (app.js) and the embeddable widget (widget.js) both need from the wasm module:
+// reading its return values, naming its errors, and asking it whether WebGPU works here.
+
+/** Human-readable message from anything that was thrown or rejected. */
+export function messageOf(err) {
+  if (err == null) return 'Unknown error';
+  if (typeof err === 'string') return err;
+  if (err instanceof Error) return err.message || String(err);
+  if (typeof err.message === 'string') return err.message;
+  try { return JSON.stringify(err); } catch { return String(err); }
+}
+
+/** Read a field from a plain object, a Map (serde-wasm-bindgen) or a wasm-bindgen class. */
+export function field(obj, key) {
+  if (obj == null) return undefined;
+  if (obj instanceof Map) return obj.get(key);
+  return obj[key];
+}
+
+/** Accept Uint8Array, ArrayBuffer, Uint8ClampedArray or a plain number array. */
+export function toBytes(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (Array.isArray(v)) return Uint8Array.from(v);
+  throw new Error('unexpected byte buffer from the wasm module');
+}
+
+/** A trap in the wasm module (panic, lost device) leaves it unusable until a reload. */
+export function isFatal(err) {
+  return (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) ||
+    /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err));
+}
+
+/** `{ available, message }` from the module's own check; a failing check counts as unavailable. */
+export async function webgpuStatus(wasm) {
+  try {
+    const gpu = await wasm.webgpu_status();
+    return {
+      available: field(gpu, 'available') === true,
+      message: field(gpu, 'message') ||
+        'This page needs WebGPU. Use a recent Chrome, Edge or another browser with WebGPU enabled.',
+    };
+  } catch (err) {
+    return { available: false, message: `WebGPU check failed: ${messageOf(err)}` };
+  }
+}
+
+/** The ad's pixels as ImageData, checked against the size the module reports. */
+export function resultImage(out) {
+  const width = Number(field(out, 'width'));
+  const height = Number(field(out, 'height'));
+  const rgba = toBytes(field(out, 'rgba'));
+  if (rgba.length !== width * height * 4) {
+    throw new Error(`result has ${rgba.length} bytes, expected ${width * height * 4}`);
+  }
+  const p = field(out, 'placement');
+  return {
+    width,
+    height,
+    rgba,
+    imageData: new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.byteLength), width, height),
+    placement: { x: field(p, 'x'), y: field(p, 'y'), w: field(p, 'w'), h: field(p, 'h') },
+    png: new Blob([toBytes(field(out, 'png'))], { type: 'image/png' }),
+  };
+}
