@@ -5,7 +5,8 @@ Serves a directory (default: dist) with MIME types that browsers need for
 WebAssembly and ES modules, and with `Cache-Control: no-cache` so a rebuilt
 wasm module is always picked up. Where build-web.sh left a gzipped copy `FILE.gz`
 beside a file, a browser that accepts gzip gets that (`Content-Encoding: gzip`):
-the wasm module shrinks from about 25 MB to 5 MB on the wire.
+the wasm module shrinks from about 25 MB to 5 MB on the wire. Every file may be read from
+any origin (CORS), so other sites can embed the widget (docs/WIDGET.md).
 
     python3 scripts/serve.py                     # http://127.0.0.1:8080/ serving dist/
     python3 scripts/serve.py --dir dist --port 0 # pick a free port
@@ -50,6 +51,11 @@ class Handler(SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
+        # The widget (www/widget.js) runs on other sites' pages and fetches its module, wasm and
+        # model pack from here: public files, readable from any origin, also by pages that
+        # require CORP (cross-origin isolated ones).
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Cross-Origin-Resource-Policy", "cross-origin")
         super().end_headers()
 
     def send_head(self):

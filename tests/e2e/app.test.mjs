@@ -503,3 +503,153 @@ test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, asyn
     await b.close();
   }
 });
+
+// ---------- the embeddable widget (www/widget.js, docs/WIDGET.md) ----------
+
+/** A host page on its own origin (a second server) that embeds the widget from the app's origin. */
+async function startHost(widgetAttributes) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-host-'));
+  fs.writeFileSync(path.join(dir, 'index.html'), `<!doctype html>
+<html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<style>
+  /* A host page's own rules must not reach inside the widget. */
+  button, input, canvas, progress { display: none !important; }
+</style>
+<script>
+  window.__events = [];
+  for (const type of ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adcanvas-generated', 'adcanvas-error']) {
+    document.addEventListener(type, async (e) => {
+      const { png, ...rest } = e.detail || {};
+      const entry = { type, detail: rest };
+      if (png) entry.png = Array.from(new Uint8Array(await png.arrayBuffer()));
+      window.__events.push(entry);
+    });
+  }
+</script>
+<script type="module" src="${baseUrl}www/widget.js"></script>
+</head><body><h1>A shop</h1><adcanvas-studio ${widgetAttributes}></adcanvas-studio></body></html>`);
+  const host = await startServer(dir);
+  return { url: host.url, close: () => { host.proc.kill(); fs.rmSync(dir, { recursive: true, force: true }); } };
+}
+
+async function waitForEvent(page, type, timeout) {
+  await page.waitForFunction(
+    (type) => window.__events.some((e) => e.type === type || (e.type === 'adcanvas-error' && type !== 'adcanvas-error')),
+    type,
+    { timeout, polling: 250 },
+  );
+  return page.evaluate(() => window.__events.slice());
+}
+
+test('widget: embedded in another site, makes an ad with the product exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
+  const host = await startHost('prompt="on a wooden table" size="64" steps="2" seed="7"');
+  const b = await launch(WEBGPU_ON);
+  const requests = [];
+  b.context.on('request', (req) => requests.push(req.url()));
+  try {
+    const { page } = b;
+    await page.goto(host.url, { waitUntil: 'load' });
+    let events = await waitForEvent(page, 'adcanvas-ready', LOAD_TIMEOUT);
+    const ready = events.find((e) => e.type === 'adcanvas-ready');
+    assert.ok(ready, `the widget loaded its model: ${JSON.stringify(events)}\nconsole:\n${b.consoleLines.join('\n')}`);
+    assert.equal(ready.detail.trained, true, 'the default model');
+    assert.equal(ready.detail.nativeSize, 256);
+    assert.equal(ready.detail.model, `${baseUrl}models/default/`, 'the model comes from where the widget lives');
+    const widget = page.locator('adcanvas-studio');
+    // The host's `button { display: none }` does not reach into the shadow root.
+    assert.equal(await widget.locator('button.generate').isVisible(), true, 'the widget\'s own styles hold');
+
+    // A corrupt photo: a clear message in the widget and an event; nothing else changes.
+    await widget.locator('input[type=file]').setInputFiles(CORRUPT);
+    events = await waitForEvent(page, 'adcanvas-error', MINUTE);
+    const bad = events.find((e) => e.type === 'adcanvas-error');
+    assert.equal(bad.detail.code, 'bad-image');
+    assert.equal(bad.detail.fatal, false);
+    assert.match(bad.detail.message, /^Could not use corrupt\.png: .{5,}/);
+    assert.equal(await widget.evaluate((w) => w.state), 'error');
+    assert.equal(await widget.locator('button.generate').isDisabled(), true, 'nothing to generate from');
+
+    await page.evaluate(() => { window.__events.length = 0; });
+    await widget.locator('input[type=file]').setInputFiles(PRODUCT);
+    events = await waitForEvent(page, 'adcanvas-product', MINUTE);
+    const product = events.find((e) => e.type === 'adcanvas-product');
+    assert.ok(product, `the photo was prepared: ${JSON.stringify(events)}`);
+    assert.equal(product.detail.maskSource, 'alpha');
+    assert.equal(await widget.locator('.prompt').inputValue(), 'on a wooden table', 'the prompt attribute fills the field');
+
+    // Clicked from inside the page (see the first test: kernel compilation holds the main thread).
+    await widget.locator('button.generate').evaluate((button) => { setTimeout(() => button.click(), 0); });
+    events = await waitForEvent(page, 'adcanvas-generated', GENERATE_TIMEOUT);
+    const done = events.find((e) => e.type === 'adcanvas-generated');
+    assert.ok(done, `generation finished: ${JSON.stringify(events.filter((e) => e.type === 'adcanvas-error'))}\nconsole:\n${b.consoleLines.join('\n')}`);
+    assert.equal(done.detail.seed, 7);
+    assert.equal(done.detail.prompt, 'on a wooden table');
+    const progress = events.filter((e) => e.type === 'adcanvas-progress');
+    assert.ok(progress.length >= 2, `progress events: ${progress.length}`);
+    assert.equal(await widget.evaluate((w) => w.state), 'done');
+
+    // The PNG the host page received keeps every opaque product pixel exact …
+    const png = decodePng(Buffer.from(done.png));
+    assert.deepEqual([png.width, png.height, done.detail.width, done.detail.height], [64, 64, 64, 64]);
+    const { x, y, w, h } = done.detail.placement;
+    const fixture = decodePng(fs.readFileSync(PRODUCT));
+    assert.deepEqual([w, h], [fixture.width, fixture.height], 'placed at scale 1');
+    let opaque = 0;
+    let differ = 0;
+    for (let j = 0; j < h; j++) {
+      for (let i = 0; i < w; i++) {
+        const f = (j * fixture.width + i) * 4;
+        if (fixture.data[f + 3] !== 255) continue;
+        opaque++;
+        const o = ((y + j) * png.width + x + i) * 4;
+        if ([0, 1, 2].some((c) => png.data[o + c] !== fixture.data[f + c])) differ++;
+      }
+    }
+    assert.ok(opaque > 0);
+    assert.equal(differ, 0, `${differ} of ${opaque} product pixels differ in the PNG`);
+    // … on a generated background (not a constant fill) …
+    const outside = new Set();
+    for (let j = 0; j < png.height; j++) {
+      for (let i = 0; i < png.width; i++) {
+        if (i >= x && i < x + w && j >= y && j < y + h) continue;
+        const o = (j * png.width + i) * 4;
+        outside.add((png.data[o] << 16) | (png.data[o + 1] << 8) | png.data[o + 2]);
+      }
+    }
+    assert.ok(outside.size > 8, `background has ${outside.size} colours`);
+    // … and the widget shows exactly those pixels.
+    const shown = await widget.locator('canvas').evaluate((c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data));
+    assert.equal(shown.length, png.data.length);
+    assert.ok(shown.every((v, i) => v === png.data[i]), 'the widget\'s canvas holds the PNG\'s pixels');
+
+    // Two origins and nothing else: the host page, and the app's server for module, wasm and model.
+    const origins = new Set(requests.filter((u) => !u.startsWith('data:') && !u.startsWith('blob:')).map((u) => new URL(u).origin));
+    assert.deepEqual([...origins].sort(), [new URL(host.url).origin, new URL(baseUrl).origin].sort());
+    assert.ok(requests.some((u) => u.endsWith('.wasm')) && requests.some((u) => u.endsWith('models/default/manifest.json')));
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    host.close();
+  }
+});
+
+test('widget: without WebGPU it says so and tells the host page', { timeout: 3 * MINUTE }, async () => {
+  const host = await startHost('');
+  const b = await launch(WEBGPU_OFF);
+  try {
+    const { page } = b;
+    await page.goto(host.url, { waitUntil: 'load' });
+    const events = await waitForEvent(page, 'adcanvas-error', MINUTE);
+    const err = events.find((e) => e.type === 'adcanvas-error');
+    assert.equal(err.detail.code, 'webgpu-unavailable');
+    assert.match(err.detail.message, /WebGPU/);
+    const widget = page.locator('adcanvas-studio');
+    assert.match(await widget.locator('.status').innerText(), /WebGPU/);
+    assert.equal(await widget.locator('button.generate').isDisabled(), true);
+    await page.waitForTimeout(500);
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    host.close();
+  }
+});

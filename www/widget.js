@@ -1,0 +1,339 @@
+// <adcanvas-studio>: adcanvas as a widget for other sites (docs/WIDGET.md).
+//
+//   <script type="module" src="https://YOUR-HOST/adcanvas/www/widget.js"></script>
+//   <adcanvas-studio prompt="on a marble counter, soft morning light"></adcanvas-studio>
+//
+// A custom element with its own shadow DOM, so the host page's styles and the widget's do not mix.
+// It loads the wasm module and the model pack from where this script lives (or from `model`),
+// runs the same `Studio` the page runs, and tells the host page what happened through DOM events:
+// adcanvas-ready, adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
+// Nothing is uploaded anywhere: the photo stays in the visitor's browser.
+
+import { field, isFatal, messageOf, resultImage, webgpuStatus } from './common.js';
+
+const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
+const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
+
+// One module instance per page, however many widgets it holds.
+let bindings = null;
+function loadBindings() {
+  bindings ??= import(MODULE_URL).then(async (wasm) => {
+    await wasm.default();
+    return wasm;
+  });
+  return bindings;
+}
+
+const TEMPLATE = `
+<style>
+  :host {
+    --adcanvas-accent: #4f46e5;
+    display: block;
+    max-width: 560px;
+    font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;
+    color: #1c2233;
+  }
+  [hidden] { display: none !important; }
+  .frame { border: 1px solid #dde2ec; border-radius: 12px; padding: 14px; background: #fff; display: grid; gap: 10px; }
+  .drop { display: block; border: 2px dashed #c6cce0; border-radius: 10px; padding: 14px; text-align: center; cursor: pointer; color: #5c667a; }
+  .drop.dragging { border-color: var(--adcanvas-accent); background: #eef0ff; }
+  .drop input { position: absolute; width: 1px; height: 1px; opacity: 0; }
+  .drop strong { color: #1c2233; }
+  .row { display: flex; gap: 8px; }
+  .row input[type=text] { flex: 1; min-width: 0; padding: 7px 9px; border: 1px solid #c6cce0; border-radius: 8px; font: inherit; }
+  button { font: inherit; padding: 7px 14px; border-radius: 8px; border: 1px solid #c6cce0; background: #fff; cursor: pointer; }
+  button.primary { background: var(--adcanvas-accent); border-color: var(--adcanvas-accent); color: #fff; }
+  button:disabled { opacity: 0.5; cursor: default; }
+  progress { width: 100%; }
+  .status { margin: 0; color: #5c667a; }
+  .status[data-state=error] { color: #9b1c1c; }
+  .status[data-state=done] { color: #166534; }
+  canvas { display: block; max-width: 100%; height: auto; border-radius: 8px; background: #f4f6fb; }
+</style>
+<div class="frame" part="frame">
+  <label class="drop" part="drop">
+    <input type="file" accept="image/png,image/jpeg,image/webp,.png,.jpg,.jpeg,.webp">
+    <strong>Drop a product photo</strong> or click to choose one
+    <div class="file-name"></div>
+  </label>
+  <form class="row" autocomplete="off">
+    <input type="text" class="prompt" aria-label="Scene prompt" placeholder="Describe the scene, e.g. on a marble counter">
+    <button type="submit" class="primary generate" disabled>Generate</button>
+    <button type="button" class="cancel" hidden>Cancel</button>
+  </form>
+  <progress max="1" value="0" hidden></progress>
+  <p class="status" role="status" aria-live="polite" data-state="loading">Starting…</p>
+  <canvas class="result" aria-label="Generated ad image" hidden></canvas>
+  <div class="row result-actions" hidden>
+    <button type="button" class="download">Download PNG</button>
+  </div>
+</div>`;
+
+/** The widget. Attributes (read when it connects): model, prompt, size, steps, seed, guidance, weights. */
+export class AdcanvasStudio extends HTMLElement {
+  static observedAttributes = ['prompt'];
+
+  #studio = null;
+  #prepared = false;
+  #generating = false;
+  #crashed = false;
+  #png = null;
+  #nativeSize = 0;
+  #ui = null;
+  #ready = null;
+
+  /** Resolves with the model's info once the model is loaded; rejects if it cannot be. */
+  get ready() {
+    this.#ready ??= this.#start();
+    return this.#ready;
+  }
+
+  /** 'loading' | 'ready' | 'generating' | 'done' | 'cancelled' | 'error' */
+  get state() {
+    return this.#ui ? this.#ui.status.dataset.state : 'loading';
+  }
+
+  /** The last ad as a PNG Blob, or null. */
+  get png() {
+    return this.#png;
+  }
+
+  connectedCallback() {
+    if (this.#ui) return;
+    const root = this.attachShadow({ mode: 'open' });
+    root.innerHTML = TEMPLATE;
+    const q = (s) => root.querySelector(s);
+    this.#ui = {
+      drop: q('.drop'), file: q('input[type=file]'), fileName: q('.file-name'), form: q('form'),
+      prompt: q('.prompt'), generate: q('.generate'), cancel: q('.cancel'), progress: q('progress'),
+      status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
+    };
+    this.#wire();
+    this.#ui.prompt.value = this.getAttribute('prompt') || '';
+    this.ready.catch(() => { /* reported in the widget and by an adcanvas-error event */ });
+  }
+
+  attributeChangedCallback(name, _old, value) {
+    if (name === 'prompt' && this.#ui) this.#ui.prompt.value = value || '';
+  }
+
+  /** Prepares a product photo (File, Blob, ArrayBuffer or bytes): finds its mask. */
+  async setProduct(photo) {
+    await this.ready;
+    if (this.#generating) throw new Error('A generation is running; cancel it first.');
+    const name = photo && typeof photo.name === 'string' ? photo.name : 'photo';
+    this.#prepared = false;
+    this.#refresh();
+    this.#ui.fileName.textContent = name;
+    this.#setStatus('loading', `Reading ${name}…`);
+    try {
+      const bytes = photo instanceof Blob ? new Uint8Array(await photo.arrayBuffer())
+        : photo instanceof ArrayBuffer ? new Uint8Array(photo) : new Uint8Array(photo);
+      const prep = this.#studio.prepare(bytes);
+      const info = {
+        name,
+        width: field(prep, 'width'),
+        height: field(prep, 'height'),
+        maskSource: field(prep, 'mask_source'),
+        maskArea: Number(field(prep, 'mask_area')),
+      };
+      this.#prepared = true;
+      this.#setStatus('ready', 'Photo ready. Describe a scene and press Generate.');
+      this.#emit('adcanvas-product', info);
+      return info;
+    } catch (err) {
+      this.#fail(`Could not use ${name}: ${messageOf(err)}`, 'bad-image', err);
+      throw err;
+    } finally {
+      this.#refresh();
+    }
+  }
+
+  /** Makes an ad for the prepared product; `options` override the attributes for this call
+   * (`prompt`, `size`, `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
+  async generate(options = {}) {
+    await this.ready;
+    if (!this.#prepared) throw new Error('Choose a product photo first.');
+    if (this.#generating) throw new Error('A generation is already running.');
+    let params;
+    try {
+      params = {
+        prompt: options.prompt ?? this.#ui.prompt.value.trim(),
+        size: options.size ?? this.#intAttribute('size', 32, 2048) ?? this.#nativeSize,
+        steps: options.steps ?? this.#intAttribute('steps', 1, 200) ?? 20,
+        // No seed given: a new one each time, so pressing Generate again gives another ad.
+        seed: options.seed ?? this.#intAttribute('seed', 0, 4294967295) ?? crypto.getRandomValues(new Uint32Array(1))[0],
+      };
+      const guidance = options.guidance ?? this.#numberAttribute('guidance');
+      if (guidance != null) params.guidance = guidance;
+    } catch (err) {
+      throw this.#fail(messageOf(err), 'options');
+    }
+
+    this.#generating = true;
+    this.#refresh();
+    this.#ui.progress.hidden = false;
+    this.#ui.progress.max = params.steps;
+    this.#ui.progress.value = 0;
+    this.#setStatus('generating', `Generating ${params.size} × ${params.size}…`);
+    const started = performance.now();
+    try {
+      const out = await this.#studio.generate(params, (step, total) => {
+        this.#ui.progress.max = Math.max(1, total);
+        this.#ui.progress.value = step;
+        this.#setStatus('generating', `Generating ${params.size} × ${params.size}… step ${step} / ${total}`);
+        this.#emit('adcanvas-progress', { step, total });
+      });
+      const image = resultImage(out);
+      const canvas = this.#ui.canvas;
+      canvas.width = image.width;
+      canvas.height = image.height;
+      canvas.getContext('2d').putImageData(image.imageData, 0, 0);
+      canvas.hidden = false;
+      this.#ui.actions.hidden = false;
+      this.#png = image.png;
+      const seconds = (performance.now() - started) / 1000;
+      this.#setStatus('done', `Done in ${seconds.toFixed(1)} s (seed ${params.seed}). The product's pixels are unchanged.`);
+      const detail = {
+        png: image.png, width: image.width, height: image.height, placement: image.placement,
+        prompt: params.prompt, seed: params.seed, steps: params.steps, seconds,
+      };
+      this.#emit('adcanvas-generated', detail);
+      return detail;
+    } catch (err) {
+      if (messageOf(err) === 'cancelled') {
+        this.#setStatus('cancelled', 'Cancelled.');
+      } else {
+        this.#fail(`Generation failed: ${messageOf(err)}`, 'generation', err);
+      }
+      throw err;
+    } finally {
+      this.#generating = false;
+      this.#ui.progress.hidden = true;
+      this.#refresh();
+    }
+  }
+
+  /** Stops a running generation after its current step (its promise rejects with "cancelled"). */
+  cancel() {
+    if (this.#generating && this.#studio) this.#studio.cancel();
+  }
+
+  async #start() {
+    this.#setStatus('loading', 'Loading…');
+    let wasm;
+    try {
+      wasm = await loadBindings();
+    } catch (err) {
+      throw this.#fail(`Could not load the WebAssembly module: ${messageOf(err)}`, 'module', err);
+    }
+    const gpu = await webgpuStatus(wasm);
+    if (!gpu.available) throw this.#fail(gpu.message, 'webgpu-unavailable');
+    const model = new URL(this.getAttribute('model') || DEFAULT_MODEL_URL, document.baseURI).href;
+    const base = model.endsWith('/') ? model : `${model}/`;
+    this.#setStatus('loading', 'Loading the model…');
+    try {
+      this.#studio = await wasm.Studio.open(base, { quantized_weights: this.getAttribute('weights') || 'auto' });
+    } catch (err) {
+      throw this.#fail(`Could not load the model pack at ${base}: ${messageOf(err)}`, 'model', err);
+    }
+    const info = this.#studio.model_info();
+    this.#nativeSize = Number(field(info, 'native_size')) || 256;
+    const detail = {
+      model: base,
+      name: field(info, 'name'),
+      trained: field(info, 'trained') !== false,
+      nativeSize: this.#nativeSize,
+    };
+    this.#setStatus('ready', 'Ready. Drop in a product photo.');
+    this.#refresh();
+    this.#emit('adcanvas-ready', detail);
+    return detail;
+  }
+
+  #wire() {
+    const ui = this.#ui;
+    const take = (file) => { if (file) this.setProduct(file).catch(() => { /* shown in the widget */ }); };
+    ui.file.addEventListener('change', () => {
+      take(ui.file.files && ui.file.files[0]);
+      ui.file.value = ''; // the same file again fires change again
+    });
+    for (const type of ['dragenter', 'dragover']) {
+      ui.drop.addEventListener(type, (e) => { e.preventDefault(); ui.drop.classList.add('dragging'); });
+    }
+    for (const type of ['dragleave', 'dragend']) {
+      ui.drop.addEventListener(type, () => ui.drop.classList.remove('dragging'));
+    }
+    ui.drop.addEventListener('drop', (e) => {
+      e.preventDefault();
+      ui.drop.classList.remove('dragging');
+      take(e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0]);
+    });
+    ui.form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.generate().catch(() => { /* shown in the widget */ });
+    });
+    ui.cancel.addEventListener('click', () => this.cancel());
+    ui.download.addEventListener('click', () => {
+      if (!this.#png) return;
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(this.#png);
+      a.download = 'ad.png';
+      this.shadowRoot.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    });
+  }
+
+  #refresh() {
+    const ui = this.#ui;
+    const usable = this.#studio && !this.#crashed;
+    ui.file.disabled = !usable || this.#generating;
+    ui.prompt.disabled = this.#generating;
+    ui.generate.disabled = !usable || this.#generating || !this.#prepared;
+    ui.cancel.hidden = !this.#generating;
+  }
+
+  #setStatus(state, text) {
+    this.#ui.status.dataset.state = state;
+    this.#ui.status.textContent = text;
+  }
+
+  /** Shows the message, tells the host page, and returns an Error to throw. */
+  #fail(message, code, cause) {
+    const fatal = cause != null && isFatal(cause);
+    if (fatal) {
+      this.#crashed = true;
+      message = `The GPU or the WebAssembly engine stopped (${messageOf(cause)}). Reload the page to continue.`;
+    }
+    this.#setStatus('error', message);
+    this.#refresh();
+    this.#emit('adcanvas-error', { message, code: fatal ? 'crashed' : code, fatal });
+    return new Error(message);
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));
+  }
+
+  #intAttribute(name, min, max) {
+    const raw = this.getAttribute(name);
+    if (raw == null || raw.trim() === '') return null;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`The ${name} attribute must be a whole number from ${min} to ${max}, not "${raw}".`);
+    }
+    return n;
+  }
+
+  #numberAttribute(name) {
+    const raw = this.getAttribute(name);
+    if (raw == null || raw.trim() === '') return null;
+    const n = Number(raw);
+    if (!Number.isFinite(n)) throw new Error(`The ${name} attribute must be a number, not "${raw}".`);
+    return n;
+  }
+}
+
+if (!customElements.get('adcanvas-studio')) customElements.define('adcanvas-studio', AdcanvasStudio);
