@@ -118,9 +118,21 @@ async fn request_adapter(gpu: &JsValue) -> Result<Option<JsValue>, String> {
     Ok(if adapter.is_null() || adapter.is_undefined() { None } else { Some(adapter) })
 }
 
+/// `fetch` from the page or from a worker: the studio runs in a worker where it can
+/// (www/studio.js), so the GPU's work never holds the page's main thread.
+fn fetch(url: &str) -> Result<Promise, String> {
+    let global = js_sys::global();
+    if let Some(window) = global.dyn_ref::<web_sys::Window>() {
+        Ok(window.fetch_with_str(url))
+    } else if let Some(worker) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        Ok(worker.fetch_with_str(url))
+    } else {
+        Err(format!("could not fetch {url}: this is neither a page nor a worker"))
+    }
+}
+
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+    let response: web_sys::Response = JsFuture::from(fetch(url)?)
         .await
         .map_err(|e| format!("could not fetch {url}: {e:?}"))?
         .dyn_into()

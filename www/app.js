@@ -1,7 +1,8 @@
 // adcanvas page glue: wires the DOM to the Rust/wasm `Studio` (dist/pkg/adcanvas.js).
 // Plain ES module, no framework. All heavy work happens inside the wasm module on WebGPU.
 
-import { field, isFatal, messageOf, resultImage, toBytes, webgpuStatus } from './common.js';
+import { field, isFatal, messageOf, resultImage, toBytes } from './common.js';
+import { startEngine } from './studio.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -121,16 +122,12 @@ function showWebgpuError(message) {
   setStatus('error', 'WebGPU is not available in this browser, so images cannot be generated here.');
 }
 
-// The wasm module: built by scripts/build-web.sh into pkg/, or injected by Trunk
-// (`trunk serve` replaces the page's data-trunk rust link with its own loader, which
-// sets window.wasmBindings and fires TrunkApplicationStarted once initialised).
-async function loadWasm() {
-  const trunkLink = document.querySelector('link[data-trunk][rel="rust"]');
-  if (trunkLink) {
-    const wasm = await import('../pkg/adcanvas.js');
-    await wasm.default();
-    return wasm;
-  }
+// Under `trunk serve` the page's data-trunk rust link is replaced by Trunk's own loader, which
+// sets window.wasmBindings and fires TrunkApplicationStarted once initialised; the studio then
+// runs on the page with those bindings. Built by scripts/build-web.sh, the link stays (browsers
+// ignore it) and the studio starts in its worker (www/studio.js).
+async function trunkBindings() {
+  if (document.querySelector('link[data-trunk][rel="rust"]')) return null;
   if (!window.wasmBindings) {
     await new Promise((resolve) => addEventListener('TrunkApplicationStarted', resolve, { once: true }));
   }
@@ -142,24 +139,23 @@ async function start() {
   refreshControls();
   setStatus('loading', 'Loading the WebAssembly module…');
 
-  let wasm;
+  let engine;
   try {
-    wasm = await loadWasm();
+    engine = await startEngine({ bindings: await trunkBindings() });
   } catch (err) {
     setStatus('error', `Could not load the WebAssembly module: ${messageOf(err)}`);
     return;
   }
-
-  const gpu = await webgpuStatus(wasm);
-  if (!gpu.available) {
-    showWebgpuError(gpu.message);
+  document.body.dataset.studio = engine.runsIn;
+  if (!engine.gpu.available) {
+    showWebgpuError(engine.gpu.message);
     return;
   }
 
   const base = modelBaseUrl();
   setStatus('loading', `Loading the model from ${base}…`);
   try {
-    state.studio = await wasm.Studio.open(base, { quantized_weights: quantizedWeightsOption() });
+    state.studio = await engine.open(base, { quantized_weights: quantizedWeightsOption() });
   } catch (err) {
     setStatus('error', `Could not load the model pack at ${base}: ${messageOf(err)}`);
     return;
@@ -174,13 +170,7 @@ async function start() {
 
 function showModelInfo() {
   el.modelLabel.replaceChildren();
-  let info;
-  try {
-    info = state.studio.model_info();
-  } catch (err) {
-    addNotice('warn', `Could not read the model info: ${escapeHtml(messageOf(err))}`);
-    return;
-  }
+  const info = state.studio.info;
   const name = field(info, 'name');
   const label = field(info, 'label') || 'model';
   // Without a size the user chose before, start at the size the model was trained at.
@@ -280,7 +270,7 @@ async function handleFile(file) {
   setStatus('loading', `Reading ${file.name}…`);
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
-    const prep = state.studio.prepare(bytes);
+    const prep = await state.studio.prepare(bytes);
     savePhoto(file.name, bytes);
     const width = field(prep, 'width');
     const height = field(prep, 'height');
@@ -441,31 +431,31 @@ async function generate() {
 // ---------- style reference ----------
 
 /** Hands the reference to the studio; PFV off uses it whole (no foreground search). */
-function applyReference() {
+async function applyReference() {
   if (!state.studio) return;
   const ref = state.reference;
   try {
-    state.studio.set_reference(ref ? ref.bytes : new Uint8Array(), el.pfv.checked);
+    await state.studio.setReference(ref ? ref.bytes : new Uint8Array(), el.pfv.checked);
     el.referenceClear.disabled = !ref;
     if (ref) setStatus('ready', `Style reference: ${ref.name}.`);
   } catch (err) {
-    setStatus('error', `Could not use ${ref.name} as a style reference: ${messageOf(err)}`);
+    setStatus('error', `Could not use ${ref ? ref.name : 'the reference'} as a style reference: ${messageOf(err)}`);
     state.reference = null;
     el.reference.value = '';
     el.referenceClear.disabled = true;
-    try { state.studio.set_reference(new Uint8Array(), true); } catch { /* cleared */ }
+    await state.studio.setReference(new Uint8Array(), true).catch(() => { /* cleared */ });
   }
 }
 
 el.reference.addEventListener('change', async () => {
   const file = el.reference.files && el.reference.files[0];
   state.reference = file ? { name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) } : null;
-  applyReference();
+  await applyReference();
 });
-el.referenceClear.addEventListener('click', () => {
+el.referenceClear.addEventListener('click', async () => {
   state.reference = null;
   el.reference.value = '';
-  applyReference();
+  await applyReference();
   setStatus('ready', 'Style reference cleared.');
 });
 el.pfv.addEventListener('change', () => { if (state.reference) applyReference(); });

@@ -5,24 +5,15 @@
 //
 // A custom element with its own shadow DOM, so the host page's styles and the widget's do not mix.
 // It loads the wasm module and the model pack from where this script lives (or from `model`),
-// runs the same `Studio` the page runs, and tells the host page what happened through DOM events:
+// runs the same `Studio` the page runs, in a worker of its own where the browser allows
+// (www/studio.js) so the host page never freezes, and tells the host page what happened through DOM events:
 // adcanvas-ready, adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
-import { field, isFatal, messageOf, resultImage, webgpuStatus } from './common.js';
+import { field, isFatal, messageOf, resultImage } from './common.js';
+import { startEngine } from './studio.js';
 
-const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
 const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
-
-// One module instance per page, however many widgets it holds.
-let bindings = null;
-function loadBindings() {
-  bindings ??= import(MODULE_URL).then(async (wasm) => {
-    await wasm.default();
-    return wasm;
-  });
-  return bindings;
-}
 
 const TEMPLATE = `
 <style>
@@ -81,6 +72,7 @@ export class AdcanvasStudio extends HTMLElement {
   #nativeSize = 0;
   #ui = null;
   #ready = null;
+  #runsIn = null;
 
   /** Resolves with the model's info once the model is loaded; rejects if it cannot be. */
   get ready() {
@@ -91,6 +83,11 @@ export class AdcanvasStudio extends HTMLElement {
   /** 'loading' | 'ready' | 'generating' | 'done' | 'cancelled' | 'error' */
   get state() {
     return this.#ui ? this.#ui.status.dataset.state : 'loading';
+  }
+
+  /** 'worker' (the GPU's work never holds the host page's main thread) or 'page'; null until loaded. */
+  get runsIn() {
+    return this.#runsIn;
   }
 
   /** The last ad as a PNG Blob, or null. */
@@ -129,7 +126,7 @@ export class AdcanvasStudio extends HTMLElement {
     try {
       const bytes = photo instanceof Blob ? new Uint8Array(await photo.arrayBuffer())
         : photo instanceof ArrayBuffer ? new Uint8Array(photo) : new Uint8Array(photo);
-      const prep = this.#studio.prepare(bytes);
+      const prep = await this.#studio.prepare(bytes);
       const info = {
         name,
         width: field(prep, 'width'),
@@ -221,23 +218,23 @@ export class AdcanvasStudio extends HTMLElement {
 
   async #start() {
     this.#setStatus('loading', 'Loading…');
-    let wasm;
+    let engine;
     try {
-      wasm = await loadBindings();
+      engine = await startEngine();
     } catch (err) {
       throw this.#fail(`Could not load the WebAssembly module: ${messageOf(err)}`, 'module', err);
     }
-    const gpu = await webgpuStatus(wasm);
-    if (!gpu.available) throw this.#fail(gpu.message, 'webgpu-unavailable');
+    this.#runsIn = engine.runsIn;
+    if (!engine.gpu.available) throw this.#fail(engine.gpu.message, 'webgpu-unavailable');
     const model = new URL(this.getAttribute('model') || DEFAULT_MODEL_URL, document.baseURI).href;
     const base = model.endsWith('/') ? model : `${model}/`;
     this.#setStatus('loading', 'Loading the model…');
     try {
-      this.#studio = await wasm.Studio.open(base, { quantized_weights: this.getAttribute('weights') || 'auto' });
+      this.#studio = await engine.open(base, { quantized_weights: this.getAttribute('weights') || 'auto' });
     } catch (err) {
       throw this.#fail(`Could not load the model pack at ${base}: ${messageOf(err)}`, 'model', err);
     }
-    const info = this.#studio.model_info();
+    const info = this.#studio.info;
     this.#nativeSize = Number(field(info, 'native_size')) || 256;
     const detail = {
       model: base,

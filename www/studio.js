@@ -1,0 +1,131 @@
+// Where the studio runs: in a worker (www/studio-worker.js) when the browser allows it, so that
+// the page, or the site a widget is embedded in, stays responsive while the GPU works; on the page
+// itself otherwise (a browser without WebGPU in workers, a host page whose policy forbids the
+// worker). The page and the widget see the same asynchronous studio either way.
+
+import { field, isFatal, webgpuStatus } from './common.js';
+
+const WORKER_URL = new URL('./studio-worker.js', import.meta.url).href;
+const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
+
+/**
+ * Starts the studio's engine: `{ runsIn: 'worker' | 'page', gpu: { available, message }, open }`.
+ * `open(modelUrl, options)` loads a model pack and resolves to a studio:
+ * `{ info, prepare(bytes), setReference(bytes, pfv), generate(params, onProgress), cancel() }`,
+ * each method a promise of what the wasm `Studio`'s method of that name returns (src/web.rs).
+ * `bindings`: an already-initialised wasm module (Trunk's loader) to run on the page with.
+ */
+export async function startEngine({ bindings = null } = {}) {
+  if (!bindings) {
+    const worker = await startWorker().catch(() => null);
+    if (worker) return worker;
+  }
+  return pageEngine(bindings);
+}
+
+/** The worker, once it has loaded the module and can reach WebGPU; rejects otherwise. */
+function startWorker() {
+  return new Promise((resolve, reject) => {
+    let worker;
+    let scriptUrl;
+    try {
+      // A worker script must come from the page's origin; a module worker made from a blob
+      // has that origin and may import the real script from wherever the widget is served.
+      const source = new Blob([`import ${JSON.stringify(WORKER_URL)};`], { type: 'text/javascript' });
+      scriptUrl = URL.createObjectURL(source);
+      worker = new Worker(scriptUrl, { type: 'module', name: 'adcanvas studio' });
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    const settle = (then) => {
+      URL.revokeObjectURL(scriptUrl);
+      worker.removeEventListener('error', onError);
+      worker.removeEventListener('message', onHello);
+      then();
+    };
+    const fail = (why) => settle(() => { worker.terminate(); reject(new Error(why)); });
+    const onError = (e) => fail(e.message || 'the worker did not start');
+    const onHello = ({ data }) => {
+      if (!data.hello) return;
+      if (data.failed) fail(data.failed);
+      // No WebGPU in this browser's workers (or none at all): the page decides, and explains.
+      else if (field(data.gpu, 'available') !== true) fail(field(data.gpu, 'message'));
+      else settle(() => resolve(workerEngine(worker, data.gpu)));
+    };
+    worker.addEventListener('error', onError);
+    worker.addEventListener('message', onHello);
+  });
+}
+
+function workerEngine(worker, gpu) {
+  const pending = new Map(); // id → { resolve, reject, onProgress }
+  let nextId = 1;
+  let stopped = null;
+  const stop = (message) => {
+    stopped = `RuntimeError: the studio's worker stopped (${message})`;
+    for (const { reject } of pending.values()) reject(new Error(stopped));
+    pending.clear();
+  };
+  worker.addEventListener('error', (e) => stop(e.message || 'uncaught error'));
+  worker.addEventListener('messageerror', () => stop('a message could not be read'));
+  worker.addEventListener('message', ({ data }) => {
+    const call = pending.get(data.id);
+    if (!call) return;
+    if (data.progress) {
+      call.onProgress?.(...data.progress);
+      return;
+    }
+    pending.delete(data.id);
+    if (data.ok) call.resolve(data.value);
+    // A trap in the worker's module (a lost device, a panic) is named so isFatal() knows it.
+    else call.reject(new Error(data.fatal && !isFatal(data.message) ? `RuntimeError: ${data.message}` : data.message));
+  });
+  const request = (op, args, onProgress, transfer = []) => {
+    if (stopped) return Promise.reject(new Error(stopped));
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject, onProgress });
+      worker.postMessage({ id, op, args }, transfer);
+    });
+  };
+  return {
+    runsIn: 'worker',
+    gpu,
+    async open(modelUrl, options = {}) {
+      // Relative URLs would resolve against the worker's script, not the page.
+      const base = new URL(modelUrl, document.baseURI).href;
+      const info = await request('open', [base, options]);
+      return {
+        info,
+        // The photo's bytes are copied, not moved: the caller may keep them (to save, to retry).
+        prepare: (bytes) => request('prepare', [bytes]),
+        setReference: (bytes, pfv) => request('setReference', [bytes, pfv]),
+        generate: (params, onProgress) => request('generate', [params], onProgress),
+        cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel' }); },
+      };
+    },
+  };
+}
+
+async function pageEngine(bindings) {
+  let wasm = bindings;
+  if (!wasm) {
+    wasm = await import(MODULE_URL);
+    await wasm.default();
+  }
+  return {
+    runsIn: 'page',
+    gpu: await webgpuStatus(wasm),
+    async open(modelUrl, options = {}) {
+      const studio = await wasm.Studio.open(new URL(modelUrl, document.baseURI).href, options);
+      return {
+        info: studio.model_info(),
+        prepare: async (bytes) => studio.prepare(bytes),
+        setReference: async (bytes, pfv) => studio.set_reference(bytes, pfv),
+        generate: (params, onProgress) => studio.generate(params, onProgress),
+        cancel: () => studio.cancel(),
+      };
+    },
+  };
+}
