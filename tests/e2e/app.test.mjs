@@ -627,6 +627,21 @@ test('widget: embedded in another site, makes an ad with the product exact', { t
     assert.equal(shown.length, png.data.length);
     assert.ok(shown.every((v, i) => v === png.data[i]), 'the widget\'s canvas holds the PNG\'s pixels');
 
+    // Cancel reaches the worker between steps: the run stops and says so.
+    await page.evaluate(() => {
+      window.__events.length = 0;
+      document.querySelector('adcanvas-studio').generate({ steps: 50 })
+        .then(() => { window.__outcome = 'finished'; }, (e) => { window.__outcome = e.message; });
+    });
+    await waitForEvent(page, 'adcanvas-progress', GENERATE_TIMEOUT);
+    await widget.locator('button.cancel').click();
+    await page.waitForFunction(() => window.__outcome !== undefined, null, { timeout: GENERATE_TIMEOUT });
+    assert.equal(await page.evaluate(() => window.__outcome), 'cancelled');
+    assert.equal(await widget.evaluate((w) => w.state), 'cancelled');
+    const steps = await page.evaluate(() => window.__events.filter((e) => e.type === 'adcanvas-progress').length);
+    assert.ok(steps < 50, `stopped after ${steps} of 50 steps`);
+    assert.equal(await widget.locator('button.generate').isEnabled(), true, 'ready for another run');
+
     // Two origins and nothing else: the host page, and the app's server for module, wasm and model.
     const origins = new Set(requests.filter((u) => !u.startsWith('data:') && !u.startsWith('blob:')).map((u) => new URL(u).origin));
     assert.deepEqual([...origins].sort(), [new URL(host.url).origin, new URL(baseUrl).origin].sort());
