@@ -150,7 +150,9 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
             return Ok(vec![path]);
         }
     }
-    for index in ["diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.fp16.safetensors.index.json"] {
+    for index in
+        ["diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.fp16.safetensors.index.json"]
+    {
         let path = dir.join(index);
         if path.exists() {
             let value: Value = serde_json::from_slice(&read(&path)?)
@@ -177,7 +179,11 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
 
 /// Reads every tensor of a component, casts or quantises it to `dtype`, and serialises
 /// one safetensors file. `keep` filters tensor names (the text encoder drops its pooler).
-fn convert_weights(files: &[PathBuf], dtype: PackDtype, keep: &dyn Fn(&str) -> bool) -> Result<(Vec<u8>, usize), ConvertError> {
+fn convert_weights(
+    files: &[PathBuf],
+    dtype: PackDtype,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<u8>, usize), ConvertError> {
     let mut tensors: BTreeMap<String, Encoded> = BTreeMap::new();
     let mut count = 0;
     for path in files {
@@ -216,8 +222,10 @@ fn transformers_weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
     if index.exists() {
         let value: Value = serde_json::from_slice(&read(&index)?)
             .map_err(|e| ConvertError(format!("{} is not valid JSON: {e}", index.display())))?;
-        let mut shards: Vec<String> =
-            value["weight_map"].as_object().map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let mut shards: Vec<String> = value["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         shards.sort();
         shards.dedup();
         return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
@@ -227,7 +235,13 @@ fn transformers_weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
 
 /// Converts the diffusers folder `dir` into a pack at `out`. With `verify`, the written
 /// pack is loaded on the CPU device before returning.
-pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<String>, verify: bool) -> Result<ConvertReport, ConvertError> {
+pub fn convert_diffusers(
+    dir: &Path,
+    out: &Path,
+    dtype: PackDtype,
+    name: Option<String>,
+    verify: bool,
+) -> Result<ConvertReport, ConvertError> {
     if !dir.join("model_index.json").exists() {
         return err(format!(
             "{} is not a diffusers pipeline folder (no model_index.json); point --diffusers at the folder that holds unet/ and vae/",
@@ -238,7 +252,8 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
 
     let unet_json = read_config(&dir.join("unet/config.json"))?;
     check_unet_options(&unet_json)?;
-    let unet: UNetConfig = serde_json::from_value(unet_json).map_err(|e| ConvertError(format!("unet/config.json: {e}")))?;
+    let unet: UNetConfig =
+        serde_json::from_value(unet_json).map_err(|e| ConvertError(format!("unet/config.json: {e}")))?;
     let vae: VaeModelConfig = serde_json::from_value(read_config(&dir.join("vae/config.json"))?)
         .map_err(|e| ConvertError(format!("vae/config.json: {e}")))?;
     let scheduler_path = dir.join("scheduler/scheduler_config.json");
@@ -306,7 +321,9 @@ pub fn convert_diffusers(dir: &Path, out: &Path, dtype: PackDtype, name: Option<
         files.insert("tokenizer".to_string(), component_file("tokenizer.json", &bytes, "json"));
     }
 
-    let label = name.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "converted model".into()));
+    let label = name.unwrap_or_else(|| {
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "converted model".into())
+    });
     let manifest = Manifest {
         format: "adcanvas-pack".into(),
         format_version: FORMAT_VERSION,
@@ -351,7 +368,8 @@ fn read_image_encoder_config(dir: &Path, notes: &mut Vec<String>) -> Result<Opti
     if json.get("model_type").and_then(Value::as_str) == Some("clip") {
         json = json.get("vision_config").cloned().unwrap_or(Value::Null);
     }
-    if !matches!(json.get("model_type").and_then(Value::as_str), Some("clip_vision_model") | None) || !json.is_object() {
+    if !matches!(json.get("model_type").and_then(Value::as_str), Some("clip_vision_model") | None) || !json.is_object()
+    {
         notes.push("image_encoder/ is not a CLIP vision model: style references are not used by this pack".into());
         return Ok(None);
     }
@@ -376,7 +394,12 @@ fn read_image_encoder_config(dir: &Path, notes: &mut Vec<String>) -> Result<Opti
 /// The ControlNet's config when the folder has `controlnet/` (not part of diffusers'
 /// `save_pretrained` layout for SD pipelines, so a depth ControlNet's own folder is copied
 /// or linked there); it must fit the UNet, and its control images the VAE's image size.
-fn read_controlnet_config(dir: &Path, unet: &UNetConfig, vae: &VaeModelConfig, notes: &mut Vec<String>) -> Result<Option<ControlNetConfig>, ConvertError> {
+fn read_controlnet_config(
+    dir: &Path,
+    unet: &UNetConfig,
+    vae: &VaeModelConfig,
+    notes: &mut Vec<String>,
+) -> Result<Option<ControlNetConfig>, ConvertError> {
     let config_path = dir.join("controlnet/config.json");
     if !config_path.exists() {
         return Ok(None);
@@ -403,7 +426,11 @@ fn read_controlnet_config(dir: &Path, unet: &UNetConfig, vae: &VaeModelConfig, n
 /// encoder adcanvas runs: BERT/MiniLM with `tokenizer/tokenizer.json`, or CLIP's text model
 /// with `tokenizer/vocab.json` and `merges.txt` (SD 1.x/2.x), whose padding token and length
 /// come from `special_tokens_map.json` and `tokenizer_config.json`.
-fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<String>) -> Result<Option<(TextEncoderConfig, Vec<u8>)>, ConvertError> {
+fn read_text_encoder_config(
+    dir: &Path,
+    unet: &UNetConfig,
+    notes: &mut Vec<String>,
+) -> Result<Option<(TextEncoderConfig, Vec<u8>)>, ConvertError> {
     let config_path = dir.join("text_encoder/config.json");
     if !config_path.exists() {
         notes.push("no text_encoder/: prompts are not used by this pack".into());
@@ -418,12 +445,16 @@ fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<Strin
                 return err(format!("{} has a BERT text encoder but no tokenizer/tokenizer.json", dir.display()));
             }
             let bytes = read(&tokenizer.join("tokenizer.json"))?;
-            crate::encoders::text::PromptTokenizer::from_bytes(&bytes).map_err(|e| ConvertError(format!("tokenizer/tokenizer.json: {e}")))?;
+            crate::encoders::text::PromptTokenizer::from_bytes(&bytes)
+                .map_err(|e| ConvertError(format!("tokenizer/tokenizer.json: {e}")))?;
             bytes
         }
         "clip_text_model" => {
             if !tokenizer.join("vocab.json").exists() || !tokenizer.join("merges.txt").exists() {
-                return err(format!("{} has a CLIP text encoder but no tokenizer/vocab.json and merges.txt", dir.display()));
+                return err(format!(
+                    "{} has a CLIP text encoder but no tokenizer/vocab.json and merges.txt",
+                    dir.display()
+                ));
             }
             let setting = |file: &str, key: &str| -> Result<Option<Value>, ConvertError> {
                 let path = tokenizer.join(file);
@@ -432,19 +463,34 @@ fn read_text_encoder_config(dir: &Path, unet: &UNetConfig, notes: &mut Vec<Strin
             // A token is a string or an AddedToken object ({"content": …}).
             let pad_token = match setting("special_tokens_map.json", "pad_token")? {
                 Some(Value::String(s)) => s,
-                Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).unwrap_or("<|endoftext|>").to_string(),
+                Some(Value::Object(o)) => {
+                    o.get("content").and_then(Value::as_str).unwrap_or("<|endoftext|>").to_string()
+                }
                 _ => "<|endoftext|>".to_string(),
             };
             let positions = json.get("max_position_embeddings").and_then(Value::as_u64).unwrap_or(77);
-            let length = setting("tokenizer_config.json", "model_max_length")?.and_then(|v| v.as_u64()).unwrap_or(positions).min(positions);
-            let merges = String::from_utf8(read(&tokenizer.join("merges.txt"))?).map_err(|_| ConvertError("tokenizer/merges.txt is not UTF-8".into()))?;
-            let bytes = crate::encoders::clip::clip_tokenizer_json(&read(&tokenizer.join("vocab.json"))?, &merges, &pad_token, length as usize)
-                .map_err(|e| ConvertError(format!("tokenizer/: {e}")))?;
-            notes.push(format!("tokenizer: CLIP BPE from vocab.json and merges.txt, padded with {pad_token:?} to {length} tokens"));
+            let length = setting("tokenizer_config.json", "model_max_length")?
+                .and_then(|v| v.as_u64())
+                .unwrap_or(positions)
+                .min(positions);
+            let merges = String::from_utf8(read(&tokenizer.join("merges.txt"))?)
+                .map_err(|_| ConvertError("tokenizer/merges.txt is not UTF-8".into()))?;
+            let bytes = crate::encoders::clip::clip_tokenizer_json(
+                &read(&tokenizer.join("vocab.json"))?,
+                &merges,
+                &pad_token,
+                length as usize,
+            )
+            .map_err(|e| ConvertError(format!("tokenizer/: {e}")))?;
+            notes.push(format!(
+                "tokenizer: CLIP BPE from vocab.json and merges.txt, padded with {pad_token:?} to {length} tokens"
+            ));
             bytes
         }
         other => {
-            notes.push(format!("text_encoder/ is a {other} model, which adcanvas does not run: prompts are not used by this pack"));
+            notes.push(format!(
+                "text_encoder/ is a {other} model, which adcanvas does not run: prompts are not used by this pack"
+            ));
             return Ok(None);
         }
     };

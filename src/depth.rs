@@ -80,7 +80,8 @@ fn squared_distance_1d(f: &[f64]) -> Vec<f64> {
     let mut k = 0;
     z[0] = f64::NEG_INFINITY;
     z[1] = f64::INFINITY;
-    let intersection = |q: usize, p: usize| ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * (q as f64 - p as f64));
+    let intersection =
+        |q: usize, p: usize| ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * (q as f64 - p as f64));
     for q in 1..n {
         // z[0] = −∞ ends the loop at k = 0 at the latest (every f is finite).
         let mut s = intersection(q, v[k]);
@@ -138,7 +139,11 @@ mod tests {
                 let mut best = f32::INFINITY;
                 for yy in -1..=h as i64 {
                     for xx in -1..=w as i64 {
-                        let out = xx < 0 || yy < 0 || xx >= w as i64 || yy >= h as i64 || !inside[yy as usize * w + xx as usize];
+                        let out = xx < 0
+                            || yy < 0
+                            || xx >= w as i64
+                            || yy >= h as i64
+                            || !inside[yy as usize * w + xx as usize];
                         if out {
                             best = best.min((((xx - x as i64).pow(2) + (yy - y as i64).pow(2)) as f32).sqrt());
                         }

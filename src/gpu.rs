@@ -67,7 +67,10 @@ pub async fn open_device_with_binding_limit(limit: u64) -> Result<Device, Device
     let fail = |what: &str, e: &dyn std::fmt::Debug| DeviceError(format!("{what}: {e:?}"));
     let instance = wgpu::Instance::default();
     let adapter = instance
-        .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
         .await
         .map_err(|e| fail("no adapter", &e))?;
     let mut limits = adapter.limits();
@@ -87,7 +90,8 @@ pub async fn open_device_with_binding_limit(limit: u64) -> Result<Device, Device
         .map_err(|e| fail("request_device", &e))?;
     let backend = adapter.get_info().backend;
     let setup = WgpuSetup { instance, adapter, device, queue, backend };
-    let device = Device::wgpu_options().setup(setup).init().map_err(|e| fail("registering the device with burn", &e))?;
+    let device =
+        Device::wgpu_options().setup(setup).init().map_err(|e| fail("registering the device with burn", &e))?;
     GPU_BUFFER_LIMIT.set(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)).map_err(|_| {
         DeviceError("the GPU was already opened in this process; a binding limit must be set first".into())
     })?;

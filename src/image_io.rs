@@ -30,11 +30,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self {
-            max_input_pixels: 100_000_000,
-            max_input_side: 20_000,
-            working_max_side: 2048,
-        }
+        Self { max_input_pixels: 100_000_000, max_input_side: 20_000, working_max_side: 2048 }
     }
 }
 
@@ -76,19 +72,12 @@ pub enum ImageError {
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImageError::Empty => write!(
-                f,
-                "The file is empty; choose a PNG, JPEG or WebP photo of the product."
-            ),
+            ImageError::Empty => write!(f, "The file is empty; choose a PNG, JPEG or WebP photo of the product."),
             ImageError::UnsupportedFormat => write!(
                 f,
                 "The file is not a PNG, JPEG or WebP image. Save or export the photo in one of those formats and try again."
             ),
-            ImageError::TooLarge {
-                width,
-                height,
-                limit,
-            } => write!(
+            ImageError::TooLarge { width, height, limit } => write!(
                 f,
                 "The image is {width}×{height} pixels; the largest accepted is {limit}. Resize the photo and try again."
             ),
@@ -152,9 +141,8 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     match reader.format() {
         Some(ImageFormat::Jpeg) => {
             // The JPEG decoder pads a truncated scan with grey instead of failing;
@@ -168,16 +156,11 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     }
     // Allocation budget: the RGBA8 output plus generous decoder scratch (16-bit
     // PNGs decode to 8 bytes per pixel before conversion).
-    let alloc_budget = limits
-        .max_input_pixels
-        .saturating_mul(8)
-        .saturating_add(64 << 20);
+    let alloc_budget = limits.max_input_pixels.saturating_mul(8).saturating_add(64 << 20);
     let mut lim = image::Limits::default();
     lim.max_alloc = Some(alloc_budget);
     reader.limits(lim.clone());
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| map_err(e, None, limits))?;
+    let mut decoder = reader.into_decoder().map_err(|e| map_err(e, None, limits))?;
     let (w, h) = decoder.dimensions();
     check_dims(w, h, limits)?;
     // Strict per-side limits for the actual decode, now that we know the header passed.
@@ -190,15 +173,10 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
             limit: format!("{alloc_budget} bytes of decoded pixels"),
         });
     }
-    decoder
-        .set_limits(lim)
-        .map_err(|e| map_err(e, Some((w, h)), limits))?;
+    decoder.set_limits(lim).map_err(|e| map_err(e, Some((w, h)), limits))?;
     // A broken EXIF block should not make an otherwise good photo unusable.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut dynimg =
-        DynamicImage::from_decoder(decoder).map_err(|e| map_err(e, Some((w, h)), limits))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut dynimg = DynamicImage::from_decoder(decoder).map_err(|e| map_err(e, Some((w, h)), limits))?;
     dynimg.apply_orientation(orientation);
     let original_size = (dynimg.width(), dynimg.height());
     let mut rgba = dynimg.into_rgba8();
@@ -216,11 +194,7 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
             image::imageops::resize(&rgba, nw, nh, FilterType::Lanczos3)
         };
     }
-    Ok(DecodedImage {
-        rgba,
-        has_alpha,
-        original_size,
-    })
+    Ok(DecodedImage { rgba, has_alpha, original_size })
 }
 
 /// True when a JPEG's main image is terminated by an EOI marker (FF D9).
@@ -259,21 +233,11 @@ fn jpeg_has_eoi(b: &[u8]) -> bool {
 /// Resize straight-alpha RGBA through premultiplied alpha, so the colour of
 /// transparent pixels (often black or garbage in cut-outs) does not bleed into
 /// the product's edge. Shared with `layout`.
-pub(crate) fn resize_premultiplied(
-    img: &RgbaImage,
-    w: u32,
-    h: u32,
-    filter: FilterType,
-) -> RgbaImage {
+pub(crate) fn resize_premultiplied(img: &RgbaImage, w: u32, h: u32, filter: FilterType) -> RgbaImage {
     let mut pre = Rgba32FImage::new(img.width(), img.height());
     for (d, s) in pre.pixels_mut().zip(img.pixels()) {
         let a = f32::from(s.0[3]) / 255.0;
-        d.0 = [
-            f32::from(s.0[0]) / 255.0 * a,
-            f32::from(s.0[1]) / 255.0 * a,
-            f32::from(s.0[2]) / 255.0 * a,
-            a,
-        ];
+        d.0 = [f32::from(s.0[0]) / 255.0 * a, f32::from(s.0[1]) / 255.0 * a, f32::from(s.0[2]) / 255.0 * a, a];
     }
     let res = image::imageops::resize(&pre, w, h, filter);
     let mut out = RgbaImage::new(w, h);
@@ -304,11 +268,7 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
             }
         }
         !crc
@@ -332,13 +292,7 @@ mod tests {
         ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
         chunk(&mut v, b"IHDR", &ihdr);
         // zlib stream of an empty stored block.
-        chunk(
-            &mut v,
-            b"IDAT",
-            &[
-                0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01,
-            ],
-        );
+        chunk(&mut v, b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01]);
         chunk(&mut v, b"IEND", &[]);
         v
     }
@@ -363,9 +317,7 @@ mod tests {
         assert!(!d.has_alpha);
         // Re-encode as an opaque RGBA PNG: still "no alpha".
         let mut buf = Vec::new();
-        d.rgba
-            .write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
-            .unwrap();
+        d.rgba.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
         let d2 = decode_image(&buf, &DecodeLimits::default()).unwrap();
         assert!(!d2.has_alpha);
         assert_eq!(d2.rgba, d.rgba);
@@ -387,27 +339,15 @@ mod tests {
 
     #[test]
     fn downscales_to_working_size_keeping_aspect() {
-        let lim = DecodeLimits {
-            working_max_side: 64,
-            ..Default::default()
-        };
+        let lim = DecodeLimits { working_max_side: 64, ..Default::default() };
         let d = decode_image(WHITE, &lim).unwrap();
         assert_eq!(d.rgba.dimensions(), (64, 48));
         assert_eq!(d.original_size, (160, 120));
         // Never upscales.
-        let lim = DecodeLimits {
-            working_max_side: 4096,
-            ..Default::default()
-        };
-        assert_eq!(
-            decode_image(ALPHA32, &lim).unwrap().rgba.dimensions(),
-            (32, 32)
-        );
+        let lim = DecodeLimits { working_max_side: 4096, ..Default::default() };
+        assert_eq!(decode_image(ALPHA32, &lim).unwrap().rgba.dimensions(), (32, 32));
         // Alpha cut-out downscale keeps transparent corners transparent and interior opaque.
-        let lim = DecodeLimits {
-            working_max_side: 64,
-            ..Default::default()
-        };
+        let lim = DecodeLimits { working_max_side: 64, ..Default::default() };
         let d = decode_image(ALPHA128, &lim).unwrap();
         assert_eq!(d.rgba.dimensions(), (64, 64));
         assert_eq!(d.rgba.get_pixel(0, 0).0[3], 0);
@@ -416,15 +356,8 @@ mod tests {
 
     #[test]
     fn refuses_empty_unsupported_and_corrupt() {
-        assert_eq!(
-            decode_image(&[], &DecodeLimits::default()).unwrap_err(),
-            ImageError::Empty
-        );
-        let e = decode_image(
-            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
-            &DecodeLimits::default(),
-        )
-        .unwrap_err();
+        assert_eq!(decode_image(&[], &DecodeLimits::default()).unwrap_err(), ImageError::Empty);
+        let e = decode_image(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", &DecodeLimits::default()).unwrap_err();
         assert_eq!(e, ImageError::UnsupportedFormat);
         let e = decode_image(b"hello, this is text", &DecodeLimits::default()).unwrap_err();
         assert_eq!(e, ImageError::UnsupportedFormat);
@@ -453,24 +386,12 @@ mod tests {
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }
-        assert!(
-            e.to_string()
-                .starts_with("The image is 30000×30000 pixels; the largest accepted is")
-        );
+        assert!(e.to_string().starts_with("The image is 30000×30000 pixels; the largest accepted is"));
         // Under the per-side limit but over the pixel budget.
         let e = decode_image(&fake_png(15_000, 15_000), &DecodeLimits::default()).unwrap_err();
-        assert!(
-            matches!(e, ImageError::TooLarge { width: 15_000, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, ImageError::TooLarge { width: 15_000, .. }), "{e:?}");
         // Tight custom limits apply to real files too.
-        let lim = DecodeLimits {
-            max_input_pixels: 1000,
-            ..Default::default()
-        };
-        assert!(matches!(
-            decode_image(ALPHA32, &lim),
-            Err(ImageError::TooLarge { .. })
-        ));
+        let lim = DecodeLimits { max_input_pixels: 1000, ..Default::default() };
+        assert!(matches!(decode_image(ALPHA32, &lim), Err(ImageError::TooLarge { .. })));
     }
 }

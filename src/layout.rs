@@ -70,12 +70,7 @@ pub struct LayoutOptions {
 
 impl Default for LayoutOptions {
     fn default() -> Self {
-        Self {
-            canvas_w: 512,
-            canvas_h: 512,
-            fill: 0.6,
-            allow_upscale: false,
-        }
+        Self { canvas_w: 512, canvas_h: 512, fill: 0.6, allow_upscale: false }
     }
 }
 
@@ -106,10 +101,7 @@ impl fmt::Display for LayoutError {
                 f,
                 "The product size {v} is not valid; it must be a fraction greater than 0 and at most 1 of the canvas."
             ),
-            LayoutError::EmptyMask => write!(
-                f,
-                "There is no product to place: the product mask is empty."
-            ),
+            LayoutError::EmptyMask => write!(f, "There is no product to place: the product mask is empty."),
         }
     }
 }
@@ -124,10 +116,7 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
     let (cw, ch) = (opts.canvas_w, opts.canvas_h);
     let ok = |s: u32| (MIN_CANVAS_SIDE..=MAX_CANVAS_SIDE).contains(&s);
     if !ok(cw) || !ok(ch) {
-        return Err(LayoutError::CanvasSize {
-            width: cw,
-            height: ch,
-        });
+        return Err(LayoutError::CanvasSize { width: cw, height: ch });
     }
     if !(opts.fill.is_finite() && opts.fill > 0.0 && opts.fill <= 1.0) {
         return Err(LayoutError::Fill(opts.fill));
@@ -139,9 +128,7 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
         scale = scale.min(1.0);
     }
     // Both sides must fit (fill ≤ 1 already implies it; this guards rounding).
-    scale = scale
-        .min(f64::from(cw) / f64::from(crop.w))
-        .min(f64::from(ch) / f64::from(crop.h));
+    scale = scale.min(f64::from(cw) / f64::from(crop.w)).min(f64::from(ch) / f64::from(crop.h));
     let (w, h) = if scale == 1.0 {
         (crop.w, crop.h)
     } else {
@@ -152,16 +139,7 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
     };
     let x = ((cw - w) / 2) as i32;
     let y = ((ch - h) / 2) as i32;
-    Ok(Placement {
-        canvas_w: cw,
-        canvas_h: ch,
-        crop,
-        x,
-        y,
-        w,
-        h,
-        scale: scale as f32,
-    })
+    Ok(Placement { canvas_w: cw, canvas_h: ch, crop, x, y, w, h, scale: scale as f32 })
 }
 
 /// The product on a transparent canvas plus its canvas-size mask: the inputs to
@@ -197,15 +175,7 @@ pub fn render_placed(img: &DecodedImage, mask: &ProductMask, p: &Placement) -> P
         let (x, y) = (x as u32, y as u32);
         out_mask[y as usize * cw as usize + x as usize] = m;
         let a = (m * 255.0).round() as u8;
-        rgba.put_pixel(
-            x,
-            y,
-            image::Rgba(if a == 0 {
-                [0, 0, 0, 0]
-            } else {
-                [rgb[0], rgb[1], rgb[2], a]
-            }),
-        );
+        rgba.put_pixel(x, y, image::Rgba(if a == 0 { [0, 0, 0, 0] } else { [rgb[0], rgb[1], rgb[2], a] }));
     };
     if exact {
         for dy in 0..c.h {
@@ -222,12 +192,7 @@ pub fn render_placed(img: &DecodedImage, mask: &ProductMask, p: &Placement) -> P
             let (sx, sy) = (c.x + dx, c.y + dy);
             let s = img.rgba.get_pixel(sx, sy).0;
             let m = mask.alpha[sy as usize * mw + sx as usize];
-            d.0 = [
-                f32::from(s[0]) / 255.0 * m,
-                f32::from(s[1]) / 255.0 * m,
-                f32::from(s[2]) / 255.0 * m,
-                m,
-            ];
+            d.0 = [f32::from(s[0]) / 255.0 * m, f32::from(s[1]) / 255.0 * m, f32::from(s[2]) / 255.0 * m, m];
         }
         let res = image::imageops::resize(&pre, p.w, p.h, FilterType::Lanczos3);
         for (dx, dy, s) in res.enumerate_pixels() {
@@ -242,10 +207,7 @@ pub fn render_placed(img: &DecodedImage, mask: &ProductMask, p: &Placement) -> P
             put(dx, dy, [col(s.0[0]), col(s.0[1]), col(s.0[2])], m);
         }
     }
-    PlacedProduct {
-        rgba,
-        mask: out_mask,
-    }
+    PlacedProduct { rgba, mask: out_mask }
 }
 
 #[cfg(test)]
@@ -261,27 +223,14 @@ mod tests {
     }
 
     fn opts(cw: u32, ch: u32, fill: f32) -> LayoutOptions {
-        LayoutOptions {
-            canvas_w: cw,
-            canvas_h: ch,
-            fill,
-            allow_upscale: false,
-        }
+        LayoutOptions { canvas_w: cw, canvas_h: ch, fill, allow_upscale: false }
     }
 
     #[test]
     fn alpha32_sits_one_to_one_in_the_centre() {
         let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
         let p = place_product(&m, &opts(64, 64, 0.6)).unwrap();
-        assert_eq!(
-            p.crop,
-            Rect {
-                x: 0,
-                y: 0,
-                w: 32,
-                h: 32
-            }
-        );
+        assert_eq!(p.crop, Rect { x: 0, y: 0, w: 32, h: 32 });
         assert_eq!((p.x, p.y, p.w, p.h, p.scale), (16, 16, 32, 32, 1.0));
         let placed = render_placed(&img, &m, &p);
         assert_eq!(placed.rgba.dimensions(), (64, 64));
@@ -309,10 +258,7 @@ mod tests {
     #[test]
     fn upscale_only_when_allowed() {
         let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
-        let o = LayoutOptions {
-            allow_upscale: true,
-            ..opts(64, 64, 0.75)
-        };
+        let o = LayoutOptions { allow_upscale: true, ..opts(64, 64, 0.75) };
         let p = place_product(&m, &o).unwrap();
         assert_eq!((p.w, p.h, p.x, p.y), (48, 48, 8, 8));
         assert!((p.scale - 1.5).abs() < 1e-6);
@@ -323,15 +269,7 @@ mod tests {
         let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_128.png"));
         // bbox 80×112 (fixture), canvas 100×60: target = 0.5·60 = 30 → scale 30/112.
         let p = place_product(&m, &opts(100, 60, 0.5)).unwrap();
-        assert_eq!(
-            p.crop,
-            Rect {
-                x: 24,
-                y: 8,
-                w: 80,
-                h: 112
-            }
-        );
+        assert_eq!(p.crop, Rect { x: 24, y: 8, w: 80, h: 112 });
         assert_eq!(p.h, 30);
         assert_eq!(p.w, (80.0f64 * 30.0 / 112.0).round() as u32); // 21
         let ratio_err = (f64::from(p.w) - f64::from(p.h) * 80.0 / 112.0).abs();
@@ -345,10 +283,7 @@ mod tests {
         assert_eq!(placed.rgba.get_pixel(cx, cy).0[3], 255);
         for y in 0..60 {
             for x in 0..100 {
-                let inside = x >= p.x as u32
-                    && x < p.x as u32 + p.w
-                    && y >= p.y as u32
-                    && y < p.y as u32 + p.h;
+                let inside = x >= p.x as u32 && x < p.x as u32 + p.w && y >= p.y as u32 && y < p.y as u32 + p.h;
                 if !inside {
                     assert_eq!(at(x, y), 0.0);
                 }
@@ -394,31 +329,14 @@ mod tests {
         let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
         for (w, h) in [(4, 64), (64, 7), (5000, 64), (64, 4097), (0, 0)] {
             let e = place_product(&m, &opts(w, h, 0.6)).unwrap_err();
-            assert_eq!(
-                e,
-                LayoutError::CanvasSize {
-                    width: w,
-                    height: h
-                }
-            );
+            assert_eq!(e, LayoutError::CanvasSize { width: w, height: h });
             assert!(e.to_string().contains("between 8 and 4096"));
         }
         for f in [0.0, -0.1, 1.5, f32::NAN] {
-            assert!(matches!(
-                place_product(&m, &opts(64, 64, f)),
-                Err(LayoutError::Fill(_))
-            ));
+            assert!(matches!(place_product(&m, &opts(64, 64, f)), Err(LayoutError::Fill(_))));
         }
         assert!(place_product(&m, &opts(8, 4096, 1.0)).is_ok());
-        let empty = ProductMask {
-            width: 4,
-            height: 4,
-            alpha: vec![0.0; 16],
-            source: MaskSource::Alpha,
-        };
-        assert_eq!(
-            place_product(&empty, &opts(64, 64, 0.6)).unwrap_err(),
-            LayoutError::EmptyMask
-        );
+        let empty = ProductMask { width: 4, height: 4, alpha: vec![0.0; 16], source: MaskSource::Alpha };
+        assert_eq!(place_product(&empty, &opts(64, 64, 0.6)).unwrap_err(), LayoutError::EmptyMask);
     }
 }

@@ -8,27 +8,27 @@
 //! (`convert` writes packs, `parity` checks one against PyTorch at full size);
 //! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
 
-pub mod image_io;
-pub mod mask;
-pub mod layout;
-pub mod pfv;
-pub mod depth;
-pub mod reference;
-pub mod encoders;
+pub mod composite;
 pub mod denoise;
+pub mod depth;
+pub mod encoders;
+pub mod image_io;
+pub mod layout;
+pub mod mask;
+pub mod pfv;
+pub mod reference;
 pub mod vae;
 pub mod vae_tiling;
 pub mod vae_tiny;
-pub mod composite;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod parity;
 pub mod gpu;
 pub mod model;
 pub mod nn;
 pub mod pack;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod parity;
 pub mod pipeline;
 pub mod quant;
 pub mod weights;

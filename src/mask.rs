@@ -68,13 +68,7 @@ pub struct MaskOptions {
 
 impl Default for MaskOptions {
     fn default() -> Self {
-        Self {
-            tolerance: 0.08,
-            max_border_spread: 0.10,
-            morph_radius: 1,
-            min_area_fraction: 0.001,
-            feather_px: 1.5,
-        }
+        Self { tolerance: 0.08, max_border_spread: 0.10, morph_radius: 1, min_area_fraction: 0.001, feather_px: 1.5 }
     }
 }
 
@@ -121,8 +115,7 @@ pub fn color_distance(a: [u8; 3], b: [u8; 3]) -> f32 {
     let dr = f32::from(a[0]) - f32::from(b[0]);
     let dg = f32::from(a[1]) - f32::from(b[1]);
     let db = f32::from(a[2]) - f32::from(b[2]);
-    let d2 =
-        (2.0 + rmean / 256.0) * dr * dr + 4.0 * dg * dg + (2.0 + (255.0 - rmean) / 256.0) * db * db;
+    let d2 = (2.0 + rmean / 256.0) * dr * dr + 4.0 * dg * dg + (2.0 + (255.0 - rmean) / 256.0) * db * db;
     d2.sqrt() / 765.0
 }
 
@@ -135,17 +128,8 @@ pub fn product_mask(img: &DecodedImage, opts: &MaskOptions) -> Result<ProductMas
         return Err(MaskError::Empty);
     }
     let mask = if img.has_alpha {
-        let alpha: Vec<f32> = img
-            .rgba
-            .pixels()
-            .map(|p| f32::from(p.0[3]) / 255.0)
-            .collect();
-        ProductMask {
-            width: w,
-            height: h,
-            alpha,
-            source: MaskSource::Alpha,
-        }
+        let alpha: Vec<f32> = img.rgba.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect();
+        ProductMask { width: w, height: h, alpha, source: MaskSource::Alpha }
     } else {
         auto_mask(&img.rgba, opts)?
     };
@@ -169,9 +153,7 @@ fn auto_mask(img: &RgbaImage, opts: &MaskOptions) -> Result<ProductMask, MaskErr
     let (wu, hu) = (w as usize, h as usize);
     // Border ring: ~2% of the shorter side, at least 1 px.
     let ring = (w.min(h) / 50).max(1);
-    let in_ring = |x: u32, y: u32| {
-        x < ring || y < ring || x >= w.saturating_sub(ring) || y >= h.saturating_sub(ring)
-    };
+    let in_ring = |x: u32, y: u32| x < ring || y < ring || x >= w.saturating_sub(ring) || y >= h.saturating_sub(ring);
     let mut border: Vec<[u8; 3]> = Vec::new();
     for y in 0..h {
         for x in 0..w {
@@ -239,15 +221,7 @@ fn auto_mask(img: &RgbaImage, opts: &MaskOptions) -> Result<ProductMask, MaskErr
     remove_specks(&mut prod, wu, hu, opts.min_area_fraction);
 
     let alpha = feather(&prod, wu, hu, opts.feather_px);
-    Ok(ProductMask {
-        width: w,
-        height: h,
-        alpha,
-        source: MaskSource::Background {
-            color,
-            tolerance: opts.tolerance,
-        },
-    })
+    Ok(ProductMask { width: w, height: h, alpha, source: MaskSource::Background { color, tolerance: opts.tolerance } })
 }
 
 /// Separable square min/max filter with edge clamping (`max == true` dilates).
@@ -257,11 +231,7 @@ fn morph(m: &[bool], w: usize, h: usize, r: usize, max: bool) -> Vec<bool> {
         for x in 0..w {
             let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
             let row = &m[y * w + lo..=y * w + hi];
-            tmp[y * w + x] = if max {
-                row.iter().any(|&b| b)
-            } else {
-                row.iter().all(|&b| b)
-            };
+            tmp[y * w + x] = if max { row.iter().any(|&b| b) } else { row.iter().all(|&b| b) };
         }
     }
     let mut out = vec![false; m.len()];
@@ -416,11 +386,7 @@ fn feather(prod: &[bool], w: usize, h: usize, feather_px: f32) -> Vec<f32> {
     prod.iter()
         .enumerate()
         .map(|(i, &p)| {
-            let s = if p {
-                d_to_bg[i] - 0.5
-            } else {
-                -(d_to_prod[i] - 0.5)
-            };
+            let s = if p { d_to_bg[i] - 0.5 } else { -(d_to_prod[i] - 0.5) };
             (0.5 + s / feather_px).clamp(0.0, 1.0)
         })
         .collect()
@@ -514,7 +480,12 @@ mod tests {
     /// backdrop beyond the ring keep their colours; a cut-out's colours are not touched.
     #[test]
     fn the_soft_edge_outside_an_automatic_mask_takes_the_product_colour() {
-        let photo = solid(40, 40, |x, y| if (12..28).contains(&x) && (12..28).contains(&y) { [200, 20, 20] } else { [255, 255, 255] });
+        let photo =
+            solid(
+                40,
+                40,
+                |x, y| if (12..28).contains(&x) && (12..28).contains(&y) { [200, 20, 20] } else { [255, 255, 255] },
+            );
         let mask = product_mask(&photo, &MaskOptions::default()).unwrap();
         let mut rgba = photo.rgba.clone();
         extend_product_colours(&mut rgba, &mask);
@@ -545,11 +516,7 @@ mod tests {
             let c = f(x, y);
             image::Rgba([c[0], c[1], c[2], 255])
         });
-        DecodedImage {
-            rgba,
-            has_alpha: false,
-            original_size: (w, h),
-        }
+        DecodedImage { rgba, has_alpha: false, original_size: (w, h) }
     }
 
     #[test]
@@ -561,53 +528,25 @@ mod tests {
         for (a, p) in m.alpha.iter().zip(img.rgba.pixels()) {
             assert_eq!(*a, f32::from(p.0[3]) / 255.0);
         }
-        assert_eq!(
-            m.bbox(0.01),
-            Some(Rect {
-                x: 24,
-                y: 8,
-                w: 80,
-                h: 112
-            })
-        );
-        let m32 = product_mask(
-            &decode(include_bytes!("../tests/fixtures/product_alpha_32.png")),
-            &MaskOptions::default(),
-        );
+        assert_eq!(m.bbox(0.01), Some(Rect { x: 24, y: 8, w: 80, h: 112 }));
+        let m32 =
+            product_mask(&decode(include_bytes!("../tests/fixtures/product_alpha_32.png")), &MaskOptions::default());
         // The 32 px jar touches every edge but leaves transparent corners.
-        assert_eq!(
-            m32.unwrap().bbox(0.01),
-            Some(Rect {
-                x: 0,
-                y: 0,
-                w: 32,
-                h: 32
-            })
-        );
+        assert_eq!(m32.unwrap().bbox(0.01), Some(Rect { x: 0, y: 0, w: 32, h: 32 }));
     }
 
     #[test]
     fn white_background_auto_mask() {
         let img = decode(include_bytes!("../tests/fixtures/product_white.jpg"));
         let m = product_mask(&img, &MaskOptions::default()).unwrap();
-        let MaskSource::Background { color, .. } = m.source else {
-            panic!("expected auto mask")
-        };
+        let MaskSource::Background { color, .. } = m.source else { panic!("expected auto mask") };
         assert!(color.iter().all(|&c| c > 225), "{color:?}");
         // Generated coverage is 0.1626 (scripts/make_fixtures.py).
         let f = m.area_fraction();
         assert!((0.15..0.18).contains(&f), "area {f}");
         let at = |x: u32, y: u32| m.alpha[(y * m.width + x) as usize];
         // Bottle body, label, neck and cap interiors exactly 1.
-        for (x, y) in [
-            (80, 90),
-            (80, 70),
-            (80, 50),
-            (80, 30),
-            (80, 22),
-            (62, 70),
-            (98, 70),
-        ] {
+        for (x, y) in [(80, 90), (80, 70), (80, 50), (80, 30), (80, 22), (62, 70), (98, 70)] {
             assert_eq!(at(x, y), 1.0, "({x},{y})");
         }
         // Border and clear background exactly 0.
@@ -635,9 +574,7 @@ mod tests {
     fn busy_photo_refused() {
         let img = decode(include_bytes!("../tests/fixtures/busy.jpg"));
         let e = product_mask(&img, &MaskOptions::default()).unwrap_err();
-        let MaskError::BusyBackground { spread } = e else {
-            panic!("{e:?}")
-        };
+        let MaskError::BusyBackground { spread } = e else { panic!("{e:?}") };
         assert!(spread > 0.10);
         assert!(e.to_string().contains("PNG cut-out with transparency"));
     }
@@ -645,24 +582,14 @@ mod tests {
     #[test]
     fn empty_and_full_frame() {
         // Uniform grey photo: nothing differs from the background.
-        let e = product_mask(
-            &solid(40, 30, |_, _| [230, 230, 230]),
-            &MaskOptions::default(),
-        )
-        .unwrap_err();
+        let e = product_mask(&solid(40, 30, |_, _| [230, 230, 230]), &MaskOptions::default()).unwrap_err();
         assert_eq!(e, MaskError::Empty);
-        assert!(
-            e.to_string()
-                .starts_with("No product found: the mask is empty")
-        );
+        assert!(e.to_string().starts_with("No product found: the mask is empty"));
         // Fully transparent cut-out.
         let mut img = solid(16, 16, |_, _| [0, 0, 0]);
         img.has_alpha = true;
         img.rgba.pixels_mut().for_each(|p| p.0[3] = 0);
-        assert_eq!(
-            product_mask(&img, &MaskOptions::default()).unwrap_err(),
-            MaskError::Empty
-        );
+        assert_eq!(product_mask(&img, &MaskOptions::default()).unwrap_err(), MaskError::Empty);
         // Cut-out opaque everywhere except one pixel: the product fills the frame.
         let mut img = solid(16, 16, |_, _| [10, 20, 30]);
         img.has_alpha = true;
@@ -679,11 +606,7 @@ mod tests {
         let img = solid(60, 60, |x, y| {
             let in_sq = (20..40).contains(&x) && (20..40).contains(&y);
             let in_hole = (28..32).contains(&x) && (28..32).contains(&y);
-            if (in_sq && !in_hole) || (x, y) == (5, 50) {
-                [20, 30, 40]
-            } else {
-                [250, 250, 250]
-            }
+            if (in_sq && !in_hole) || (x, y) == (5, 50) { [20, 30, 40] } else { [250, 250, 250] }
         });
         let m = product_mask(&img, &MaskOptions::default()).unwrap();
         let at = |x: u32, y: u32| m.alpha[(y * 60 + x) as usize];
@@ -698,58 +621,22 @@ mod tests {
         assert!((at(20, 30) - (0.5 + 0.5 / 1.5)).abs() < 1e-6);
         assert!((at(19, 30) - (0.5 - 0.5 / 1.5)).abs() < 1e-6);
         assert_eq!(at(18, 30), 0.0);
-        assert_eq!(
-            m.bbox(0.01),
-            Some(Rect {
-                x: 19,
-                y: 19,
-                w: 22,
-                h: 22
-            })
-        );
-        assert_eq!(
-            m.bbox(0.5),
-            Some(Rect {
-                x: 20,
-                y: 20,
-                w: 20,
-                h: 20
-            })
-        );
+        assert_eq!(m.bbox(0.01), Some(Rect { x: 19, y: 19, w: 22, h: 22 }));
+        assert_eq!(m.bbox(0.5), Some(Rect { x: 20, y: 20, w: 20, h: 20 }));
         // Hard mask when feather is 0.
-        let hard = product_mask(
-            &img,
-            &MaskOptions {
-                feather_px: 0.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let hard = product_mask(&img, &MaskOptions { feather_px: 0.0, ..Default::default() }).unwrap();
         assert!(hard.alpha.iter().all(|&a| a == 0.0 || a == 1.0));
         assert!((hard.area_fraction() - 400.0 / 3600.0).abs() < 1e-6);
     }
 
     #[test]
     fn preview_is_grey_white() {
-        let m = ProductMask {
-            width: 3,
-            height: 1,
-            alpha: vec![0.0, 0.5, 1.0],
-            source: MaskSource::Alpha,
-        };
+        let m = ProductMask { width: 3, height: 1, alpha: vec![0.0, 0.5, 1.0], source: MaskSource::Alpha };
         let p = m.to_preview_rgba();
         assert_eq!(p.get_pixel(0, 0).0, [40, 40, 40, 255]);
         assert_eq!(p.get_pixel(2, 0).0, [255, 255, 255, 255]);
         assert_eq!(p.get_pixel(1, 0).0[3], 255);
-        assert_eq!(
-            m.bbox(0.9),
-            Some(Rect {
-                x: 2,
-                y: 0,
-                w: 1,
-                h: 1
-            })
-        );
+        assert_eq!(m.bbox(0.9), Some(Rect { x: 2, y: 0, w: 1, h: 1 }));
         assert_eq!(m.bbox(1.0), None);
     }
 }

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 
 use crate::denoise::controlnet::ControlNetModel;
-use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
 use crate::denoise::mepa::ImageProjection;
+use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
 use crate::encoders::image::ImageEncoder;
 use crate::encoders::text::TextEncoder;
-use crate::reference::ReferenceEncoder;
 use crate::pack::{Manifest, component_file};
+use crate::reference::ReferenceEncoder;
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
 use crate::weights::{ModelError, QuantizedWeights, Weights};
 
@@ -37,7 +37,11 @@ impl Model {
     /// Builds the model from a manifest and its component files' bytes (read, fetched or
     /// memory-mapped), verifying each file's size and SHA-256 first. Quantised weights are
     /// kept quantised when the pack would be large in f32 ([`QuantizedWeights::for_pack`]).
-    pub fn from_pack<B: AsRef<[u8]>>(manifest: Manifest, files: &BTreeMap<String, B>, device: &Device) -> Result<Self, ModelError> {
+    pub fn from_pack<B: AsRef<[u8]>>(
+        manifest: Manifest,
+        files: &BTreeMap<String, B>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let quantized = QuantizedWeights::for_pack(&manifest);
         Self::from_pack_with(manifest, files, device, quantized)
     }
@@ -61,7 +65,8 @@ impl Model {
         let weights = |component: &str, bytes| component_weights(&manifest, component, bytes, device, quantized);
         let get = |component: &str| -> Result<&[u8], ModelError> {
             let entry = manifest.file(component)?;
-            let bytes = files.get(component).ok_or_else(|| ModelError::Io(format!("{} was not read", entry.file)))?.as_ref();
+            let bytes =
+                files.get(component).ok_or_else(|| ModelError::Io(format!("{} was not read", entry.file)))?.as_ref();
             manifest.verify(component, bytes)?;
             Ok(bytes)
         };
@@ -199,7 +204,9 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         image_encoder: None,
         controlnet: None,
         files: entries,
-        provenance: format!("adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"),
+        provenance: format!(
+            "adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"
+        ),
     };
     Ok((manifest, files))
 }

@@ -21,7 +21,14 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Loads `weight` `[c_out, c_in, k, k]` and `bias` `[c_out]` from `w`.
-    pub fn load(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, ModelError> {
         let fan_in = c_in * kernel * kernel;
         Ok(Self {
             weight: w.param("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
@@ -31,7 +38,14 @@ impl Conv2d {
     }
 
     /// Like [`Conv2d::load`] for a conv built with `bias=False`.
-    pub fn load_no_bias(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self, ModelError> {
+    pub fn load_no_bias(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, ModelError> {
         let fan_in = c_in * kernel * kernel;
         Ok(Self {
             weight: w.param("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
@@ -42,7 +56,14 @@ impl Conv2d {
 
     /// Like [`Conv2d::load`] with explicit per-side padding `(top, bottom)`/`(left, right)`,
     /// for diffusers' VAE downsampler, which pads (0, 1, 0, 1) then convolves with padding 0.
-    pub fn load_padded(w: &Weights, c_in: usize, c_out: usize, kernel: usize, stride: usize, pad: [(usize, usize); 2]) -> Result<Self, ModelError> {
+    pub fn load_padded(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: [(usize, usize); 2],
+    ) -> Result<Self, ModelError> {
         let mut conv = Self::load(w, c_in, c_out, kernel, stride, 0)?;
         conv.options.padding = pad;
         Ok(conv)
@@ -178,7 +199,10 @@ impl TokenEmbedding {
         for &id in ids {
             let id = id as usize;
             if id >= self.rows {
-                return Err(ModelError::Unsupported(format!("token id {id} is outside the vocabulary of {}", self.rows)));
+                return Err(ModelError::Unsupported(format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    self.rows
+                )));
             }
             out.extend_from_slice(&self.table[id * self.dim..(id + 1) * self.dim]);
         }

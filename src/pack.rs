@@ -85,7 +85,9 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ModelError::Manifest(format!("not valid JSON: {e}")))?;
         if value.get("format").and_then(|v| v.as_str()) != Some("adcanvas-pack") {
-            return Err(ModelError::Manifest("it is not an adcanvas pack manifest (format != \"adcanvas-pack\")".into()));
+            return Err(ModelError::Manifest(
+                "it is not an adcanvas pack manifest (format != \"adcanvas-pack\")".into(),
+            ));
         }
         let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
         if version != FORMAT_VERSION as u64 {
@@ -144,7 +146,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A file entry for freshly written bytes.
 pub fn component_file(file: &str, bytes: &[u8], dtype: &str) -> ComponentFile {
-    ComponentFile { file: file.to_string(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes), dtype: dtype.to_string() }
+    ComponentFile {
+        file: file.to_string(),
+        bytes: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+        dtype: dtype.to_string(),
+    }
 }
 
 /// Maps a pack folder's files into memory instead of reading them: the weights are then read
@@ -160,7 +167,8 @@ pub fn map_pack_dir(dir: &std::path::Path) -> Result<(Manifest, BTreeMap<String,
         let file = std::fs::File::open(&path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
         // SAFETY: the pack is opened read-only; the documented contract is that it does not
         // change while the model loads (as with any file a program reads).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
         files.insert(component.clone(), map);
     }
     Ok((manifest, files))

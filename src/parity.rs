@@ -13,10 +13,10 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
 use crate::denoise::unet::UNet2DConditionModel;
-use crate::pack::map_pack_dir;
 use crate::gpu::max_buffer_bytes;
-use crate::vae::{LatentDecoder, VaeModelConfig};
 use crate::pack::Manifest;
+use crate::pack::map_pack_dir;
+use crate::vae::{LatentDecoder, VaeModelConfig};
 use crate::weights::{QuantizedWeights, Weights};
 
 /// The inputs and PyTorch's outputs, by the names `scripts/sd15_parity.py` writes.
@@ -37,7 +37,8 @@ impl Reference {
 
     fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>, String> {
         let (values, shape) = self.values(name)?;
-        let shape: [usize; D] = shape.try_into().map_err(|s: Vec<usize>| format!("`{name}` has rank {}, expected {D}", s.len()))?;
+        let shape: [usize; D] =
+            shape.try_into().map_err(|s: Vec<usize>| format!("`{name}` has rank {}, expected {D}", s.len()))?;
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 }
@@ -123,7 +124,9 @@ fn timed(label: &str, timing: &Timing, want: &[f32], run: impl Fn() -> Tensor<4>
     };
     let (output, first_ms) = read(Instant::now())?;
     let (max_abs_diff, max_abs_reference) = compare(&output, want)?;
-    eprintln!("adcanvas parity: {label}: first run {first_ms:.1} ms, max abs diff {max_abs_diff:.3e} (PyTorch's max abs {max_abs_reference:.3})");
+    eprintln!(
+        "adcanvas parity: {label}: first run {first_ms:.1} ms, max abs diff {max_abs_diff:.3e} (PyTorch's max abs {max_abs_reference:.3})"
+    );
     timing.hold(label)?;
     let mut warm_ms = Vec::new();
     for i in 0..timing.repeats {
@@ -206,7 +209,8 @@ pub fn check_pack(
     timing: &Timing,
     quantized: impl Fn(&Manifest) -> QuantizedWeights,
 ) -> Result<Value, String> {
-    let reference = Reference { bytes: std::fs::read(reference).map_err(|e| format!("cannot read {}: {e}", reference.display()))? };
+    let reference =
+        Reference { bytes: std::fs::read(reference).map_err(|e| format!("cannot read {}: {e}", reference.display()))? };
     let started = Instant::now();
     let anonymous_peak = AnonymousPeak::start();
     let (manifest, files) = map_pack_dir(pack).map_err(|e| e.to_string())?;
@@ -218,7 +222,9 @@ pub fn check_pack(
         let entry = manifest.file(name).map_err(|e| e.to_string())?;
         let bytes: &[u8] = &files[name];
         manifest.verify(name, bytes).map_err(|e| e.to_string())?;
-        Weights::from_safetensors(&entry.file, bytes, device).map(|w| w.with_quantized(quantized)).map_err(|e| e.to_string())
+        Weights::from_safetensors(&entry.file, bytes, device)
+            .map(|w| w.with_quantized(quantized))
+            .map_err(|e| e.to_string())
     };
     let unet = match parts.contains(&Part::Unet) {
         true => Some(UNet2DConditionModel::load(&weights("unet")?, &manifest.unet).map_err(|e| e.to_string())?),
@@ -245,7 +251,9 @@ pub fn check_pack(
             let context: Tensor<3> = reference.tensor("context", device)?;
             let (t, _) = reference.values("timestep")?;
             let timestep = *t.first().ok_or("`timestep` is empty")?;
-            Some(timed("UNet", timing, &reference.values("unet_out")?.0, || unet.forward(sample.clone(), timestep, &context))?)
+            Some(timed("UNet", timing, &reference.values("unet_out")?.0, || {
+                unet.forward(sample.clone(), timestep, &context)
+            })?)
         }
         None => None,
     };
@@ -264,9 +272,17 @@ pub fn check_pack(
             };
             match max_buffer_bytes(device) {
                 Some(limit) if peak > limit => {
-                    eprintln!("adcanvas parity: whole VAE decode skipped: it needs {} MiB buffers, the device binds {}", peak >> 20, limit >> 20)
+                    eprintln!(
+                        "adcanvas parity: whole VAE decode skipped: it needs {} MiB buffers, the device binds {}",
+                        peak >> 20,
+                        limit >> 20
+                    )
                 }
-                _ => vae_run = Some(timed("VAE decode", timing, &reference.values("decoded")?.0, || decoder.decode(scaled.clone()))?),
+                _ => {
+                    vae_run = Some(timed("VAE decode", timing, &reference.values("decoded")?.0, || {
+                        decoder.decode(scaled.clone())
+                    })?)
+                }
             }
         }
         // The tiled decode (diffusers' `enable_tiling()` with the script's tile side), when saved.

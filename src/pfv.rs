@@ -33,10 +33,7 @@ pub struct PfvConfig {
 
 impl Default for PfvConfig {
     fn default() -> Self {
-        Self {
-            patch: 16,
-            threshold: 0.0,
-        }
+        Self { patch: 16, threshold: 0.0 }
     }
 }
 
@@ -63,10 +60,7 @@ impl fmt::Display for PfvError {
         match self {
             PfvError::ZeroSize => write!(f, "PFV: the mask has zero width or height."),
             PfvError::LengthMismatch { expected, actual } => {
-                write!(
-                    f,
-                    "PFV: the mask has {actual} values but width × height is {expected}."
-                )
+                write!(f, "PFV: the mask has {actual} values but width × height is {expected}.")
             }
             PfvError::ZeroPatch => write!(f, "PFV: the patch size must be at least 1 pixel."),
             PfvError::Threshold(t) => write!(f, "PFV: the threshold {t} must be between 0 and 1."),
@@ -98,21 +92,13 @@ pub struct PatchGrid {
 ///
 /// Each patch's zero fraction is zeros / covered pixels, so partial edge patches
 /// are judged on the pixels they actually contain.
-pub fn patch_visibility(
-    mask: &[f32],
-    width: u32,
-    height: u32,
-    cfg: &PfvConfig,
-) -> Result<PatchGrid, PfvError> {
+pub fn patch_visibility(mask: &[f32], width: u32, height: u32, cfg: &PfvConfig) -> Result<PatchGrid, PfvError> {
     if width == 0 || height == 0 {
         return Err(PfvError::ZeroSize);
     }
     let expected = width as usize * height as usize;
     if mask.len() != expected {
-        return Err(PfvError::LengthMismatch {
-            expected,
-            actual: mask.len(),
-        });
+        return Err(PfvError::LengthMismatch { expected, actual: mask.len() });
     }
     if cfg.patch == 0 {
         return Err(PfvError::ZeroPatch);
@@ -144,14 +130,7 @@ pub fn patch_visibility(
             frac <= f64::from(cfg.threshold)
         })
         .collect();
-    Ok(PatchGrid {
-        cols,
-        rows,
-        patch: p,
-        width,
-        height,
-        visible,
-    })
+    Ok(PatchGrid { cols, rows, patch: p, width, height, visible })
 }
 
 impl PatchGrid {
@@ -166,11 +145,7 @@ impl PatchGrid {
         let mut out = Vec::with_capacity(width as usize * height as usize);
         for y in 0..height {
             for x in 0..width {
-                out.push(if self.is_visible(x / self.patch, y / self.patch) {
-                    1.0
-                } else {
-                    0.0
-                });
+                out.push(if self.is_visible(x / self.patch, y / self.patch) { 1.0 } else { 0.0 });
             }
         }
         out
@@ -202,10 +177,7 @@ impl PatchGrid {
             let den = u64::from(n) * u64::from(self.patch);
             let first = (u64::from(t) * u64::from(extent) / den) as u32;
             let end = (u64::from(t + 1) * u64::from(extent)).div_ceil(den) as u32;
-            (
-                first.min(max_idx),
-                end.saturating_sub(1).clamp(first.min(max_idx), max_idx),
-            )
+            (first.min(max_idx), end.saturating_sub(1).clamp(first.min(max_idx), max_idx))
         };
         let mut keep = Vec::with_capacity(token_cols as usize * token_rows as usize);
         if token_cols == 0 || token_rows == 0 {
@@ -238,18 +210,9 @@ pub enum TokenMode {
 ///
 /// # Panics
 /// If `dim == 0` or `tokens.len() != keep.len() * dim` (a programming error).
-pub fn apply_to_tokens(
-    tokens: &[f32],
-    dim: usize,
-    keep: &[bool],
-    mode: TokenMode,
-) -> (Vec<f32>, usize) {
+pub fn apply_to_tokens(tokens: &[f32], dim: usize, keep: &[bool], mode: TokenMode) -> (Vec<f32>, usize) {
     assert!(dim > 0, "apply_to_tokens: dim must be > 0");
-    assert_eq!(
-        tokens.len(),
-        keep.len() * dim,
-        "apply_to_tokens: tokens.len() must equal keep.len() * dim"
-    );
+    assert_eq!(tokens.len(), keep.len() * dim, "apply_to_tokens: tokens.len() must equal keep.len() * dim");
     match mode {
         TokenMode::Drop => {
             let mut out = Vec::with_capacity(tokens.len());
@@ -282,10 +245,7 @@ mod tests {
     }
 
     fn hidden(g: &PatchGrid) -> Vec<(u32, u32)> {
-        (0..g.rows)
-            .flat_map(|r| (0..g.cols).map(move |c| (c, r)))
-            .filter(|&(c, r)| !g.is_visible(c, r))
-            .collect()
+        (0..g.rows).flat_map(|r| (0..g.cols).map(move |c| (c, r))).filter(|&(c, r)| !g.is_visible(c, r)).collect()
     }
 
     fn one_zero(w: u32, h: u32, x: u32, y: u32) -> Vec<f32> {
@@ -310,18 +270,9 @@ mod tests {
         // 0.49 counts as a zero (< 0.5); 0.5 does not.
         let mut m2 = vec![1.0; 1024];
         m2[0] = 0.5;
-        assert!(
-            patch_visibility(&m2, 32, 32, &PfvConfig::default())
-                .unwrap()
-                .visible
-                .iter()
-                .all(|&v| v)
-        );
+        assert!(patch_visibility(&m2, 32, 32, &PfvConfig::default()).unwrap().visible.iter().all(|&v| v));
         m2[0] = 0.49;
-        assert_eq!(
-            hidden(&patch_visibility(&m2, 32, 32, &PfvConfig::default()).unwrap()),
-            vec![(0, 0)]
-        );
+        assert_eq!(hidden(&patch_visibility(&m2, 32, 32, &PfvConfig::default()).unwrap()), vec![(0, 0)]);
     }
 
     #[test]
@@ -350,9 +301,7 @@ mod tests {
         let g = patch_visibility(&m, 40, 24, &cfg(16, 0.05)).unwrap();
         assert!(hidden(&g).is_empty());
         // pixel_mask covers partial patches exactly.
-        let pm = patch_visibility(&m, 40, 24, &cfg(16, 0.03))
-            .unwrap()
-            .pixel_mask(40, 24);
+        let pm = patch_visibility(&m, 40, 24, &cfg(16, 0.03)).unwrap().pixel_mask(40, 24);
         assert_eq!(pm.iter().filter(|&&v| v == 0.0).count(), 64);
         assert_eq!(pm[16 * 40 + 32], 0.0);
         assert_eq!(pm[15 * 40 + 39], 1.0);
@@ -398,10 +347,7 @@ mod tests {
     fn pseudo_mask(w: u32, h: u32, seed: u32) -> Vec<f32> {
         (0..w * h)
             .map(|i| {
-                let v = i
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(97))
-                    >> 24;
+                let v = i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(97)) >> 24;
                 if v < 40 { 0.0 } else { 1.0 }
             })
             .collect()
@@ -426,12 +372,7 @@ mod tests {
 
     #[test]
     fn idempotent() {
-        for (w, h, p, t) in [
-            (50, 37, 8, 0.0),
-            (50, 37, 8, 0.15),
-            (32, 32, 16, 0.1),
-            (40, 24, 16, 0.0),
-        ] {
+        for (w, h, p, t) in [(50, 37, 8, 0.0), (50, 37, 8, 0.15), (32, 32, 16, 0.1), (40, 24, 16, 0.0)] {
             let m = pseudo_mask(w, h, w + h);
             let g = patch_visibility(&m, w, h, &cfg(p, t)).unwrap();
             let g2 = patch_visibility(&g.pixel_mask(w, h), w, h, &cfg(p, t)).unwrap();
@@ -443,29 +384,11 @@ mod tests {
     fn errors() {
         let d = PfvConfig::default();
         assert_eq!(patch_visibility(&[], 0, 4, &d), Err(PfvError::ZeroSize));
-        assert_eq!(
-            patch_visibility(&[1.0; 3], 2, 2, &d),
-            Err(PfvError::LengthMismatch {
-                expected: 4,
-                actual: 3
-            })
-        );
-        assert_eq!(
-            patch_visibility(&[1.0; 4], 2, 2, &cfg(0, 0.0)),
-            Err(PfvError::ZeroPatch)
-        );
-        assert!(matches!(
-            patch_visibility(&[1.0; 4], 2, 2, &cfg(2, 1.5)),
-            Err(PfvError::Threshold(_))
-        ));
-        assert!(matches!(
-            patch_visibility(&[1.0; 4], 2, 2, &cfg(2, -0.1)),
-            Err(PfvError::Threshold(_))
-        ));
-        assert!(matches!(
-            patch_visibility(&[1.0; 4], 2, 2, &cfg(2, f32::NAN)),
-            Err(PfvError::Threshold(_))
-        ));
+        assert_eq!(patch_visibility(&[1.0; 3], 2, 2, &d), Err(PfvError::LengthMismatch { expected: 4, actual: 3 }));
+        assert_eq!(patch_visibility(&[1.0; 4], 2, 2, &cfg(0, 0.0)), Err(PfvError::ZeroPatch));
+        assert!(matches!(patch_visibility(&[1.0; 4], 2, 2, &cfg(2, 1.5)), Err(PfvError::Threshold(_))));
+        assert!(matches!(patch_visibility(&[1.0; 4], 2, 2, &cfg(2, -0.1)), Err(PfvError::Threshold(_))));
+        assert!(matches!(patch_visibility(&[1.0; 4], 2, 2, &cfg(2, f32::NAN)), Err(PfvError::Threshold(_))));
     }
 
     #[test]
@@ -475,11 +398,7 @@ mod tests {
         let mut img = RgbaImage::from_pixel(40, 24, image::Rgba([1, 2, 3, 4]));
         g.apply_to_image(&mut img, DEFAULT_FILL);
         for (x, y, p) in img.enumerate_pixels() {
-            let want = if x >= 32 && y >= 16 {
-                DEFAULT_FILL
-            } else {
-                [1, 2, 3, 4]
-            };
+            let want = if x >= 32 && y >= 16 { DEFAULT_FILL } else { [1, 2, 3, 4] };
             assert_eq!(p.0, want, "({x},{y})");
         }
     }
@@ -498,10 +417,7 @@ mod tests {
         assert_eq!(g.token_keep(1, 1), vec![false]);
         // 3×3 tokens (10.67 px): token (1,0) spans x 10.67..21.33 → overlaps patch col 1.
         let k = g.token_keep(3, 3);
-        assert_eq!(
-            k,
-            vec![true, false, false, true, false, false, true, true, true]
-        );
+        assert_eq!(k, vec![true, false, false, true, false, false, true, true, true]);
         assert!(g.token_keep(0, 3).is_empty());
         // Non-divisible image: 40×24 with hidden corner patch (2,1) (pixels x≥32, y≥16).
         let g = patch_visibility(&one_zero(40, 24, 35, 20), 40, 24, &PfvConfig::default()).unwrap();
@@ -515,17 +431,11 @@ mod tests {
     fn tokens_drop_and_zero() {
         let tokens: Vec<f32> = (0..8).map(|v| v as f32 + 1.0).collect(); // 4 tokens × dim 2
         let keep = [true, false, true, false];
-        assert_eq!(
-            apply_to_tokens(&tokens, 2, &keep, TokenMode::Drop),
-            (vec![1.0, 2.0, 5.0, 6.0], 2)
-        );
+        assert_eq!(apply_to_tokens(&tokens, 2, &keep, TokenMode::Drop), (vec![1.0, 2.0, 5.0, 6.0], 2));
         assert_eq!(
             apply_to_tokens(&tokens, 2, &keep, TokenMode::Zero),
             (vec![1.0, 2.0, 0.0, 0.0, 5.0, 6.0, 0.0, 0.0], 4)
         );
-        assert_eq!(
-            apply_to_tokens(&tokens, 2, &[false; 4], TokenMode::Drop),
-            (vec![], 0)
-        );
+        assert_eq!(apply_to_tokens(&tokens, 2, &[false; 4], TokenMode::Drop), (vec![], 0));
     }
 }

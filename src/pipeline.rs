@@ -241,10 +241,12 @@ pub async fn generate_pass(
     let (lw, lh) = (w / f, h / f);
     let vae_tile = vae_tile(model, options.vae_tile, lh, lw)?;
     // LCM draws fresh noise between steps: seeded from the same seed, so runs repeat.
-    let mut scheduler = Scheduler::new(options.scheduler, &model.manifest.scheduler, options.steps)?.with_noise_seed(options.seed);
+    let mut scheduler =
+        Scheduler::new(options.scheduler, &model.manifest.scheduler, options.steps)?.with_noise_seed(options.seed);
 
     // 2. Layout: where the product goes, as data; then the canvas-size product layer.
-    let layout = LayoutOptions { canvas_w: options.width, canvas_h: options.height, fill: options.fill, allow_upscale: false };
+    let layout =
+        LayoutOptions { canvas_w: options.width, canvas_h: options.height, fill: options.fill, allow_upscale: false };
     let placement = place_product(&product.mask, &layout)?;
     let placed = render_placed(&product.image, &product.mask, &placement);
     t = timings.record("layout", t);
@@ -253,7 +255,8 @@ pub async fn generate_pass(
     //    mask = 1 where the background is generated; masked image keeps the product only.
     let inpaint = inpaint_mask(&placed.mask);
     let masked_image = masked_image_tensor(&placed, &inpaint, w, h, device);
-    let mask_latent = Tensor::<4>::from_data(TensorData::new(downsample_nearest(&inpaint, w, h, f), [1, 1, lh, lw]), device);
+    let mask_latent =
+        Tensor::<4>::from_data(TensorData::new(downsample_nearest(&inpaint, w, h, f), [1, 1, lh, lw]), device);
     let masked_latents = model.vae_encoder.encode_tiled(masked_image, vae_tile);
     t = timings.record("encode", t);
 
@@ -320,7 +323,10 @@ pub async fn generate_pass(
     // 6. Initial noise from the seed, drawn on the CPU so every device starts identically;
     //    or the image to refine, noised to the first step that runs.
     let lat_ch = model.manifest.vae.latent_channels();
-    let noise = Tensor::<4>::from_data(TensorData::new(gaussian_noise(options.seed, lat_ch * lh * lw), [1, lat_ch, lh, lw]), device);
+    let noise = Tensor::<4>::from_data(
+        TensorData::new(gaussian_noise(options.seed, lat_ch * lh * lw), [1, lat_ch, lh, lw]),
+        device,
+    );
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
     let (mut latents, start) = match &options.init {
@@ -375,7 +381,16 @@ pub async fn generate_pass(
     let image = composite(&background, &placed)?;
     timings.record("composite", t);
 
-    Ok(Generated { image, background, reference: reference_report, depth_used: depth.is_some(), vae_tile, placement, placed, timings })
+    Ok(Generated {
+        image,
+        background,
+        reference: reference_report,
+        depth_used: depth.is_some(),
+        vae_tile,
+        placement,
+        placed,
+        timings,
+    })
 }
 
 /// Generates at half the requested size, pastes the product back, upscales that ad (Catmull-Rom)
@@ -401,13 +416,21 @@ pub async fn generate_refined(
     let first_steps = options.steps;
     let second_steps = refining_steps(strength, options.steps)?;
     let total = first_steps + second_steps;
-    let half = GenerateOptions { width: options.width / 2, height: options.height / 2, init: None, refine_strength: None, ..options.clone() };
+    let half = GenerateOptions {
+        width: options.width / 2,
+        height: options.height / 2,
+        init: None,
+        refine_strength: None,
+        ..options.clone()
+    };
     let first = generate_pass(model, product, reference, &half, &mut |i, _| progress(i, total)).await?;
     let t = Instant::now();
-    let image = image::imageops::resize(&first.image, options.width, options.height, image::imageops::FilterType::CatmullRom);
+    let image =
+        image::imageops::resize(&first.image, options.width, options.height, image::imageops::FilterType::CatmullRom);
     let upscale_ms = t.elapsed().as_secs_f64() * 1000.0;
     let full = GenerateOptions { init: Some(InitImage { image, strength }), ..options.clone() };
-    let mut second = generate_pass(model, product, reference, &full, &mut |i, _| progress(first_steps + i, total)).await?;
+    let mut second =
+        generate_pass(model, product, reference, &full, &mut |i, _| progress(first_steps + i, total)).await?;
     let first_ms = first.timings.0.iter().map(|(_, ms)| ms).sum::<f64>();
     second.timings.0.splice(0..0, [("first pass", first_ms), ("upscale", upscale_ms)]);
     Ok(second)
@@ -446,7 +469,13 @@ pub fn predict_noise(
             (Some(controlnet), Some(depth)) => {
                 // The ControlNet reads the noisy latents (4 channels) or the whole inpainting input.
                 let sample = input.clone().narrow(1, 0, controlnet.config().in_channels);
-                Some(controlnet.forward_embedded(sample, t, &Conditioning::text(c.text.clone()), depth.embedding.clone(), depth.scale))
+                Some(controlnet.forward_embedded(
+                    sample,
+                    t,
+                    &Conditioning::text(c.text.clone()),
+                    depth.embedding.clone(),
+                    depth.scale,
+                ))
             }
             _ => None,
         };
@@ -544,7 +573,9 @@ fn refining_steps(strength: f32, steps: usize) -> Result<usize, PipelineError> {
         return Err(PipelineError::Options(format!("Strength must be in (0, 1]; got {strength}.")));
     }
     match (steps as f64 * strength as f64) as usize {
-        0 => Err(PipelineError::Options(format!("Strength {strength} runs none of the {steps} steps; raise it or the steps."))),
+        0 => Err(PipelineError::Options(format!(
+            "Strength {strength} runs none of the {steps} steps; raise it or the steps."
+        ))),
         runs => Ok(runs),
     }
 }

@@ -86,12 +86,18 @@ impl Reference {
         let (w, h) = self.image.dimensions();
         let s = w.min(h);
         let (x0, y0) = ((w - s) / 2, (h - s) / 2);
-        let rgb = image::DynamicImage::ImageRgba8(self.image.clone()).crop_imm(x0, y0, s, s).resize_exact(side, side, FilterType::CatmullRom).to_rgb8();
+        let rgb = image::DynamicImage::ImageRgba8(self.image.clone())
+            .crop_imm(x0, y0, s, s)
+            .resize_exact(side, side, FilterType::CatmullRom)
+            .to_rgb8();
         let fg = GrayImage::from_fn(s, s, |x, y| {
             let v = self.foreground[((y + y0) * w + x + x0) as usize];
             image::Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
         });
-        let fg = image::imageops::resize(&fg, side, side, FilterType::Triangle).pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+        let fg = image::imageops::resize(&fg, side, side, FilterType::Triangle)
+            .pixels()
+            .map(|p| f32::from(p.0[0]) / 255.0)
+            .collect();
         (rgb, fg)
     }
 }
@@ -116,7 +122,13 @@ pub struct ReferenceOptions {
 
 impl Default for ReferenceOptions {
     fn default() -> Self {
-        Self { scale: 1.0, pfv: true, pfv_config: PfvConfig::default(), token_mode: TokenMode::Drop, region_masks: true }
+        Self {
+            scale: 1.0,
+            pfv: true,
+            pfv_config: PfvConfig::default(),
+            token_mode: TokenMode::Drop,
+            region_masks: true,
+        }
     }
 }
 
@@ -152,12 +164,18 @@ impl ReferenceReport {
 
 impl ReferenceEncoder {
     /// reference → square → PFV (grey fill) → encoder → drop or zero hidden tokens → projection.
-    pub fn encode(&self, reference: &Reference, options: &ReferenceOptions, device: &Device) -> Result<EncodedReference, PipelineError> {
+    pub fn encode(
+        &self,
+        reference: &Reference,
+        options: &ReferenceOptions,
+        device: &Device,
+    ) -> Result<EncodedReference, PipelineError> {
         let config = self.encoder.config();
         let side = config.image_size as u32;
         let (mut rgb, fg) = reference.square(side);
         let decision: Vec<f32> = if options.pfv { fg.iter().map(|v| 1.0 - v).collect() } else { vec![1.0; fg.len()] };
-        let grid = patch_visibility(&decision, side, side, &options.pfv_config).map_err(|e| PipelineError::Options(e.to_string()))?;
+        let grid = patch_visibility(&decision, side, side, &options.pfv_config)
+            .map_err(|e| PipelineError::Options(e.to_string()))?;
         let mut rgba = image::DynamicImage::ImageRgb8(rgb).to_rgba8();
         grid.apply_to_image(&mut rgba, DEFAULT_FILL);
         rgb = image::DynamicImage::ImageRgba8(rgba).to_rgb8();

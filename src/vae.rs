@@ -135,7 +135,9 @@ impl VaeConfig {
     /// fewest tiles. `None` when the whole image fits, or when not even an 8-latent tile would.
     pub fn tile_within(&self, h: usize, w: usize, limit: u64) -> Option<usize> {
         let f = self.downscale();
-        tile_side_within(h, w, |th, tw| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit)
+        tile_side_within(h, w, |th, tw| {
+            self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit
+        })
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -229,10 +231,26 @@ impl VaeEncoder {
             out_ch = c[i];
             let bw = ew.pp("down_blocks").pp(i);
             let resnets = (0..config.layers_per_block)
-                .map(|j| ResnetBlock2D::load(&bw.pp("resnets").pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, None, g, 1e-6))
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        &bw.pp("resnets").pp(j),
+                        if j == 0 { in_ch } else { out_ch },
+                        out_ch,
+                        None,
+                        g,
+                        1e-6,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let resample = if i + 1 < c.len() {
-                Some(Conv2d::load_padded(&bw.pp("downsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 2, [(0, 1), (0, 1)])?)
+                Some(Conv2d::load_padded(
+                    &bw.pp("downsamplers").pp(0).pp("conv"),
+                    out_ch,
+                    out_ch,
+                    3,
+                    2,
+                    [(0, 1), (0, 1)],
+                )?)
             } else {
                 None
             };
@@ -310,7 +328,16 @@ impl VaeDecoder {
             out_ch = reversed[i];
             let bw = dw.pp("up_blocks").pp(i);
             let resnets = (0..config.layers_per_block + 1)
-                .map(|j| ResnetBlock2D::load(&bw.pp("resnets").pp(j), if j == 0 { prev } else { out_ch }, out_ch, None, g, 1e-6))
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        &bw.pp("resnets").pp(j),
+                        if j == 0 { prev } else { out_ch },
+                        out_ch,
+                        None,
+                        g,
+                        1e-6,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let resample = if i + 1 < reversed.len() {
                 Some(Conv2d::load(&bw.pp("upsamplers").pp(0).pp("conv"), out_ch, out_ch, 3, 1, 1)?)
@@ -459,7 +486,12 @@ impl LatentDecoder {
     }
 
     /// [`LatentDecoder::decode_tiled`], keeping `product` where the decoder [is conditioned](Self::is_conditioned).
-    pub fn decode_tiled_with(&self, latents: Tensor<4>, tile: Option<usize>, product: Option<&ProductPixels>) -> Tensor<4> {
+    pub fn decode_tiled_with(
+        &self,
+        latents: Tensor<4>,
+        tile: Option<usize>,
+        product: Option<&ProductPixels>,
+    ) -> Tensor<4> {
         match (self, tile) {
             (LatentDecoder::Kl(d), Some(tile)) => d.decode_tiled(latents, tile),
             (LatentDecoder::Kl(d), None) => d.decode(latents),

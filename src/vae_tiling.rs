@@ -78,10 +78,7 @@ pub fn tiled(x: Tensor<4>, tiles: Tiles, pass: impl Fn(Tensor<4>, [usize; 2]) ->
         }
         rows.push(row);
     }
-    let rows = rows
-        .into_iter()
-        .map(|row| Tensor::cat(row.into_iter().map(|t| crop(t, keep)).collect(), 3))
-        .collect();
+    let rows = rows.into_iter().map(|row| Tensor::cat(row.into_iter().map(|t| crop(t, keep)).collect(), 3)).collect();
     Tensor::cat(rows, 2)
 }
 

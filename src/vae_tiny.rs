@@ -86,14 +86,23 @@ impl TinyVaeConfig {
     /// 8-latent tile would ([`tile_side_within`], as for the KL VAE).
     pub fn tile_within(&self, h: usize, w: usize, limit: u64) -> Option<usize> {
         let f = self.downscale();
-        tile_side_within(h, w, |th, tw| self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit)
+        tile_side_within(h, w, |th, tw| {
+            self.decoder_peak_bytes(th, tw) <= limit && self.encoder_peak_bytes(th * f, tw * f) <= limit
+        })
     }
 
     fn validate(&self) -> Result<(), ModelError> {
         let (e, d) = (&self.encoder_block_out_channels, &self.decoder_block_out_channels);
         let uniform = |c: &[usize]| c.windows(2).all(|p| p[0] == p[1]);
-        if e.is_empty() || e.len() != self.num_encoder_blocks.len() || d.len() != self.num_decoder_blocks.len() || d.len() != e.len() {
-            return Err(ModelError::Unsupported("AutoencoderTiny needs one block count per block_out_channels entry, as many decoder as encoder levels".into()));
+        if e.is_empty()
+            || e.len() != self.num_encoder_blocks.len()
+            || d.len() != self.num_decoder_blocks.len()
+            || d.len() != e.len()
+        {
+            return Err(ModelError::Unsupported(
+                "AutoencoderTiny needs one block count per block_out_channels entry, as many decoder as encoder levels"
+                    .into(),
+            ));
         }
         // diffusers builds each level's resampling conv as C_i → C_i, so only uniform widths load.
         if !uniform(e) || !uniform(d) {
@@ -205,7 +214,11 @@ impl ProductFeatures {
     /// mask-guided blend of diffusers' `MaskConditionDecoder`, whose mask is our 1 − m).
     fn blend(&self, h: Tensor<4>) -> Tensor<4> {
         let side = h.dims()[3];
-        let (c, m) = self.levels.iter().find(|(c, _)| c.dims()[3] == side).expect("a product feature at every decoder resolution");
+        let (c, m) = self
+            .levels
+            .iter()
+            .find(|(c, _)| c.dims()[3] == side)
+            .expect("a product feature at every decoder resolution");
         h.clone() + (c.clone() - h) * m.clone()
     }
 }
@@ -286,7 +299,8 @@ impl TinyDecoder {
         config.validate()?;
         let lw = w.pp("decoder").pp("layers");
         let c = &config.decoder_block_out_channels;
-        let mut layers = vec![Layer::Conv(Conv2d::load(&lw.pp(0), config.latent_channels, c[0], 3, 1, 1)?), Layer::Relu];
+        let mut layers =
+            vec![Layer::Conv(Conv2d::load(&lw.pp(0), config.latent_channels, c[0], 3, 1, 1)?), Layer::Relu];
         let n = config.num_decoder_blocks.len();
         // `Layer::Blend` takes no index in diffusers' `nn.Sequential`, so indices skip them.
         let index = |layers: &[Layer]| layers.iter().filter(|l| !matches!(l, Layer::Blend)).count();

@@ -108,12 +108,20 @@ pub async fn webgpu_status() -> JsValue {
 fn adapter_has_subgroups(adapter: &JsValue) -> bool {
     let features = get(adapter, "features");
     let has: Result<Function, _> = get(&features, "has").dyn_into();
-    has.ok().and_then(|f| f.call1(&features, &JsValue::from_str("subgroups")).ok()).map(|v| v.is_truthy()).unwrap_or(false)
+    has.ok()
+        .and_then(|f| f.call1(&features, &JsValue::from_str("subgroups")).ok())
+        .map(|v| v.is_truthy())
+        .unwrap_or(false)
 }
 
 async fn request_adapter(gpu: &JsValue) -> Result<Option<JsValue>, String> {
-    let f: Function = get(gpu, "requestAdapter").dyn_into().map_err(|_| "navigator.gpu.requestAdapter is missing".to_string())?;
-    let promise: Promise = f.call0(gpu).map_err(|e| format!("{e:?}"))?.dyn_into().map_err(|_| "requestAdapter did not return a promise".to_string())?;
+    let f: Function =
+        get(gpu, "requestAdapter").dyn_into().map_err(|_| "navigator.gpu.requestAdapter is missing".to_string())?;
+    let promise: Promise = f
+        .call0(gpu)
+        .map_err(|e| format!("{e:?}"))?
+        .dyn_into()
+        .map_err(|_| "requestAdapter did not return a promise".to_string())?;
     let adapter = JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
     Ok(if adapter.is_null() || adapter.is_undefined() { None } else { Some(adapter) })
 }
@@ -171,20 +179,35 @@ impl Studio {
             None | Some("auto") => None,
             Some("keep") => Some(QuantizedWeights::Keep),
             Some("expand") => Some(QuantizedWeights::Expand),
-            Some(other) => return Err(JsError::new(&format!("quantized_weights {other:?}: expected auto, keep or expand"))),
+            Some(other) => {
+                return Err(JsError::new(&format!("quantized_weights {other:?}: expected auto, keep or expand")));
+            }
         };
         let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
         let base = if model_url.ends_with('/') { model_url } else { format!("{model_url}/") };
-        let manifest_bytes = fetch_bytes(&format!("{base}manifest.json")).await.map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
+        let manifest_bytes = fetch_bytes(&format!("{base}manifest.json"))
+            .await
+            .map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| JsError::new(&e.to_string()))?;
         let mut files = BTreeMap::new();
         for (component, entry) in &manifest.files {
-            let bytes = fetch_bytes(&format!("{base}{}", entry.file)).await.map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
+            let bytes = fetch_bytes(&format!("{base}{}", entry.file))
+                .await
+                .map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
             files.insert(component.clone(), bytes);
         }
         let quantized = quantized.unwrap_or_else(|| QuantizedWeights::for_pack(&manifest));
-        let model = Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(Studio { inner: Rc::new(Inner { model, product: RefCell::new(None), reference: RefCell::new(None), cancel: Cell::new(false), busy: Cell::new(false) }) })
+        let model =
+            Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(Studio {
+            inner: Rc::new(Inner {
+                model,
+                product: RefCell::new(None),
+                reference: RefCell::new(None),
+                cancel: Cell::new(false),
+                busy: Cell::new(false),
+            }),
+        })
     }
 
     /// `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
@@ -213,10 +236,14 @@ impl Studio {
         let out = Object::new();
         set(&out, "width", product.image.rgba.width());
         set(&out, "height", product.image.rgba.height());
-        set(&out, "mask_source", match product.mask.source {
-            MaskSource::Alpha => "alpha",
-            MaskSource::Background { .. } => "background",
-        });
+        set(
+            &out,
+            "mask_source",
+            match product.mask.source {
+                MaskSource::Alpha => "alpha",
+                MaskSource::Background { .. } => "background",
+            },
+        );
         set(&out, "mask_area", product.mask.area_fraction());
         let png = encode_png(&product.mask.to_preview_rgba()).map_err(|e| JsError::new(&e))?;
         set(&out, "mask_png", Uint8Array::from(png.as_slice()));
@@ -256,7 +283,8 @@ impl Studio {
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let product = inner.product.borrow().clone().ok_or_else(|| JsError::new("Choose a product photo first."))?;
+            let product =
+                inner.product.borrow().clone().ok_or_else(|| JsError::new("Choose a product photo first."))?;
             if inner.busy.get() {
                 return Err(JsError::new("A generation is already running.").into());
             }
@@ -347,8 +375,17 @@ fn encode_png(img: &image::RgbaImage) -> Result<Vec<u8>, String> {
 /// wasm computes exactly what the native build does: `{ cols, rows, visible, token_keep }`
 /// with `visible` per patch and `token_keep` for a `token_cols × token_rows` encoder grid (1/0 bytes).
 #[wasm_bindgen]
-pub fn pfv_visibility(mask: &[f32], width: u32, height: u32, patch: u32, threshold: f32, token_cols: u32, token_rows: u32) -> Result<JsValue, JsError> {
-    let grid = patch_visibility(mask, width, height, &PfvConfig { patch, threshold }).map_err(|e| JsError::new(&e.to_string()))?;
+pub fn pfv_visibility(
+    mask: &[f32],
+    width: u32,
+    height: u32,
+    patch: u32,
+    threshold: f32,
+    token_cols: u32,
+    token_rows: u32,
+) -> Result<JsValue, JsError> {
+    let grid = patch_visibility(mask, width, height, &PfvConfig { patch, threshold })
+        .map_err(|e| JsError::new(&e.to_string()))?;
     let bytes = |v: &[bool]| Uint8Array::from(v.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>().as_slice());
     let out = Object::new();
     set(&out, "cols", grid.cols);

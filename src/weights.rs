@@ -46,10 +46,9 @@ pub enum ModelError {
 impl std::fmt::Display for ModelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ModelError::Corrupt { file, reason } => write!(
-                f,
-                "The model file {file} is damaged or truncated ({reason}). Download the model again."
-            ),
+            ModelError::Corrupt { file, reason } => {
+                write!(f, "The model file {file} is damaged or truncated ({reason}). Download the model again.")
+            }
             ModelError::Missing { name } => write!(
                 f,
                 "The model file has no tensor named {name}: it is not a model of the architecture its config describes."
@@ -59,7 +58,10 @@ impl std::fmt::Display for ModelError {
                 "The model tensor {name} has shape {got:?} but the config needs {expected:?}: the weights and the config do not belong together."
             ),
             ModelError::Dtype { name, dtype } => {
-                write!(f, "The model tensor {name} is stored as {dtype}; adcanvas reads F32, F16, BF16 and its own q8/q4 blocks.")
+                write!(
+                    f,
+                    "The model tensor {name} is stored as {dtype}; adcanvas reads F32, F16, BF16 and its own q8/q4 blocks."
+                )
             }
             ModelError::Manifest(m) => write!(f, "The model pack's manifest is not usable: {m}"),
             ModelError::Checksum { file, expected, got } => write!(
@@ -116,7 +118,6 @@ impl CreatedWeights {
     }
 }
 
-
 enum Source<'a> {
     File { file: String, tensors: Arc<SafeTensors<'a>> },
     Create(Arc<Mutex<CreatedWeights>>),
@@ -163,7 +164,10 @@ pub enum Param<const D: usize> {
     Float(Tensor<D>),
     /// Block-quantised values, flat (blocks of 32 run over the row-major elements, as in the
     /// pack), and the shape to give them when expanded.
-    Quantized { blocks: Tensor<1>, shape: [usize; D] },
+    Quantized {
+        blocks: Tensor<1>,
+        shape: [usize; D],
+    },
 }
 
 impl<const D: usize> Param<D> {
@@ -294,7 +298,11 @@ impl<'a> Weights<'a> {
                     Dtype::I8 | Dtype::U8 => dequantize(file, tensors, &key, &view, shape)?,
                     dtype => {
                         if view.shape() != shape {
-                            return Err(ModelError::Shape { name: key, expected: shape.to_vec(), got: view.shape().to_vec() });
+                            return Err(ModelError::Shape {
+                                name: key,
+                                expected: shape.to_vec(),
+                                got: view.shape().to_vec(),
+                            });
                         }
                         decode_f32(&key, dtype, view.data())?
                     }
@@ -344,7 +352,8 @@ fn read_blocks<'a>(
     if scales.dtype() != Dtype::F16 {
         return Err(ModelError::Dtype { name: scale_key, dtype: format!("{:?}", scales.dtype()) });
     }
-    let scales: Vec<half::f16> = scales.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
+    let scales: Vec<half::f16> =
+        scales.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
     if n != scales.len() * BLOCK {
         return Err(ModelError::Corrupt {
             file: file.to_string(),
@@ -398,14 +407,8 @@ fn burn_blocks(
 pub(crate) fn decode_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, ModelError> {
     Ok(match dtype {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         other => return Err(ModelError::Dtype { name: name.to_string(), dtype: format!("{other:?}") }),
     })
 }

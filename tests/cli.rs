@@ -27,8 +27,23 @@ fn generate_writes_png_and_json_report() {
     let mask = tmp("mask.png");
     let product = fixture("product_alpha_32.png");
     let args = [
-        "generate", "--product", product.to_str().unwrap(), "--prompt", "a jar on marble", "--out", out.to_str().unwrap(),
-        "--size", "64", "--steps", "2", "--seed", "5", "--device", "cpu", "--mask-out", mask.to_str().unwrap(),
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--prompt",
+        "a jar on marble",
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--mask-out",
+        mask.to_str().unwrap(),
     ];
     let run = adcanvas(&args);
     assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
@@ -75,7 +90,8 @@ fn generate_writes_png_and_json_report() {
     assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
     let kept: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(kept["quantized_weights"], "keep");
-    let (kept_mb, expanded_mb) = (kept["device_weights_mb"].as_f64().unwrap(), report["device_weights_mb"].as_f64().unwrap());
+    let (kept_mb, expanded_mb) =
+        (kept["device_weights_mb"].as_f64().unwrap(), report["device_weights_mb"].as_f64().unwrap());
     assert!(kept_mb < expanded_mb / 3.0, "device weights kept {kept_mb} MB vs expanded {expanded_mb} MB");
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out3).unwrap());
 }
@@ -87,16 +103,33 @@ fn count_generates_consecutive_seeds_in_one_process() {
     let product = fixture("product_alpha_32.png");
     let run_with = |out: &PathBuf, seed: &str, count: &str| {
         let run = adcanvas(&[
-            "generate", "--product", product.to_str().unwrap(), "--prompt", "a jar on marble", "--out", out.to_str().unwrap(),
-            "--size", "64", "--steps", "2", "--seed", seed, "--count", count, "--device", "cpu",
+            "generate",
+            "--product",
+            product.to_str().unwrap(),
+            "--prompt",
+            "a jar on marble",
+            "--out",
+            out.to_str().unwrap(),
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--seed",
+            seed,
+            "--count",
+            count,
+            "--device",
+            "cpu",
         ]);
         assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
         run.stdout
     };
     let batch = tmp("batch.png");
     let stdout = run_with(&batch, "4", "2");
-    let reports: Vec<serde_json::Value> =
-        serde_json::Deserializer::from_slice(&stdout).into_iter().collect::<Result<_, _>>().expect("one JSON report per ad");
+    let reports: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("one JSON report per ad");
     assert_eq!(reports.len(), 2);
     assert_eq!((reports[0]["seed"].as_u64(), reports[1]["seed"].as_u64()), (Some(4), Some(5)));
     assert!(reports[0]["timings_ms"]["load_model"].is_number() && reports[1]["timings_ms"]["load_model"].is_null());
@@ -108,16 +141,36 @@ fn count_generates_consecutive_seeds_in_one_process() {
         assert_eq!(std::fs::read(&numbered).unwrap(), std::fs::read(&single).unwrap(), "seed {seed}");
     }
     assert_ne!(std::fs::read(tmp("batch-1.png")).unwrap(), std::fs::read(tmp("batch-2.png")).unwrap());
-    let refused = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", batch.to_str().unwrap(), "--count", "0"]);
+    let refused = adcanvas(&[
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        batch.to_str().unwrap(),
+        "--count",
+        "0",
+    ]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--count"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--count"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]
 fn unknown_scheduler_is_refused_with_the_choices() {
     let product = fixture("product_alpha_32.png");
     let out = tmp("never4.png");
-    let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--scheduler", "plms"]);
+    let run = adcanvas(&[
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--scheduler",
+        "plms",
+    ]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"), "{stderr}");
@@ -128,7 +181,15 @@ fn unknown_scheduler_is_refused_with_the_choices() {
 fn corrupt_photo_fails_with_a_message() {
     let product = fixture("corrupt.png");
     let out = tmp("never.png");
-    let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let run = adcanvas(&[
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.starts_with("adcanvas: "), "{stderr}");
@@ -141,7 +202,15 @@ fn missing_model_fails_with_a_message() {
     let product = fixture("product_alpha_32.png");
     let out = tmp("never2.png");
     let run = adcanvas(&[
-        "generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu", "--model", "/nonexistent/pack",
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--model",
+        "/nonexistent/pack",
     ]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -164,7 +233,15 @@ fn truncated_model_file_fails_with_a_message() {
     let product = fixture("product_alpha_32.png");
     let out = tmp("never5.png");
     let run = adcanvas(&[
-        "generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu", "--model", pack.to_str().unwrap(),
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--model",
+        pack.to_str().unwrap(),
     ]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -176,7 +253,15 @@ fn truncated_model_file_fails_with_a_message() {
 fn busy_photo_is_refused_with_advice() {
     let product = fixture("busy.jpg");
     let out = tmp("never3.png");
-    let run = adcanvas(&["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let run = adcanvas(&[
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.to_lowercase().contains("background"), "{stderr}");

@@ -50,7 +50,14 @@ fn unet_max_diff(pack: &Path) -> f32 {
 #[test]
 fn f32_pack_reproduces_diffusers_and_generates() {
     let out = out_dir("f32");
-    let report = convert_diffusers(&root().join("tests/fixtures/diffusers_tiny"), &out, PackDtype::F32, Some("tiny".into()), true).unwrap();
+    let report = convert_diffusers(
+        &root().join("tests/fixtures/diffusers_tiny"),
+        &out,
+        PackDtype::F32,
+        Some("tiny".into()),
+        true,
+    )
+    .unwrap();
     assert!(report.manifest.trained);
     assert_eq!(report.manifest.files["unet"].dtype, "f32");
     let diff = unet_max_diff(&out);
@@ -119,14 +126,20 @@ fn quantised_weights_kept_on_the_device_give_the_same_output() {
         // This tiny model keeps many small tensors in f16 (expanded either way), so the
         // device saving is below the ideal 1/4 (q8) and 1/8 (q4) of f32.
         let ratio = kept.device_weight_bytes as f64 / expanded.device_weight_bytes as f64;
-        eprintln!("{name}: device weights kept {} B, expanded {} B ({ratio:.3})", kept.device_weight_bytes, expanded.device_weight_bytes);
+        eprintln!(
+            "{name}: device weights kept {} B, expanded {} B ({ratio:.3})",
+            kept.device_weight_bytes, expanded.device_weight_bytes
+        );
         assert!(ratio < 0.65, "{name}: keeping quantised weights should shrink the device weights, ratio {ratio}");
         for (device_name, device) in [("cpu", Device::flex()), ("gpu", gpu.clone())] {
             let expanded = unet_output(&out, &device, QuantizedWeights::Expand);
             let kept = unet_output(&out, &device, QuantizedWeights::Keep);
             let diff = kept.iter().zip(&expanded).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             eprintln!("{name} on {device_name}: kept vs expanded max diff {diff:e}");
-            assert!(diff <= 1e-5, "{name} on {device_name}: kept quantised weights differ from expanded ones by {diff}");
+            assert!(
+                diff <= 1e-5,
+                "{name} on {device_name}: kept quantised weights differ from expanded ones by {diff}"
+            );
         }
     }
 }
@@ -138,7 +151,8 @@ fn text_encoder_must_fit_the_unet() {
     copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
     let te = src.join("text_encoder");
     std::fs::create_dir_all(&te).unwrap();
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(root().join("tests/parity/bert.config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("tests/parity/bert.config.json")).unwrap()).unwrap();
     cfg["model_type"] = "bert".into();
     std::fs::write(te.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
     std::fs::copy(root().join("tests/parity/bert.weights.safetensors"), te.join("model.safetensors")).unwrap();
@@ -152,7 +166,8 @@ fn text_encoder_must_fit_the_unet() {
 
 #[test]
 fn refuses_what_it_cannot_convert() {
-    let err = convert_diffusers(&root().join("tests/fixtures"), &out_dir("x"), PackDtype::F32, None, false).unwrap_err();
+    let err =
+        convert_diffusers(&root().join("tests/fixtures"), &out_dir("x"), PackDtype::F32, None, false).unwrap_err();
     assert!(err.to_string().contains("no model_index.json"), "{err}");
 
     // A copy of the fixture whose UNet asks for an unsupported option.
@@ -185,14 +200,19 @@ fn controlnet_converts_and_must_fit_the_unet() {
     let cn = src.join("controlnet");
     std::fs::create_dir_all(&cn).unwrap();
     std::fs::copy(parity.join("controlnet.config.json"), cn.join("config.json")).unwrap();
-    std::fs::copy(parity.join("controlnet.weights.safetensors"), cn.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::copy(parity.join("controlnet.weights.safetensors"), cn.join("diffusion_pytorch_model.safetensors"))
+        .unwrap();
     // diffusers_tiny's UNet is 16/32 wide; this ControlNet copies an 8/16 one.
     let err = convert_diffusers(&src, &out_dir("cn1"), PackDtype::F32, None, false).unwrap_err();
     let message = err.to_string();
     assert!(message.starts_with("controlnet/:") && message.contains("built for another UNet"), "{message}");
 
     std::fs::copy(parity.join("controlnet_unet.config.json"), src.join("unet/config.json")).unwrap();
-    std::fs::copy(parity.join("controlnet_unet.weights.safetensors"), src.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::copy(
+        parity.join("controlnet_unet.weights.safetensors"),
+        src.join("unet/diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
     // A control image 8× the latents does not fit this VAE (4×).
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(cn.join("config.json")).unwrap()).unwrap();
     let good = cfg.clone();
@@ -248,12 +268,19 @@ fn clip_text_encoder_converts_with_its_bpe_tokenizer() {
     let (manifest, files) = read_pack_dir(&out).unwrap();
     let model = Model::from_pack(manifest, &files, &device).unwrap();
     let encoder = model.text_encoder.as_ref().expect("the pack's CLIP text encoder loads");
-    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
     let prompt = cases["prompts"][1].as_str().unwrap();
     let got: Vec<f32> = encoder.encode(prompt, &device).unwrap().into_data().try_to_vec().unwrap();
     let bytes = std::fs::read(parity.join("clip_text.io.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let want: Vec<f32> = st.tensor("last_hidden_state").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let want: Vec<f32> = st
+        .tensor("last_hidden_state")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     assert_eq!(got.len(), 77 * 12, "a CLIP context is 77 tokens");
     let diff = got.iter().zip(&want[..got.len()]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(diff <= 1e-4, "converted CLIP context differs from transformers by {diff}");

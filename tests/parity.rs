@@ -131,7 +131,9 @@ fn tiled_vae_matches_diffusers() {
         let encoder = VaeEncoder::load(&w, &config).unwrap();
         let encode_diff = max_abs_diff(encoder.encode_tiled(io.tensor("tiled_decoded", &device), 8), &want_latents);
         assert!(encode_diff <= MODEL_TOLERANCE, "tiled VAE encode on {name}: max abs diff {encode_diff}");
-        eprintln!("tiled VAE on {name}: decode {decode_diff:.2e}, encode {encode_diff:.2e}; untiled decode differs by {untiled:.3}");
+        eprintln!(
+            "tiled VAE on {name}: decode {decode_diff:.2e}, encode {encode_diff:.2e}; untiled decode differs by {untiled:.3}"
+        );
     }
 }
 
@@ -292,7 +294,8 @@ fn minilm_tokenizer_matches_transformers() {
         &std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_tokenizer.json")).unwrap(),
     )
     .unwrap();
-    let want: std::collections::BTreeMap<String, Vec<u32>> = serde_json::from_slice(&fixture("minilm_tokens.json")).unwrap();
+    let want: std::collections::BTreeMap<String, Vec<u32>> =
+        serde_json::from_slice(&fixture("minilm_tokens.json")).unwrap();
     assert_eq!(want.len(), 5);
     for (prompt, ids) in want {
         assert_eq!(tokenizer.encode(&prompt).unwrap(), ids, "prompt {prompt:?}");
@@ -419,7 +422,8 @@ fn controlnet_matches_diffusers() {
             let w = Weights::from_safetensors(case, &weights, &device).unwrap();
             let controlnet = ControlNetModel::load(&w, &config).unwrap();
             let cond = Conditioning::text(io.tensor("context", &device));
-            let out = controlnet.forward(io.tensor("latents", &device), t[0], &cond, io.tensor("image", &device), scale[0]);
+            let out =
+                controlnet.forward(io.tensor("latents", &device), t[0], &cond, io.tensor("image", &device), scale[0]);
             assert_eq!(out.down.len(), 6, "{case}: one residual per skip connection");
             for (i, residual) in out.down.into_iter().enumerate() {
                 let diff = max_abs_diff(residual, &io.get(&format!("down.{i}")).0);
@@ -447,12 +451,22 @@ fn unet_with_controlnet_residuals_matches_diffusers() {
     let (scale, _) = cn_io.get("scale");
     cn_config.check_fits(&config).unwrap();
     for (name, device) in devices() {
-        let controlnet = ControlNetModel::load(&Weights::from_safetensors("controlnet", &cn_weights, &device).unwrap(), &cn_config).unwrap();
-        let unet = UNet2DConditionModel::load(&Weights::from_safetensors("controlnet_unet", &weights, &device).unwrap(), &config).unwrap();
+        let controlnet =
+            ControlNetModel::load(&Weights::from_safetensors("controlnet", &cn_weights, &device).unwrap(), &cn_config)
+                .unwrap();
+        let unet = UNet2DConditionModel::load(
+            &Weights::from_safetensors("controlnet_unet", &weights, &device).unwrap(),
+            &config,
+        )
+        .unwrap();
         let cond = Conditioning::text(io.tensor("context", &device));
-        let residuals = controlnet.forward(cn_io.tensor("latents", &device), t[0], &cond, cn_io.tensor("image", &device), scale[0]);
+        let residuals =
+            controlnet.forward(cn_io.tensor("latents", &device), t[0], &cond, cn_io.tensor("image", &device), scale[0]);
         let sample: Tensor<4> = io.tensor("sample", &device);
-        let diff = max_abs_diff(unet.forward_controlled(sample.clone(), t[0], &cond, Some(&residuals)), &io.get("controlled").0);
+        let diff = max_abs_diff(
+            unet.forward_controlled(sample.clone(), t[0], &cond, Some(&residuals)),
+            &io.get("controlled").0,
+        );
         assert!(diff <= MODEL_TOLERANCE, "controlled UNet on {name}: max abs diff {diff}");
         let diff = max_abs_diff(unet.forward_controlled(sample, t[0], &cond, None), &io.get("plain").0);
         assert!(diff <= MODEL_TOLERANCE, "UNet without control on {name}: max abs diff {diff}");
@@ -505,7 +519,8 @@ fn clip_text_model_matches_transformers() {
     let (batch, tokens) = (shape[0], shape[1]);
     let row = want.len() / batch;
     for (name, device) in devices() {
-        let model = ClipTextModel::load(&Weights::from_safetensors("clip_text", &weights, &device).unwrap(), &config).unwrap();
+        let model =
+            ClipTextModel::load(&Weights::from_safetensors("clip_text", &weights, &device).unwrap(), &config).unwrap();
         for b in 0..batch {
             let seq: Vec<u32> = ids[b * tokens..(b + 1) * tokens].iter().map(|&v| v as u32).collect();
             let got: Vec<f32> = model.forward(&seq, &device).unwrap().into_data().try_to_vec().unwrap();

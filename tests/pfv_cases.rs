@@ -32,7 +32,8 @@ fn pfv_matches_the_numpy_reference() {
     let cases: Cases = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert!(cases.cases.len() >= 8);
     for c in &cases.cases {
-        let grid = patch_visibility(&c.mask, c.width, c.height, &PfvConfig { patch: c.patch, threshold: c.threshold }).unwrap();
+        let grid = patch_visibility(&c.mask, c.width, c.height, &PfvConfig { patch: c.patch, threshold: c.threshold })
+            .unwrap();
         assert_eq!((grid.cols, grid.rows), (c.cols, c.rows), "{}: grid size", c.name);
         let visible: Vec<u8> = grid.visible.iter().map(|&v| u8::from(v)).collect();
         assert_eq!(visible, c.visible, "{}: patch visibility", c.name);

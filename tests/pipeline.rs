@@ -45,7 +45,14 @@ fn load_default_latents_only(device: &Device) -> Model {
 }
 
 fn tiny_options(seed: u64) -> GenerateOptions {
-    GenerateOptions { prompt: "a jar on a marble table".into(), width: 64, height: 64, steps: 2, seed, ..Default::default() }
+    GenerateOptions {
+        prompt: "a jar on a marble table".into(),
+        width: 64,
+        height: 64,
+        steps: 2,
+        seed,
+        ..Default::default()
+    }
 }
 
 fn run(model: &Model, photo: &[u8], options: &GenerateOptions) -> Generated {
@@ -70,7 +77,11 @@ fn assert_composite_exact(g: &Generated) {
             assert_eq!(out.0[..3], placed.0[..3], "product pixel {i} changed");
             solid += 1;
         } else if g.placed.mask[i] == 0.0 {
-            assert_eq!(out.0, g.background.get_pixel(i as u32 % g.image.width(), i as u32 / g.image.width()).0, "background pixel {i}");
+            assert_eq!(
+                out.0,
+                g.background.get_pixel(i as u32 % g.image.width(), i as u32 / g.image.width()).0,
+                "background pixel {i}"
+            );
         }
     }
     assert!(solid > 100, "the fixture should place many solid product pixels, got {solid}");
@@ -127,7 +138,8 @@ fn cpu_end_to_end_is_exact_and_deterministic() {
     assert_eq!(a.image.as_raw(), b.image.as_raw(), "same seed and inputs must give the same image");
     let c = run(&model, PRODUCT_32, &tiny_options(8));
     assert_ne!(a.image.as_raw(), c.image.as_raw(), "another seed should give another background");
-    let d = run(&model, PRODUCT_32, &GenerateOptions { prompt: "on a sunny beach by the sea".into(), ..tiny_options(7) });
+    let d =
+        run(&model, PRODUCT_32, &GenerateOptions { prompt: "on a sunny beach by the sea".into(), ..tiny_options(7) });
     assert_ne!(a.background.as_raw(), d.background.as_raw(), "another prompt should give another background");
 }
 
@@ -141,7 +153,10 @@ fn every_sampler_generates_an_exact_composite() {
         let g = run(&model, PRODUCT_32, &GenerateOptions { scheduler: kind, steps: 3, ..tiny_options(7) });
         assert_composite_exact(&g);
         assert_background_not_constant(&g);
-        assert!(!backgrounds.iter().any(|(_, b)| b == g.background.as_raw()), "{kind} repeats another sampler's background");
+        assert!(
+            !backgrounds.iter().any(|(_, b)| b == g.background.as_raw()),
+            "{kind} repeats another sampler's background"
+        );
         backgrounds.push((kind, g.background.into_raw()));
     }
 }
@@ -398,9 +413,14 @@ fn style_reference_steers_the_background_and_pfv_hides_its_product() {
     let dot: f32 = generated.iter().zip(&wanted).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     let cosine = dot / (norm(&generated) * norm(&wanted));
-    eprintln!("backgrounds: beach-ref {b:?} (ref {beach_ref:?}), studio-ref {s:?} (ref {studio_ref:?}), cosine {cosine}");
+    eprintln!(
+        "backgrounds: beach-ref {b:?} (ref {beach_ref:?}), studio-ref {s:?} (ref {studio_ref:?}), cosine {cosine}"
+    );
     assert!(cosine > 0.5, "the backgrounds' difference should follow the references' difference: cosine {cosine}");
-    assert!((b[0] - b[2]) - (s[0] - s[2]) > 15.0, "the sunset-beach reference should give a warmer background: {b:?} vs {s:?}");
+    assert!(
+        (b[0] - b[2]) - (s[0] - s[2]) > 15.0,
+        "the sunset-beach reference should give a warmer background: {b:?} vs {s:?}"
+    );
 
     // λ = 0 is exactly no reference; the ablation switches change the result.
     let none = run(&model, PRODUCT_128, &options(on.clone()));
@@ -410,7 +430,8 @@ fn style_reference_steers_the_background_and_pfv_hides_its_product() {
     let no_pfv = run_with(&model, PRODUCT_128, Some(&beach), &options(ReferenceOptions { pfv: false, ..on.clone() }));
     assert_eq!(no_pfv.reference.as_ref().unwrap().hidden_patches(), 0);
     assert_ne!(no_pfv.background.as_raw(), with_beach.background.as_raw(), "PFV off changes the result");
-    let no_masks = run_with(&model, PRODUCT_128, Some(&beach), &options(ReferenceOptions { region_masks: false, ..on }));
+    let no_masks =
+        run_with(&model, PRODUCT_128, Some(&beach), &options(ReferenceOptions { region_masks: false, ..on }));
     assert_ne!(no_masks.background.as_raw(), with_beach.background.as_raw(), "region masks off change the result");
 }
 
@@ -432,7 +453,8 @@ fn style_reference_errors_are_clear() {
     let model = Model::from_pack(manifest, &files, &Device::flex()).unwrap();
     let product = prepare_product(PRODUCT_32).unwrap();
     let reference = Reference::whole(REFERENCE_BEACH).unwrap();
-    let err = pollster::block_on(generate(&model, &product, Some(&reference), &tiny_options(1), &mut |_, _| true)).unwrap_err();
+    let err = pollster::block_on(generate(&model, &product, Some(&reference), &tiny_options(1), &mut |_, _| true))
+        .unwrap_err();
     assert!(err.to_string().contains("takes no style reference"), "{err}");
 }
 
@@ -459,7 +481,11 @@ fn depth_controlnet_steers_the_background_and_scale_zero_turns_it_off() {
     let without = run(&model, PRODUCT_32, &options);
     assert!(!without.depth_used);
     assert_eq!(off.image.as_raw(), without.image.as_raw(), "depth scale 0 must be the model without depth");
-    assert_ne!(with_depth.background.as_raw(), without.background.as_raw(), "the trained ControlNet changes the background");
+    assert_ne!(
+        with_depth.background.as_raw(),
+        without.background.as_raw(),
+        "the trained ControlNet changes the background"
+    );
 
     let config = ControlNetConfig::for_unet(&model.manifest.unet);
     config.check_fits(&model.manifest.unet).unwrap();
@@ -503,9 +529,18 @@ fn vae_runs_in_tiles_when_asked() {
     assert_eq!(tiled.vae_tile, Some(8));
     assert_composite_exact(&tiled);
     // Tiles of AutoencoderTiny blend at their seams only: the decode stays close to the whole one.
-    let diff: Vec<f64> = tiled.background.as_raw().iter().zip(whole.background.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).collect();
+    let diff: Vec<f64> = tiled
+        .background
+        .as_raw()
+        .iter()
+        .zip(whole.background.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .collect();
     let mean = diff.iter().sum::<f64>() / diff.len() as f64;
-    assert!(mean > 0.0 && mean < 3.0, "tiled AutoencoderTiny decode differs from the whole one by {mean} levels on average");
+    assert!(
+        mean > 0.0 && mean < 3.0,
+        "tiled AutoencoderTiny decode differs from the whole one by {mean} levels on average"
+    );
 }
 
 /// PSNR (dB) of the decoder's output before paste-back against the placed product, over the
@@ -518,9 +553,11 @@ fn psnr_in_product(g: &Generated) -> f64 {
 fn psnr_inside(g: &Generated, image: &image::RgbaImage) -> f64 {
     let w = g.image.width() as usize;
     let h = g.image.height() as usize;
-    let solid = |x: usize, y: usize| (0..8).all(|dy| (0..8).all(|dx| g.placed.mask[(y * 8 + dy) * w + x * 8 + dx] == 1.0));
+    let solid =
+        |x: usize, y: usize| (0..8).all(|dy| (0..8).all(|dx| g.placed.mask[(y * 8 + dy) * w + x * 8 + dx] == 1.0));
     let interior = |x: usize, y: usize| {
-        (x > 0 && y > 0 && x + 1 < w / 8 && y + 1 < h / 8) && (y - 1..=y + 1).all(|cy| (x - 1..=x + 1).all(|cx| solid(cx, cy)))
+        (x > 0 && y > 0 && x + 1 < w / 8 && y + 1 < h / 8)
+            && (y - 1..=y + 1).all(|cy| (x - 1..=x + 1).all(|cx| solid(cx, cy)))
     };
     let (mut se, mut n) = (0.0, 0usize);
     for (i, (bg, placed)) in image.pixels().zip(g.placed.rgba.pixels()).enumerate() {
@@ -557,14 +594,17 @@ fn anchoring_keeps_the_product_region_close_to_the_product() {
         }
     }
     let masked = burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(chw, [1, 3, h, w]), &model.device);
-    let decoded: Vec<f32> = model.vae_decoder.decode(model.vae_encoder.encode(masked)).into_data().try_to_vec::<f32>().unwrap();
+    let decoded: Vec<f32> =
+        model.vae_decoder.decode(model.vae_encoder.encode(masked)).into_data().try_to_vec::<f32>().unwrap();
     let round_trip = image::RgbaImage::from_fn(size, size, |x, y| {
         let i = y as usize * w + x as usize;
         let level = |c: usize| ((decoded[c * w * h + i] / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
         image::Rgba([level(0), level(1), level(2), 255])
     });
     let (on, off, vae) = (psnr_in_product(&anchored), psnr_in_product(&free), psnr_inside(&anchored, &round_trip));
-    eprintln!("PSNR inside the product before paste-back: anchored {on:.2} dB, free {off:.2} dB, VAE round trip {vae:.2} dB");
+    eprintln!(
+        "PSNR inside the product before paste-back: anchored {on:.2} dB, free {off:.2} dB, VAE round trip {vae:.2} dB"
+    );
     assert!(on > off + 0.5, "anchored {on:.2} dB vs free {off:.2} dB");
     assert!(on > vae - 0.25, "anchored {on:.2} dB vs the VAE round trip's {vae:.2} dB");
 }
@@ -583,7 +623,9 @@ fn the_decoder_keeps_the_product_it_is_given() {
     let latents_only = run(&load_default_latents_only(&device), PRODUCT_128, &options);
     assert_composite_exact(&kept);
     let (on, off) = (psnr_in_product(&kept), psnr_in_product(&latents_only));
-    eprintln!("PSNR inside the product before paste-back: {on:.2} dB with the product branch, {off:.2} dB from the latents alone");
+    eprintln!(
+        "PSNR inside the product before paste-back: {on:.2} dB with the product branch, {off:.2} dB from the latents alone"
+    );
     assert!(on >= 30.0 && on > off + 1.0, "{on:.2} dB with the product branch, {off:.2} dB without");
 }
 
@@ -607,7 +649,11 @@ fn refining_starts_from_the_image_given() {
     let model = load_default(&Device::flex());
     let options = GenerateOptions { width: 64, height: 64, steps: 8, ..tiny_options(3) };
     let start = run(&model, PRODUCT_128, &options);
-    let refine = |strength: f32| GenerateOptions { seed: 99, init: Some(InitImage { image: start.image.clone(), strength }), ..options.clone() };
+    let refine = |strength: f32| GenerateOptions {
+        seed: 99,
+        init: Some(InitImage { image: start.image.clone(), strength }),
+        ..options.clone()
+    };
     let (mut low_steps, mut full_steps) = (0, 0);
     let product = prepare_product(PRODUCT_128).unwrap();
     let low = pollster::block_on(generate(&model, &product, None, &refine(0.25), &mut |_, total| {
@@ -627,7 +673,13 @@ fn refining_starts_from_the_image_given() {
     assert!(near < 0.5 * far, "strength 0.25: {near:.1} levels from the image; strength 1: {far:.1}");
 
     for (options, message) in [
-        (GenerateOptions { init: Some(InitImage { image: image::RgbaImage::new(32, 32), strength: 0.5 }), ..options.clone() }, "is 32×32"),
+        (
+            GenerateOptions {
+                init: Some(InitImage { image: image::RgbaImage::new(32, 32), strength: 0.5 }),
+                ..options.clone()
+            },
+            "is 32×32",
+        ),
         (refine(0.0), "Strength must be in (0, 1]"),
         (refine(0.1), "runs none of the 8 steps"),
     ] {
@@ -657,7 +709,8 @@ fn twice_the_model_size_is_refined_from_its_own_size() {
     assert!(refined.timings.0.iter().any(|(stage, _)| *stage == "first pass"));
     assert_composite_exact(&refined);
     let bad = GenerateOptions { refine_strength: Some(1.5), ..options.clone() };
-    let err = pollster::block_on(generate(&model, &product, None, &bad, &mut |_, _| panic!("no step may run"))).unwrap_err();
+    let err =
+        pollster::block_on(generate(&model, &product, None, &bad, &mut |_, _| panic!("no step may run"))).unwrap_err();
     assert!(err.to_string().contains("Strength must be in (0, 1]"), "{err}");
     let single = run(&model, PRODUCT_128, &GenerateOptions { refine_strength: None, ..options.clone() });
     assert!(!single.timings.0.iter().any(|(stage, _)| *stage == "first pass"));

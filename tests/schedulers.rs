@@ -182,10 +182,21 @@ fn add_noise_matches_diffusers() {
 
 /// Runs `case` (fixture prefix) through `steps` steps on `device`, each step from diffusers'
 /// latents (`chained == false`) or from the previous Rust step; returns the worst error.
-fn trace(io: &Io, kind: SchedulerKind, case: &str, prediction: &str, steps: usize, device: &Device, chained: bool) -> f32 {
+fn trace(
+    io: &Io,
+    kind: SchedulerKind,
+    case: &str,
+    prediction: &str,
+    steps: usize,
+    device: &Device,
+    chained: bool,
+) -> f32 {
     let spacing = if case.ends_with("-linspace") { "linspace" } else { "leading" };
-    let config =
-        SchedulerConfig { prediction_type: prediction.into(), timestep_spacing: spacing.into(), ..SchedulerConfig::default() };
+    let config = SchedulerConfig {
+        prediction_type: prediction.into(),
+        timestep_spacing: spacing.into(),
+        ..SchedulerConfig::default()
+    };
     let mut scheduler = Scheduler::new(kind, &config, steps).unwrap();
     let prefix = format!("{case}.{prediction}");
     let tolerance = match (chained, kind) {
@@ -197,7 +208,11 @@ fn trace(io: &Io, kind: SchedulerKind, case: &str, prediction: &str, steps: usiz
     let mut check = |label: String, got: &Tensor<4>| {
         let (want, _) = io.get(&label);
         let err = rel_err(got, &want);
-        assert!(err <= tolerance, "{label} ({}): max relative diff {err}", if chained { "chained" } else { "per step" });
+        assert!(
+            err <= tolerance,
+            "{label} ({}): max relative diff {err}",
+            if chained { "chained" } else { "per step" }
+        );
         worst = worst.max(err);
     };
     let mut x = io.tensor("x0", device).mul_scalar(scheduler.init_noise_sigma());
@@ -226,7 +241,9 @@ fn trace_all(kind: SchedulerKind, case: &str, steps: usize) {
         for prediction in ["epsilon", "v_prediction"] {
             let step = trace(&io, kind, case, prediction, steps, &device, false);
             let chain = trace(&io, kind, case, prediction, steps, &device, true);
-            eprintln!("{case} {prediction} ({steps} steps) on {name}: max diff per step {step:.2e}, chained {chain:.2e}");
+            eprintln!(
+                "{case} {prediction} ({steps} steps) on {name}: max diff per step {step:.2e}, chained {chain:.2e}"
+            );
         }
     }
 }
@@ -292,7 +309,10 @@ fn lcm_seeded_noise_is_deterministic() {
     let device = &devices[0].1;
     let t = *lcm.timesteps().last().unwrap();
     let with = |noise: Tensor<4>| -> Vec<f32> {
-        lcm.step_with_noise(io.tensor("eps3", device), t, io.tensor("x0", device), noise).into_data().try_to_vec().unwrap()
+        lcm.step_with_noise(io.tensor("eps3", device), t, io.tensor("x0", device), noise)
+            .into_data()
+            .try_to_vec()
+            .unwrap()
     };
     assert_eq!(with(io.tensor("noise0", device)), with(io.tensor("noise1", device)));
     let seeded = lcm.step(io.tensor("eps3", device), t, io.tensor("x0", device));

@@ -12,8 +12,8 @@ use adcanvas::pack::map_pack_dir;
 use adcanvas::parity::{Part, Timing};
 use adcanvas::pfv::{PfvConfig, TokenMode};
 use adcanvas::pipeline::{GenerateOptions, PipelineError, generate, prepare_product};
-use adcanvas::weights::QuantizedWeights;
 use adcanvas::reference::{Reference, ReferenceOptions};
+use adcanvas::weights::QuantizedWeights;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -159,7 +159,9 @@ impl ReferenceArgs {
             (_, true) => Reference::whole(&bytes),
             (Some(mask), false) => Reference::with_mask(&bytes, &read(mask)?),
             (None, false) => Reference::from_bytes(&bytes).map_err(|e| match e {
-                PipelineError::Options(m) => PipelineError::Options(format!("{m} (--reference-mask MASK.png, or --no-pfv)")),
+                PipelineError::Options(m) => {
+                    PipelineError::Options(format!("{m} (--reference-mask MASK.png, or --no-pfv)"))
+                }
                 other => other,
             }),
         };
@@ -331,7 +333,18 @@ fn main() -> ExitCode {
                 refine_strength: (refine_strength != 0.0).then_some(refine_strength),
                 ..Default::default()
             };
-            run_generate(&product, &out, count, options, model, device, binding, quantized_weights, mask_out, &reference)
+            run_generate(
+                &product,
+                &out,
+                count,
+                options,
+                model,
+                device,
+                binding,
+                quantized_weights,
+                mask_out,
+                &reference,
+            )
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
         Command::Parity { model, io, device, binding, quantized_weights, repeats, parts, hold_until } => {
@@ -343,7 +356,9 @@ fn main() -> ExitCode {
             binding
                 .open(device)
                 .and_then(|device| {
-                    adcanvas::parity::check_pack(&model, &io, &device, &parts, &timing, |manifest| quantized_weights.resolve(manifest))
+                    adcanvas::parity::check_pack(&model, &io, &device, &parts, &timing, |manifest| {
+                        quantized_weights.resolve(manifest)
+                    })
                 })
                 .map(|report| println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")))
         }
@@ -354,12 +369,14 @@ fn main() -> ExitCode {
                 DtypeArg::Q8 => PackDtype::Q8,
                 DtypeArg::Q4 => PackDtype::Q4,
             };
-            convert_diffusers(&diffusers, &out, dtype, name, !no_verify).map(|report| {
-                for note in &report.notes {
-                    eprintln!("adcanvas: {note}");
-                }
-                println!("wrote {} ({})", out.display(), report.manifest.name);
-            }).map_err(|e| e.to_string())
+            convert_diffusers(&diffusers, &out, dtype, name, !no_verify)
+                .map(|report| {
+                    for note in &report.notes {
+                        eprintln!("adcanvas: {note}");
+                    }
+                    println!("wrote {} ({})", out.display(), report.manifest.name);
+                })
+                .map_err(|e| e.to_string())
         }
     };
     match result {
@@ -439,8 +456,8 @@ fn run_generate(
         let out = &numbered(out, i, count);
         let options = GenerateOptions { seed: first_seed + i as u64, ..options.clone() };
         let started = if i == 0 { started } else { web_time_now() };
-        let generated =
-            pollster::block_on(generate(&model, &product, reference.as_ref(), &options, &mut progress)).map_err(|e| e.to_string())?;
+        let generated = pollster::block_on(generate(&model, &product, reference.as_ref(), &options, &mut progress))
+            .map_err(|e| e.to_string())?;
         generated.image.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         if let (Some(path), Some(used)) = (&reference_args.reference_seen_out, &generated.reference) {
             used.seen.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

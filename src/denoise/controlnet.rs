@@ -142,8 +142,12 @@ impl ControlNetConfig {
         if !same {
             return Err(ModelError::Unsupported(format!(
                 "the ControlNet was built for another UNet (blocks {:?} × {} layers, context {}; this UNet has {:?} × {}, context {})",
-                trunk.block_out_channels, trunk.layers_per_block, trunk.cross_attention_dim,
-                unet.block_out_channels, unet.layers_per_block, unet.cross_attention_dim
+                trunk.block_out_channels,
+                trunk.layers_per_block,
+                trunk.cross_attention_dim,
+                unet.block_out_channels,
+                unet.layers_per_block,
+                unet.cross_attention_dim
             )));
         }
         if self.in_channels != unet.in_channels && 2 * self.in_channels + 1 != unet.in_channels {
@@ -208,7 +212,9 @@ impl ControlNetModel {
     /// Builds the ControlNet from `config`, reading every weight through `w`.
     pub fn load(w: &Weights, config: &ControlNetConfig) -> Result<Self, ModelError> {
         if config.global_pool_conditions {
-            return Err(ModelError::Unsupported("ControlNets with global_pool_conditions (shuffle-style) are not supported".into()));
+            return Err(ModelError::Unsupported(
+                "ControlNets with global_pool_conditions (shuffle-style) are not supported".into(),
+            ));
         }
         if !matches!(config.controlnet_conditioning_channel_order.as_str(), "rgb" | "bgr") {
             return Err(ModelError::Unsupported(format!(
@@ -257,7 +263,14 @@ impl ControlNetModel {
     /// - sample: `[batch, in_channels, h, w]` (the noisy latents, as the UNet gets them)
     /// - control_image: `[batch, conditioning_channels, h·f, w·f]` in [0, 1] RGB, with f =
     ///   [`ControlNetConfig::downscale`]
-    pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning, control_image: Tensor<4>, scale: f32) -> ControlResiduals {
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timestep: f32,
+        context: &Conditioning,
+        control_image: Tensor<4>,
+        scale: f32,
+    ) -> ControlResiduals {
         let embedded = self.embed_control(control_image);
         self.forward_embedded(sample, timestep, context, embedded, scale)
     }
@@ -265,13 +278,24 @@ impl ControlNetModel {
     /// The control image through the conditioning embedding: `[b, block_out_channels[0], h, w]`.
     /// It does not depend on the timestep, so a sampler computes it once per image.
     pub fn embed_control(&self, control_image: Tensor<4>) -> Tensor<4> {
-        let control_image = if self.config.controlnet_conditioning_channel_order == "bgr" { control_image.flip([1]) } else { control_image };
+        let control_image = if self.config.controlnet_conditioning_channel_order == "bgr" {
+            control_image.flip([1])
+        } else {
+            control_image
+        };
         self.cond_embedding.forward(control_image)
     }
 
     /// [`forward`](Self::forward) from an already embedded control image (batch 1 is broadcast
     /// over the sample's batch).
-    pub fn forward_embedded(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning, embedded: Tensor<4>, scale: f32) -> ControlResiduals {
+    pub fn forward_embedded(
+        &self,
+        sample: Tensor<4>,
+        timestep: f32,
+        context: &Conditioning,
+        embedded: Tensor<4>,
+        scale: f32,
+    ) -> ControlResiduals {
         let [batch, _, _, _] = sample.dims();
         let temb = self.time_embedding.forward(timestep, batch, &sample.device());
         let mut h = self.conv_in.forward(sample) + embedded;
@@ -280,7 +304,11 @@ impl ControlNetModel {
             h = block.forward(h, &temb, context, &mut skips);
         }
         let h = self.mid_block.forward(h, &temb, context);
-        let down = skips.into_iter().zip(&self.down_outputs).map(|(skip, conv)| conv.forward(skip).mul_scalar(scale)).collect();
+        let down = skips
+            .into_iter()
+            .zip(&self.down_outputs)
+            .map(|(skip, conv)| conv.forward(skip).mul_scalar(scale))
+            .collect();
         ControlResiduals { down, mid: self.mid_output.forward(h).mul_scalar(scale) }
     }
 }

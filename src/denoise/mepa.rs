@@ -71,11 +71,8 @@ pub fn region_mask(mask: &Tensor<4>, h_r: usize, w_r: usize) -> Tensor<3> {
     let [b, _, h, w] = mask.dims();
     assert!(h % h_r == 0 && w % w_r == 0, "region mask {h}×{w} does not divide into {h_r}×{w_r}");
     let (fy, fx) = (h / h_r, w / w_r);
-    let pooled = if fy == 1 && fx == 1 {
-        mask.clone()
-    } else {
-        avg_pool2d(mask.clone(), AvgPoolOptions::new([fy, fx]))
-    };
+    let pooled =
+        if fy == 1 && fx == 1 { mask.clone() } else { avg_pool2d(mask.clone(), AvgPoolOptions::new([fy, fx])) };
     pooled.reshape([b, h_r * w_r, 1])
 }
 

@@ -189,7 +189,9 @@ impl std::str::FromStr for SchedulerKind {
             "dpm++2m" | "dpmpp2m" => Ok(Self::DpmSolver2M),
             "dpm++2m-karras" | "dpmpp2m-karras" => Ok(Self::DpmSolver2MKarras),
             "lcm" => Ok(Self::Lcm),
-            _ => Err(SchedulerError(format!("unknown scheduler {s:?}: expected one of ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"))),
+            _ => Err(SchedulerError(format!(
+                "unknown scheduler {s:?}: expected one of ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"
+            ))),
         }
     }
 }
@@ -468,7 +470,8 @@ fn trailing_timesteps(n: usize, steps: usize) -> Result<Vec<usize>, SchedulerErr
                 _ => start + i as f64 * delta,
             };
             let t = v.round_ties_even() as i64 - 1;
-            usize::try_from(t).map_err(|_| SchedulerError(format!("trailing spacing gives timestep {t} for {steps} steps")))
+            usize::try_from(t)
+                .map_err(|_| SchedulerError(format!("trailing spacing gives timestep {t} for {steps} steps")))
         })
         .collect()
 }
@@ -557,10 +560,7 @@ impl DdimScheduler {
                 sample.clone().mul_scalar(a_t.sqrt()) - model_output.clone().mul_scalar((1.0 - a_t).sqrt()),
                 model_output.mul_scalar(a_t.sqrt()) + sample.mul_scalar((1.0 - a_t).sqrt()),
             ),
-            _ => (
-                (sample - model_output.clone().mul_scalar((1.0 - a_t).sqrt())).div_scalar(a_t.sqrt()),
-                model_output,
-            ),
+            _ => ((sample - model_output.clone().mul_scalar((1.0 - a_t).sqrt())).div_scalar(a_t.sqrt()), model_output),
         };
         pred_x0.mul_scalar(a_prev.sqrt()) + eps.mul_scalar((1.0 - a_prev).sqrt())
     }
@@ -616,7 +616,13 @@ impl EulerDiscreteScheduler {
         // diffusers: σ_max for "linspace"/"trailing", √(σ_max² + 1) for "leading".
         let init_noise_sigma =
             if config.timestep_spacing == "leading" { (max_sigma * max_sigma + 1.0).sqrt() } else { max_sigma };
-        Ok(Self { v_prediction: is_v_prediction(config), karras: config.use_karras_sigmas, timesteps, sigmas, init_noise_sigma })
+        Ok(Self {
+            v_prediction: is_v_prediction(config),
+            karras: config.use_karras_sigmas,
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+        })
     }
 
     pub fn timesteps(&self) -> &[f32] {
@@ -1033,7 +1039,9 @@ mod tests {
     fn unknown_kind_names_the_choices() {
         for bad in ["", "pndm", "dpm++", "dpm 2m", "euler_a"] {
             let err = bad.parse::<SchedulerKind>().unwrap_err();
-            let want = format!("scheduler: unknown scheduler {bad:?}: expected one of ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm");
+            let want = format!(
+                "scheduler: unknown scheduler {bad:?}: expected one of ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"
+            );
             assert_eq!(err.to_string(), want);
         }
     }
@@ -1068,7 +1076,8 @@ mod tests {
     #[test]
     fn unsupported_configs_are_errors() {
         let config = SchedulerConfig { timestep_spacing: "even".into(), ..SchedulerConfig::default() };
-        for kind in [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::EulerKarras, SchedulerKind::DpmSolver2M] {
+        for kind in [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::EulerKarras, SchedulerKind::DpmSolver2M]
+        {
             let err = Scheduler::new(kind, &config, 10).unwrap_err().to_string();
             assert!(err.contains("timestep_spacing even is not supported"), "{kind}: {err}");
         }

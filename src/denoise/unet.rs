@@ -218,7 +218,11 @@ impl ResnetBlock2D {
             time_emb_proj: temb_channels.map(|t| Linear::load(&w.pp("time_emb_proj"), t, c_out, true)).transpose()?,
             norm2: GroupNorm::load(&w.pp("norm2"), groups, c_out, eps)?,
             conv2: Conv2d::load(&w.pp("conv2"), c_out, c_out, 3, 1, 1)?,
-            conv_shortcut: if c_in != c_out { Some(Conv2d::load(&w.pp("conv_shortcut"), c_in, c_out, 1, 1, 0)?) } else { None },
+            conv_shortcut: if c_in != c_out {
+                Some(Conv2d::load(&w.pp("conv_shortcut"), c_in, c_out, 1, 1, 0)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -310,7 +314,14 @@ pub struct Transformer2DModel {
 }
 
 impl Transformer2DModel {
-    fn load(w: &Weights, channels: usize, heads: usize, context_dim: usize, groups: usize, linear: bool) -> Result<Self, ModelError> {
+    fn load(
+        w: &Weights,
+        channels: usize,
+        heads: usize,
+        context_dim: usize,
+        groups: usize,
+        linear: bool,
+    ) -> Result<Self, ModelError> {
         let proj = |name: &str| -> Result<Projection, ModelError> {
             Ok(if linear {
                 Projection::Linear(Linear::load(&w.pp(name), channels, channels, true)?)
@@ -321,7 +332,12 @@ impl Transformer2DModel {
         Ok(Self {
             norm: GroupNorm::load(&w.pp("norm"), groups, channels, 1e-6)?,
             proj_in: proj("proj_in")?,
-            transformer_blocks: vec![BasicTransformerBlock::load(&w.pp("transformer_blocks").pp(0), channels, heads, context_dim)?],
+            transformer_blocks: vec![BasicTransformerBlock::load(
+                &w.pp("transformer_blocks").pp(0),
+                channels,
+                heads,
+                context_dim,
+            )?],
             proj_out: proj("proj_out")?,
         })
     }
@@ -368,9 +384,23 @@ impl DownBlock {
         let mut attentions = Vec::new();
         for j in 0..config.layers_per_block {
             let r_in = if j == 0 { in_ch } else { out_ch };
-            resnets.push(ResnetBlock2D::load(&bw.pp("resnets").pp(j), r_in, out_ch, Some(config.temb_channels()), config.norm_num_groups, config.norm_eps)?);
+            resnets.push(ResnetBlock2D::load(
+                &bw.pp("resnets").pp(j),
+                r_in,
+                out_ch,
+                Some(config.temb_channels()),
+                config.norm_num_groups,
+                config.norm_eps,
+            )?);
             if config.down_block_types[i] == "CrossAttnDownBlock2D" {
-                attentions.push(Transformer2DModel::load(&bw.pp("attentions").pp(j), out_ch, config.heads(i), config.cross_attention_dim, config.norm_num_groups, config.use_linear_projection)?);
+                attentions.push(Transformer2DModel::load(
+                    &bw.pp("attentions").pp(j),
+                    out_ch,
+                    config.heads(i),
+                    config.cross_attention_dim,
+                    config.norm_num_groups,
+                    config.use_linear_projection,
+                )?);
             }
         }
         let downsampler = if i + 1 < c.len() {
@@ -382,7 +412,13 @@ impl DownBlock {
     }
 
     /// Runs the level and pushes every output the up path takes as a skip.
-    pub(crate) fn forward(&self, mut h: Tensor<4>, temb: &Tensor<2>, cond: &Conditioning, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+    pub(crate) fn forward(
+        &self,
+        mut h: Tensor<4>,
+        temb: &Tensor<2>,
+        cond: &Conditioning,
+        skips: &mut Vec<Tensor<4>>,
+    ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             h = resnet.forward(h, Some(temb));
             if let Some(attn) = self.attentions.get(j) {
@@ -427,7 +463,14 @@ impl MidBlock {
                 ResnetBlock2D::load(&mw.pp("resnets").pp(0), top, top, Some(temb), groups, eps)?,
                 ResnetBlock2D::load(&mw.pp("resnets").pp(1), top, top, Some(temb), groups, eps)?,
             ],
-            attention: Transformer2DModel::load(&mw.pp("attentions").pp(0), top, config.heads(n - 1), config.cross_attention_dim, groups, config.use_linear_projection)?,
+            attention: Transformer2DModel::load(
+                &mw.pp("attentions").pp(0),
+                top,
+                config.heads(n - 1),
+                config.cross_attention_dim,
+                groups,
+                config.use_linear_projection,
+            )?,
         })
     }
 
@@ -515,9 +558,23 @@ impl UNet2DConditionModel {
             for j in 0..layers {
                 let skip = if j == layers - 1 { in_ch } else { out_ch };
                 let r_in = if j == 0 { prev_out } else { out_ch };
-                resnets.push(ResnetBlock2D::load(&bw.pp("resnets").pp(j), r_in + skip, out_ch, Some(temb), groups, eps)?);
+                resnets.push(ResnetBlock2D::load(
+                    &bw.pp("resnets").pp(j),
+                    r_in + skip,
+                    out_ch,
+                    Some(temb),
+                    groups,
+                    eps,
+                )?);
                 if kind == "CrossAttnUpBlock2D" {
-                    attentions.push(Transformer2DModel::load(&bw.pp("attentions").pp(j), out_ch, heads, ctx, groups, linear)?);
+                    attentions.push(Transformer2DModel::load(
+                        &bw.pp("attentions").pp(j),
+                        out_ch,
+                        heads,
+                        ctx,
+                        groups,
+                        linear,
+                    )?);
                 }
             }
             let upsampler = if i + 1 < n {
@@ -579,7 +636,13 @@ impl UNet2DConditionModel {
     /// # Panics
     /// When `control` has a different number of residuals than this UNet has skips; the
     /// ControlNet loader checks that its config matches the UNet's.
-    pub fn forward_controlled(&self, sample: Tensor<4>, timestep: f32, context: &Conditioning, control: Option<&ControlResiduals>) -> Tensor<4> {
+    pub fn forward_controlled(
+        &self,
+        sample: Tensor<4>,
+        timestep: f32,
+        context: &Conditioning,
+        control: Option<&ControlResiduals>,
+    ) -> Tensor<4> {
         let [batch, _, _, _] = sample.dims();
         let temb = self.time_embedding.forward(timestep, batch, &sample.device());
 
@@ -590,7 +653,11 @@ impl UNet2DConditionModel {
         }
         h = self.mid_block.forward(h, &temb, context);
         if let Some(control) = control {
-            assert_eq!(control.down.len(), skips.len(), "ControlNet residuals do not match the UNet's skip connections");
+            assert_eq!(
+                control.down.len(),
+                skips.len(),
+                "ControlNet residuals do not match the UNet's skip connections"
+            );
             skips = skips.into_iter().zip(&control.down).map(|(skip, residual)| skip + residual.clone()).collect();
             h = h + control.mid.clone();
         }
@@ -614,7 +681,14 @@ impl UNet2DConditionModel {
 
 /// diffusers' `get_timestep_embedding` for one timestep repeated over the batch,
 /// computed on the CPU in f32 (as diffusers does) and uploaded.
-pub fn timestep_embedding(timestep: f32, dim: usize, flip_sin_to_cos: bool, shift: usize, batch: usize, device: &Device) -> Tensor<2> {
+pub fn timestep_embedding(
+    timestep: f32,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: usize,
+    batch: usize,
+    device: &Device,
+) -> Tensor<2> {
     let half = dim / 2;
     let mut row = vec![0f32; dim];
     for i in 0..half {

@@ -115,7 +115,9 @@ impl ClipTextModel {
     pub fn load(w: &Weights, config: &ClipTextConfig) -> Result<Self, ModelError> {
         let quick_gelu = is_quick_gelu(&config.hidden_act, "text encoder")?;
         if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
-            return Err(ModelError::Unsupported("text encoder: hidden_size must divide into num_attention_heads".into()));
+            return Err(ModelError::Unsupported(
+                "text encoder: hidden_size must divide into num_attention_heads".into(),
+            ));
         }
         let tm = if w.contains("text_model.final_layer_norm.weight") { w.pp("text_model") } else { w.clone() };
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
@@ -127,7 +129,11 @@ impl ClipTextModel {
             config: config.clone(),
             quick_gelu,
             token_embedding: TokenEmbedding::load(&e.pp("token_embedding"), config.vocab_size, h)?,
-            position_embedding: e.pp("position_embedding").tensor("weight", [config.max_position_embeddings, h], Init::FanIn(1))?,
+            position_embedding: e.pp("position_embedding").tensor(
+                "weight",
+                [config.max_position_embeddings, h],
+                Init::FanIn(1),
+            )?,
             layers,
             final_norm: LayerNorm::load(&tm.pp("final_layer_norm"), h, eps)?,
         })
@@ -161,23 +167,23 @@ impl ClipTextModel {
 /// transformers' `CLIPTokenizer`: NFC, whitespace runs → one space, lower case; CLIP's split
 /// pattern, then byte-level mapping; BPE with `</w>` word ends; `<|startoftext|> … <|endoftext|>`;
 /// padded with `pad_token` and truncated to `max_length` (77), as the SD pipelines call it.
-pub fn clip_tokenizer_json(vocab_json: &[u8], merges_txt: &str, pad_token: &str, max_length: usize) -> Result<Vec<u8>, String> {
+pub fn clip_tokenizer_json(
+    vocab_json: &[u8],
+    merges_txt: &str,
+    pad_token: &str,
+    max_length: usize,
+) -> Result<Vec<u8>, String> {
     let vocab: serde_json::Map<String, Value> =
         serde_json::from_slice(vocab_json).map_err(|e| format!("vocab.json is not a JSON object of token ids: {e}"))?;
     let id = |token: &str| -> Result<u64, String> {
         vocab.get(token).and_then(Value::as_u64).ok_or_else(|| format!("vocab.json has no id for {token:?}"))
     };
     let (bos, eos, pad) = (id("<|startoftext|>")?, id("<|endoftext|>")?, id(pad_token)?);
-    let merges: Vec<&str> = merges_txt
-        .lines()
-        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-        .collect();
+    let merges: Vec<&str> = merges_txt.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
     if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
         return Err(format!("merges.txt line {bad:?} is not two tokens"));
     }
-    let special = |content: &str, id: u64| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-    };
+    let special = |content: &str, id: u64| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     // transformers makes the pad token a special token, so with SD 2.x's "!" a "!!" in a prompt
     // becomes two pad-token ids rather than the BPE merge "!!"; follow it.
     let mut added = vec![special("<|startoftext|>", bos), special("<|endoftext|>", eos)];
@@ -208,6 +214,7 @@ pub fn clip_tokenizer_json(vocab_json: &[u8], merges_txt: &str, pad_token: &str,
                   "vocab": vocab, "merges": merges},
     });
     let bytes = serde_json::to_vec(&tokenizer).expect("tokenizer JSON serialises");
-    tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| format!("the CLIP tokenizer built from vocab.json and merges.txt does not load: {e}"))?;
+    tokenizers::Tokenizer::from_bytes(&bytes)
+        .map_err(|e| format!("the CLIP tokenizer built from vocab.json and merges.txt does not load: {e}"))?;
     Ok(bytes)
 }

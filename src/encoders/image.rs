@@ -92,8 +92,13 @@ impl ImageEncoder {
     /// `post_layernorm` and `visual_projection` are not used by image prompts and not read).
     pub fn load(w: &Weights, config: &ImageEncoderConfig) -> Result<Self, ModelError> {
         let quick_gelu = is_quick_gelu(&config.hidden_act, "image encoder")?;
-        if config.hidden_size % config.num_attention_heads != 0 || config.patch_size == 0 || config.image_size % config.patch_size != 0 {
-            return Err(ModelError::Unsupported("image encoder: hidden_size must divide into heads and image_size into patches".into()));
+        if config.hidden_size % config.num_attention_heads != 0
+            || config.patch_size == 0
+            || config.image_size % config.patch_size != 0
+        {
+            return Err(ModelError::Unsupported(
+                "image encoder: hidden_size must divide into heads and image_size into patches".into(),
+            ));
         }
         let run = config.layers_run()?;
         let h = config.hidden_size;
@@ -109,7 +114,11 @@ impl ImageEncoder {
         Ok(Self {
             config: config.clone(),
             quick_gelu,
-            patch_embedding: e.pp("patch_embedding").tensor("weight", [h, config.num_channels, p, p], Init::FanIn(config.num_channels * p * p))?,
+            patch_embedding: e.pp("patch_embedding").tensor(
+                "weight",
+                [h, config.num_channels, p, p],
+                Init::FanIn(config.num_channels * p * p),
+            )?,
             class_embedding: e.tensor("class_embedding", [h], Init::FanIn(1))?,
             position_embedding: e.pp("position_embedding").tensor("weight", [positions, h], Init::FanIn(1))?,
             pre_norm: LayerNorm::load(&vm.pp("pre_layrnorm"), h, eps)?,
@@ -129,7 +138,8 @@ impl ImageEncoder {
         let mut planar = vec![0f32; 3 * s * s];
         for (i, px) in rgb.chunks_exact(3).enumerate() {
             for c in 0..3 {
-                planar[c * s * s + i] = (f32::from(px[c]) / 255.0 - self.config.image_mean[c]) / self.config.image_std[c];
+                planar[c * s * s + i] =
+                    (f32::from(px[c]) / 255.0 - self.config.image_mean[c]) / self.config.image_std[c];
             }
         }
         Tensor::from_data(TensorData::new(planar, [1, 3, s, s]), device)

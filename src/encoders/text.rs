@@ -95,9 +95,10 @@ impl TextEncoder {
     /// Loads the encoder's weights (safetensors bytes) and its `tokenizer.json`.
     pub fn load(config: &TextEncoderConfig, weights: &Weights, tokenizer_json: &[u8]) -> Result<Self, ModelError> {
         Ok(match config {
-            TextEncoderConfig::Bert(bert) => {
-                Self { tokenizer: PromptTokenizer::from_bytes(tokenizer_json)?, model: TextModel::Bert(BertModel::load(weights, bert)?) }
-            }
+            TextEncoderConfig::Bert(bert) => Self {
+                tokenizer: PromptTokenizer::from_bytes(tokenizer_json)?,
+                model: TextModel::Bert(BertModel::load(weights, bert)?),
+            },
             TextEncoderConfig::Clip(clip) => Self {
                 tokenizer: PromptTokenizer::fixed_length(tokenizer_json, clip.max_position_embeddings)?,
                 model: TextModel::Clip(ClipTextModel::load(weights, clip)?),
@@ -169,8 +170,16 @@ impl BertModel {
         Ok(Self {
             config: config.clone(),
             word_embeddings: TokenEmbedding::load(&e.pp("word_embeddings"), config.vocab_size, h)?,
-            position_embeddings: e.pp("position_embeddings").tensor("weight", [config.max_position_embeddings, h], Init::FanIn(1))?,
-            token_type_embeddings: e.pp("token_type_embeddings").tensor("weight", [config.type_vocab_size, h], Init::FanIn(1))?,
+            position_embeddings: e.pp("position_embeddings").tensor(
+                "weight",
+                [config.max_position_embeddings, h],
+                Init::FanIn(1),
+            )?,
+            token_type_embeddings: e.pp("token_type_embeddings").tensor(
+                "weight",
+                [config.type_vocab_size, h],
+                Init::FanIn(1),
+            )?,
             embeddings_norm: LayerNorm::load(&e.pp("LayerNorm"), h, eps)?,
             layers,
         })
@@ -200,7 +209,8 @@ impl BertModel {
             let q = split(layer.query.forward(x.clone()));
             let k = split(layer.key.forward(x.clone()));
             let v = split(layer.value.forward(x.clone()));
-            let context = attention(q, k, v, None, None, AttentionModuleOptions::default()).swap_dims(1, 2).reshape([1, t, h]);
+            let context =
+                attention(q, k, v, None, None, AttentionModuleOptions::default()).swap_dims(1, 2).reshape([1, t, h]);
             x = layer.attention_norm.forward(layer.attention_output.forward(context) + x);
             let inner = gelu(layer.intermediate.forward(x.clone()));
             x = layer.output_norm.forward(layer.output.forward(inner) + x);
@@ -238,7 +248,9 @@ impl PromptTokenizer {
         if !padded || !truncated {
             return Err(ModelError::Corrupt {
                 file: "tokenizer.json".into(),
-                reason: format!("a CLIP tokenizer must pad and truncate to {length} tokens (convert the pack with adcanvas convert)"),
+                reason: format!(
+                    "a CLIP tokenizer must pad and truncate to {length} tokens (convert the pack with adcanvas convert)"
+                ),
             });
         }
         Ok(Self { inner })
