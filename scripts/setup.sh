@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what adcanvas needs that a fresh Debian machine with Rust lacks; skips what is present.
 #   Debian: chromium + chromedriver (browser tests), Mesa lavapipe (native WebGPU on the CPU)
-#   rustup: the wasm32 target;  cargo: wasm-bindgen-cli (same version as the crate);  npm: test deps
+#   rustup: the wasm32 target and rustfmt;  cargo: wasm-bindgen-cli (same version as the crate);  npm: test deps
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ADCANVAS_ROOT"
@@ -18,6 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+if ! cargo fmt --version >/dev/null 2>&1; then
+  echo "setup: rustup component add rustfmt"
+  rustup component add rustfmt
+fi
 if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
   echo "setup: rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown

@@ -10,6 +10,8 @@ stamp() { echo "== $1 ($(( $(date +%s) - start ))s)"; }
 
 stamp "setup"
 scripts/setup.sh
+stamp "format"
+cargo fmt --check
 stamp "native tests"
 CUBECL_AUTOTUNE_LEVEL=minimal cargo test --release --locked
 stamp "web build"
