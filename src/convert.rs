@@ -116,9 +116,12 @@ fn read_config(path: &Path) -> Result<Value, ConvertError> {
     }
 }
 
+/// A config key and whether its value asks for something the runtime does not implement.
+type UnsupportedOption = (&'static str, fn(&Value) -> bool);
+
 /// Refuses UNet options the runtime does not implement, naming the option.
 fn check_unet_options(config: &Value) -> Result<(), ConvertError> {
-    let unsupported: [(&str, fn(&Value) -> bool); 10] = [
+    let unsupported: [UnsupportedOption; 10] = [
         ("class_embed_type", |_| true),
         ("addition_embed_type", |_| true),
         ("encoder_hid_dim", |_| true),
@@ -131,12 +134,12 @@ fn check_unet_options(config: &Value) -> Result<(), ConvertError> {
         ("center_input_sample", |v| v.as_bool() != Some(false)),
     ];
     for (key, is_unsupported) in unsupported {
-        if let Some(v) = config.get(key) {
-            if is_unsupported(v) {
-                return err(format!(
-                    "the UNet uses {key} = {v}, which adcanvas does not implement (SDXL, LCM-distilled and class-conditioned UNets are not supported yet)"
-                ));
-            }
+        if let Some(v) = config.get(key)
+            && is_unsupported(v)
+        {
+            return err(format!(
+                "the UNet uses {key} = {v}, which adcanvas does not implement (SDXL, LCM-distilled and class-conditioned UNets are not supported yet)"
+            ));
         }
     }
     Ok(())
@@ -259,10 +262,10 @@ pub fn convert_diffusers(
     let scheduler_path = dir.join("scheduler/scheduler_config.json");
     let scheduler: SchedulerConfig = if scheduler_path.exists() {
         let json = read_config(&scheduler_path)?;
-        if let Some(class) = json.get("_class_name").and_then(Value::as_str) {
-            if class != "DDIMScheduler" {
-                notes.push(format!("scheduler is {class}; adcanvas samples with DDIM using its noise schedule"));
-            }
+        if let Some(class) = json.get("_class_name").and_then(Value::as_str)
+            && class != "DDIMScheduler"
+        {
+            notes.push(format!("scheduler is {class}; adcanvas samples with DDIM using its noise schedule"));
         }
         serde_json::from_value(json).map_err(|e| ConvertError(format!("scheduler_config.json: {e}")))?
     } else {

@@ -109,7 +109,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// Loads `weight` and `bias` `[channels]`; `channels` must divide into `groups`.
     pub fn load(w: &Weights, groups: usize, channels: usize, eps: f64) -> Result<Self, ModelError> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(ModelError::Unsupported(format!(
                 "group norm with {channels} channels cannot be split into {groups} groups"
             )));

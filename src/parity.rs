@@ -286,14 +286,14 @@ pub fn check_pack(
             }
         }
         // The tiled decode (diffusers' `enable_tiling()` with the script's tile side), when saved.
-        if parts.contains(&Part::VaeDecodeTiled) {
-            if let Ok((tile, _)) = reference.values("vae_tile") {
-                let tile = *tile.first().ok_or("`vae_tile` is empty")? as usize;
-                let run = timed("tiled VAE decode", timing, &reference.values("decoded_tiled")?.0, || {
-                    decoder.decode_tiled(scaled.clone(), Some(tile))
-                })?;
-                tiled_run = Some(json!({ "tile": tile, "run": run.to_json() }));
-            }
+        if parts.contains(&Part::VaeDecodeTiled)
+            && let Ok((tile, _)) = reference.values("vae_tile")
+        {
+            let tile = *tile.first().ok_or("`vae_tile` is empty")? as usize;
+            let run = timed("tiled VAE decode", timing, &reference.values("decoded_tiled")?.0, || {
+                decoder.decode_tiled(scaled.clone(), Some(tile))
+            })?;
+            tiled_run = Some(json!({ "tile": tile, "run": run.to_json() }));
         }
     }
 

@@ -5,6 +5,7 @@
 //! - `q8`: `I8` values, the tensor's own shape; w ≈ q · s with s = max|w| / 127.
 //! - `q4`: `U8` bytes of shape `[n / 2]`, two values per byte (low nibble first), each
 //!   q + 8 with q ∈ [−8, 7] (stored as 0..15); w ≈ q · s with s = max|w| / 7.
+//!
 //! This is the symmetric per-block scheme of GGML's Q8_0/Q4_0 and of burn's `Q8S`/`Q4S`
 //! block-32 quantisation. Tensors whose element count is not a multiple of 32, and small
 //! tensors (norms, biases), stay in the pack's float type.
@@ -21,7 +22,7 @@ pub const SCALE_SUFFIX: &str = ".q_scale";
 
 /// Whether a tensor of `n` elements is stored quantised (the rest stay float).
 pub fn quantizable(n: usize) -> bool {
-    n % BLOCK == 0 && n >= 4096
+    n.is_multiple_of(BLOCK) && n >= 4096
 }
 
 fn block_scale(block: &[f32], max_q: f32) -> f16 {
@@ -31,7 +32,7 @@ fn block_scale(block: &[f32], max_q: f32) -> f16 {
 
 /// `q8` values and per-block scales.
 pub fn quantize_q8(values: &[f32]) -> (Vec<i8>, Vec<f16>) {
-    assert!(values.len() % BLOCK == 0, "q8 needs a multiple of {BLOCK} values");
+    assert!(values.len().is_multiple_of(BLOCK), "q8 needs a multiple of {BLOCK} values");
     let mut q = Vec::with_capacity(values.len());
     let mut scales = Vec::with_capacity(values.len() / BLOCK);
     for block in values.chunks_exact(BLOCK) {
@@ -47,7 +48,7 @@ pub fn quantize_q8(values: &[f32]) -> (Vec<i8>, Vec<f16>) {
 
 /// `q4` bytes (two values each) and per-block scales.
 pub fn quantize_q4(values: &[f32]) -> (Vec<u8>, Vec<f16>) {
-    assert!(values.len() % BLOCK == 0, "q4 needs a multiple of {BLOCK} values");
+    assert!(values.len().is_multiple_of(BLOCK), "q4 needs a multiple of {BLOCK} values");
     let mut packed = Vec::with_capacity(values.len() / 2);
     let mut scales = Vec::with_capacity(values.len() / BLOCK);
     for block in values.chunks_exact(BLOCK) {

@@ -340,7 +340,7 @@ fn read_blocks<'a>(
     use crate::quant::{BLOCK, SCALE_SUFFIX};
     let n: usize = shape.iter().product();
     let q4 = view.dtype() == Dtype::U8;
-    let shape_ok = if q4 { view.shape() == [n / 2] && n % 2 == 0 } else { view.shape() == shape };
+    let shape_ok = if q4 { view.shape() == [n / 2] && n.is_multiple_of(2) } else { view.shape() == shape };
     if !shape_ok {
         return Err(ModelError::Shape { name: key.to_string(), expected: shape.to_vec(), got: view.shape().to_vec() });
     }

@@ -401,6 +401,7 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one per CLI option it serves; a struct would only rename them
 fn run_generate(
     product_path: &Path,
     out: &Path,

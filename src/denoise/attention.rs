@@ -73,10 +73,10 @@ impl Attention {
     pub fn forward_mepa(&self, x: Tensor<3>, prompts: &MepaPrompts) -> Tensor<3> {
         let q = self.split_heads(self.to_q.forward(x));
         let mut fused = self.attend(&q, &prompts.text, &self.to_k, &self.to_v);
-        if let (Some(image), Some(ip)) = (&prompts.image, &self.image_prompt) {
-            if image.scale != 0.0 {
-                fused = fused + self.attend(&q, image, &ip.to_k_ip, &ip.to_v_ip);
-            }
+        if let (Some(image), Some(ip)) = (&prompts.image, &self.image_prompt)
+            && image.scale != 0.0
+        {
+            fused = fused + self.attend(&q, image, &ip.to_k_ip, &ip.to_v_ip);
         }
         self.to_out.forward(fused)
     }

@@ -177,10 +177,10 @@ impl UNetConfig {
         if self.mid_block_type != "UNetMidBlock2DCrossAttn" {
             return Err(ModelError::Unsupported(format!("UNet mid block type {}", self.mid_block_type)));
         }
-        if let PerBlock::Each(v) = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim) {
-            if v.len() != n {
-                return Err(ModelError::Unsupported("attention_head_dim must have one entry per block".into()));
-            }
+        if let PerBlock::Each(v) = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim)
+            && v.len() != n
+        {
+            return Err(ModelError::Unsupported("attention_head_dim must have one entry per block".into()));
         }
         Ok(())
     }

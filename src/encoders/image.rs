@@ -92,9 +92,9 @@ impl ImageEncoder {
     /// `post_layernorm` and `visual_projection` are not used by image prompts and not read).
     pub fn load(w: &Weights, config: &ImageEncoderConfig) -> Result<Self, ModelError> {
         let quick_gelu = is_quick_gelu(&config.hidden_act, "image encoder")?;
-        if config.hidden_size % config.num_attention_heads != 0
+        if !config.hidden_size.is_multiple_of(config.num_attention_heads)
             || config.patch_size == 0
-            || config.image_size % config.patch_size != 0
+            || !config.image_size.is_multiple_of(config.patch_size)
         {
             return Err(ModelError::Unsupported(
                 "image encoder: hidden_size must divide into heads and image_size into patches".into(),

@@ -145,7 +145,7 @@ impl BertModel {
         if config.hidden_act != "gelu" {
             return Err(ModelError::Unsupported(format!("text encoder activation {}", config.hidden_act)));
         }
-        if config.hidden_size % config.num_attention_heads != 0 {
+        if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
             return Err(ModelError::Unsupported("hidden_size must divide into num_attention_heads".into()));
         }
         let h = config.hidden_size;
