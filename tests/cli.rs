@@ -178,6 +178,37 @@ fn unknown_scheduler_is_refused_with_the_choices() {
 }
 
 #[test]
+fn size_takes_width_by_height_and_refuses_anything_else() {
+    let product = fixture("product_alpha_32.png");
+    let out = tmp("wide.png");
+    let base = ["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
+    let run = adcanvas(&[&base[..], &["--size", "96x64", "--steps", "1"]].concat());
+    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
+    assert_eq!((report["width"].as_u64(), report["height"].as_u64()), (Some(96), Some(64)), "{report}");
+    let png = image::open(&out).expect("the ad is a PNG");
+    assert_eq!((png.width(), png.height()), (96, 64));
+
+    let never = tmp("never5.png");
+    let bad = adcanvas(&[
+        "generate",
+        "--product",
+        product.to_str().unwrap(),
+        "--out",
+        never.to_str().unwrap(),
+        "--size",
+        "96y64",
+    ]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("\"96y64\" is not a size") && stderr.contains("WIDTHxHEIGHT"), "{stderr}");
+    let odd = adcanvas(&[&base[..], &["--size", "96x40"]].concat());
+    assert!(!odd.status.success());
+    let stderr = String::from_utf8_lossy(&odd.stderr);
+    assert!(stderr.contains("height must be a positive multiple of 32"), "{stderr}");
+}
+
+#[test]
 fn corrupt_photo_fails_with_a_message() {
     let product = fixture("corrupt.png");
     let out = tmp("never.png");

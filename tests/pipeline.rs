@@ -716,3 +716,24 @@ fn twice_the_model_size_is_refined_from_its_own_size() {
     assert!(!single.timings.0.iter().any(|(stage, _)| *stage == "first pass"));
     assert_eq!(single.image.dimensions(), (size, size));
 }
+
+/// Banners and portraits: width ≠ height runs through every stage (layout, depth, the style
+/// reference's region masks, anchoring, the conditioned decoder) with the product exact and
+/// inside the frame, in both orientations.
+#[test]
+fn wide_and_tall_ads_keep_the_product_exact() {
+    let device = Device::flex();
+    let model = load_default(&device);
+    let reference = Reference::with_mask(REFERENCE_BEACH, REFERENCE_BEACH_MASK).unwrap();
+    for (width, height) in [(96u32, 64u32), (64, 128)] {
+        let options = GenerateOptions { width, height, ..tiny_options(2) };
+        let g = run_with(&model, PRODUCT_32, Some(&reference), &options);
+        assert_eq!((g.image.width(), g.image.height()), (width, height));
+        assert_eq!((g.background.width(), g.background.height()), (width, height));
+        assert!(g.depth_used && g.reference.is_some());
+        let p = &g.placement;
+        let inside = p.x >= 0 && p.y >= 0 && p.x as u32 + p.w <= width && p.y as u32 + p.h <= height;
+        assert!(inside, "{width}×{height}: placement {p:?} leaves the frame");
+        assert_composite_exact(&g);
+    }
+}

@@ -1,7 +1,7 @@
 // adcanvas page glue: wires the DOM to the Rust/wasm `Studio` (dist/pkg/adcanvas.js).
 // Plain ES module, no framework. All heavy work happens inside the wasm module on WebGPU.
 
-import { field, isFatal, messageOf, resultImage, toBytes } from './common.js';
+import { field, isFatal, messageOf, parseSize, resultImage, toBytes } from './common.js';
 import { startEngine } from './studio.js';
 
 const $ = (id) => document.getElementById(id);
@@ -373,7 +373,7 @@ async function generate() {
   try {
     params = {
       prompt: el.prompt.value.trim(),
-      size: Number(el.size.value),
+      ...parseSize(el.size.value),
       steps: readInt(el.steps, 'Steps', 1, 200),
       seed: readInt(el.seed, 'Seed', 0, 4294967295),
       reference_scale: Number(el.referenceScale.value),
@@ -392,12 +392,13 @@ async function generate() {
   setProgress(0, params.steps);
   // The GPU compiles its kernels on the first image of each size (tens of seconds even on a
   // fast GPU; BENCHMARKS.md); later images of that size take a second or two.
-  const compiling = state.sizesRun.has(params.size) ? ''
+  const size = `${params.width} × ${params.height}`;
+  const compiling = state.sizesRun.has(size) ? ''
     : ' The first image at this size also prepares the GPU\'s kernels, which can take a minute.';
   // At twice the model's size the pipeline lays the ad out at half the size, then refines it.
-  const twoPass = state.nativeSize > 0 && params.size >= 2 * state.nativeSize
-    ? ` (laid out at ${params.size / 2} px, then refined)` : '';
-  setStatus('generating', `Generating ${params.size} × ${params.size}${twoPass}… (step 0 / ${params.steps})${compiling}`);
+  const twoPass = state.nativeSize > 0 && Math.min(params.width, params.height) >= 2 * state.nativeSize
+    ? ` (laid out at ${params.width / 2} × ${params.height / 2}, then refined)` : '';
+  setStatus('generating', `Generating ${size}${twoPass}… (step 0 / ${params.steps})${compiling}`);
   const started = performance.now();
   // Let the click finish and the status paint before the first (long) GPU submission.
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
@@ -405,9 +406,9 @@ async function generate() {
   try {
     const out = await state.studio.generate(params, (step, total) => {
       setProgress(step, total);
-      setStatus('generating', `Generating ${params.size} × ${params.size}${twoPass}… step ${step} / ${total}${compiling}`);
+      setStatus('generating', `Generating ${size}${twoPass}… step ${step} / ${total}${compiling}`);
     });
-    state.sizesRun.add(params.size);
+    state.sizesRun.add(size);
     showResult(out);
     setProgress(el.progress.max, el.progress.max);
     const secs = ((performance.now() - started) / 1000).toFixed(1);

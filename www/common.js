@@ -64,3 +64,11 @@ export function resultImage(out) {
     png: new Blob([toBytes(field(out, 'png'))], { type: 'image/png' }),
   };
 }
+
+/** `'256'` or `'384x256'` (width × height) → `{ width, height }`; null if it is neither. */
+export function parseSize(text) {
+  const m = /^\s*(\d+)\s*(?:[x×]\s*(\d+))?\s*$/i.exec(String(text));
+  if (!m) return null;
+  const width = Number(m[1]);
+  return { width, height: m[2] === undefined ? width : Number(m[2]) };
+}

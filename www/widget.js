@@ -10,7 +10,7 @@
 // adcanvas-ready, adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
-import { field, isFatal, messageOf, resultImage } from './common.js';
+import { field, isFatal, messageOf, parseSize, resultImage } from './common.js';
 import { startEngine } from './studio.js';
 
 const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
@@ -147,16 +147,19 @@ export class AdcanvasStudio extends HTMLElement {
   }
 
   /** Makes an ad for the prepared product; `options` override the attributes for this call
-   * (`prompt`, `size`, `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
+   * (`prompt`, `size`: 256 or '384x256', `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
   async generate(options = {}) {
     await this.ready;
     if (!this.#prepared) throw new Error('Choose a product photo first.');
     if (this.#generating) throw new Error('A generation is already running.');
     let params;
     try {
+      const sizeText = String(options.size ?? this.getAttribute('size') ?? this.#nativeSize);
+      const size = parseSize(sizeText);
+      if (!size) throw new Error(`The size must be a side such as 256 or WIDTHxHEIGHT such as 384x256, not "${sizeText}".`);
       params = {
         prompt: options.prompt ?? this.#ui.prompt.value.trim(),
-        size: options.size ?? this.#intAttribute('size', 32, 2048) ?? this.#nativeSize,
+        ...size,
         steps: options.steps ?? this.#intAttribute('steps', 1, 200) ?? 20,
         // No seed given: a new one each time, so pressing Generate again gives another ad.
         seed: options.seed ?? this.#intAttribute('seed', 0, 4294967295) ?? crypto.getRandomValues(new Uint32Array(1))[0],
@@ -172,13 +175,13 @@ export class AdcanvasStudio extends HTMLElement {
     this.#ui.progress.hidden = false;
     this.#ui.progress.max = params.steps;
     this.#ui.progress.value = 0;
-    this.#setStatus('generating', `Generating ${params.size} × ${params.size}…`);
+    this.#setStatus('generating', `Generating ${params.width} × ${params.height}…`);
     const started = performance.now();
     try {
       const out = await this.#studio.generate(params, (step, total) => {
         this.#ui.progress.max = Math.max(1, total);
         this.#ui.progress.value = step;
-        this.#setStatus('generating', `Generating ${params.size} × ${params.size}… step ${step} / ${total}`);
+        this.#setStatus('generating', `Generating ${params.width} × ${params.height}… step ${step} / ${total}`);
         this.#emit('adcanvas-progress', { step, total });
       });
       const image = resultImage(out);

@@ -182,10 +182,10 @@ enum Command {
         /// Output PNG.
         #[arg(long)]
         out: PathBuf,
-        /// Square output side in pixels (a multiple of the model's size step);
-        /// default: the size the model was trained at.
-        #[arg(long)]
-        size: Option<u32>,
+        /// Output size in pixels: a side (`256`, square) or `WIDTHxHEIGHT` (`384x256`), each a
+        /// multiple of the model's size step; default: the square the model was trained at.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<(u32, u32)>,
         #[arg(long, default_value_t = 20)]
         steps: usize,
         #[arg(long, default_value_t = 42)]
@@ -316,11 +316,11 @@ fn main() -> ExitCode {
             mask_out,
             reference,
         } => {
-            let side = size.unwrap_or(0);
+            let (width, height) = size.unwrap_or((0, 0));
             let options = GenerateOptions {
                 prompt,
-                width: side,
-                height: side,
+                width,
+                height,
                 steps,
                 seed,
                 guidance_scale: guidance,
@@ -398,6 +398,19 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
         local
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
+    }
+}
+
+/// `--size`: `256` (a square) or `384x256` (width × height).
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let side = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{text:?} is not a size: use a side such as 256, or WIDTHxHEIGHT such as 384x256"))
+    };
+    match text.split_once(['x', 'X', '×']) {
+        Some((w, h)) => Ok((side(w)?, side(h)?)),
+        None => side(text).map(|s| (s, s)),
     }
 }
 
