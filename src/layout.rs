@@ -142,6 +142,24 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
     Ok(Placement { canvas_w: cw, canvas_h: ch, crop, x, y, w, h, scale: scale as f32 })
 }
 
+impl Placement {
+    /// The same layout on a canvas of half the size, the product scaled by half about the
+    /// same relative centre: how a two-pass ad's first pass must hold the product so that its
+    /// upscaled result agrees with the full-size placement it is refined at
+    /// ([`crate::pipeline::generate_refined`]). Laying the half-size canvas out on its own would
+    /// not: a small photo sits at scale 1 on both canvases, so at twice its share of the first.
+    pub fn halved(&self) -> Placement {
+        let (cw, ch) = (self.canvas_w / 2, self.canvas_h / 2);
+        let scale = f64::from(self.scale) / 2.0;
+        let w = ((f64::from(self.crop.w) * scale).round() as u32).clamp(1, cw);
+        let h = ((f64::from(self.crop.h) * scale).round() as u32).clamp(1, ch);
+        // Centre at half the full-size centre.
+        let x = ((f64::from(self.x) + f64::from(self.w) / 2.0) / 2.0 - f64::from(w) / 2.0).round() as i32;
+        let y = ((f64::from(self.y) + f64::from(self.h) / 2.0) / 2.0 - f64::from(h) / 2.0).round() as i32;
+        Placement { canvas_w: cw, canvas_h: ch, crop: self.crop, x, y, w, h, scale: scale as f32 }
+    }
+}
+
 /// The product on a transparent canvas plus its canvas-size mask: the inputs to
 /// the diffusion conditioning and to [`crate::composite::composite`].
 #[derive(Clone, Debug, PartialEq)]
@@ -224,6 +242,37 @@ mod tests {
 
     fn opts(cw: u32, ch: u32, fill: f32) -> LayoutOptions {
         LayoutOptions { canvas_w: cw, canvas_h: ch, fill, allow_upscale: false }
+    }
+
+    /// A two-pass ad's first pass holds the product as the full-size layout does, at half the
+    /// scale: the same share of the canvas, about the same relative centre. Laid out on its own,
+    /// the 32-px product would sit at scale 1 on the half canvas too (twice its share).
+    #[test]
+    fn halved_placement_keeps_the_full_layouts_share_and_centre() {
+        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let full = place_product(&m, &opts(512, 384, 0.6)).unwrap();
+        assert_eq!((full.x, full.y, full.w, full.h, full.scale), (240, 176, 32, 32, 1.0));
+        let half = full.halved();
+        assert_eq!((half.canvas_w, half.canvas_h, half.crop), (256, 192, full.crop));
+        assert_eq!((half.x, half.y, half.w, half.h, half.scale), (120, 88, 16, 16, 0.5));
+        let alone = place_product(&m, &opts(256, 192, 0.6)).unwrap();
+        assert_eq!((alone.w, alone.scale), (32, 1.0), "what the first pass used to do");
+        // Odd sizes: the centre moves by at most half a pixel of the half canvas.
+        let odd = Placement {
+            canvas_w: 100,
+            canvas_h: 60,
+            crop: Rect { x: 0, y: 0, w: 33, h: 21 },
+            x: 7,
+            y: 20,
+            w: 33,
+            h: 21,
+            scale: 1.0,
+        };
+        let h = odd.halved();
+        assert_eq!((h.w, h.h), (17, 11));
+        let centre = |p: &Placement| (f64::from(p.x) + f64::from(p.w) / 2.0, f64::from(p.y) + f64::from(p.h) / 2.0);
+        let (fc, hc) = (centre(&odd), centre(&h));
+        assert!((hc.0 - fc.0 / 2.0).abs() <= 0.5 && (hc.1 - fc.1 / 2.0).abs() <= 0.5, "{fc:?} → {hc:?}");
     }
 
     #[test]

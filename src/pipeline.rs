@@ -123,6 +123,9 @@ pub struct GenerateOptions {
     /// At sizes of at least twice the model's own ([`refines_at`]), generate at half the size
     /// and refine the upscaled ad at this strength ([`generate_refined`]); `None`: one pass.
     pub refine_strength: Option<f32>,
+    /// Put the product here instead of laying it out by `fill` (its canvas must be
+    /// `width × height`): [`generate_refined`] gives both passes the full-size layout.
+    pub placement: Option<Placement>,
 }
 
 /// An image to refine rather than generate from noise (see [`GenerateOptions::init`]).
@@ -151,6 +154,7 @@ impl Default for GenerateOptions {
             anchor_product: true,
             init: None,
             refine_strength: Some(0.5),
+            placement: None,
         }
     }
 }
@@ -245,9 +249,7 @@ pub async fn generate_pass(
         Scheduler::new(options.scheduler, &model.manifest.scheduler, options.steps)?.with_noise_seed(options.seed);
 
     // 2. Layout: where the product goes, as data; then the canvas-size product layer.
-    let layout =
-        LayoutOptions { canvas_w: options.width, canvas_h: options.height, fill: options.fill, allow_upscale: false };
-    let placement = place_product(&product.mask, &layout)?;
+    let placement = placement_for(product, options)?;
     let placed = render_placed(&product.image, &product.mask, &placement);
     t = timings.record("layout", t);
 
@@ -416,11 +418,14 @@ pub async fn generate_refined(
     let first_steps = options.steps;
     let second_steps = refining_steps(strength, options.steps)?;
     let total = first_steps + second_steps;
+    // One layout for both passes: the full size's, halved for the first.
+    let placement = placement_for(product, options)?;
     let half = GenerateOptions {
         width: options.width / 2,
         height: options.height / 2,
         init: None,
         refine_strength: None,
+        placement: Some(placement.halved()),
         ..options.clone()
     };
     let first = generate_pass(model, product, reference, &half, &mut |i, _| progress(i, total)).await?;
@@ -428,12 +433,34 @@ pub async fn generate_refined(
     let image =
         image::imageops::resize(&first.image, options.width, options.height, image::imageops::FilterType::CatmullRom);
     let upscale_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let full = GenerateOptions { init: Some(InitImage { image, strength }), ..options.clone() };
+    let full =
+        GenerateOptions { init: Some(InitImage { image, strength }), placement: Some(placement), ..options.clone() };
     let mut second =
         generate_pass(model, product, reference, &full, &mut |i, _| progress(first_steps + i, total)).await?;
     let first_ms = first.timings.0.iter().map(|(_, ms)| ms).sum::<f64>();
     second.timings.0.splice(0..0, [("first pass", first_ms), ("upscale", upscale_ms)]);
     Ok(second)
+}
+
+/// Where the product goes: `options.placement` when given (checked against the canvas), else
+/// centred and scaled by `options.fill`, never above the photo's own size.
+fn placement_for(product: &Product, options: &GenerateOptions) -> Result<Placement, PipelineError> {
+    match &options.placement {
+        Some(p) if (p.canvas_w, p.canvas_h) == (options.width, options.height) => Ok(p.clone()),
+        Some(p) => Err(PipelineError::Options(format!(
+            "The placement is for a {}×{} canvas, but the ad is {}×{}.",
+            p.canvas_w, p.canvas_h, options.width, options.height
+        ))),
+        None => {
+            let layout = LayoutOptions {
+                canvas_w: options.width,
+                canvas_h: options.height,
+                fill: options.fill,
+                allow_upscale: false,
+            };
+            Ok(place_product(&product.mask, &layout)?)
+        }
+    }
 }
 
 /// Whether [`generate_refined`] should make a `width × height` ad with `model`: when half of it

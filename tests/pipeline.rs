@@ -737,3 +737,23 @@ fn wide_and_tall_ads_keep_the_product_exact() {
         assert_composite_exact(&g);
     }
 }
+
+/// A placement given in the options is where the product goes (two-pass ads give both passes
+/// the full-size layout this way); one made for another canvas size is refused.
+#[test]
+fn a_given_placement_is_used_and_a_mismatched_one_refused() {
+    use adcanvas::layout::{LayoutOptions, place_product};
+    let device = Device::flex();
+    let model = load_default(&device);
+    let product = prepare_product(PRODUCT_32).unwrap();
+    let layout = LayoutOptions { canvas_w: 64, canvas_h: 64, fill: 0.6, allow_upscale: false };
+    let corner = adcanvas::layout::Placement { x: 0, y: 32, ..place_product(&product.mask, &layout).unwrap() };
+    let g = run(&model, PRODUCT_32, &GenerateOptions { placement: Some(corner.clone()), ..tiny_options(3) });
+    assert_eq!(g.placement, corner);
+    assert_composite_exact(&g);
+
+    let half = corner.halved();
+    let options = GenerateOptions { placement: Some(half), ..tiny_options(3) };
+    let err = pollster::block_on(generate(&model, &product, None, &options, &mut |_, _| true)).unwrap_err();
+    assert!(err.to_string().contains("The placement is for a 32×32 canvas, but the ad is 64×64."), "{err}");
+}
