@@ -546,8 +546,8 @@ async function waitForEvent(page, type, timeout) {
   return page.evaluate(() => window.__events.slice());
 }
 
-test('widget: embedded in another site, makes an ad with the product exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
-  const host = await startHost('prompt="on a wooden table" size="64" steps="2" seed="7"');
+test('widget: embedded in another site, makes a banner ad with the product exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
+  const host = await startHost('prompt="on a wooden table" size="96x64" steps="2" seed="7"');
   const b = await launch(WEBGPU_ON);
   const requests = [];
   b.context.on('request', (req) => requests.push(req.url()));
@@ -595,7 +595,7 @@ test('widget: embedded in another site, makes an ad with the product exact', { t
 
     // The PNG the host page received keeps every opaque product pixel exact …
     const png = decodePng(Buffer.from(done.png));
-    assert.deepEqual([png.width, png.height, done.detail.width, done.detail.height], [64, 64, 64, 64]);
+    assert.deepEqual([png.width, png.height, done.detail.width, done.detail.height], [96, 64, 96, 64], 'a banner');
     const { x, y, w, h } = done.detail.placement;
     const fixture = decodePng(fs.readFileSync(PRODUCT));
     assert.deepEqual([w, h], [fixture.width, fixture.height], 'placed at scale 1');
