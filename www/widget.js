@@ -73,6 +73,13 @@ export class AdcanvasStudio extends HTMLElement {
   #ui = null;
   #ready = null;
   #runsIn = null;
+  #connected = null; // resolves when the element first joins a document: it renders then
+  #onConnected = null;
+
+  constructor() {
+    super();
+    this.#connected = new Promise((resolve) => { this.#onConnected = resolve; });
+  }
 
   /** Resolves with the model's info once the model is loaded; rejects if it cannot be. */
   get ready() {
@@ -107,6 +114,7 @@ export class AdcanvasStudio extends HTMLElement {
     };
     this.#wire();
     this.#ui.prompt.value = this.getAttribute('prompt') || '';
+    this.#onConnected();
     this.ready.catch(() => { /* reported in the widget and by an adcanvas-error event */ });
   }
 
@@ -220,6 +228,7 @@ export class AdcanvasStudio extends HTMLElement {
   }
 
   async #start() {
+    await this.#connected; // `ready`, setProduct() or generate() may be called before insertion
     this.#setStatus('loading', 'Loading…');
     let engine;
     try {

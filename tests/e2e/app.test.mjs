@@ -666,6 +666,14 @@ test('widget: without WebGPU it says so and tells the host page', { timeout: 3 *
     const widget = page.locator('adcanvas-studio');
     assert.match(await widget.locator('.status').innerText(), /WebGPU/);
     assert.equal(await widget.locator('button.generate').isDisabled(), true);
+    // A widget made from script and asked for `ready` before it joins the page waits for that.
+    const early = await page.evaluate(() => {
+      const w = document.createElement('adcanvas-studio');
+      const outcome = w.ready.then(() => 'loaded', (e) => e.message);
+      document.body.append(w);
+      return outcome;
+    });
+    assert.match(early, /WebGPU/);
     await page.waitForTimeout(500);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
