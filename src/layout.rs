@@ -66,11 +66,14 @@ pub struct LayoutOptions {
     pub fill: f32,
     /// Allow scale > 1 (default false: upscaling blurs the product; scale is capped at 1.0).
     pub allow_upscale: bool,
+    /// Where the product sits across the canvas, as the share of the free width left of it:
+    /// 0 flush left, 0.5 centred (default), 1 flush right. Off-centre leaves room for copy.
+    pub position: f32,
 }
 
 impl Default for LayoutOptions {
     fn default() -> Self {
-        Self { canvas_w: 512, canvas_h: 512, fill: 0.6, allow_upscale: false }
+        Self { canvas_w: 512, canvas_h: 512, fill: 0.6, allow_upscale: false, position: 0.5 }
     }
 }
 
@@ -86,6 +89,8 @@ pub enum LayoutError {
     },
     /// `fill` not in (0, 1] (or not finite).
     Fill(f32),
+    /// `position` not in [0, 1] (or not finite).
+    Position(f32),
     /// The mask has no product pixels to place.
     EmptyMask,
 }
@@ -101,6 +106,10 @@ impl fmt::Display for LayoutError {
                 f,
                 "The product size {v} is not valid; it must be a fraction greater than 0 and at most 1 of the canvas."
             ),
+            LayoutError::Position(v) => write!(
+                f,
+                "The product position {v} is not valid; it must be from 0 (left) to 1 (right), 0.5 being the centre."
+            ),
             LayoutError::EmptyMask => write!(f, "There is no product to place: the product mask is empty."),
         }
     }
@@ -111,7 +120,8 @@ impl std::error::Error for LayoutError {}
 /// Coverage threshold for the crop: keeps faint soft-edge pixels, drops numerical dust.
 const CROP_THRESHOLD: f32 = 0.01;
 
-/// Compute a centred, uniformly scaled placement of the mask's bounding box.
+/// Compute a uniformly scaled placement of the mask's bounding box: centred vertically, across
+/// the canvas where `opts.position` says.
 pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placement, LayoutError> {
     let (cw, ch) = (opts.canvas_w, opts.canvas_h);
     let ok = |s: u32| (MIN_CANVAS_SIDE..=MAX_CANVAS_SIDE).contains(&s);
@@ -120,6 +130,9 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
     }
     if !(opts.fill.is_finite() && opts.fill > 0.0 && opts.fill <= 1.0) {
         return Err(LayoutError::Fill(opts.fill));
+    }
+    if !(opts.position.is_finite() && (0.0..=1.0).contains(&opts.position)) {
+        return Err(LayoutError::Position(opts.position));
     }
     let crop = mask.bbox(CROP_THRESHOLD).ok_or(LayoutError::EmptyMask)?;
     let target = f64::from(opts.fill) * f64::from(cw.min(ch));
@@ -137,7 +150,8 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
             ((f64::from(crop.h) * scale).round() as u32).clamp(1, ch),
         )
     };
-    let x = ((cw - w) / 2) as i32;
+    // floor((cw − w) · position): exactly the integer centring at 0.5.
+    let x = (f64::from(cw - w) * f64::from(opts.position)).floor() as i32;
     let y = ((ch - h) / 2) as i32;
     Ok(Placement { canvas_w: cw, canvas_h: ch, crop, x, y, w, h, scale: scale as f32 })
 }
@@ -241,7 +255,21 @@ mod tests {
     }
 
     fn opts(cw: u32, ch: u32, fill: f32) -> LayoutOptions {
-        LayoutOptions { canvas_w: cw, canvas_h: ch, fill, allow_upscale: false }
+        LayoutOptions { canvas_w: cw, canvas_h: ch, fill, ..Default::default() }
+    }
+
+    #[test]
+    fn position_moves_the_product_across_and_is_checked() {
+        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let at = |position: f32| place_product(&m, &LayoutOptions { position, ..opts(96, 64, 0.6) });
+        assert_eq!(at(0.5).unwrap().x, 32, "centred, as before");
+        assert_eq!((at(0.0).unwrap().x, at(1.0).unwrap().x, at(0.25).unwrap().x), (0, 64, 16));
+        assert_eq!(at(0.25).unwrap().y, 16, "vertically centred whatever the position");
+        for bad in [-0.1, 1.5, f32::NAN] {
+            let e = at(bad).unwrap_err();
+            assert!(matches!(e, LayoutError::Position(_)), "{e:?}");
+            assert!(e.to_string().contains("from 0 (left) to 1 (right)"), "{e}");
+        }
     }
 
     /// A two-pass ad's first pass holds the product as the full-size layout does, at half the

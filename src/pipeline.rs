@@ -98,8 +98,11 @@ pub struct GenerateOptions {
     pub guidance_scale: f32,
     /// Sampler: DDIM (default), Euler, DPM-Solver++ (2M) or LCM.
     pub scheduler: SchedulerKind,
-    /// Fraction of the canvas's shorter side the product's longer side occupies.
+    /// Fraction of the canvas's shorter side the product's longer side occupies (never more
+    /// than the photo's own size: the product is not upscaled).
     pub fill: f32,
+    /// Where the product sits across the ad: 0 left, 0.5 centred, 1 right ([`LayoutOptions::position`]).
+    pub position: f32,
     /// How a style reference is used (weight λ, PFV and region masks on/off); ignored without one.
     pub reference: ReferenceOptions,
     /// λ_t, MEPA's weight on the text prompt's attention (1 as trained; other values are an ablation).
@@ -147,6 +150,7 @@ impl Default for GenerateOptions {
             guidance_scale: 7.5,
             scheduler: SchedulerKind::Ddim,
             fill: 0.6,
+            position: 0.5,
             reference: ReferenceOptions::default(),
             text_weight: 1.0,
             depth_scale: 1.0,
@@ -457,6 +461,7 @@ fn placement_for(product: &Product, options: &GenerateOptions) -> Result<Placeme
                 canvas_h: options.height,
                 fill: options.fill,
                 allow_upscale: false,
+                position: options.position,
             };
             Ok(place_product(&product.mask, &layout)?)
         }

@@ -272,7 +272,7 @@ impl Studio {
     }
 
     /// Generates an ad for the prepared product.
-    /// `opts`: `{ prompt, size (a square's side) or width and height, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
+    /// `opts`: `{ prompt, size (a square's side) or width and height, fill, position, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
     /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product, refine_strength }`
     /// (`refine_strength` 0: one pass even at twice the model's size; the reference ones
     /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
@@ -294,6 +294,8 @@ impl Studio {
                 prompt: get(&opts, "prompt").as_string().unwrap_or_default(),
                 width: number("width", size) as u32,
                 height: number("height", size) as u32,
+                fill: number("fill", 0.6) as f32,
+                position: number("position", 0.5) as f32,
                 steps: number("steps", 20.0).max(0.0) as usize,
                 seed: number("seed", 42.0).max(0.0) as u64,
                 guidance_scale: number("guidance", 7.5) as f32,

@@ -209,6 +209,33 @@ fn size_takes_width_by_height_and_refuses_anything_else() {
 }
 
 #[test]
+fn position_and_fill_lay_the_product_out_and_bad_values_are_refused() {
+    let product = fixture("product_alpha_32.png");
+    let out = tmp("left.png");
+    let base = ["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
+    let run =
+        adcanvas(&[&base[..], &["--size", "96x64", "--steps", "1", "--position", "left", "--fill", "0.25"]].concat());
+    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
+    // fill 0.25 of 64 px: the 32-px product at half size; left: 15 % of the free 80 px.
+    assert_eq!(
+        (report["placement"]["w"].as_u64(), report["placement"]["x"].as_u64()),
+        (Some(16), Some(12)),
+        "{report}"
+    );
+
+    let bad = adcanvas(&[&base[..], &["--position", "middle"]].concat());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && stderr.contains("use left, center, right or a number from 0 to 1"), "{stderr}");
+    let off = adcanvas(&[&base[..], &["--position", "1.5", "--size", "64", "--steps", "1"]].concat());
+    let stderr = String::from_utf8_lossy(&off.stderr);
+    assert!(!off.status.success() && stderr.contains("from 0 (left) to 1 (right)"), "{stderr}");
+    let big = adcanvas(&[&base[..], &["--fill", "1.2", "--size", "64", "--steps", "1"]].concat());
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert!(!big.status.success() && stderr.contains("product size 1.2 is not valid"), "{stderr}");
+}
+
+#[test]
 fn corrupt_photo_fails_with_a_message() {
     let product = fixture("corrupt.png");
     let out = tmp("never.png");

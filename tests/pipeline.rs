@@ -746,7 +746,7 @@ fn a_given_placement_is_used_and_a_mismatched_one_refused() {
     let device = Device::flex();
     let model = load_default(&device);
     let product = prepare_product(PRODUCT_32).unwrap();
-    let layout = LayoutOptions { canvas_w: 64, canvas_h: 64, fill: 0.6, allow_upscale: false };
+    let layout = LayoutOptions { canvas_w: 64, canvas_h: 64, ..LayoutOptions::default() };
     let corner = adcanvas::layout::Placement { x: 0, y: 32, ..place_product(&product.mask, &layout).unwrap() };
     let g = run(&model, PRODUCT_32, &GenerateOptions { placement: Some(corner.clone()), ..tiny_options(3) });
     assert_eq!(g.placement, corner);

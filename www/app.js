@@ -19,6 +19,8 @@ const el = {
   controls: $('controls'),
   prompt: $('prompt'),
   size: $('size'),
+  fill: $('fill'),
+  position: $('position'),
   steps: $('steps'),
   seed: $('seed'),
   randomSeed: $('random-seed'),
@@ -73,7 +75,7 @@ function replaceUrl(key, blob) {
 /** Enable/disable controls from the current state. */
 function refreshControls() {
   const locked = state.generating;
-  for (const input of [el.file, el.prompt, el.size, el.steps, el.seed, el.randomSeed]) {
+  for (const input of [el.file, el.prompt, el.size, el.fill, el.position, el.steps, el.seed, el.randomSeed]) {
     input.disabled = locked;
   }
   el.dropzone.classList.toggle('disabled', locked || !state.studio);
@@ -202,7 +204,8 @@ const PHOTO_KEY = 'adcanvas.photo';
 function saveSettings() {
   try {
     localStorage.setItem(SETTINGS_KEY, JSON.stringify({
-      prompt: el.prompt.value, size: el.size.value, steps: el.steps.value, seed: el.seed.value,
+      prompt: el.prompt.value, size: el.size.value, fill: el.fill.value, position: el.position.value,
+      steps: el.steps.value, seed: el.seed.value,
     }));
   } catch { /* storage disabled: nothing to keep */ }
 }
@@ -220,7 +223,9 @@ function restoreSettings() {
     const saved = savedSettings();
     if (!saved) return;
     if (typeof saved.prompt === 'string') el.prompt.value = saved.prompt;
-    if ([...el.size.options].some((o) => o.value === saved.size)) el.size.value = saved.size;
+    for (const key of ['size', 'fill', 'position']) {
+      if ([...el[key].options].some((o) => o.value === saved[key])) el[key].value = saved[key];
+    }
     if (saved.steps) el.steps.value = saved.steps;
     if (saved.seed) el.seed.value = saved.seed;
   } catch { /* corrupt or unavailable storage: keep the defaults */ }
@@ -374,6 +379,8 @@ async function generate() {
     params = {
       prompt: el.prompt.value.trim(),
       ...parseSize(el.size.value),
+      fill: Number(el.fill.value),
+      position: Number(el.position.value),
       steps: readInt(el.steps, 'Steps', 1, 200),
       seed: readInt(el.seed, 'Seed', 0, 4294967295),
       reference_scale: Number(el.referenceScale.value),
@@ -499,6 +506,6 @@ window.addEventListener('error', (e) => {
   const err = e.error || e.message;
   if (isFatal(err)) showFatal(err); else setStatus('error', messageOf(err));
 });
-for (const input of [el.prompt, el.size, el.steps, el.seed]) input.addEventListener('change', saveSettings);
+for (const input of [el.prompt, el.size, el.fill, el.position, el.steps, el.seed]) input.addEventListener('change', saveSettings);
 
 start().catch((err) => setStatus('error', messageOf(err)));

@@ -60,7 +60,17 @@ const TEMPLATE = `
   </div>
 </div>`;
 
-/** The widget. Attributes (read when it connects): model, prompt, size, steps, seed, guidance, weights. */
+/** `left`, `center`/`centre`, `right` or a number from 0 to 1 → the layout's `position`. */
+function positionOf(value) {
+  const named = { left: 0.15, center: 0.5, centre: 0.5, right: 0.85 }[String(value).trim()];
+  const n = named ?? Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1) {
+    throw new Error(`The position must be left, center, right or a number from 0 to 1, not "${value}".`);
+  }
+  return n;
+}
+
+/** The widget. Attributes (read when it connects): model, prompt, size, fill, position, steps, seed, guidance, weights. */
 export class AdcanvasStudio extends HTMLElement {
   static observedAttributes = ['prompt'];
 
@@ -155,7 +165,7 @@ export class AdcanvasStudio extends HTMLElement {
   }
 
   /** Makes an ad for the prepared product; `options` override the attributes for this call
-   * (`prompt`, `size`: 256 or '384x256', `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
+   * (`prompt`, `size`: 256 or '384x256', `fill`, `position`, `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
   async generate(options = {}) {
     await this.ready;
     if (!this.#prepared) throw new Error('Choose a product photo first.');
@@ -172,6 +182,10 @@ export class AdcanvasStudio extends HTMLElement {
         // No seed given: a new one each time, so pressing Generate again gives another ad.
         seed: options.seed ?? this.#intAttribute('seed', 0, 4294967295) ?? crypto.getRandomValues(new Uint32Array(1))[0],
       };
+      const fill = options.fill ?? this.#numberAttribute('fill');
+      if (fill != null) params.fill = fill;
+      const position = options.position ?? this.getAttribute('position');
+      if (position != null && position !== '') params.position = positionOf(position);
       const guidance = options.guidance ?? this.#numberAttribute('guidance');
       if (guidance != null) params.guidance = guidance;
     } catch (err) {

@@ -186,6 +186,14 @@ enum Command {
         /// multiple of the model's size step; default: the square the model was trained at.
         #[arg(long, value_parser = parse_size)]
         size: Option<(u32, u32)>,
+        /// How much of the ad's shorter side the product's longer side takes, in (0, 1]; a photo
+        /// is never enlarged past its own pixels, so a small one may stay smaller.
+        #[arg(long, default_value_t = 0.6)]
+        fill: f32,
+        /// Where the product stands across the ad: left, center, right, or a number from 0
+        /// (flush left) to 1 (flush right). Off-centre leaves room for copy in a banner.
+        #[arg(long, default_value = "center", value_parser = parse_position)]
+        position: f32,
         #[arg(long, default_value_t = 20)]
         steps: usize,
         #[arg(long, default_value_t = 42)]
@@ -299,6 +307,8 @@ fn main() -> ExitCode {
             prompt,
             out,
             size,
+            fill,
+            position,
             steps,
             seed,
             count,
@@ -321,6 +331,8 @@ fn main() -> ExitCode {
                 prompt,
                 width,
                 height,
+                fill,
+                position,
                 steps,
                 seed,
                 guidance_scale: guidance,
@@ -400,6 +412,22 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
     }
 }
+
+/// `--position`: a name, or the share of the free width left of the product.
+fn parse_position(text: &str) -> Result<f32, String> {
+    match text {
+        "left" => Ok(POSITION_LEFT),
+        "center" | "centre" => Ok(0.5),
+        "right" => Ok(1.0 - POSITION_LEFT),
+        _ => text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a position: use left, center, right or a number from 0 to 1")),
+    }
+}
+
+/// `left` keeps a margin of 15 % of the free width: the product's centre falls near the first
+/// third of a banner, where layouts put it to leave the rest for copy.
+const POSITION_LEFT: f32 = 0.15;
 
 /// `--size`: `256` (a square) or `384x256` (width × height).
 fn parse_size(text: &str) -> Result<(u32, u32), String> {

@@ -547,7 +547,7 @@ async function waitForEvent(page, type, timeout) {
 }
 
 test('widget: embedded in another site, makes a banner ad with the product exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
-  const host = await startHost('prompt="on a wooden table" size="96x64" steps="2" seed="7"');
+  const host = await startHost('prompt="on a wooden table" size="96x64" position="left" steps="2" seed="7"');
   const b = await launch(WEBGPU_ON);
   const requests = [];
   b.context.on('request', (req) => requests.push(req.url()));
@@ -599,6 +599,7 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     const { x, y, w, h } = done.detail.placement;
     const fixture = decodePng(fs.readFileSync(PRODUCT));
     assert.deepEqual([w, h], [fixture.width, fixture.height], 'placed at scale 1');
+    assert.deepEqual([x, y], [Math.floor((96 - w) * 0.15), (64 - h) / 2], 'on the left, as the position attribute asks');
     let opaque = 0;
     let differ = 0;
     for (let j = 0; j < h; j++) {
