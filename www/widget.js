@@ -60,6 +60,10 @@ const TEMPLATE = `
   </div>
 </div>`;
 
+function referenceReport(r) {
+  return r ? { patches: field(r, 'patches'), hiddenPatches: field(r, 'hidden_patches'), tokens: field(r, 'tokens') } : null;
+}
+
 /** `left`, `center`/`centre`, `right` or a number from 0 to 1 → the layout's `position`. */
 function positionOf(value) {
   const named = { left: 0.15, center: 0.5, centre: 0.5, right: 0.85 }[String(value).trim()];
@@ -70,7 +74,8 @@ function positionOf(value) {
   return n;
 }
 
-/** The widget. Attributes (read when it connects): model, prompt, size, fill, position, steps, seed, guidance, weights. */
+/** The widget. Attributes (read when it connects): model, prompt, reference, size, fill, position, steps, seed,
+ * guidance, weights. */
 export class AdcanvasStudio extends HTMLElement {
   static observedAttributes = ['prompt'];
 
@@ -83,6 +88,7 @@ export class AdcanvasStudio extends HTMLElement {
   #ui = null;
   #ready = null;
   #runsIn = null;
+  #hasReference = false;
   #connected = null; // resolves when the element first joins a document: it renders then
   #onConnected = null;
 
@@ -164,6 +170,34 @@ export class AdcanvasStudio extends HTMLElement {
     }
   }
 
+  /** Sets the style reference (File, Blob, ArrayBuffer or bytes), or clears it with null: a
+   * picture whose background style the ads follow; its own foreground is hidden by PFV. */
+  async setReference(picture) {
+    await this.ready;
+    if (this.#generating) throw new Error('A generation is running; cancel it first.');
+    return this.#applyReference(picture);
+  }
+
+  async #applyReference(picture) {
+    if (picture == null) {
+      await this.#studio.setReference(new Uint8Array(), true);
+      this.#hasReference = false;
+      return null;
+    }
+    const name = typeof picture.name === 'string' ? picture.name : 'the style reference';
+    try {
+      const bytes = picture instanceof Blob ? new Uint8Array(await picture.arrayBuffer())
+        : picture instanceof ArrayBuffer ? new Uint8Array(picture) : new Uint8Array(picture);
+      const info = await this.#studio.setReference(bytes, true);
+      this.#hasReference = true;
+      return { width: field(info, 'width'), height: field(info, 'height') };
+    } catch (err) {
+      this.#hasReference = false;
+      await this.#studio.setReference(new Uint8Array(), true).catch(() => { /* cleared */ });
+      throw this.#fail(`Could not use ${name} as a style reference: ${messageOf(err)}`, 'bad-reference', err);
+    }
+  }
+
   /** Makes an ad for the prepared product; `options` override the attributes for this call
    * (`prompt`, `size`: 256 or '384x256', `fill`, `position`, `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
   async generate(options = {}) {
@@ -219,6 +253,8 @@ export class AdcanvasStudio extends HTMLElement {
       const detail = {
         png: image.png, width: image.width, height: image.height, placement: image.placement,
         prompt: params.prompt, seed: params.seed, steps: params.steps, seconds,
+        // With a style reference: how PFV cut it (patches, those hidden, image tokens kept).
+        reference: this.#hasReference ? referenceReport(field(out, 'reference')) : null,
       };
       this.#emit('adcanvas-generated', detail);
       return detail;
@@ -268,7 +304,24 @@ export class AdcanvasStudio extends HTMLElement {
       trained: field(info, 'trained') !== false,
       nativeSize: this.#nativeSize,
     };
-    this.#setStatus('ready', 'Ready. Drop in a product photo.');
+    // A style reference that cannot be used is reported, and the widget works without it.
+    let withoutReference = '';
+    const referenceUrl = this.getAttribute('reference');
+    if (referenceUrl) {
+      const url = new URL(referenceUrl, document.baseURI).href;
+      try {
+        const response = await fetch(url).catch((err) => { throw new Error(messageOf(err)); });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        await this.#applyReference(Object.assign(new Blob([bytes]), { name: url }));
+      } catch (err) {
+        const message = messageOf(err).startsWith('Could not use') ? messageOf(err)
+          : this.#fail(`Could not fetch the style reference ${url}: ${messageOf(err)}`, 'bad-reference', err).message;
+        withoutReference = ` (without the style reference: ${message})`;
+      }
+    }
+    detail.reference = referenceUrl ? !withoutReference : null;
+    this.#setStatus('ready', `Ready${withoutReference}. Drop in a product photo.`);
     this.#refresh();
     this.#emit('adcanvas-ready', detail);
     return detail;

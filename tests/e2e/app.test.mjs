@@ -514,6 +514,8 @@ test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, asyn
 /** A host page on its own origin (a second server) that embeds the widget from the app's origin. */
 async function startHost(widgetAttributes) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-host-'));
+  // The host's own picture, for the reference attribute (a cut-out: PFV hides its object).
+  fs.copyFileSync(REFERENCE_CUTOUT, path.join(dir, 'brand-style.png'));
   fs.writeFileSync(path.join(dir, 'index.html'), `<!doctype html>
 <html><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <style>
@@ -547,7 +549,7 @@ async function waitForEvent(page, type, timeout) {
 }
 
 test('widget: embedded in another site, makes a banner ad with the product exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
-  const host = await startHost('prompt="on a wooden table" size="96x64" position="left" steps="2" seed="7"');
+  const host = await startHost('prompt="on a wooden table" reference="brand-style.png" size="96x64" position="left" steps="2" seed="7"');
   const b = await launch(WEBGPU_ON);
   const requests = [];
   b.context.on('request', (req) => requests.push(req.url()));
@@ -560,6 +562,7 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     assert.equal(ready.detail.trained, true, 'the default model');
     assert.equal(ready.detail.nativeSize, 256);
     assert.equal(ready.detail.model, `${baseUrl}models/default/`, 'the model comes from where the widget lives');
+    assert.equal(ready.detail.reference, true, 'the host page\'s style reference is in use');
     const widget = page.locator('adcanvas-studio');
     // The host's `button { display: none }` does not reach into the shadow root.
     assert.equal(await widget.locator('button.generate').isVisible(), true, 'the widget\'s own styles hold');
@@ -589,6 +592,9 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     assert.ok(done, `generation finished: ${JSON.stringify(events.filter((e) => e.type === 'adcanvas-error'))}\nconsole:\n${b.consoleLines.join('\n')}`);
     assert.equal(done.detail.seed, 7);
     assert.equal(done.detail.prompt, 'on a wooden table');
+    const ref = done.detail.reference;
+    assert.ok(ref && ref.patches === 64 && ref.hiddenPatches > 0 && ref.tokens === 1 + 64 - ref.hiddenPatches,
+      `the reference went through PFV: ${JSON.stringify(ref)}`);
     const progress = events.filter((e) => e.type === 'adcanvas-progress');
     assert.ok(progress.length >= 2, `progress events: ${progress.length}`);
     assert.equal(await widget.evaluate((w) => w.state), 'done');
@@ -642,6 +648,26 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     const steps = await page.evaluate(() => window.__events.filter((e) => e.type === 'adcanvas-progress').length);
     assert.ok(steps < 50, `stopped after ${steps} of 50 steps`);
     assert.equal(await widget.locator('button.generate').isEnabled(), true, 'ready for another run');
+
+    // A reference that cannot be fetched: reported, and the widget works without it.
+    await page.evaluate(() => {
+      window.__events.length = 0;
+      const w = document.createElement('adcanvas-studio');
+      w.id = 'second';
+      w.setAttribute('reference', 'missing.png');
+      document.body.append(w);
+    });
+    events = await page.evaluate(async () => {
+      await document.getElementById('second').ready;
+      return window.__events.slice();
+    });
+    const missing = events.find((e) => e.type === 'adcanvas-error');
+    assert.equal(missing?.detail.code, 'bad-reference', JSON.stringify(events));
+    assert.match(missing.detail.message, /Could not fetch the style reference .*missing\.png: HTTP 404/);
+    assert.equal(events.find((e) => e.type === 'adcanvas-ready')?.detail.reference, false);
+    const second = page.locator('#second');
+    assert.equal(await second.evaluate((w) => w.state), 'ready');
+    assert.match(await second.locator('.status').innerText(), /without the style reference/);
 
     // Two origins and nothing else: the host page, and the app's server for module, wasm and model.
     const origins = new Set(requests.filter((u) => !u.startsWith('data:') && !u.startsWith('blob:')).map((u) => new URL(u).origin));
