@@ -118,6 +118,12 @@ function quantizedWeightsOption() {
   return new URLSearchParams(location.search).get('weights') || 'auto';
 }
 
+/** `?studio=page`: run the studio on the page's main thread instead of its worker (to compare;
+ * scripts/bench_main_thread.mjs measures what the worker spares the page). */
+function studioInPage() {
+  return new URLSearchParams(location.search).get('studio') === 'page';
+}
+
 function showWebgpuError(message) {
   el.webgpuErrorMessage.textContent = message;
   el.webgpuError.hidden = false;
@@ -143,7 +149,7 @@ async function start() {
 
   let engine;
   try {
-    engine = await startEngine({ bindings: await trunkBindings() });
+    engine = await startEngine({ bindings: await trunkBindings(), inPage: studioInPage() });
   } catch (err) {
     setStatus('error', `Could not load the WebAssembly module: ${messageOf(err)}`);
     return;

@@ -13,10 +13,11 @@ const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
  * `open(modelUrl, options)` loads a model pack and resolves to a studio:
  * `{ info, prepare(bytes), setReference(bytes, pfv), generate(params, onProgress), cancel() }`,
  * each method a promise of what the wasm `Studio`'s method of that name returns (src/web.rs).
- * `bindings`: an already-initialised wasm module (Trunk's loader) to run on the page with.
+ * `bindings`: an already-initialised wasm module (Trunk's loader) to run on the page with;
+ * `inPage`: run on the page even where a worker would do (to compare the two).
  */
-export async function startEngine({ bindings = null } = {}) {
-  if (!bindings) {
+export async function startEngine({ bindings = null, inPage = false } = {}) {
+  if (!bindings && !inPage) {
     const worker = await startWorker().catch(() => null);
     if (worker) return worker;
   }

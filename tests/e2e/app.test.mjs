@@ -10,18 +10,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { PNG } from 'pngjs';
+import { DIST, REPO, WEBGPU_OFF, WEBGPU_ON, launch, startServer } from './harness.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const DIST = path.resolve(process.env.ADCANVAS_DIST || path.join(REPO, 'dist'));
-const CHROMIUM = process.env.ADCANVAS_CHROMIUM || '/usr/bin/chromium';
 const FIXTURES = path.resolve(process.env.ADCANVAS_FIXTURES || path.join(REPO, 'tests', 'fixtures'));
 const PRODUCT = path.join(FIXTURES, 'product_alpha_32.png');
 const CORRUPT = path.join(FIXTURES, 'corrupt.png');
@@ -34,63 +28,10 @@ const MINUTE = 60_000;
 const GENERATE_TIMEOUT = 10 * MINUTE; // SwiftShader is very slow
 const LOAD_TIMEOUT = 5 * MINUTE;      // wasm compile + model pack download + pipeline setup
 
-// Flags for WebGPU on SwiftShader (Vulkan) in headless Chromium.
-const BASE_FLAGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--enable-features=Vulkan',
-  '--use-angle=swiftshader',
-  '--use-vulkan=swiftshader',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--force-color-profile=srgb',
-];
-const WEBGPU_ON = ['--enable-unsafe-webgpu', ...BASE_FLAGS];
-// WebGPU off. Verified on Chromium 156 (Debian, headless, no hardware GPU): without
-// --enable-unsafe-webgpu, requestAdapter() resolves to null (the SwiftShader adapter is blocked).
-// --disable-gpu additionally takes any hardware GPU away, so on a machine with a real GPU only the
-// blocked SwiftShader adapter is left. (--disable-features=WebGPU, --disable-blink-features=WebGPU
-// and --disable-webgpu do NOT remove navigator.gpu or the adapter in this build.) The test checks
-// this precondition in the page itself, so a Chromium that behaves differently fails loudly.
-const WEBGPU_OFF = [...BASE_FLAGS, '--disable-gpu'];
-
 // ---------- static server ----------
 
 let server = null;
 let baseUrl = null;
-
-function startServer(dir) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn('python3', [path.join(REPO, 'scripts', 'serve.py'), '--dir', dir, '--port', '0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    proc.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => {
-      proc.kill();
-      reject(new Error(`serve.py printed no URL within 15 s. stderr:\n${stderr}`));
-    }, 15_000);
-    proc.on('error', (err) => { clearTimeout(timer); reject(err); });
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`serve.py exited early (code ${code}). stderr:\n${stderr}`));
-    });
-    const lines = readline.createInterface({ input: proc.stdout });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      const m = /^serving (http:\/\/\S+\/)$/.exec(line.trim());
-      if (!m) {
-        proc.kill();
-        reject(new Error(`unexpected first line from serve.py: ${JSON.stringify(line)}`));
-        return;
-      }
-      resolve({ proc, url: m[1] });
-    });
-  });
-}
 
 before(async () => {
   if (!fs.existsSync(path.join(DIST, 'index.html')) || !fs.existsSync(path.join(DIST, 'pkg', 'adcanvas.js'))) {
@@ -110,32 +51,6 @@ process.on('exit', () => {
 });
 
 // ---------- browser helpers ----------
-
-/** Launch Chromium with a fresh profile; returns { context, page, pageErrors, console, close }. */
-async function launch(args) {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-e2e-'));
-  // headless:false so Playwright does not add its own --headless; '--headless=new' is in args.
-  // (Playwright refuses --user-data-dir in args; launchPersistentContext passes it for us.)
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: false,
-    args,
-    deviceScaleFactor: 1,
-    viewport: { width: 1280, height: 1000 },
-    acceptDownloads: true,
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  const pageErrors = [];
-  const consoleLines = [];
-  page.on('pageerror', (err) => pageErrors.push(err));
-  page.on('console', (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
-  page.on('crash', () => pageErrors.push(new Error('page crashed')));
-  const close = async () => {
-    await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  };
-  return { context, page, pageErrors, consoleLines, close };
-}
 
 async function statusOf(page) {
   return page.locator('#status').evaluate((e) => ({ state: e.dataset.state, text: e.textContent.trim() }));
