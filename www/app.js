@@ -1,7 +1,7 @@
 // adcanvas page glue: wires the DOM to the Rust/wasm `Studio` (dist/pkg/adcanvas.js).
 // Plain ES module, no framework. All heavy work happens inside the wasm module on WebGPU.
 
-import { field, isFatal, messageOf, parseSize, resultImage, toBytes } from './common.js';
+import { bytesOf, field, isFatal, messageOf, parseSize, resultImage, toBytes } from './common.js';
 import { startEngine } from './studio.js';
 
 const $ = (id) => document.getElementById(id);
@@ -280,7 +280,7 @@ async function handleFile(file) {
   refreshControls();
   setStatus('loading', `Reading ${file.name}…`);
   try {
-    const bytes = new Uint8Array(await file.arrayBuffer());
+    const bytes = await bytesOf(file);
     const prep = await state.studio.prepare(bytes);
     savePhoto(file.name, bytes);
     const width = field(prep, 'width');
@@ -463,7 +463,7 @@ async function applyReference() {
 
 el.reference.addEventListener('change', async () => {
   const file = el.reference.files && el.reference.files[0];
-  state.reference = file ? { name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) } : null;
+  state.reference = file ? { name: file.name, bytes: await bytesOf(file) } : null;
   await applyReference();
 });
 el.referenceClear.addEventListener('click', async () => {

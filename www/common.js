@@ -26,6 +26,12 @@ export function toBytes(v) {
   throw new Error('unexpected byte buffer from the wasm module');
 }
 
+/** The bytes of a File, Blob, ArrayBuffer or typed array, as the studio takes them. */
+export async function bytesOf(data) {
+  if (data instanceof Blob) return new Uint8Array(await data.arrayBuffer());
+  return toBytes(data);
+}
+
 /** A trap in the wasm module (panic, lost device) leaves it unusable until a reload. */
 export function isFatal(err) {
   return (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) ||

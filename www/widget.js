@@ -10,7 +10,7 @@
 // adcanvas-ready, adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
-import { field, isFatal, messageOf, parseSize, resultImage } from './common.js';
+import { bytesOf, field, isFatal, messageOf, parseSize, resultImage } from './common.js';
 import { startEngine } from './studio.js';
 
 const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
@@ -148,9 +148,7 @@ export class AdcanvasStudio extends HTMLElement {
     this.#ui.fileName.textContent = name;
     this.#setStatus('loading', `Reading ${name}…`);
     try {
-      const bytes = photo instanceof Blob ? new Uint8Array(await photo.arrayBuffer())
-        : photo instanceof ArrayBuffer ? new Uint8Array(photo) : new Uint8Array(photo);
-      const prep = await this.#studio.prepare(bytes);
+      const prep = await this.#studio.prepare(await bytesOf(photo));
       const info = {
         name,
         width: field(prep, 'width'),
@@ -186,9 +184,7 @@ export class AdcanvasStudio extends HTMLElement {
     }
     const name = typeof picture.name === 'string' ? picture.name : 'the style reference';
     try {
-      const bytes = picture instanceof Blob ? new Uint8Array(await picture.arrayBuffer())
-        : picture instanceof ArrayBuffer ? new Uint8Array(picture) : new Uint8Array(picture);
-      const info = await this.#studio.setReference(bytes, true);
+      const info = await this.#studio.setReference(await bytesOf(picture), true);
       this.#hasReference = true;
       return { width: field(info, 'width'), height: field(info, 'height') };
     } catch (err) {
@@ -309,16 +305,19 @@ export class AdcanvasStudio extends HTMLElement {
     const referenceUrl = this.getAttribute('reference');
     if (referenceUrl) {
       const url = new URL(referenceUrl, document.baseURI).href;
+      let picture = null;
       try {
-        const response = await fetch(url).catch((err) => { throw new Error(messageOf(err)); });
+        const response = await fetch(url);
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        const bytes = new Uint8Array(await response.arrayBuffer());
-        await this.#applyReference(Object.assign(new Blob([bytes]), { name: url }));
+        picture = Object.assign(await response.blob(), { name: url });
       } catch (err) {
-        const message = messageOf(err).startsWith('Could not use') ? messageOf(err)
-          : this.#fail(`Could not fetch the style reference ${url}: ${messageOf(err)}`, 'bad-reference', err).message;
-        withoutReference = ` (without the style reference: ${message})`;
+        withoutReference = this.#fail(`Could not fetch the style reference ${url}: ${messageOf(err)}`, 'bad-reference', err).message;
       }
+      if (picture) {
+        // A picture that cannot be used reports itself (#applyReference).
+        withoutReference = await this.#applyReference(picture).then(() => '', (err) => err.message);
+      }
+      if (withoutReference) withoutReference = ` (without the style reference: ${withoutReference})`;
     }
     detail.reference = referenceUrl ? !withoutReference : null;
     this.#setStatus('ready', `Ready${withoutReference}. Drop in a product photo.`);
