@@ -157,7 +157,7 @@ def main():
         scores(net, np.load(os.path.join(args.data, "train.npz"))["images"][:len(idx)], labels)[1], real_feats)
     from PIL import Image
     rows = [np.concatenate(list(images[:8]), 1)] + [np.concatenate(list(grids[g]), 1) for g in grids]
-    Image.fromarray(np.concatenate(rows, 0)).save(os.path.join(args.out, "heldout_grid.png"))
+    Image.fromarray(np.concatenate(rows, 0)).save(os.path.join(args.out, "heldout_grid.jpg"), quality=90)  # JPEG: the tree travels to GPU machines
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))

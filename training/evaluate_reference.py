@@ -200,7 +200,7 @@ def main():
         results["runs"][name] = dict(metrics, reference_foreground_leakage=float(np.mean(leak)))
         grid_rows.append(np.concatenate(list(ads[:8]), 1))
         print(name, json.dumps(results["runs"][name]), flush=True)
-    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, "reference_grid.png"))
+    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(args.out, "reference_grid.jpg"), quality=90)  # JPEG: the tree travels to GPU machines
     with open(os.path.join(args.out, "reference_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))

@@ -3,7 +3,7 @@ guidance with the empty prompt as unconditional context, inpainting inputs from 
 product mask), on held-out products and scenes; writes an image grid.
 
     python training/sample.py --run training/runs/unet --vae training/runs/vae/vae \
-        --out docs/training/samples.png --n 8 --steps 20
+        --out docs/training/samples.jpg --n 8 --steps 20
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main():
     ap.add_argument("--data", default="training/data")
     ap.add_argument("--run", default="training/runs/unet")
     ap.add_argument("--vae", default="training/runs/vae/vae")
-    ap.add_argument("--out", default="docs/training/samples.png")
+    ap.add_argument("--out", default="docs/training/samples.jpg")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=4.0)
