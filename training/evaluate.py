@@ -80,6 +80,7 @@ def train_classifier(data, path, epochs=4):
             loss.backward()
             opt.step()
         print(f"classifier epoch {epoch}: loss {loss.item():.3f}", flush=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     torch.save(net.state_dict(), path)
     return net.eval()
 

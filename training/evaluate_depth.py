@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -124,6 +125,36 @@ def two_pass(unet, enc, controlnet, vaes, images, masks, depths, contexts, empty
                     use_depth, steps, guidance, seed=seed, anchor=True, init=encode_latents(vae, x), strength=strength)
 
 
+FLOOR_LINE = 0.8  # src/layout.rs
+
+
+def relayout(images, masks, depths, scale, vertical):
+    """The held-out products at `scale` × their placed size, laid out as src/layout.rs lays out a
+    user's photo: centred across; down, `centre`d (the runtime before FLOOR_LINE) or standing on
+    the `floor` line (centred when taller than 2 · FLOOR_LINE − 1 of the ad). Each product goes
+    over its own held-out ad, so the scene the metrics compare with is unchanged; the original
+    product stays visible outside the new mask, which only the colour error reads."""
+    from PIL import Image
+
+    out_i, out_m, out_d = images.copy(), np.zeros_like(masks), np.zeros_like(depths)
+    size = images.shape[1]
+    for k in range(len(images)):
+        ys, xs = np.nonzero(masks[k] > 2)  # the runtime's crop threshold, 0.01
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        w, h = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+        rgba = np.concatenate([images[k, y0:y1, x0:x1], masks[k, y0:y1, x0:x1, None]], 2)
+        rgba = np.asarray(Image.fromarray(rgba, "RGBA").resize((w, h), Image.LANCZOS)).astype(np.float32)
+        depth = np.asarray(Image.fromarray(depths[k, y0:y1, x0:x1]).resize((w, h), Image.BILINEAR))
+        x = (size - w) // 2
+        y = (size - h) // 2 if vertical == "centre" else max((size - h) // 2, round(FLOOR_LINE * size) - h)
+        a = rgba[..., 3:] / 255
+        region = out_i[k, y:y + h, x:x + w].astype(np.float32)
+        out_i[k, y:y + h, x:x + w] = np.round(region * (1 - a) + rgba[..., :3] * a).astype(np.uint8)
+        out_m[k, y:y + h, x:x + w] = rgba[..., 3].round().astype(np.uint8)
+        out_d[k, y:y + h, x:x + w] = depth
+    return out_i, out_m, out_d
+
+
 def decode(vae, condition, lat, images, masks):
     """Latents → uint8 pixels; a conditioned decoder also gets the product (the ads' own pixels
     and masks, as the runtime passes the placed product)."""
@@ -153,14 +184,31 @@ def main():
     ap.add_argument("--runs", default="text,text_depth,ref,ref_depth,text_depth_anchor,ref_depth_anchor",
                     help="which of the runs, comma-separated (also text_depth_2pass, ref_depth_2pass)")
     ap.add_argument("--strength", type=float, default=0.5, help="the *_2pass runs' refining strength")
+    ap.add_argument("--pack", default=None,
+                    help="evaluate an adcanvas pack (models/default: the shipped q8 weights, dequantised) "
+                         "instead of --run, --controlnet and --vae")
+    ap.add_argument("--relayout", type=float, default=None,
+                    help="re-place each held-out product at this scale of its size, centred across (the runtime's layout)")
+    ap.add_argument("--vertical", choices=["centre", "floor"], default="floor",
+                    help="with --relayout: centre the product or stand it on the floor line (src/layout.rs)")
     args = ap.parse_args()
     threads()
     os.makedirs(args.out, exist_ok=True)
     net = train_classifier(args.data, args.classifier)
-    unet, enc, step = load(args.run)
-    controlnet = ControlNetModel.from_pretrained(args.controlnet).eval()
-    vae = load_vae(args.vae)
-    vaes = {"": (vae, condition_decoder.load_folder(vae, args.vae))}
+    if args.pack:
+        import pack
+
+        unet, enc = pack.mepa_unet(args.pack).eval(), pack.reference_encoder(args.pack).eval()
+        controlnet, vae = pack.controlnet(args.pack).eval(), pack.vae(args.pack)
+        vaes = {"": (vae, pack.vae_condition(args.pack, vae))}
+        # The reference run's steps, from the provenance line ("train_reference.py (5382 steps)").
+        found = re.search(r"train_reference\.py \((\d+) steps\)", pack.manifest(args.pack).get("provenance", ""))
+        step = int(found.group(1)) if found else 0
+    else:
+        unet, enc, step = load(args.run)
+        controlnet = ControlNetModel.from_pretrained(args.controlnet).eval()
+        vae = load_vae(args.vae)
+        vaes = {"": (vae, condition_decoder.load_folder(vae, args.vae))}
     if args.also_vae:
         vae2 = load_vae(args.also_vae)
         vaes["+vae2"] = (vae2, condition_decoder.load_folder(vae2, args.also_vae))
@@ -169,6 +217,8 @@ def main():
     n = min(args.n, len(d["images"]))
     images, masks, labels, depths = d["images"][:n], d["masks"][:n], d["labels"][:n], d["depths"][:n]
     refs, ref_masks = d["ref_images"][:n], d["ref_masks"][:n]
+    if args.relayout:
+        images, masks, depths = relayout(images, masks, depths, args.relayout, args.vertical)
     empty = torch.from_numpy(e["context"][0, : e["context_len"][0]]).float()
     ctx = [torch.from_numpy(d["context"][i, : d["context_len"][i]]).float() for i in range(n)]
     _, real_feats = scores(net, images, labels)
@@ -186,6 +236,7 @@ def main():
     }
     runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
     results = {"unet_steps_trained": int(step), "n": n, "sampler_steps": args.steps, "guidance": args.guidance,
+               "pack": args.pack, "relayout": args.relayout and {"scale": args.relayout, "vertical": args.vertical},
                "real_object_expansion": float(np.mean([x for x in (object_expansion(images[k], images[k], masks[k])
                                                                     for k in range(n)) if x is not None])),
                "runs": {}}
