@@ -54,7 +54,14 @@ pub struct Placement {
     pub scale: f32,
 }
 
-/// Layout request; defaults give a centred product with breathing room for the scene.
+/// Where a product stands, as a fraction of the canvas height from the top: the floor line of the
+/// default model's training scenes (`training/scenes.py`: products stand at `floor_y` ± 0.04, most
+/// scenes at 0.72–0.8), and where the default fill's bottom edge already fell when centred. A small
+/// product centred on the canvas floats above the surface the model paints; on this line it stands
+/// on it.
+pub const FLOOR_LINE: f64 = 0.8;
+
+/// Layout request; defaults give a product standing on the floor line, with breathing room for the scene.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayoutOptions {
     /// Canvas width (8..=4096, default 512).
@@ -120,8 +127,9 @@ impl std::error::Error for LayoutError {}
 /// Coverage threshold for the crop: keeps faint soft-edge pixels, drops numerical dust.
 const CROP_THRESHOLD: f32 = 0.01;
 
-/// Compute a uniformly scaled placement of the mask's bounding box: centred vertically, across
-/// the canvas where `opts.position` says.
+/// Compute a uniformly scaled placement of the mask's bounding box: standing on the
+/// [`FLOOR_LINE`] (centred instead when it is too tall for the line to hold it), across the
+/// canvas where `opts.position` says.
 pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placement, LayoutError> {
     let (cw, ch) = (opts.canvas_w, opts.canvas_h);
     let ok = |s: u32| (MIN_CANVAS_SIDE..=MAX_CANVAS_SIDE).contains(&s);
@@ -152,7 +160,11 @@ pub fn place_product(mask: &ProductMask, opts: &LayoutOptions) -> Result<Placeme
     };
     // floor((cw − w) · position): exactly the integer centring at 0.5.
     let x = (f64::from(cw - w) * f64::from(opts.position)).floor() as i32;
-    let y = ((ch - h) / 2) as i32;
+    // Bottom edge on the floor line, or lower when centring puts it lower (a product taller than
+    // 2·FLOOR_LINE − 1 of the canvas), which keeps the default fill's tall products where they were.
+    let centred = (ch - h) / 2;
+    let standing = ((f64::from(ch) * FLOOR_LINE).round() as u32).saturating_sub(h);
+    let y = centred.max(standing) as i32;
     Ok(Placement { canvas_w: cw, canvas_h: ch, crop, x, y, w, h, scale: scale as f32 })
 }
 
@@ -264,7 +276,7 @@ mod tests {
         let at = |position: f32| place_product(&m, &LayoutOptions { position, ..opts(96, 64, 0.6) });
         assert_eq!(at(0.5).unwrap().x, 32, "centred, as before");
         assert_eq!((at(0.0).unwrap().x, at(1.0).unwrap().x, at(0.25).unwrap().x), (0, 64, 16));
-        assert_eq!(at(0.25).unwrap().y, 16, "vertically centred whatever the position");
+        assert_eq!(at(0.25).unwrap().y, 51 - 32, "standing on the floor line (0.8 · 64) whatever the position");
         for bad in [-0.1, 1.5, f32::NAN] {
             let e = at(bad).unwrap_err();
             assert!(matches!(e, LayoutError::Position(_)), "{e:?}");
@@ -279,10 +291,10 @@ mod tests {
     fn halved_placement_keeps_the_full_layouts_share_and_centre() {
         let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
         let full = place_product(&m, &opts(512, 384, 0.6)).unwrap();
-        assert_eq!((full.x, full.y, full.w, full.h, full.scale), (240, 176, 32, 32, 1.0));
+        assert_eq!((full.x, full.y, full.w, full.h, full.scale), (240, 307 - 32, 32, 32, 1.0));
         let half = full.halved();
         assert_eq!((half.canvas_w, half.canvas_h, half.crop), (256, 192, full.crop));
-        assert_eq!((half.x, half.y, half.w, half.h, half.scale), (120, 88, 16, 16, 0.5));
+        assert_eq!((half.x, half.y, half.w, half.h, half.scale), (120, 138, 16, 16, 0.5), "on the half floor line too");
         let alone = place_product(&m, &opts(256, 192, 0.6)).unwrap();
         assert_eq!((alone.w, alone.scale), (32, 1.0), "what the first pass used to do");
         // Odd sizes: the centre moves by at most half a pixel of the half canvas.
@@ -304,20 +316,21 @@ mod tests {
     }
 
     #[test]
-    fn alpha32_sits_one_to_one_in_the_centre() {
+    fn alpha32_stands_one_to_one_on_the_floor_line() {
         let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
         let p = place_product(&m, &opts(64, 64, 0.6)).unwrap();
         assert_eq!(p.crop, Rect { x: 0, y: 0, w: 32, h: 32 });
-        assert_eq!((p.x, p.y, p.w, p.h, p.scale), (16, 16, 32, 32, 1.0));
+        // Centred across; its bottom edge on row round(0.8 · 64) = 51, not 48 as centring would put it.
+        assert_eq!((p.x, p.y, p.w, p.h, p.scale), (16, 19, 32, 32, 1.0));
         let placed = render_placed(&img, &m, &p);
         assert_eq!(placed.rgba.dimensions(), (64, 64));
         for y in 0..64u32 {
             for x in 0..64u32 {
-                let inside = (16..48).contains(&x) && (16..48).contains(&y);
+                let inside = (16..48).contains(&x) && (19..51).contains(&y);
                 let mv = placed.mask[(y * 64 + x) as usize];
                 let q = placed.rgba.get_pixel(x, y).0;
                 if inside {
-                    let s = img.rgba.get_pixel(x - 16, y - 16).0;
+                    let s = img.rgba.get_pixel(x - 16, y - 19).0;
                     assert_eq!(mv, f32::from(s[3]) / 255.0);
                     if s[3] > 0 {
                         assert_eq!(q, s, "exact copy at ({x},{y})");
@@ -332,6 +345,19 @@ mod tests {
         }
     }
 
+    /// Small products stand on the floor line; one too tall for it (bottom below the line when
+    /// centred) stays centred, so the line never pushes a product up and out of the canvas.
+    #[test]
+    fn products_stand_on_the_floor_line_unless_taller_than_it_allows() {
+        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let small = place_product(&m, &opts(256, 256, 0.6)).unwrap();
+        assert_eq!((small.y, small.h), (205 - 32, 32), "bottom edge on row round(0.8 · 256)");
+        let tall = place_product(&m, &LayoutOptions { allow_upscale: true, ..opts(64, 64, 0.9) }).unwrap();
+        assert_eq!((tall.y, tall.h), (3, 58), "centred: 58 > 0.6 · 64");
+        let at_line = place_product(&m, &LayoutOptions { allow_upscale: true, ..opts(80, 80, 0.6) }).unwrap();
+        assert_eq!((at_line.y, at_line.h), (16, 48), "0.6 of the canvas: both rules agree");
+    }
+
     #[test]
     fn upscale_only_when_allowed() {
         let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
@@ -342,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn downscale_centred_aspect_preserved() {
+    fn downscale_keeps_the_aspect_on_the_floor_line() {
         let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_128.png"));
         // bbox 80×112 (fixture), canvas 100×60: target = 0.5·60 = 30 → scale 30/112.
         let p = place_product(&m, &opts(100, 60, 0.5)).unwrap();
@@ -351,7 +377,7 @@ mod tests {
         assert_eq!(p.w, (80.0f64 * 30.0 / 112.0).round() as u32); // 21
         let ratio_err = (f64::from(p.w) - f64::from(p.h) * 80.0 / 112.0).abs();
         assert!(ratio_err < 1.0);
-        assert_eq!((p.x, p.y), (((100 - p.w) / 2) as i32, 15));
+        assert_eq!((p.x, p.y), (((100 - p.w) / 2) as i32, 48 - 30), "on the floor line, row 0.8 · 60");
         let placed = render_placed(&img, &m, &p);
         let at = |x: u32, y: u32| placed.mask[(y * 100 + x) as usize];
         // Centre of the placed product is solid; outside the placed rect is empty.

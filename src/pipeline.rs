@@ -447,7 +447,8 @@ pub async fn generate_refined(
 }
 
 /// Where the product goes: `options.placement` when given (checked against the canvas), else
-/// centred and scaled by `options.fill`, never above the photo's own size.
+/// laid out by [`place_product`] (standing on the floor line, across where `options.position`
+/// says, scaled by `options.fill`, never above the photo's own size).
 fn placement_for(product: &Product, options: &GenerateOptions) -> Result<Placement, PipelineError> {
     match &options.placement {
         Some(p) if (p.canvas_w, p.canvas_h) == (options.width, options.height) => Ok(p.clone()),

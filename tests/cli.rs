@@ -217,10 +217,11 @@ fn position_and_fill_lay_the_product_out_and_bad_values_are_refused() {
         adcanvas(&[&base[..], &["--size", "96x64", "--steps", "1", "--position", "left", "--fill", "0.25"]].concat());
     assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
-    // fill 0.25 of 64 px: the 32-px product at half size; left: 15 % of the free 80 px.
+    // fill 0.25 of 64 px: the 32-px product at half size; left: 15 % of the free 80 px; standing on
+    // the floor line, row round(0.8 · 64) = 51.
     assert_eq!(
-        (report["placement"]["w"].as_u64(), report["placement"]["x"].as_u64()),
-        (Some(16), Some(12)),
+        (report["placement"]["w"].as_u64(), report["placement"]["x"].as_u64(), report["placement"]["y"].as_u64()),
+        (Some(16), Some(12), Some(51 - 16)),
         "{report}"
     );
 

@@ -131,7 +131,7 @@ fn cpu_end_to_end_is_exact_and_deterministic() {
     let model = load_default(&Device::flex());
     let a = run(&model, PRODUCT_32, &tiny_options(7));
     assert_eq!((a.image.width(), a.image.height()), (64, 64));
-    assert_eq!((a.placement.x, a.placement.y, a.placement.w, a.placement.h), (16, 16, 32, 32));
+    assert_eq!((a.placement.x, a.placement.y, a.placement.w, a.placement.h), (16, 19, 32, 32));
     assert_composite_exact(&a);
     assert_background_not_constant(&a);
     let b = run(&model, PRODUCT_32, &tiny_options(7));
