@@ -426,19 +426,23 @@ test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, asyn
 
 // ---------- the embeddable widget (www/widget.js, docs/WIDGET.md) ----------
 
-/** A host page on its own origin (a second server) that embeds the widget from the app's origin. */
-async function startHost(widgetAttributes) {
+/** A host page on its own origin (a second server) that embeds the widget from the app's origin;
+ * `csp`: the host's Content-Security-Policy, if it has one. */
+async function startHost(widgetAttributes, { csp = null } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-host-'));
   // The host's own picture, for the reference attribute (a cut-out: PFV hides its object).
   fs.copyFileSync(REFERENCE_CUTOUT, path.join(dir, 'brand-style.png'));
   fs.writeFileSync(path.join(dir, 'index.html'), `<!doctype html>
 <html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+${csp ? `<meta http-equiv="Content-Security-Policy" content="${csp}">` : ''}
 <style>
   /* A host page's own rules must not reach inside the widget. */
   button, input, canvas, progress { display: none !important; }
 </style>
 <script>
   window.__events = [];
+  window.__violations = [];
+  document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.effectiveDirective));
   for (const type of ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adcanvas-generated', 'adcanvas-error']) {
     document.addEventListener(type, async (e) => {
       const { png, ...rest } = e.detail || {};
@@ -589,6 +593,30 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     const origins = new Set(requests.filter((u) => !u.startsWith('data:') && !u.startsWith('blob:')).map((u) => new URL(u).origin));
     assert.deepEqual([...origins].sort(), [new URL(host.url).origin, new URL(baseUrl).origin].sort());
     assert.ok(requests.some((u) => u.endsWith('.wasm')) && requests.some((u) => u.endsWith('models/default/manifest.json')));
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    host.close();
+  }
+});
+
+test('widget: a host page whose policy forbids workers gets the studio on the page', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
+  // The worker is made from a blob: URL, which `worker-src 'self'` does not allow.
+  const host = await startHost('prompt="on a wooden table"', { csp: "worker-src 'self'" });
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await page.goto(host.url, { waitUntil: 'load' });
+    let events = await waitForEvent(page, 'adcanvas-ready', LOAD_TIMEOUT);
+    assert.ok(events.some((e) => e.type === 'adcanvas-ready'), `the widget loaded its model: ${JSON.stringify(events)}\nconsole:\n${b.consoleLines.join('\n')}`);
+    const widget = page.locator('adcanvas-studio');
+    assert.equal(await widget.evaluate((w) => w.runsIn), 'page', 'the fallback, not the worker');
+    assert.ok((await page.evaluate(() => window.__violations)).includes('worker-src'), 'the policy did refuse the worker');
+    // The studio on the page works: a photo is prepared and the widget can generate.
+    await widget.locator('input[type=file]').setInputFiles(PRODUCT);
+    events = await waitForEvent(page, 'adcanvas-product', MINUTE);
+    assert.equal(events.find((e) => e.type === 'adcanvas-product')?.detail.maskSource, 'alpha', JSON.stringify(events));
+    assert.equal(await widget.locator('button.generate').isDisabled(), false);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
