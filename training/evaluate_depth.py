@@ -191,6 +191,8 @@ def main():
                     help="re-place each held-out product at this scale of its size, centred across (the runtime's layout)")
     ap.add_argument("--vertical", choices=["centre", "floor"], default="floor",
                     help="with --relayout: centre the product or stand it on the floor line (src/layout.rs)")
+    ap.add_argument("--save-backgrounds", action="store_true",
+                    help="also write NAME_backgrounds.npz (each run's generated backgrounds, the ads' images and masks)")
     args = ap.parse_args()
     threads()
     os.makedirs(args.out, exist_ok=True)
@@ -241,6 +243,7 @@ def main():
                                                                     for k in range(n)) if x is not None])),
                "runs": {}}
     grid_rows = [np.concatenate([np.repeat(dm[..., None], 3, 2) for dm in depths[:8]], 1), np.concatenate(list(images[:8]), 1)]
+    saved = {}
     for name, r in runs.items():
         lats = []
         for i in range(0, n, 16):
@@ -257,12 +260,15 @@ def main():
             bg = np.concatenate([decode(*v, lat, images[16 * j:16 * j + 16], masks[16 * j:16 * j + 16])
                                  for j, lat in enumerate(lats)])
             results["runs"][name + suffix], ads = background_metrics(net, bg, images, masks, labels, real_feats)
+            saved[name + suffix] = bg
             grid_rows.append(np.concatenate(list(ads[:8]), 1))
             print(name + suffix, json.dumps(results["runs"][name + suffix]), flush=True)
     grid = Image.fromarray(np.concatenate(grid_rows, 0))
     if images.shape[1] > 256:  # keep docs/ grids at 256 px a tile
         grid = grid.resize((grid.width * 256 // images.shape[1], grid.height * 256 // images.shape[1]), Image.LANCZOS)
     grid.convert("RGB").save(os.path.join(args.out, args.name + "_grid.jpg"), quality=88)  # JPEG: the tree travels to GPU machines
+    if args.save_backgrounds:
+        np.savez_compressed(os.path.join(args.out, args.name + "_backgrounds.npz"), images=images, masks=masks, **saved)
     with open(os.path.join(args.out, args.name + "_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
