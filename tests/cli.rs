@@ -53,7 +53,8 @@ fn generate_writes_png_and_json_report() {
     assert_eq!(report["trained"], true);
     assert_eq!(report["prompt_used"], true);
     assert_eq!(report["scheduler"], "ddim");
-    assert_eq!(report["placement"]["x"], 16);
+    // Centred across; standing on the floor line, row round(0.8 · 64) = 51.
+    assert_eq!((report["placement"]["x"].as_u64(), report["placement"]["y"].as_u64()), (Some(16), Some(51 - 32)));
     for stage in ["load_model", "layout", "encode", "text", "denoise", "decode", "composite", "total"] {
         assert!(report["timings_ms"][stage].is_number(), "timing {stage} missing: {report}");
     }
@@ -66,7 +67,7 @@ fn generate_writes_png_and_json_report() {
     let src = image::open(&product).unwrap().to_rgba8();
     for (x, y, px) in src.enumerate_pixels() {
         if px.0[3] == 255 {
-            assert_eq!(ad.get_pixel(16 + x, 16 + y).0[..3], px.0[..3]);
+            assert_eq!(ad.get_pixel(16 + x, 19 + y).0[..3], px.0[..3]);
         }
     }
     let mask_img = image::open(&mask).unwrap();
