@@ -18,12 +18,11 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from evaluate_reference import colour_bins  # noqa: E402
+from evaluate_reference import expanded_pixels  # noqa: E402
 
-BAND, BINS, STRIP = 16, 8, 6
+STRIP = 6  # rows under the product's base where a contact shadow would be
 
 
 def luminance(rgb):
@@ -31,20 +30,13 @@ def luminance(rgb):
 
 
 def split(bg, image, mask):
-    prod = mask >= 128
-    m = torch.from_numpy(prod.astype(np.float32))[None, None]
-    near = torch.nn.functional.max_pool2d(m, 2 * BAND + 1, 1, BAND)[0, 0].numpy() > 0
-    ring, far = near & ~prod, ~near
-    if not prod.any() or not far.any():
+    found = expanded_pixels(bg, image, mask)
+    if found is None:
         return None
+    grows, prod, far = found
     ys, xs = np.nonzero(prod)
     bottom = ys.max()
-    rows = np.arange(mask.shape[0])[:, None]
-    hf = np.bincount(colour_bins(image[prod], BINS), minlength=BINS**3) / prod.sum()
-    hb = np.bincount(colour_bins(bg[far], BINS), minlength=BINS**3) / far.sum()
-    grows = np.zeros(mask.shape, bool)
-    grows[ring] = hf[colour_bins(bg[ring], BINS)] > hb[colour_bins(bg[ring], BINS)]
-    under = rows >= bottom
+    under = np.arange(mask.shape[0])[:, None] >= bottom
     strip = np.zeros(mask.shape, bool)
     strip[bottom + 1:bottom + 1 + STRIP, xs.min():xs.max() + 1] = True
     strip &= ~prod

@@ -112,20 +112,32 @@ def fg_share(pixels, ref, ref_mask, bins=8):
     return float((hf[c] > hb[c]).mean())
 
 
-def object_expansion(bg, image, mask, band=16, bins=8):
-    """Band pixels (0 < distance ≤ band px outside the product) whose colour bin is more frequent
-    among the product's pixels than among the background beyond the band, per product pixel."""
-    m = torch.from_numpy((mask >= 128).astype(np.float32))[None, None]
-    near = torch.nn.functional.max_pool2d(m, 2 * band + 1, 1, band)[0, 0].numpy() > 0
+def expanded_pixels(bg, image, mask, band=16, bins=8):
+    """The band pixels (0 < distance ≤ band px outside the product) whose colour bin is more
+    frequent among the product's pixels than among the background beyond the band, as a map, with
+    the product's pixels and the background beyond the band; None when either of those is empty."""
     prod = mask >= 128
-    ring = near & (mask < 128)
-    far = ~near
+    m = torch.from_numpy(prod.astype(np.float32))[None, None]
+    near = torch.nn.functional.max_pool2d(m, 2 * band + 1, 1, band)[0, 0].numpy() > 0
+    ring, far = near & ~prod, ~near
     if not prod.any() or not far.any():
         return None
     hf = np.bincount(colour_bins(image[prod], bins), minlength=bins**3) / prod.sum()
     hb = np.bincount(colour_bins(bg[far], bins), minlength=bins**3) / far.sum()
     c = colour_bins(bg[ring], bins)
-    return float((hf[c] > hb[c]).sum() / prod.sum())
+    grows = np.zeros(mask.shape, bool)
+    grows[ring] = hf[c] > hb[c]
+    return grows, prod, far
+
+
+def object_expansion(bg, image, mask, band=16, bins=8):
+    """How far the generated background takes on the product's colours next to it:
+    [`expanded_pixels`] per product pixel."""
+    found = expanded_pixels(bg, image, mask, band, bins)
+    if found is None:
+        return None
+    grows, prod, _ = found
+    return float(grows.sum() / prod.sum())
 
 
 def background_metrics(net, bg, images, masks, labels, real_feats):
