@@ -11,6 +11,13 @@
 #   WHEELS         folder of wheels to install first with pip --no-index (diffusers 0.42.1 and
 #                  importlib_metadata when the machine's Python lacks them)
 #   SMOKE_LATENTS  a latents.pt in train_unet.py's cache format (a few ads are enough)
+#   TRAIN=1        instead of the bench and the smoke run, scripts/gpu_train.sh's 512² fine-tune,
+#                  started at once (its data step is CPU work beside the compilation) and sized to
+#                  end before the parity timings; needs .stamps. Writes OUTDIR/ref_state.pt and
+#                  OUTDIR/train.tgz (log, losses, held-out loss, ControlNet)
+#   PARITY_PARTS   which SD 1.5 parts (default "unet vae-decode vae-decode-tiled")
+#   PARITY_PROFILE 1 (default): also profile the f32 UNet's kernels; empty: not
+#   PARITY_HOLD_S  most seconds the timed runs wait for the compilation and the training (330)
 #   BUDGET_S       seconds the whole script may take (default 545)
 #   PYTHON         a Python with torch (default python3)
 # wgpu needs the Vulkan loader (libvulkan1) and the driver's ICD (VK_DRIVER_FILES if not found).
@@ -36,6 +43,13 @@ monitor=$!
 # Beside the parity processes' compilation (CPU-bound, the GPU nearly idle), once PyTorch's
 # timings are done: the default model's bench, then the training run. The parity processes'
 # timed runs wait for both (PARITY_RELEASE_AFTER), so no timing overlaps other GPU work.
+train=
+if [[ -n "${TRAIN:-}" ]]; then
+  train=$(mktemp -d)
+  ( echo "training starts $(el)"
+    WHEELS= TOTAL_S=$(( ${BUDGET_S:-545} - 60 - ($(date +%s) - T0) )) bash scripts/gpu_train.sh run "$train" > "$R/train.txt" 2>&1
+    echo "training ended (exit $?) $(el)"; tail -25 "$R/train.txt"; touch "$R/release" ) &
+else
 ( until [[ -s $R/torch.json ]]; do sleep 1; done; echo "bench starts $(el)"
   BENCH_COUNT=4 timeout 150 bash scripts/bench.sh gpu 256 512 > "$R/bench.txt" 2>&1; echo "bench done $(el)"; cat "$R/bench.txt"
   if [[ -n "${SMOKE_LATENTS:-}" ]]; then
@@ -45,11 +59,16 @@ monitor=$!
     cp "$run/losses.csv" "$R/train_losses.csv"; echo "training done $(el)"; tail -5 "$R/train.txt"
   fi
   touch "$R/release" ) &
-PARITY_RELEASE_AFTER=$R/release PARITY_PARALLEL=1 PARITY_PROFILE=1 DTYPES="f32 q8" PARITY_REPEATS=3 PARITY_HOLD_S=330 \
+fi
+PARITY_RELEASE_AFTER=$R/release PARITY_PARALLEL=1 PARITY_PROFILE="${PARITY_PROFILE-1}" DTYPES="f32 q8" PARITY_REPEATS=3 PARITY_HOLD_S="${PARITY_HOLD_S:-330}" \
   timeout $(( ${BUDGET_S:-545} - ($(date +%s) - T0) )) bash scripts/sd15_parity.sh "$(mktemp -d)" "$R"
 echo "parity script ended (exit $?) $(el)"
-pkill -f "adcanvas parity"; pkill -f "adcanvas generate"; pkill -f train_unet.py; kill "$monitor"
+pkill -f "adcanvas parity"; pkill -f "adcanvas generate"; pkill -f train_unet.py; pkill -f gpu_train.sh; kill "$monitor"
 sleep 1
+if [[ -n "$train" ]]; then
+  cp "$train/ref/state.pt" "$OUTDIR/ref_state.pt"
+  tar czf "$OUTDIR/train.tgz" --exclude=state.pt -C "$train" .
+fi
 for f in "$R"/parity-*.log; do echo "--- $f"; cat "$f"; done
 tar czf "$OUTDIR/results.tgz" -C "$R" . && ls -la "$OUTDIR"
 echo "all done $(el)"

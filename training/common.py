@@ -57,8 +57,14 @@ SCHEDULER_CONFIG = dict(
 
 
 def device():
-    """CUDA when the machine has it (the GPU configuration), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when the machine has it (the GPU configuration), else the CPU. On CUDA, f32 matmuls
+    and convolutions take TF32 tensor cores: PyTorch leaves matmuls at full f32 by default, which
+    on an H100/H200 is several times slower, and training noise dwarfs TF32's 10-bit mantissa."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def threads():
