@@ -341,6 +341,7 @@ pub fn convert_diffusers(
         controlnet,
         files,
         provenance: format!("adcanvas convert --diffusers {} --dtype {}", dir.display(), dtype.name()),
+        smallest_product: None,
     };
     let manifest_path = out.join("manifest.json");
     std::fs::write(&manifest_path, manifest.to_json() + "\n")

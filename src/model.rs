@@ -207,6 +207,7 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         provenance: format!(
             "adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"
         ),
+        smallest_product: None,
     };
     Ok((manifest, files))
 }

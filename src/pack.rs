@@ -61,6 +61,19 @@ pub struct Manifest {
     /// How the pack was made (script and arguments), for reproducibility.
     #[serde(default)]
     pub provenance: String,
+    /// The smallest product the model was trained on; the pipeline notes when a layout puts a
+    /// product below it. Absent where a pack declares no such limit (Stable Diffusion's weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smallest_product: Option<ProductShare>,
+}
+
+/// A product's size as shares of the ad: `height` of the ad's height or, for wide products that
+/// training capped by their width, `width` of its width. A product under both is smaller than
+/// any the model saw.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProductShare {
+    pub height: f32,
+    pub width: f32,
 }
 
 impl Manifest {

@@ -18,6 +18,7 @@ use crate::image_io::{DecodeLimits, DecodedImage, ImageError, decode_image};
 use crate::layout::{LayoutError, LayoutOptions, PlacedProduct, Placement, place_product, render_placed};
 use crate::mask::{MaskError, MaskOptions, ProductMask, extend_product_colours, product_mask};
 use crate::model::Model;
+use crate::pack::ProductShare;
 use crate::reference::{Reference, ReferenceOptions, ReferenceReport};
 use crate::vae::VaeModelConfig;
 use crate::vae_tiny::ProductPixels;
@@ -190,6 +191,8 @@ pub struct Generated {
     pub placement: Placement,
     pub placed: PlacedProduct,
     pub timings: Timings,
+    /// What the user should know about this ad (see [`product_size_note`]); shown beside it.
+    pub notes: Vec<String>,
 }
 
 impl Model {
@@ -393,10 +396,35 @@ pub async fn generate_pass(
         reference: reference_report,
         depth_used: depth.is_some(),
         vae_tile,
+        notes: product_size_note(model.manifest.smallest_product, &placement).into_iter().collect(),
         placement,
         placed,
         timings,
     })
+}
+
+/// Says so when a layout puts the product below the smallest the model was trained on (a pack's
+/// [`ProductShare`]): the scene around it is then less reliable, and since a photo is never
+/// enlarged, the remedy is a larger photo or, where the photo was scaled down, a larger fill.
+pub fn product_size_note(smallest: Option<ProductShare>, placement: &Placement) -> Option<String> {
+    let smallest = smallest?;
+    let height = placement.h as f32 / placement.canvas_h as f32;
+    let width = placement.w as f32 / placement.canvas_w as f32;
+    if height >= smallest.height || width >= smallest.width {
+        return None;
+    }
+    let remedy = if placement.scale < 1.0 {
+        "choose a larger product size".to_string()
+    } else {
+        let needed = (smallest.height * placement.canvas_h as f32).ceil() as u32;
+        format!("use a photo in which the product is at least {needed} px tall (photos are never enlarged)")
+    };
+    Some(format!(
+        "The product is {:.0} % of the ad's height; this model was trained on products at least {:.0} % tall, \
+         so the scene around a smaller one is less reliable: {remedy}.",
+        height * 100.0,
+        smallest.height * 100.0
+    ))
 }
 
 /// Generates at half the requested size, pastes the product back, upscales that ad (Catmull-Rom)
@@ -698,6 +726,31 @@ fn tensor_to_rgba(values: &[f32], w: usize, h: usize) -> RgbaImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::Rect;
+
+    /// A `w × h` product at `scale` on a `cw × ch` canvas.
+    fn placed(cw: u32, ch: u32, w: u32, h: u32, scale: f32) -> Placement {
+        let crop = Rect { x: 0, y: 0, w: (w as f32 / scale) as u32, h: (h as f32 / scale) as u32 };
+        Placement { canvas_w: cw, canvas_h: ch, crop, x: 0, y: 0, w, h, scale }
+    }
+
+    #[test]
+    fn small_products_get_a_note_only_from_packs_that_declare_a_smallest() {
+        let smallest = Some(ProductShare { height: 0.35, width: 0.8 });
+        // 32 of 256 rows (12.5 %) at the photo's own size: a larger photo is the remedy.
+        let note = product_size_note(smallest, &placed(256, 256, 40, 32, 1.0)).expect("a note");
+        assert!(note.starts_with("The product is 12 % of the ad's height"), "{note}");
+        assert!(note.contains("at least 35 % tall") && note.contains("at least 90 px tall"), "{note}");
+        // Scaled down by the layout: a larger product size is.
+        let note = product_size_note(smallest, &placed(256, 256, 40, 32, 0.5)).expect("a note");
+        assert!(note.ends_with("choose a larger product size."), "{note}");
+        // At the smallest height, or as wide as training's widest: in distribution.
+        assert_eq!(product_size_note(smallest, &placed(256, 256, 40, 90, 1.0)), None);
+        assert_eq!(product_size_note(smallest, &placed(256, 256, 205, 40, 1.0)), None);
+        assert!(product_size_note(smallest, &placed(256, 256, 204, 89, 1.0)).is_some());
+        // Stable Diffusion packs declare none.
+        assert_eq!(product_size_note(None, &placed(256, 256, 8, 8, 1.0)), None);
+    }
 
     #[test]
     fn noise_is_seeded_and_standard() {

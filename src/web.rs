@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -278,7 +278,7 @@ impl Studio {
     /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
     /// the VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
     /// `on_progress(step, total)` after each denoising step. Resolves to
-    /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms, depth_used, vae_tile }`
+    /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms, depth_used, vae_tile, notes }`
     /// (`vae_tile` 0: untiled).
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
         let inner = self.inner.clone();
@@ -350,6 +350,7 @@ impl Studio {
             set(&out, "timings_ms", timings);
             set(&out, "depth_used", generated.depth_used);
             set(&out, "vae_tile", generated.vae_tile.map_or(0.0, |t| t as f64));
+            set(&out, "notes", generated.notes.iter().map(|n| JsValue::from_str(n)).collect::<Array>());
             if let Some(r) = &generated.reference {
                 let info = Object::new();
                 set(&info, "patches", r.grid.visible.len() as u32);

@@ -119,6 +119,10 @@ def main():
     with open(path) as fh:
         manifest = json.load(fh)
     manifest["label"] = args.label
+    # The smallest product in training (scenes.place): the runtime notes layouts below it.
+    from scenes import PRODUCT_HEIGHT, PRODUCT_MAX_WIDTH
+
+    manifest["smallest_product"] = {"height": PRODUCT_HEIGHT[0], "width": PRODUCT_MAX_WIDTH}
     manifest["provenance"] = (
         "training/ scripts: make_dataset.py, train_tiny_vae.py, train_unet.py"
         + (f", train_reference.py ({state['step']} steps)" if with_reference else f" ({state['step']} UNet steps)") + ", "

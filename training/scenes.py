@@ -367,12 +367,19 @@ def render_product(rng, kind=None):
     return ProductArt(f"{article} {name} {word}", rgba, "rendered:" + kind, depth.astype(np.float32)), depth
 
 
+# Products' size in training: this share of the ad's height, capped at this share of its width
+# (wide products). export.py records the smallest in the pack, so that the runtime can say when
+# a user's product is smaller than any the model saw.
+PRODUCT_HEIGHT = (0.35, 0.62)
+PRODUCT_MAX_WIDTH = 0.8
+
+
 def place(scene: Scene, art: ProductArt, rng, h, w):
     """Pastes the product into the scene with a contact shadow; returns image, mask and the
     product's box (x0, y0, width, height) on the canvas."""
     ph, pw = art.rgba.shape[:2]
-    target_h = rng.uniform(0.35, 0.62) * h
-    s = min(target_h / ph, 0.8 * w / pw)
+    target_h = rng.uniform(*PRODUCT_HEIGHT) * h
+    s = min(target_h / ph, PRODUCT_MAX_WIDTH * w / pw)
     nh, nw = max(4, int(ph * s)), max(4, int(pw * s))
     im = Image.fromarray((art.rgba * 255).astype(np.uint8), "RGBA").resize((nw, nh), Image.LANCZOS)
     p = np.asarray(im).astype(np.float32) / 255

@@ -350,8 +350,9 @@ el.randomSeed.addEventListener('click', () => {
   el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
 });
 
+/** Draws the ad on the result canvas; returns its notes for the status line. */
 function showResult(out) {
-  const { width, height, rgba, imageData, placement, png } = resultImage(out);
+  const { width, height, rgba, imageData, placement, png, notes } = resultImage(out);
 
   const canvas = el.result;
   canvas.width = width;   // attributes = image size
@@ -375,7 +376,8 @@ function showResult(out) {
   canvas.dataset.ready = '1';
   const ref = field(out, 'reference');
   const reference = ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null;
-  window.__adcanvas = { width, height, rgba, placement, reference, depth_used: field(out, 'depth_used') === true };
+  window.__adcanvas = { width, height, rgba, placement, reference, notes, depth_used: field(out, 'depth_used') === true };
+  return notes;
 }
 
 async function generate() {
@@ -422,10 +424,10 @@ async function generate() {
       setStatus('generating', `Generating ${size}${twoPass}… step ${step} / ${total}${compiling}`);
     });
     state.sizesRun.add(size);
-    showResult(out);
+    const notes = showResult(out).join(' ');
     setProgress(el.progress.max, el.progress.max);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
-    setStatus('done', `Done in ${secs} s. The product pixels are unchanged; the background is generated.`);
+    setStatus('done', `Done in ${secs} s. The product pixels are unchanged; the background is generated.${notes ? ` ${notes}` : ''}`);
   } catch (err) {
     const msg = messageOf(err);
     if (msg === 'cancelled') {

@@ -67,6 +67,8 @@ export function resultImage(out) {
     rgba,
     imageData: new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.byteLength), width, height),
     placement: { x: field(p, 'x'), y: field(p, 'y'), w: field(p, 'w'), h: field(p, 'h') },
+    // What the user should know about this ad (a product smaller than the model was trained on).
+    notes: Array.from(field(out, 'notes') ?? [], String),
     png: new Blob([toBytes(field(out, 'png'))], { type: 'image/png' }),
   };
 }

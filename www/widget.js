@@ -245,9 +245,10 @@ export class AdcanvasStudio extends HTMLElement {
       this.#ui.actions.hidden = false;
       this.#png = image.png;
       const seconds = (performance.now() - started) / 1000;
-      this.#setStatus('done', `Done in ${seconds.toFixed(1)} s (seed ${params.seed}). The product's pixels are unchanged.`);
+      const notes = image.notes.length ? ` ${image.notes.join(' ')}` : '';
+      this.#setStatus('done', `Done in ${seconds.toFixed(1)} s (seed ${params.seed}). The product's pixels are unchanged.${notes}`);
       const detail = {
-        png: image.png, width: image.width, height: image.height, placement: image.placement,
+        png: image.png, width: image.width, height: image.height, placement: image.placement, notes: image.notes,
         prompt: params.prompt, seed: params.seed, steps: params.steps, seconds,
         // With a style reference: how PFV cut it (patches, those hidden, image tokens kept).
         reference: this.#hasReference ? referenceReport(field(out, 'reference')) : null,

@@ -544,8 +544,12 @@ fn run_generate(
             "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
             "mask_area": round4(product.mask.area_fraction() as f64),
             "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
+            "notes": generated.notes,
             "timings_ms": timings,
         });
+        for note in &generated.notes {
+            eprintln!("adcanvas: {note}");
+        }
         println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     }
     Ok(())
