@@ -17,6 +17,8 @@
 #                  OUTDIR/train.tgz (log, losses, held-out loss, ControlNet)
 #   PARITY_PARTS   which SD 1.5 parts (default "unet vae-decode vae-decode-tiled")
 #   PARITY_PROFILE 1 (default): also profile the f32 UNet's kernels; empty: not
+#   DTYPES         pack dtypes to check (default "f32 q8")
+#   BENCH_SIZES    the default model's bench sizes (default "256 512"; empty: no bench)
 #   PARITY_HOLD_S  most seconds the timed runs wait for the compilation and the training (330)
 #   BUDGET_S       seconds the whole script may take (default 545)
 #   PYTHON         a Python with torch (default python3)
@@ -51,7 +53,9 @@ if [[ -n "${TRAIN:-}" ]]; then
     echo "training ended (exit $?) $(el)"; tail -25 "$R/train.txt"; touch "$R/release" ) &
 else
 ( until [[ -s $R/torch.json ]]; do sleep 1; done; echo "bench starts $(el)"
-  BENCH_COUNT=4 timeout 150 bash scripts/bench.sh gpu 256 512 > "$R/bench.txt" 2>&1; echo "bench done $(el)"; cat "$R/bench.txt"
+  if [[ -n "${BENCH_SIZES-256 512}" ]]; then
+    BENCH_COUNT=4 timeout 150 bash scripts/bench.sh gpu ${BENCH_SIZES-256 512} > "$R/bench.txt" 2>&1; echo "bench done $(el)"; cat "$R/bench.txt"
+  fi
   if [[ -n "${SMOKE_LATENTS:-}" ]]; then
     run=$(mktemp -d) && cp "$SMOKE_LATENTS" "$run/latents.pt"
     timeout 90 "${PYTHON:-python3}" training/train_unet.py --run "$run" --minutes 1.0 --batch 32 > "$R/train.txt" 2>&1
@@ -60,7 +64,7 @@ else
   fi
   touch "$R/release" ) &
 fi
-PARITY_RELEASE_AFTER=$R/release PARITY_PARALLEL=1 PARITY_PROFILE="${PARITY_PROFILE-1}" DTYPES="f32 q8" PARITY_REPEATS=3 PARITY_HOLD_S="${PARITY_HOLD_S:-330}" \
+PARITY_RELEASE_AFTER=$R/release PARITY_PARALLEL=1 PARITY_PROFILE="${PARITY_PROFILE-1}" DTYPES="${DTYPES:-f32 q8}" PARITY_REPEATS=3 PARITY_HOLD_S="${PARITY_HOLD_S:-330}" \
   timeout $(( ${BUDGET_S:-545} - ($(date +%s) - T0) )) bash scripts/sd15_parity.sh "$(mktemp -d)" "$R"
 echo "parity script ended (exit $?) $(el)"
 pkill -f "adcanvas parity"; pkill -f "adcanvas generate"; pkill -f train_unet.py; pkill -f gpu_train.sh; kill "$monitor"
