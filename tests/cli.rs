@@ -55,6 +55,8 @@ fn generate_writes_png_and_json_report() {
     assert_eq!(report["scheduler"], "ddim");
     // Centred across; standing on the floor line, row round(0.8 · 64) = 51.
     assert_eq!((report["placement"]["x"].as_u64(), report["placement"]["y"].as_u64()), (Some(16), Some(51 - 32)));
+    // Half the ad's height: within the default model's training sizes, so no note.
+    assert_eq!(report["notes"], serde_json::json!([]), "{report}");
     for stage in ["load_model", "layout", "encode", "text", "denoise", "decode", "composite", "total"] {
         assert!(report["timings_ms"][stage].is_number(), "timing {stage} missing: {report}");
     }
@@ -225,6 +227,16 @@ fn position_and_fill_lay_the_product_out_and_bad_values_are_refused() {
         (Some(16), Some(12), Some(51 - 16)),
         "{report}"
     );
+    // 25 % of the height, scaled down by the fill: smaller than any product the default model saw
+    // (its pack's smallest_product), so the report says so, with the remedy that applies.
+    let notes = report["notes"].as_array().expect("the report lists notes");
+    assert!(
+        notes.len() == 1
+            && notes[0].as_str().is_some_and(|n| n.starts_with("The product is 25 % of the ad's height")
+                && n.ends_with("choose a larger product size.")),
+        "{report}"
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("choose a larger product size"), "the note is printed too");
 
     let bad = adcanvas(&[&base[..], &["--position", "middle"]].concat());
     let stderr = String::from_utf8_lossy(&bad.stderr);

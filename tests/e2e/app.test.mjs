@@ -245,9 +245,10 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     // 3. window.__adcanvas agrees with the screenshot (every pixel; the image is opaque).
     const last = await page.evaluate(() => {
       const r = window.__adcanvas;
-      return r && { width: r.width, height: r.height, placement: r.placement, rgba: Array.from(r.rgba) };
+      return r && { width: r.width, height: r.height, placement: r.placement, notes: r.notes, rgba: Array.from(r.rgba) };
     });
     assert.ok(last, 'window.__adcanvas is set');
+    assert.deepEqual(last.notes, [], 'a product of half the ad\'s height needs no note about its size');
     assert.equal(last.width, shot.width);
     assert.equal(last.height, shot.height);
     assert.deepEqual([last.placement.x, last.placement.y, last.placement.w, last.placement.h], [x, y, w, h]);
@@ -524,6 +525,7 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     const { x, y, w, h } = done.detail.placement;
     const fixture = decodePng(fs.readFileSync(PRODUCT));
     assert.deepEqual([w, h], [fixture.width, fixture.height], 'placed at scale 1');
+    assert.deepEqual(done.detail.notes, [], 'half the banner\'s height: no note about the product\'s size');
     assert.deepEqual([x, y], [Math.floor((96 - w) * 0.15), Math.round(64 * 0.8) - h],
       'on the left, as the position attribute asks, standing on the floor line');
     let opaque = 0;
