@@ -53,8 +53,9 @@ if [[ -n "${TRAIN:-}" ]]; then
     echo "training ended (exit $?) $(el)"; tail -25 "$R/train.txt"; touch "$R/release" ) &
 else
 ( until [[ -s $R/torch.json ]]; do sleep 1; done; echo "bench starts $(el)"
-  if [[ -n "${BENCH_SIZES-256 512}" ]]; then
-    BENCH_COUNT=4 timeout 150 bash scripts/bench.sh gpu ${BENCH_SIZES-256 512} > "$R/bench.txt" 2>&1; echo "bench done $(el)"; cat "$R/bench.txt"
+  bench_sizes="${BENCH_SIZES-256 512}"
+  if [[ -n "$bench_sizes" ]]; then
+    BENCH_COUNT=4 timeout 150 bash scripts/bench.sh gpu $bench_sizes > "$R/bench.txt" 2>&1; echo "bench done $(el)"; cat "$R/bench.txt"
   fi
   if [[ -n "${SMOKE_LATENTS:-}" ]]; then
     run=$(mktemp -d) && cp "$SMOKE_LATENTS" "$run/latents.pt"
@@ -67,7 +68,7 @@ fi
 PARITY_RELEASE_AFTER=$R/release PARITY_PARALLEL=1 PARITY_PROFILE="${PARITY_PROFILE-1}" DTYPES="${DTYPES:-f32 q8}" PARITY_REPEATS=3 PARITY_HOLD_S="${PARITY_HOLD_S:-330}" \
   timeout $(( ${BUDGET_S:-545} - ($(date +%s) - T0) )) bash scripts/sd15_parity.sh "$(mktemp -d)" "$R"
 echo "parity script ended (exit $?) $(el)"
-pkill -f "adcanvas parity"; pkill -f "adcanvas generate"; pkill -f train_unet.py; pkill -f gpu_train.sh; kill "$monitor"
+pkill -f "adcanvas parity"; pkill -f "adcanvas generate"; pkill -f 'gpu_train.sh|training/'; kill "$monitor"
 sleep 1
 if [[ -n "$train" ]]; then
   cp "$train/ref/state.pt" "$OUTDIR/ref_state.pt"
