@@ -108,6 +108,7 @@ impl Timing<'_> {
         eprintln!("adcanvas parity: {label}: holding until {} exists", path.display());
         while !path.exists() {
             std::thread::sleep(Duration::from_millis(50));
+            crate::gpu::watchdog::beat("holding for the next process");
         }
         std::fs::remove_file(&ready).map_err(|e| format!("cannot remove {}: {e}", Path::new(&ready).display()))
     }
@@ -123,6 +124,7 @@ fn timed(label: &str, timing: &Timing, want: &[f32], run: impl Fn() -> Tensor<4>
         Ok((output, started.elapsed().as_secs_f64() * 1000.0))
     };
     let (output, first_ms) = read(Instant::now())?;
+    crate::gpu::watchdog::beat("a first parity run");
     let (max_abs_diff, max_abs_reference) = compare(&output, want)?;
     eprintln!(
         "adcanvas parity: {label}: first run {first_ms:.1} ms, max abs diff {max_abs_diff:.3e} (PyTorch's max abs {max_abs_reference:.3})"
@@ -131,6 +133,7 @@ fn timed(label: &str, timing: &Timing, want: &[f32], run: impl Fn() -> Tensor<4>
     let mut warm_ms = Vec::new();
     for i in 0..timing.repeats {
         warm_ms.push(read(Instant::now())?.1);
+        crate::gpu::watchdog::beat("a warm parity run");
         eprintln!("adcanvas parity: {label}: warm run {}: {:.1} ms", i + 1, warm_ms[i]);
     }
     Ok(Timed { max_abs_diff, max_abs_reference, first_ms, warm_ms })

@@ -170,6 +170,7 @@ pub struct Timings(pub Vec<(&'static str, f64)>);
 
 impl Timings {
     fn record(&mut self, stage: &'static str, since: Instant) -> Instant {
+        crate::gpu::watchdog::beat(stage);
         self.0.push((stage, since.elapsed().as_secs_f64() * 1000.0));
         Instant::now()
     }
@@ -372,6 +373,7 @@ pub async fn generate_pass(
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
         // surfaces a lost device at the step where it happened.
         latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
+        crate::gpu::watchdog::beat("a denoising step");
         if !progress(i + 1 - start, total - start) {
             return Err(PipelineError::Cancelled);
         }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use adcanvas::convert::{PackDtype, convert_diffusers};
 use adcanvas::denoise::scheduler::SchedulerKind;
-use adcanvas::gpu::{DeviceChoice, open_device};
+use adcanvas::gpu::select::{self, GpuOptions};
+use adcanvas::gpu::{DeviceChoice, OpenedDevice, watchdog};
 use adcanvas::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::map_pack_dir;
@@ -26,29 +27,75 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DeviceArg {
+    /// A hardware GPU (Vulkan, Metal, DX12) that passes a self-test, else the CPU, with a note.
+    Auto,
+    /// Any GPU adapter, software ones (lavapipe, SwiftShader) included, or an error.
     Gpu,
+    /// The CPU: no GPU driver needed.
     Cpu,
 }
 
-/// `--gpu-binding-limit-mb`: open the GPU as a small adapter would offer it.
+impl DeviceArg {
+    fn choice(self) -> DeviceChoice {
+        match self {
+            Self::Auto => DeviceChoice::Auto,
+            Self::Gpu => DeviceChoice::Gpu,
+            Self::Cpu => DeviceChoice::Cpu,
+        }
+    }
+}
+
+/// Where to run, and the limits that keep a bad GPU from hanging the run.
 #[derive(Clone, Copy, clap::Args)]
-struct BindingLimitArg {
+struct DeviceArgs {
+    /// auto: a hardware GPU that passes a self-test, else the CPU; gpu: any GPU adapter or an
+    /// error (WGPU_BACKEND=gl allows OpenGL); cpu.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
     /// Open the GPU as if it bound at most this many MiB per storage buffer (WebGPU's default,
     /// and what some browser adapters offer, is 128); the VAE then runs in tiles where needed.
     #[arg(long)]
     gpu_binding_limit_mb: Option<u64>,
+    /// End the run when the GPU finishes no stage or step for this many seconds (0: never).
+    #[arg(long, default_value_t = 600)]
+    gpu_timeout: u64,
 }
 
-impl BindingLimitArg {
-    fn open(self, device: DeviceArg) -> Result<burn::tensor::Device, String> {
-        let opened = match (device, self.gpu_binding_limit_mb) {
-            (DeviceArg::Gpu, Some(mb)) => pollster::block_on(adcanvas::gpu::open_device_with_binding_limit(mb << 20)),
-            (DeviceArg::Cpu, Some(_)) => return Err("--gpu-binding-limit-mb applies to --device gpu".into()),
-            (DeviceArg::Gpu, None) => pollster::block_on(open_device(DeviceChoice::Gpu)),
-            (DeviceArg::Cpu, None) => pollster::block_on(open_device(DeviceChoice::Cpu)),
-        };
-        opened.map_err(|e| e.to_string())
+impl DeviceArgs {
+    /// Opens the device, says on stderr what `auto` chose and why, and starts the watchdog
+    /// when the run is on a GPU.
+    fn open(self, what: &'static str) -> Result<OpenedDevice, String> {
+        if self.gpu_binding_limit_mb.is_some() && matches!(self.device, DeviceArg::Cpu) {
+            return Err("--gpu-binding-limit-mb applies to --device gpu or auto".into());
+        }
+        let options = GpuOptions { binding_limit: self.gpu_binding_limit_mb.map(|mb| mb << 20), ..Default::default() };
+        let opened = select::open(self.device.choice(), &options).map_err(|e| e.to_string())?;
+        if let Some(note) = &opened.note {
+            eprintln!("adcanvas: note: {note}");
+        }
+        if let Some(adapter) = &opened.adapter {
+            if adapter.software {
+                eprintln!(
+                    "adcanvas: note: {} is a software rasterizer on the CPU: a first run compiles kernels for minutes; --device cpu is far faster here.",
+                    adapter.name
+                );
+            }
+            watchdog::watch(self.gpu_timeout, what);
+        }
+        Ok(opened)
     }
+}
+
+/// The report's account of the device a run used.
+fn device_report(choice: DeviceArg, opened: &OpenedDevice) -> serde_json::Value {
+    json!({
+        "asked": choice.choice().name(),
+        "used": opened.kind(),
+        "adapter": opened.adapter.as_ref().map(|a| json!({
+            "name": a.name, "backend": a.backend, "software": a.software, "driver": a.driver,
+        })),
+        "note": opened.note,
+    })
 }
 
 /// What to do with a q8/q4 pack's weights on the device.
@@ -232,10 +279,8 @@ enum Command {
         /// Model pack folder (manifest.json + weights); default: models/default.
         #[arg(long)]
         model: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
-        device: DeviceArg,
         #[command(flatten)]
-        binding: BindingLimitArg,
+        device: DeviceArgs,
         /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
         #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
         quantized_weights: QuantizedArg,
@@ -271,10 +316,8 @@ enum Command {
         /// The script's io.safetensors.
         #[arg(long)]
         io: PathBuf,
-        #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
-        device: DeviceArg,
         #[command(flatten)]
-        binding: BindingLimitArg,
+        device: DeviceArgs,
         /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
         #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
         quantized_weights: QuantizedArg,
@@ -290,6 +333,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         hold_until: Option<PathBuf>,
     },
+    /// Say which device `--device` would run on, and why (opens it and runs the self-test).
+    Device {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
     DemoModel {
         #[arg(long)]
@@ -301,6 +349,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    watchdog::install_panic_hook();
     let result = match cli.command {
         Command::Generate {
             product,
@@ -321,7 +370,6 @@ fn main() -> ExitCode {
             scheduler,
             model,
             device,
-            binding,
             quantized_weights,
             mask_out,
             reference,
@@ -345,32 +393,30 @@ fn main() -> ExitCode {
                 refine_strength: (refine_strength != 0.0).then_some(refine_strength),
                 ..Default::default()
             };
-            run_generate(
-                &product,
-                &out,
-                count,
-                options,
-                model,
-                device,
-                binding,
-                quantized_weights,
-                mask_out,
-                &reference,
-            )
+            run_generate(&product, &out, count, options, model, device, quantized_weights, mask_out, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
-        Command::Parity { model, io, device, binding, quantized_weights, repeats, parts, hold_until } => {
+        Command::Device { device } => device.open("device check").map(|opened| {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&device_report(device.device, &opened)).expect("report serialises")
+            )
+        }),
+        Command::Parity { model, io, device, quantized_weights, repeats, parts, hold_until } => {
             let parts: Vec<Part> = match parts.is_empty() {
                 true => Part::ALL.to_vec(),
                 false => parts.into_iter().map(PartArg::part).collect(),
             };
             let timing = Timing { repeats, hold_until: hold_until.as_deref() };
-            binding
-                .open(device)
-                .and_then(|device| {
-                    adcanvas::parity::check_pack(&model, &io, &device, &parts, &timing, |manifest| {
-                        quantized_weights.resolve(manifest)
-                    })
+            device
+                .open("parity check")
+                .and_then(|opened| {
+                    let mut report =
+                        adcanvas::parity::check_pack(&model, &io, &opened.device, &parts, &timing, |manifest| {
+                            quantized_weights.resolve(manifest)
+                        })?;
+                    report["device"] = device_report(device.device, &opened);
+                    Ok(report)
                 })
                 .map(|report| println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")))
         }
@@ -449,8 +495,7 @@ fn run_generate(
     count: u32,
     options: GenerateOptions,
     model: Option<PathBuf>,
-    device: DeviceArg,
-    binding: BindingLimitArg,
+    device_args: DeviceArgs,
     quantized: QuantizedArg,
     mask_out: Option<PathBuf>,
     reference_args: &ReferenceArgs,
@@ -462,17 +507,20 @@ fn run_generate(
     if let Some(path) = &mask_out {
         product.mask.to_preview_rgba().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let choice = match device {
-        DeviceArg::Gpu => DeviceChoice::Gpu,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-    };
-    let device = binding.open(device)?;
+    let opened = device_args.open("generation")?;
+    let device = opened.device.clone();
     let dir = model_dir(model);
     let load_started = web_time_now();
     let (manifest, files) = map_pack_dir(&dir).map_err(|e| e.to_string())?;
     let quantized = quantized.resolve(&manifest);
     let model = Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| e.to_string())?;
     drop(files);
+    if opened.adapter.is_some() && std::env::var_os("ADCANVAS_TEST_STALL_AFTER_LOAD").is_some() {
+        // A test hook: stands for a GPU that never finishes its next kernel (tests/device.rs).
+        loop {
+            std::thread::park();
+        }
+    }
     let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
     let mut options = options;
     if options.width == 0 {
@@ -528,7 +576,8 @@ fn run_generate(
             "steps": options.steps,
             "seed": options.seed,
             "scheduler": options.scheduler.name(),
-            "device": match choice { DeviceChoice::Gpu => "gpu", DeviceChoice::Cpu => "cpu" },
+            "device": opened.kind(),
+            "device_detail": device_report(device_args.device, &opened),
             "model": model.manifest.name,
             "model_label": model.manifest.label,
             "quantized_weights": match model.quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },

@@ -1,0 +1,152 @@
+//! Choosing the burn device: WebGPU in the browser; natively a wgpu adapter (Vulkan, Metal,
+//! DX12) that passes a self-test, or burn's pure-Rust `flex` CPU device.
+//!
+//! Natively, [`open`] never hangs and never hands back a device that has not computed one
+//! checked result: the adapter is chosen by kind ([`select`]), opened and tested on a worker
+//! thread with a time limit, and under [`DeviceChoice::Auto`] anything that fails falls back to
+//! the CPU with a note saying why. [`watchdog`] then ends a run whose GPU stops answering.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod select;
+pub mod watchdog;
+
+use burn::tensor::Device;
+
+/// Which device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// A hardware GPU that passes the self-test, else the CPU (natively); WebGPU in a browser.
+    /// Software adapters (lavapipe, SwiftShader, WARP) are skipped: our CPU path is far faster
+    /// than a GPU emulated on the same cores.
+    Auto,
+    /// The best GPU adapter wgpu offers, software ones included (WebGPU in a browser), or an error.
+    Gpu,
+    /// burn's `flex` backend on the CPU: needs no GPU driver at all.
+    Cpu,
+}
+
+impl DeviceChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Gpu => "gpu",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// Why no device could be opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceError(pub String);
+
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "No GPU could be used ({}). ", self.0)?;
+        if cfg!(target_arch = "wasm32") {
+            f.write_str("adcanvas needs WebGPU: use a current Chrome, Edge or Firefox with WebGPU enabled.")
+        } else {
+            f.write_str(
+                "Install a Vulkan driver (e.g. mesa-vulkan-drivers), or run with --device auto or --device cpu.",
+            )
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+/// The adapter a GPU device runs on, as the report names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterReport {
+    /// The driver's name for it, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// "vulkan", "metal", "dx12", "gl" or "webgpu".
+    pub backend: String,
+    /// A software rasterizer on the CPU (lavapipe, SwiftShader, WARP): slow, and said so.
+    pub software: bool,
+    /// The driver and its version, where the driver says.
+    pub driver: String,
+}
+
+/// An opened device and how it was chosen.
+#[derive(Debug, Clone)]
+pub struct OpenedDevice {
+    pub device: Device,
+    /// The adapter, when `device` is a GPU.
+    pub adapter: Option<AdapterReport>,
+    /// What `auto` chose and why, when it did not simply take a hardware GPU.
+    pub note: Option<String>,
+}
+
+impl OpenedDevice {
+    /// "gpu" or "cpu": what the run actually used.
+    pub fn kind(&self) -> &'static str {
+        if self.adapter.is_some() { "gpu" } else { "cpu" }
+    }
+
+    fn cpu(note: Option<String>) -> Self {
+        Self { device: Device::flex(), adapter: None, note }
+    }
+}
+
+/// Opens the chosen device: see [`OpenedDevice`] for what comes back. Natively the GPU is
+/// opened once per process, on the first call; later calls reuse it (or its failure).
+pub async fn open(choice: DeviceChoice) -> Result<OpenedDevice, DeviceError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        select::open(choice, &select::GpuOptions::default())
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        match choice {
+            DeviceChoice::Cpu => Ok(OpenedDevice::cpu(None)),
+            DeviceChoice::Auto | DeviceChoice::Gpu => {
+                let device = open_browser_gpu().await?;
+                let adapter = AdapterReport {
+                    name: "WebGPU".into(),
+                    backend: "webgpu".into(),
+                    software: false,
+                    driver: String::new(),
+                };
+                Ok(OpenedDevice { device, adapter: Some(adapter), note: None })
+            }
+        }
+    }
+}
+
+/// Opens the chosen device and returns only the burn device (tests, the browser glue).
+pub async fn open_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
+    open(choice).await.map(|opened| opened.device)
+}
+
+/// The browser's WebGPU device, opened once per page or worker; calls made while it is being
+/// opened wait for it (two widgets opening at once on one page).
+#[cfg(target_arch = "wasm32")]
+async fn open_browser_gpu() -> Result<Device, DeviceError> {
+    static GPU: futures_util::lock::Mutex<Option<Device>> = futures_util::lock::Mutex::new(None);
+    // An async lock, held across the initialisation's await: a second caller awaits it (std's
+    // mutex would panic on wasm as a recursive lock).
+    let mut cached = GPU.lock().await;
+    if let Some(device) = cached.clone() {
+        return Ok(device);
+    }
+    let (device, setup) =
+        Device::wgpu_options().init_with_setup_async().await.map_err(|e| DeviceError(format!("{e:?}")))?;
+    let limits = setup.device.limits();
+    set_buffer_limit(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size));
+    *cached = Some(device.clone());
+    Ok(device)
+}
+
+/// The GPU's largest storage buffer binding (and buffer), in bytes, set when it is opened.
+static GPU_BUFFER_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn set_buffer_limit(bytes: u64) {
+    let _ = GPU_BUFFER_LIMIT.set(bytes);
+}
+
+/// The most bytes one tensor may take on `device`: the opened GPU's storage binding limit
+/// (WebGPU guarantees 128 MiB; burn asks for whatever the adapter offers), `None` on the CPU
+/// device. The pipeline tiles the VAE to stay under it.
+pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
+    if *device == Device::flex() { None } else { GPU_BUFFER_LIMIT.get().copied() }
+}
