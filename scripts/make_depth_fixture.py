@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The training side's pseudo-depth (training/depth.py) for a test mask, written to
-tests/parity/pseudo_depth.safetensors: the Rust test holds src/depth.rs to it, so the depth
+tests/parity/pseudo_depth.safetensors: the Rust test holds src/input/depth.rs to it, so the depth
 ControlNet sees at run time exactly the maps it was trained on.
 
     ~/.cache/adcanvas-py/bin/python scripts/make_depth_fixture.py

@@ -9,7 +9,7 @@ use std::fmt;
 
 use image::RgbaImage;
 
-use crate::layout::PlacedProduct;
+use crate::input::layout::PlacedProduct;
 
 /// Why compositing failed (always a caller bug, reported instead of panicking).
 #[derive(Clone, Debug, PartialEq)]
@@ -71,9 +71,9 @@ pub fn composite(background: &RgbaImage, placed: &PlacedProduct) -> Result<RgbaI
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image_io::{DecodeLimits, decode_image};
-    use crate::layout::{LayoutOptions, place_product, render_placed};
-    use crate::mask::{MaskOptions, product_mask};
+    use crate::input::image_io::{DecodeLimits, decode_image};
+    use crate::input::layout::{LayoutOptions, place_product, render_placed};
+    use crate::input::mask::{MaskOptions, product_mask};
 
     fn placed_from(bytes: &[u8], cw: u32, ch: u32) -> PlacedProduct {
         let img = decode_image(bytes, &DecodeLimits::default()).unwrap();

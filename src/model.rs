@@ -8,11 +8,12 @@ use crate::denoise::controlnet::ControlNetModel;
 use crate::denoise::mepa::ImageProjection;
 use crate::denoise::unet::{UNet2DConditionModel, UNetConfig};
 use crate::encoders::image::ImageEncoder;
+use crate::encoders::reference::ReferenceEncoder;
 use crate::encoders::text::TextEncoder;
+use crate::error::ModelError;
+use crate::pack::weights::{QuantizedWeights, Weights};
 use crate::pack::{Manifest, component_file};
-use crate::reference::ReferenceEncoder;
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
-use crate::weights::{ModelError, QuantizedWeights, Weights};
 
 /// Everything the denoising pipeline runs, on one burn device.
 pub struct Model {
@@ -36,13 +37,13 @@ pub struct Model {
 impl Model {
     /// Builds the model from a manifest and its component files' bytes (read, fetched or
     /// memory-mapped), verifying each file's size and SHA-256 first. Quantised weights are
-    /// kept quantised when the pack would be large in f32 ([`QuantizedWeights::for_pack`]).
+    /// kept quantised when the pack would be large in f32 ([`crate::pack::Manifest::quantized_weights`]).
     pub fn from_pack<B: AsRef<[u8]>>(
         manifest: Manifest,
         files: &BTreeMap<String, B>,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let quantized = QuantizedWeights::for_pack(&manifest);
+        let quantized = manifest.quantized_weights();
         Self::from_pack_with(manifest, files, device, quantized)
     }
 
@@ -210,4 +211,11 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
         smallest_product: None,
     };
     Ok((manifest, files))
+}
+
+impl Model {
+    /// Whether prompts influence this model's output (packs without a text encoder ignore them).
+    pub fn prompt_used(&self) -> bool {
+        self.text_encoder.is_some()
+    }
 }

@@ -16,8 +16,8 @@ use crate::denoise::unet::UNet2DConditionModel;
 use crate::gpu::max_buffer_bytes;
 use crate::pack::Manifest;
 use crate::pack::map_pack_dir;
+use crate::pack::weights::{QuantizedWeights, Weights};
 use crate::vae::{LatentDecoder, VaeModelConfig};
-use crate::weights::{QuantizedWeights, Weights};
 
 /// The inputs and PyTorch's outputs, by the names `scripts/sd15_parity.py` writes.
 struct Reference {

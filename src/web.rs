@@ -10,14 +10,14 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::denoise::scheduler::{SchedulerError, SchedulerKind};
+use crate::encoders::reference::{Reference, ReferenceOptions};
 use crate::gpu::{DeviceChoice, open_device};
-use crate::mask::MaskSource;
+use crate::input::mask::MaskSource;
 use crate::model::Model;
 use crate::pack::Manifest;
+use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product};
-use crate::reference::{Reference, ReferenceOptions};
-use crate::weights::QuantizedWeights;
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
 // 1. cubecl's kernels (matmul, reductions) read subgroup builtins and so start with
@@ -196,7 +196,7 @@ impl Studio {
                 .map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
             files.insert(component.clone(), bytes);
         }
-        let quantized = quantized.unwrap_or_else(|| QuantizedWeights::for_pack(&manifest));
+        let quantized = quantized.unwrap_or_else(|| manifest.quantized_weights());
         let model =
             Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| JsError::new(&e.to_string()))?;
         Ok(Studio {
@@ -223,7 +223,7 @@ impl Studio {
         set(&out, "native_size", m.native_size() as u32);
         set(&out, "reference_used", m.reference_encoder.is_some());
         set(&out, "depth_used", m.controlnet.is_some());
-        // Large q8/q4 packs stay quantised on the GPU (weights::QuantizedWeights::for_pack).
+        // Large q8/q4 packs stay quantised on the GPU (Manifest::quantized_weights).
         set(&out, "quantized_weights", if m.quantized == QuantizedWeights::Keep { "keep" } else { "expand" });
         set(&out, "device_weights_mb", m.device_weight_bytes as f64 / 1048576.0);
         out.into()
@@ -288,34 +288,7 @@ impl Studio {
             if inner.busy.get() {
                 return Err(JsError::new("A generation is already running.").into());
             }
-            let number = |key: &str, default: f64| get(&opts, key).as_f64().unwrap_or(default);
-            let size = number("size", 512.0).max(0.0);
-            let options = GenerateOptions {
-                prompt: get(&opts, "prompt").as_string().unwrap_or_default(),
-                width: number("width", size) as u32,
-                height: number("height", size) as u32,
-                fill: number("fill", 0.6) as f32,
-                position: number("position", 0.5) as f32,
-                steps: number("steps", 20.0).max(0.0) as usize,
-                seed: number("seed", 42.0).max(0.0) as u64,
-                guidance_scale: number("guidance", 7.5) as f32,
-                scheduler: match get(&opts, "scheduler").as_string() {
-                    Some(name) => name.parse().map_err(|e: SchedulerError| JsError::new(&e.to_string()))?,
-                    None => SchedulerKind::Ddim,
-                },
-                reference: ReferenceOptions {
-                    scale: number("reference_scale", 1.0) as f32,
-                    pfv: get(&opts, "pfv").as_bool().unwrap_or(true),
-                    region_masks: get(&opts, "region_masks").as_bool().unwrap_or(true),
-                    ..ReferenceOptions::default()
-                },
-                text_weight: number("text_weight", 1.0) as f32,
-                depth_scale: number("depth_scale", 1.0) as f32,
-                vae_tile: get(&opts, "vae_tile").as_f64().filter(|&t| t > 0.0).map(|t| t as usize),
-                anchor_product: get(&opts, "anchor_product").as_bool().unwrap_or(true),
-                refine_strength: Some(number("refine_strength", 0.5) as f32).filter(|&s| s != 0.0),
-                ..Default::default()
-            };
+            let options = generate_options(&opts)?;
             let reference = inner.reference.borrow().clone();
             inner.busy.set(true);
             inner.cancel.set(false);
@@ -396,4 +369,39 @@ pub fn pfv_visibility(
     set(&out, "visible", bytes(&grid.visible));
     set(&out, "token_keep", bytes(&grid.token_keep(token_cols, token_rows)));
     Ok(out.into())
+}
+
+/// The page's generation options over [`GenerateOptions::default`]: each key given replaces its
+/// default, so the defaults live in one place (the pipeline's) for the page, the widget and the CLI.
+fn generate_options(opts: &JsValue) -> Result<GenerateOptions, JsError> {
+    let d = GenerateOptions::default();
+    let number = |key: &str| get(opts, key).as_f64();
+    let flag = |key: &str| get(opts, key).as_bool();
+    let size = number("size").map(|s| s.max(0.0) as u32);
+    Ok(GenerateOptions {
+        prompt: get(opts, "prompt").as_string().unwrap_or(d.prompt),
+        width: number("width").map(|w| w as u32).or(size).unwrap_or(d.width),
+        height: number("height").map(|h| h as u32).or(size).unwrap_or(d.height),
+        fill: number("fill").map_or(d.fill, |v| v as f32),
+        position: number("position").map_or(d.position, |v| v as f32),
+        steps: number("steps").map_or(d.steps, |v| v.max(0.0) as usize),
+        seed: number("seed").map_or(d.seed, |v| v.max(0.0) as u64),
+        guidance_scale: number("guidance").map_or(d.guidance_scale, |v| v as f32),
+        scheduler: match get(opts, "scheduler").as_string() {
+            Some(name) => name.parse().map_err(|e: SchedulerError| JsError::new(&e.to_string()))?,
+            None => d.scheduler,
+        },
+        reference: ReferenceOptions {
+            scale: number("reference_scale").map_or(d.reference.scale, |v| v as f32),
+            pfv: flag("pfv").unwrap_or(d.reference.pfv),
+            region_masks: flag("region_masks").unwrap_or(d.reference.region_masks),
+            ..d.reference
+        },
+        text_weight: number("text_weight").map_or(d.text_weight, |v| v as f32),
+        depth_scale: number("depth_scale").map_or(d.depth_scale, |v| v as f32),
+        vae_tile: number("vae_tile").filter(|&t| t > 0.0).map(|t| t as usize),
+        anchor_product: flag("anchor_product").unwrap_or(d.anchor_product),
+        refine_strength: number("refine_strength").map(|s| s as f32).or(d.refine_strength).filter(|&s| s != 0.0),
+        ..d
+    })
 }

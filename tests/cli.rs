@@ -1,53 +1,20 @@
 //! The `adcanvas` binary: report, output file, determinism, and clear failures.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn adcanvas(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_adcanvas"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the adcanvas binary runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("adcanvas-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use common::{Cli, fixture, tmp};
 
 #[test]
 fn generate_writes_png_and_json_report() {
     let out = tmp("ad.png");
     let mask = tmp("mask.png");
     let product = fixture("product_alpha_32.png");
-    let args = [
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--prompt",
-        "a jar on marble",
-        "--out",
-        out.to_str().unwrap(),
-        "--size",
-        "64",
-        "--steps",
-        "2",
-        "--seed",
-        "5",
-        "--device",
-        "cpu",
-        "--mask-out",
-        mask.to_str().unwrap(),
-    ];
-    let run = adcanvas(&args);
-    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
+    let small_ad = |out: &PathBuf| Cli::small_ad(&product, out).args(&["--seed", "5", "--device", "cpu"]);
+    let run = small_ad(&out).args(&["--mask-out", mask.to_str().unwrap()]).run();
+    assert!(run.success(), "{run:?}");
+    let report = run.report();
     assert_eq!(report["width"], 64);
     assert_eq!(report["mask_source"], "alpha");
     assert_eq!(report["trained"], true);
@@ -60,9 +27,8 @@ fn generate_writes_png_and_json_report() {
     for stage in ["load_model", "layout", "encode", "text", "denoise", "decode", "composite", "total"] {
         assert!(report["timings_ms"][stage].is_number(), "timing {stage} missing: {report}");
     }
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!stderr.contains("untrained"), "{stderr}");
-    assert!(!stderr.contains("prompt is not used"), "{stderr}");
+    assert!(!run.stderr.contains("untrained"), "{run:?}");
+    assert!(!run.stderr.contains("prompt is not used"), "{run:?}");
 
     // The product's pixels are in the PNG unchanged, at the reported placement.
     let ad = image::open(&out).unwrap().to_rgba8();
@@ -77,21 +43,16 @@ fn generate_writes_png_and_json_report() {
 
     // Same seed, same bytes.
     let out2 = tmp("ad2.png");
-    let mut args2 = args;
-    args2[6] = out2.to_str().unwrap();
-    assert!(adcanvas(&args2).status.success());
+    assert!(small_ad(&out2).run().success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
 
     // The default model is small: its q8 weights are expanded unless asked; kept, the device
     // holds under a third of the bytes and the image is the same.
     assert_eq!(report["quantized_weights"], "expand");
     let out3 = tmp("ad3.png");
-    let mut args3 = args.to_vec();
-    args3[6] = out3.to_str().unwrap();
-    args3.extend(["--quantized-weights", "keep"]);
-    let run = adcanvas(&args3);
-    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
-    let kept: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let run = small_ad(&out3).args(&["--quantized-weights", "keep"]).run();
+    assert!(run.success(), "{run:?}");
+    let kept = run.report();
     assert_eq!(kept["quantized_weights"], "keep");
     let (kept_mb, expanded_mb) =
         (kept["device_weights_mb"].as_f64().unwrap(), report["device_weights_mb"].as_f64().unwrap());
@@ -105,34 +66,12 @@ fn generate_writes_png_and_json_report() {
 fn count_generates_consecutive_seeds_in_one_process() {
     let product = fixture("product_alpha_32.png");
     let run_with = |out: &PathBuf, seed: &str, count: &str| {
-        let run = adcanvas(&[
-            "generate",
-            "--product",
-            product.to_str().unwrap(),
-            "--prompt",
-            "a jar on marble",
-            "--out",
-            out.to_str().unwrap(),
-            "--size",
-            "64",
-            "--steps",
-            "2",
-            "--seed",
-            seed,
-            "--count",
-            count,
-            "--device",
-            "cpu",
-        ]);
-        assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
-        run.stdout
+        let run = Cli::small_ad(&product, out).args(&["--seed", seed, "--count", count, "--device", "cpu"]).run();
+        assert!(run.success(), "{run:?}");
+        run
     };
     let batch = tmp("batch.png");
-    let stdout = run_with(&batch, "4", "2");
-    let reports: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&stdout)
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .expect("one JSON report per ad");
+    let reports = run_with(&batch, "4", "2").reports();
     assert_eq!(reports.len(), 2);
     assert_eq!((reports[0]["seed"].as_u64(), reports[1]["seed"].as_u64()), (Some(4), Some(5)));
     assert!(reports[0]["timings_ms"]["load_model"].is_number() && reports[1]["timings_ms"]["load_model"].is_null());
@@ -144,39 +83,17 @@ fn count_generates_consecutive_seeds_in_one_process() {
         assert_eq!(std::fs::read(&numbered).unwrap(), std::fs::read(&single).unwrap(), "seed {seed}");
     }
     assert_ne!(std::fs::read(tmp("batch-1.png")).unwrap(), std::fs::read(tmp("batch-2.png")).unwrap());
-    let refused = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        batch.to_str().unwrap(),
-        "--count",
-        "0",
-    ]);
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("--count"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    let refused = Cli::generate(&product, &batch).args(&["--count", "0"]).run();
+    assert!(!refused.success() && refused.stderr.contains("--count"), "{refused:?}");
 }
 
 #[test]
 fn unknown_scheduler_is_refused_with_the_choices() {
     let product = fixture("product_alpha_32.png");
     let out = tmp("never4.png");
-    let run = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--scheduler",
-        "plms",
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"), "{stderr}");
+    let run = Cli::generate(&product, &out).args(&["--scheduler", "plms"]).run();
+    assert!(!run.success());
+    assert!(run.stderr.contains("ddim, euler, euler-karras, dpm++2m, dpm++2m-karras, lcm"), "{run:?}");
     assert!(!out.exists());
 }
 
@@ -184,42 +101,31 @@ fn unknown_scheduler_is_refused_with_the_choices() {
 fn size_takes_width_by_height_and_refuses_anything_else() {
     let product = fixture("product_alpha_32.png");
     let out = tmp("wide.png");
-    let base = ["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
-    let run = adcanvas(&[&base[..], &["--size", "96x64", "--steps", "1"]].concat());
-    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
+    let base = Cli::generate(&product, &out).args(&["--device", "cpu"]);
+    let run = base.clone().args(&["--size", "96x64", "--steps", "1"]).run();
+    assert!(run.success(), "{run:?}");
+    let report = run.report();
     assert_eq!((report["width"].as_u64(), report["height"].as_u64()), (Some(96), Some(64)), "{report}");
     let png = image::open(&out).expect("the ad is a PNG");
     assert_eq!((png.width(), png.height()), (96, 64));
 
     let never = tmp("never5.png");
-    let bad = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        never.to_str().unwrap(),
-        "--size",
-        "96y64",
-    ]);
-    assert!(!bad.status.success());
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("\"96y64\" is not a size") && stderr.contains("WIDTHxHEIGHT"), "{stderr}");
-    let odd = adcanvas(&[&base[..], &["--size", "96x40"]].concat());
-    assert!(!odd.status.success());
-    let stderr = String::from_utf8_lossy(&odd.stderr);
-    assert!(stderr.contains("height must be a positive multiple of 32"), "{stderr}");
+    let bad = Cli::generate(&product, &never).args(&["--size", "96y64"]).run();
+    assert!(!bad.success());
+    assert!(bad.stderr.contains("\"96y64\" is not a size") && bad.stderr.contains("WIDTHxHEIGHT"), "{bad:?}");
+    let odd = base.args(&["--size", "96x40"]).run();
+    assert!(!odd.success());
+    assert!(odd.stderr.contains("height must be a positive multiple of 32"), "{odd:?}");
 }
 
 #[test]
 fn position_and_fill_lay_the_product_out_and_bad_values_are_refused() {
     let product = fixture("product_alpha_32.png");
     let out = tmp("left.png");
-    let base = ["generate", "--product", product.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
-    let run =
-        adcanvas(&[&base[..], &["--size", "96x64", "--steps", "1", "--position", "left", "--fill", "0.25"]].concat());
-    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is a JSON report");
+    let base = Cli::generate(&product, &out).args(&["--device", "cpu"]);
+    let run = base.clone().args(&["--size", "96x64", "--steps", "1", "--position", "left", "--fill", "0.25"]).run();
+    assert!(run.success(), "{run:?}");
+    let report = run.report();
     // fill 0.25 of 64 px: the 32-px product at half size; left: 15 % of the free 80 px; standing on
     // the floor line, row round(0.8 · 64) = 51.
     assert_eq!(
@@ -236,57 +142,34 @@ fn position_and_fill_lay_the_product_out_and_bad_values_are_refused() {
                 && n.ends_with("choose a larger product size.")),
         "{report}"
     );
-    assert!(String::from_utf8_lossy(&run.stderr).contains("choose a larger product size"), "the note is printed too");
+    assert!(run.stderr.contains("choose a larger product size"), "the note is printed too: {run:?}");
 
-    let bad = adcanvas(&[&base[..], &["--position", "middle"]].concat());
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && stderr.contains("use left, center, right or a number from 0 to 1"), "{stderr}");
-    let off = adcanvas(&[&base[..], &["--position", "1.5", "--size", "64", "--steps", "1"]].concat());
-    let stderr = String::from_utf8_lossy(&off.stderr);
-    assert!(!off.status.success() && stderr.contains("from 0 (left) to 1 (right)"), "{stderr}");
-    let big = adcanvas(&[&base[..], &["--fill", "1.2", "--size", "64", "--steps", "1"]].concat());
-    let stderr = String::from_utf8_lossy(&big.stderr);
-    assert!(!big.status.success() && stderr.contains("product size 1.2 is not valid"), "{stderr}");
+    let refused = |extra: &[&str], message: &str| {
+        let run = base.clone().args(extra).run();
+        assert!(!run.success() && run.stderr.contains(message), "{extra:?}: {run:?}");
+    };
+    refused(&["--position", "middle"], "use left, center, right or a number from 0 to 1");
+    refused(&["--position", "1.5", "--size", "64", "--steps", "1"], "from 0 (left) to 1 (right)");
+    refused(&["--fill", "1.2", "--size", "64", "--steps", "1"], "product size 1.2 is not valid");
 }
 
 #[test]
 fn corrupt_photo_fails_with_a_message() {
-    let product = fixture("corrupt.png");
     let out = tmp("never.png");
-    let run = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.starts_with("adcanvas: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let run = Cli::generate(&fixture("corrupt.png"), &out).args(&["--device", "cpu"]).run();
+    assert!(!run.success());
+    assert!(run.stderr.starts_with("adcanvas: ") && !run.stderr.contains("panicked"), "{run:?}");
     assert!(!out.exists());
 }
 
 #[test]
 fn missing_model_fails_with_a_message() {
-    let product = fixture("product_alpha_32.png");
     let out = tmp("never2.png");
-    let run = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--model",
-        "/nonexistent/pack",
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("/nonexistent/pack/manifest.json"), "{stderr}");
+    let run = Cli::generate(&fixture("product_alpha_32.png"), &out)
+        .args(&["--device", "cpu", "--model", "/nonexistent/pack"])
+        .run();
+    assert!(!run.success());
+    assert!(run.stderr.contains("/nonexistent/pack/manifest.json"), "{run:?}");
 }
 
 /// The CLI memory-maps packs; a truncated weight file is still refused by name before use.
@@ -302,39 +185,18 @@ fn truncated_model_file_fails_with_a_message() {
     let vae = pack.join("vae.safetensors");
     let bytes = std::fs::read(&vae).unwrap();
     std::fs::write(&vae, &bytes[..bytes.len() / 2]).unwrap();
-    let product = fixture("product_alpha_32.png");
     let out = tmp("never5.png");
-    let run = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--model",
-        pack.to_str().unwrap(),
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("vae.safetensors"), "{stderr}");
+    let run = Cli::generate(&fixture("product_alpha_32.png"), &out)
+        .args(&["--device", "cpu", "--model", pack.to_str().unwrap()])
+        .run();
+    assert!(!run.success());
+    assert!(run.stderr.contains("vae.safetensors"), "{run:?}");
     assert!(!out.exists());
 }
 
 #[test]
 fn busy_photo_is_refused_with_advice() {
-    let product = fixture("busy.jpg");
-    let out = tmp("never3.png");
-    let run = adcanvas(&[
-        "generate",
-        "--product",
-        product.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.to_lowercase().contains("background"), "{stderr}");
+    let run = Cli::generate(&fixture("busy.jpg"), &tmp("never3.png")).args(&["--device", "cpu"]).run();
+    assert!(!run.success());
+    assert!(run.stderr.to_lowercase().contains("background"), "{run:?}");
 }

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use adcanvas::convert::{PackDtype, convert_diffusers};
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::Model;
+use adcanvas::pack::convert::{PackDtype, convert_diffusers};
 use adcanvas::pack::read_pack_dir;
+use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
-use adcanvas::weights::QuantizedWeights;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use adcanvas::denoise::scheduler::{DdimScheduler, SchedulerConfig};
 use adcanvas::denoise::unet::{UNet2DConditionModel, UNetConfig};
 use adcanvas::gpu::{DeviceChoice, open_device};
+use adcanvas::pack::weights::Weights;
 use adcanvas::vae::{VaeConfig, VaeDecoder, VaeEncoder};
-use adcanvas::weights::Weights;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 
@@ -141,7 +141,7 @@ fn tiled_vae_matches_diffusers() {
 /// head) runs the explicit product; on every device it equals burn's fused op on the CPU.
 #[test]
 fn wide_head_attention_matches_the_fused_op_on_every_device() {
-    use adcanvas::denoise::attention::{FUSED_ATTENTION_MAX_HEAD_DIM, scaled_dot_product_attention};
+    use adcanvas::nn::attention::{FUSED_ATTENTION_MAX_HEAD_DIM, scaled_dot_product_attention};
     use burn::tensor::module::attention;
     let d = FUSED_ATTENTION_MAX_HEAD_DIM + 8;
     let mut state = 0x2545_f491_u32;
@@ -168,7 +168,7 @@ fn wide_head_attention_matches_the_fused_op_on_every_device() {
 
 #[test]
 fn tiny_vae_matches_diffusers() {
-    use adcanvas::vae_tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
+    use adcanvas::vae::tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
     let config: TinyVaeConfig = serde_json::from_slice(&fixture("tiny_vae.config.json")).unwrap();
     let weights = fixture("tiny_vae.weights.safetensors");
     let io = Io(fixture("tiny_vae.io.safetensors"));
@@ -192,7 +192,7 @@ fn tiny_vae_matches_diffusers() {
 /// with no product given it must decode exactly as the plain decoder.
 #[test]
 fn conditioned_tiny_decoder_matches_its_reference() {
-    use adcanvas::vae_tiny::{ProductPixels, TinyDecoder, TinyVaeConfig};
+    use adcanvas::vae::tiny::{ProductPixels, TinyDecoder, TinyVaeConfig};
     let config: TinyVaeConfig = serde_json::from_slice(&fixture("tiny_vae_condition.config.json")).unwrap();
     assert!(config.mask_condition);
     let weights = fixture("tiny_vae_condition.weights.safetensors");
@@ -240,14 +240,16 @@ fn ddim_trace_matches_diffusers() {
 /// mask, with a full mask, and (empty mask) == the text-only output.
 #[test]
 fn mepa_special_cases_match_diffusers_processors() {
-    use adcanvas::denoise::attention::Attention;
-    use adcanvas::denoise::mepa::{MepaPrompts, RegionPrompt, region_mask};
+    use adcanvas::denoise::mepa::{MepaProcessor, region_mask};
+    use adcanvas::nn::attention::{Attention, RegionPrompt};
     let weights = fixture("mepa.weights.safetensors");
     let io = Io(fixture("mepa.io.safetensors"));
     for (name, device) in devices() {
         let w = Weights::from_safetensors("mepa", &weights, &device).unwrap();
-        let attn = Attention::load(&w, 32, 12, 2, 16, false).unwrap();
-        assert!(attn.has_image_prompt());
+        let attn = Attention::load(&w, 32, 12, 2, 16, false)
+            .unwrap()
+            .with_processor(MepaProcessor::for_layer(&w, 12, 32).unwrap());
+        assert!(attn.takes_image_prompt());
         let x: Tensor<3> = io.tensor("x", &device);
         let text: Tensor<3> = io.tensor("text", &device);
         let image: Tensor<3> = io.tensor("image", &device);
@@ -258,16 +260,15 @@ fn mepa_special_cases_match_diffusers_processors() {
             assert!(diff <= MODEL_TOLERANCE, "MEPA {label} on {name}: max abs diff {diff}");
         };
         check("text only", attn.forward(x.clone(), Some(&text)), "standard");
-        let with_image = |mask: Option<Tensor<3>>| MepaPrompts {
-            text: RegionPrompt { tokens: text.clone(), scale: 1.0, mask: None },
-            image: Some(RegionPrompt { tokens: image.clone(), scale: 0.7, mask }),
+        let with_image = |mask: Option<Tensor<3>>| {
+            [RegionPrompt::everywhere(text.clone()), RegionPrompt { tokens: image.clone(), scale: 0.7, mask }]
         };
-        check("text + image", attn.forward_mepa(x.clone(), &with_image(None)), "ip_scale_0_7");
+        check("text + image", attn.forward_prompts(x.clone(), &with_image(None)), "ip_scale_0_7");
         // Masks at the latent resolution (8×8) area-averaged to this layer's 4×4 queries.
         let full = region_mask(&Tensor::<4>::ones([2, 1, 8, 8], &device), 4, 4);
-        check("full mask", attn.forward_mepa(x.clone(), &with_image(Some(full))), "ip_full_mask");
+        check("full mask", attn.forward_prompts(x.clone(), &with_image(Some(full))), "ip_full_mask");
         let empty = region_mask(&Tensor::<4>::zeros([2, 1, 8, 8], &device), 4, 4);
-        check("empty mask", attn.forward_mepa(x.clone(), &with_image(Some(empty))), "ip_empty_mask");
+        check("empty mask", attn.forward_prompts(x.clone(), &with_image(Some(empty))), "ip_empty_mask");
     }
 }
 
@@ -538,7 +539,7 @@ fn pseudo_depth_matches_the_training_pipeline() {
     let io = Io(fixture("pseudo_depth.safetensors"));
     let (alpha, shape) = io.get("alpha");
     let (want, _) = io.get("depth");
-    let got = adcanvas::depth::pseudo_depth(&alpha, shape[1], shape[0]);
+    let got = adcanvas::input::depth::pseudo_depth(&alpha, shape[1], shape[0]);
     let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(diff <= 1e-6, "pseudo-depth differs from training/depth.py by {diff}");
     assert!(want.iter().any(|&d| d > 0.99) && want.iter().filter(|&&d| d == 0.0).count() > want.len() / 4);

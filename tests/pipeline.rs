@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use adcanvas::denoise::scheduler::SchedulerKind;
+use adcanvas::encoders::reference::{Reference, ReferenceOptions};
+use adcanvas::error::ModelError;
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::{Manifest, read_pack_dir};
 use adcanvas::pipeline::{GenerateOptions, Generated, InitImage, PipelineError, generate, prepare_product};
-use adcanvas::reference::{Reference, ReferenceOptions};
 use adcanvas::vae::VaeModelConfig;
-use adcanvas::weights::ModelError;
 use burn::tensor::Device;
 
 const PRODUCT_32: &[u8] = include_bytes!("fixtures/product_alpha_32.png");
@@ -465,7 +465,7 @@ fn style_reference_errors_are_clear() {
 #[test]
 fn depth_controlnet_steers_the_background_and_scale_zero_turns_it_off() {
     use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
-    use adcanvas::weights::Weights;
+    use adcanvas::pack::weights::Weights;
     let device = Device::flex();
     let options = GenerateOptions { width: 64, height: 64, steps: 2, seed: 5, ..tiny_options(5) };
     let shipped = load_default(&device);
@@ -742,12 +742,12 @@ fn wide_and_tall_ads_keep_the_product_exact() {
 /// the full-size layout this way); one made for another canvas size is refused.
 #[test]
 fn a_given_placement_is_used_and_a_mismatched_one_refused() {
-    use adcanvas::layout::{LayoutOptions, place_product};
+    use adcanvas::input::layout::{LayoutOptions, place_product};
     let device = Device::flex();
     let model = load_default(&device);
     let product = prepare_product(PRODUCT_32).unwrap();
     let layout = LayoutOptions { canvas_w: 64, canvas_h: 64, ..LayoutOptions::default() };
-    let corner = adcanvas::layout::Placement { x: 0, y: 32, ..place_product(&product.mask, &layout).unwrap() };
+    let corner = adcanvas::input::layout::Placement { x: 0, y: 32, ..place_product(&product.mask, &layout).unwrap() };
     let g = run(&model, PRODUCT_32, &GenerateOptions { placement: Some(corner.clone()), ..tiny_options(3) });
     assert_eq!(g.placement, corner);
     assert_composite_exact(&g);

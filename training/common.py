@@ -142,17 +142,12 @@ class Deadline:
         return time.time() >= self.end
 
 
-def load_vae(folder):
-    """The trained VAE (AutoencoderTiny or AutoencoderKL, by its config's class name), or a
-    pack's (a folder with manifest.json, training/pack.py)."""
+def load_vae_folder(folder):
+    """A trained VAE saved by diffusers (AutoencoderTiny or AutoencoderKL, by its config's class
+    name). `pack.load_vae` also takes a pack's folder."""
     import json
 
     from diffusers import AutoencoderKL, AutoencoderTiny
-
-    if os.path.exists(os.path.join(folder, "manifest.json")):
-        import pack
-
-        return pack.vae(folder)
 
     with open(os.path.join(folder, "config.json")) as f:
         cls = json.load(f)["_class_name"]

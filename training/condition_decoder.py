@@ -108,11 +108,7 @@ def load(vae, tensors: dict) -> ConditionEncoder | None:
 
 
 def load_folder(vae, folder) -> ConditionEncoder | None:
-    """The branch of a VAE folder saved by `save`, or of a pack (training/pack.py)."""
-    if os.path.exists(os.path.join(folder, "manifest.json")):
-        import pack
-
-        return pack.vae_condition(folder, vae)
+    """The branch of a VAE folder saved by `save` (`pack.load_condition` also takes a pack's)."""
     from safetensors.torch import load_file
 
     return load(vae, load_file(os.path.join(folder, "diffusion_pytorch_model.safetensors")))

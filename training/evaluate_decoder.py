@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
-from common import load_vae, threads  # noqa: E402
+from common import threads  # noqa: E402
+from pack import load_condition, load_vae  # noqa: E402
 
 
 def regions(mask, band=8):
@@ -68,7 +69,7 @@ def main():
     results = {"n": n}
     for folder in args.vae:
         vae = load_vae(folder)
-        condition = condition_decoder.load_folder(vae, folder)
+        condition = load_condition(vae, folder)
         decoded = round_trip(vae, condition, images, masks)
         scores = {}
         for name in parts[0]:

@@ -30,7 +30,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
-from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, encode_latents, threads  # noqa: E402
+from pack import load_condition, load_vae  # noqa: E402
 from evaluate import scores, train_classifier  # noqa: E402
 from evaluate_reference import background_metrics, load, object_expansion  # noqa: E402
 from sample import composite  # noqa: E402
@@ -210,10 +211,10 @@ def main():
         unet, enc, step = load(args.run)
         controlnet = ControlNetModel.from_pretrained(args.controlnet).eval()
         vae = load_vae(args.vae)
-        vaes = {"": (vae, condition_decoder.load_folder(vae, args.vae))}
+        vaes = {"": (vae, load_condition(vae, args.vae))}
     if args.also_vae:
         vae2 = load_vae(args.also_vae)
-        vaes["+vae2"] = (vae2, condition_decoder.load_folder(vae2, args.also_vae))
+        vaes["+vae2"] = (vae2, load_condition(vae2, args.also_vae))
     d = np.load(os.path.join(args.data, "heldout.npz"))
     e = np.load(os.path.join(args.data, "empty_prompt.npz"))
     n = min(args.n, len(d["images"]))

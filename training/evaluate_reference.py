@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, encode_latents, threads  # noqa: E402
+from pack import load_vae  # noqa: E402
 from evaluate import frechet, psnr_in_mask, scores, train_classifier  # noqa: E402
 from mepa import (IMAGE_ENCODER_CONFIG, ReferenceEncoder, attach_mepa, background_region, pfv_fill,  # noqa: E402
                   pfv_visible, project, to_pixels)

@@ -13,6 +13,9 @@ import os
 import numpy as np
 import torch
 
+import common
+import condition_decoder
+
 BLOCK = 32
 
 
@@ -64,10 +67,9 @@ def mepa_unet(pack_dir: str):
     """The pack's UNet with its MEPA processors and image projection (training/mepa.py)."""
     from diffusers import UNet2DConditionModel
 
-    from common import UNET_CONFIG
     from mepa import IMAGE_ENCODER_CONFIG, attach_mepa
 
-    unet = attach_mepa(UNet2DConditionModel(**UNET_CONFIG), IMAGE_ENCODER_CONFIG["hidden_size"])
+    unet = attach_mepa(UNet2DConditionModel(**common.UNET_CONFIG), IMAGE_ENCODER_CONFIG["hidden_size"])
     unet.load_state_dict(load_component(pack_dir, "unet", unet.state_dict()))
     return unet
 
@@ -96,18 +98,29 @@ def vae(pack_dir: str):
     """The pack's AutoencoderTiny (the runtime's own, so latents match what it encodes)."""
     from diffusers import AutoencoderTiny
 
-    from condition_decoder import CONFIG_KEY, PREFIX
-
-    cfg = {k: v for k, v in manifest(pack_dir)["vae"].items() if k != CONFIG_KEY}
+    cfg = {k: v for k, v in manifest(pack_dir)["vae"].items() if k != condition_decoder.CONFIG_KEY}
     model = AutoencoderTiny(**cfg)
     tensors = load_component(pack_dir, "vae", model.state_dict())
-    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PREFIX)})
+    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(condition_decoder.PREFIX)})
     return model.eval()
 
 
 def vae_condition(pack_dir: str, vae):
     """The product-condition branch of the pack's decoder (training/condition_decoder.py), or None."""
-    import condition_decoder
-
     shapes = {condition_decoder.PREFIX + k: v for k, v in condition_decoder.new(vae).state_dict().items()}
     return condition_decoder.load(vae, load_component(pack_dir, "vae", shapes))
+
+
+def is_pack(folder) -> bool:
+    return os.path.exists(os.path.join(folder, "manifest.json"))
+
+
+def load_vae(folder):
+    """The VAE of a pack (the runtime's own, so latents match what it encodes) or of a folder
+    diffusers saved."""
+    return vae(folder) if is_pack(folder) else common.load_vae_folder(folder)
+
+
+def load_condition(vae_model, folder):
+    """The decoder's product-condition branch from a pack or a VAE folder, or None without one."""
+    return vae_condition(folder, vae_model) if is_pack(folder) else condition_decoder.load_folder(vae_model, folder)

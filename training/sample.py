@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, encode_latents, load_vae, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, encode_latents, threads  # noqa: E402
+from pack import load_vae  # noqa: E402
 from train_unet import inpaint_inputs  # noqa: E402
 
 

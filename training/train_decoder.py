@@ -35,7 +35,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
-from common import DECODER_CONFIG, Checkpoint, Deadline, LossLog, device, load_vae, optimizer_to, threads  # noqa: E402
+from common import DECODER_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
+from pack import load_vae  # noqa: E402
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, encode_latents, load_vae, optimizer_to, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, encode_latents, optimizer_to, threads  # noqa: E402
+from pack import load_vae  # noqa: E402
 
 
 def inpaint_inputs(images_u8, masks_u8):

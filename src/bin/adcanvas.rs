@@ -3,18 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use adcanvas::convert::{PackDtype, convert_diffusers};
 use adcanvas::denoise::scheduler::SchedulerKind;
+use adcanvas::encoders::reference::{Reference, ReferenceError, ReferenceOptions};
 use adcanvas::gpu::select::{self, GpuOptions};
 use adcanvas::gpu::{DeviceChoice, OpenedDevice, watchdog};
-use adcanvas::mask::MaskSource;
+use adcanvas::input::mask::MaskSource;
 use adcanvas::model::{Model, create_demo_pack};
+use adcanvas::pack::convert::{PackDtype, convert_diffusers};
 use adcanvas::pack::map_pack_dir;
+use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::parity::{Part, Timing};
 use adcanvas::pfv::{PfvConfig, TokenMode};
-use adcanvas::pipeline::{GenerateOptions, PipelineError, generate, prepare_product};
-use adcanvas::reference::{Reference, ReferenceOptions};
-use adcanvas::weights::QuantizedWeights;
+use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -132,7 +132,7 @@ impl PartArg {
 impl QuantizedArg {
     fn resolve(self, manifest: &adcanvas::pack::Manifest) -> QuantizedWeights {
         match self {
-            Self::Auto => QuantizedWeights::for_pack(manifest),
+            Self::Auto => manifest.quantized_weights(),
             Self::Expand => QuantizedWeights::Expand,
             Self::Keep => QuantizedWeights::Keep,
         }
@@ -206,8 +206,8 @@ impl ReferenceArgs {
             (_, true) => Reference::whole(&bytes),
             (Some(mask), false) => Reference::with_mask(&bytes, &read(mask)?),
             (None, false) => Reference::from_bytes(&bytes).map_err(|e| match e {
-                PipelineError::Options(m) => {
-                    PipelineError::Options(format!("{m} (--reference-mask MASK.png, or --no-pfv)"))
+                ReferenceError::Unusable(m) => {
+                    ReferenceError::Unusable(format!("{m} (--reference-mask MASK.png, or --no-pfv)"))
                 }
                 other => other,
             }),

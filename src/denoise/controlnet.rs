@@ -8,10 +8,13 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::blocks::{DownBlock, MidBlock, TimeEmbedding};
+use super::config::{DownBlockType, MidBlockType, PerBlock, UNetConfig};
 use super::mepa::Conditioning;
-use super::unet::{ControlResiduals, DownBlock, MidBlock, PerBlock, TimeEmbedding, UNetConfig};
+use super::unet::ControlResiduals;
+use crate::error::ModelError;
 use crate::nn::{Conv2d, silu};
-use crate::weights::{ModelError, Weights};
+use crate::pack::weights::Weights;
 
 /// diffusers' `ControlNetModel` config (field names as in its `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,9 +23,9 @@ pub struct ControlNetConfig {
     pub in_channels: usize,
     #[serde(default = "three")]
     pub conditioning_channels: usize,
-    pub down_block_types: Vec<String>,
-    #[serde(default = "mid_block")]
-    pub mid_block_type: String,
+    pub down_block_types: Vec<DownBlockType>,
+    #[serde(default)]
+    pub mid_block_type: MidBlockType,
     pub block_out_channels: Vec<usize>,
     #[serde(default = "two")]
     pub layers_per_block: usize,
@@ -67,9 +70,6 @@ fn eps() -> f64 {
 fn yes() -> bool {
     true
 }
-fn mid_block() -> String {
-    "UNetMidBlock2DCrossAttn".into()
-}
 fn rgb() -> String {
     "rgb".into()
 }
@@ -86,7 +86,7 @@ impl ControlNetConfig {
             in_channels: unet.in_channels,
             conditioning_channels: 3,
             down_block_types: unet.down_block_types.clone(),
-            mid_block_type: unet.mid_block_type.clone(),
+            mid_block_type: unet.mid_block_type,
             block_out_channels: unet.block_out_channels.clone(),
             layers_per_block: unet.layers_per_block,
             attention_head_dim: unet.attention_head_dim.clone(),
@@ -106,14 +106,14 @@ impl ControlNetConfig {
     /// The UNet whose down path and mid block this ControlNet copies (diffusers'
     /// `ControlNetModel.from_unet` goes the other way). The up path is implied.
     fn trunk(&self) -> UNetConfig {
-        let up = self.down_block_types.iter().rev().map(|t| t.replace("Down", "Up")).collect();
+        let up = self.down_block_types.iter().rev().map(|t| t.mirrored()).collect();
         UNetConfig {
             sample_size: 64,
             in_channels: self.in_channels,
             out_channels: self.in_channels,
             down_block_types: self.down_block_types.clone(),
             up_block_types: up,
-            mid_block_type: self.mid_block_type.clone(),
+            mid_block_type: self.mid_block_type,
             block_out_channels: self.block_out_channels.clone(),
             layers_per_block: self.layers_per_block,
             attention_head_dim: self.attention_head_dim.clone(),

@@ -11,53 +11,51 @@ use burn::tensor::Tensor;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
+use crate::error::ModelError;
+use crate::nn::attention::{Attention, AttentionProcessor, PlainProcessor, RegionPrompt};
 use crate::nn::{LayerNorm, Linear, gelu};
-use crate::weights::{ModelError, Weights};
+use crate::pack::weights::Weights;
 
-/// The adapter's projections for image-prompt tokens, stored under diffusers' names
+/// MEPA's attention processor: the text prompt through the layer's own `to_k`/`to_v`, plus the
+/// image prompt through the adapter's projections, stored under diffusers' names
 /// (`<attn>.processor.to_k_ip.0`, `<attn>.processor.to_v_ip.0`, no bias).
-pub struct ImagePromptProjections {
-    pub(crate) to_k_ip: Linear,
-    pub(crate) to_v_ip: Linear,
+pub struct MepaProcessor {
+    to_k_ip: Linear,
+    to_v_ip: Linear,
 }
 
-impl ImagePromptProjections {
-    /// Loads the projections when the weights have them (`None` for a plain SD layer).
-    pub fn load(attn: &Weights, token_dim: usize, inner: usize) -> Result<Option<Self>, ModelError> {
+impl MepaProcessor {
+    /// The processor for the attention layer under `attn`: MEPA's when the weights carry its
+    /// projections, else the plain one (a Stable Diffusion layer).
+    pub fn for_layer(
+        attn: &Weights,
+        token_dim: usize,
+        inner: usize,
+    ) -> Result<Box<dyn AttentionProcessor>, ModelError> {
         let p = attn.pp("processor");
         if !p.contains("to_k_ip.0.weight") {
-            return Ok(None);
+            return Ok(Box::new(PlainProcessor));
         }
-        Ok(Some(Self {
+        Ok(Box::new(Self {
             to_k_ip: Linear::load(&p.pp("to_k_ip").pp(0), token_dim, inner, false)?,
             to_v_ip: Linear::load(&p.pp("to_v_ip").pp(0), token_dim, inner, false)?,
         }))
     }
 }
 
-/// One prompt's tokens, its weight λ and its region mask at this layer's resolution.
-#[derive(Clone)]
-pub struct RegionPrompt {
-    /// `[batch, tokens, dim]`.
-    pub tokens: Tensor<3>,
-    /// λ_k; 0 skips the prompt entirely.
-    pub scale: f32,
-    /// M_k as `[batch, queries, 1]` in [0, 1]; `None` means everywhere.
-    pub mask: Option<Tensor<3>>,
-}
+impl AttentionProcessor for MepaProcessor {
+    /// `Σ_k λ_k · M_k ⊙ Attn(Q, K_k, V_k)` over the text prompt (`prompts[0]`) and the image
+    /// prompt (`prompts[1]`, when given with λ ≠ 0).
+    fn attend(&self, layer: &Attention, q: &Tensor<4>, prompts: &[RegionPrompt]) -> Tensor<3> {
+        let text = PlainProcessor.attend(layer, q, &prompts[..1]);
+        match prompts.get(1) {
+            Some(image) if image.scale != 0.0 => text + layer.attend(q, image, &self.to_k_ip, &self.to_v_ip),
+            _ => text,
+        }
+    }
 
-/// The prompts one cross-attention layer fuses.
-#[derive(Clone)]
-pub struct MepaPrompts {
-    pub text: RegionPrompt,
-    /// The PFV-masked reference image's tokens (style reference), if any.
-    pub image: Option<RegionPrompt>,
-}
-
-impl MepaPrompts {
-    /// Ordinary SD conditioning: one text prompt, everywhere, weight 1.
-    pub fn text_only(text: Tensor<3>) -> Self {
-        Self { text: RegionPrompt { tokens: text, scale: 1.0, mask: None }, image: None }
+    fn takes_image_prompt(&self) -> bool {
+        true
     }
 }
 
@@ -135,13 +133,15 @@ impl Conditioning {
         Self { text, text_scale: 1.0, image: None }
     }
 
-    /// The prompts for one cross-attention layer at `h_r × w_r`.
-    pub fn at_resolution(&self, h_r: usize, w_r: usize) -> MepaPrompts {
+    /// The prompts for one cross-attention layer at `h_r × w_r`: the text first (everywhere),
+    /// then the image prompt with its region mask brought to that resolution.
+    pub fn at_resolution(&self, h_r: usize, w_r: usize) -> Vec<RegionPrompt> {
+        let text = RegionPrompt { tokens: self.text.clone(), scale: self.text_scale, mask: None };
         let image = self.image.as_ref().map(|p| RegionPrompt {
             tokens: p.tokens.clone(),
             scale: p.scale,
             mask: p.region.as_ref().map(|r| region_mask(r, h_r, w_r)),
         });
-        MepaPrompts { text: RegionPrompt { tokens: self.text.clone(), scale: self.text_scale, mask: None }, image }
+        std::iter::once(text).chain(image).collect()
     }
 }

@@ -10,8 +10,9 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::error::ModelError;
 use crate::nn::{LayerNorm, Linear, TokenEmbedding, gelu};
-use crate::weights::{Init, ModelError, Weights};
+use crate::pack::weights::{Init, Weights};
 
 /// One pre-norm transformer layer: `x + attn(ln1 x)`, then `x + mlp(ln2 x)`.
 pub(crate) struct ClipEncoderLayer {

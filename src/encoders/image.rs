@@ -8,8 +8,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::clip::{ClipEncoderLayer, is_quick_gelu};
+use crate::error::ModelError;
 use crate::nn::LayerNorm;
-use crate::weights::{Init, ModelError, Weights};
+use crate::pack::weights::{Init, Weights};
 
 /// transformers' `CLIPVisionConfig` fields the encoder reads, plus which hidden state feeds
 /// the image prompt and how pixels are normalised (a CLIP image processor's mean and std).

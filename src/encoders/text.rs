@@ -10,8 +10,9 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::clip::{ClipTextConfig, ClipTextModel};
+use crate::error::ModelError;
 use crate::nn::{LayerNorm, Linear, TokenEmbedding, gelu};
-use crate::weights::{Init, ModelError, Weights};
+use crate::pack::weights::{Init, Weights};
 
 /// transformers' `BertConfig` fields the encoder reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

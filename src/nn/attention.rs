@@ -1,16 +1,63 @@
-//! diffusers' `Attention` (`models/attention_processor.py`): the layer owns the
-//! projections `to_q`, `to_k`, `to_v`, `to_out.0`; the math is the standard scaled
-//! dot-product processor. Cross-attention here is the seam MEPA occupies: it decides
-//! which prompt tokens each latent position attends to (docs/METHOD.md).
+//! diffusers' `Attention` (`models/attention_processor.py`): the layer owns the projections
+//! `to_q`, `to_k`, `to_v`, `to_out.0`, and an [`AttentionProcessor`] decides how its queries
+//! meet what they attend to, as diffusers' `set_attn_processor` does. [`PlainProcessor`] is
+//! Stable Diffusion's scaled dot-product attention; MEPA's processor
+//! (`crate::denoise::mepa::MepaProcessor`) is the other implementation, chosen per layer when
+//! the pack carries its projections (docs/METHOD.md §6).
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::mepa::{ImagePromptProjections, MepaPrompts, RegionPrompt};
-use crate::nn::Linear;
-use crate::weights::{ModelError, Weights};
+use super::Linear;
+use crate::error::ModelError;
+use crate::pack::weights::Weights;
+
+/// One prompt a layer attends to: its tokens, its weight λ and its region mask at the layer's
+/// resolution.
+#[derive(Clone)]
+pub struct RegionPrompt {
+    /// `[batch, tokens, dim]`.
+    pub tokens: Tensor<3>,
+    /// λ; 0 skips the prompt entirely.
+    pub scale: f32,
+    /// M as `[batch, queries, 1]` in [0, 1]; `None` means everywhere.
+    pub mask: Option<Tensor<3>>,
+}
+
+impl RegionPrompt {
+    /// A prompt that acts everywhere with weight 1: ordinary attention's context.
+    pub fn everywhere(tokens: Tensor<3>) -> Self {
+        Self { tokens, scale: 1.0, mask: None }
+    }
+}
+
+/// How a layer's queries meet its prompts, before `to_out`. `prompts[0]` is the layer's own
+/// context (keys and values through its `to_k`/`to_v`); a processor may take further prompts
+/// through projections of its own.
+pub trait AttentionProcessor: Send + Sync {
+    /// # Shapes
+    /// - q: `[batch, heads, queries, head_dim]` (the layer's `to_q`, heads split)
+    /// - output: `[batch, queries, heads × head_dim]`
+    fn attend(&self, layer: &Attention, q: &Tensor<4>, prompts: &[RegionPrompt]) -> Tensor<3>;
+
+    /// Whether the processor takes an image prompt (`prompts[1]`).
+    fn takes_image_prompt(&self) -> bool {
+        false
+    }
+}
+
+/// diffusers' `AttnProcessor2_0`: `λ · M ⊙ softmax(Q Kᵀ/√d) V` over the layer's own context;
+/// with λ = 1 and no mask, exactly scaled dot-product attention. Further prompts are ignored:
+/// a plain layer has no projections for them.
+pub struct PlainProcessor;
+
+impl AttentionProcessor for PlainProcessor {
+    fn attend(&self, layer: &Attention, q: &Tensor<4>, prompts: &[RegionPrompt]) -> Tensor<3> {
+        layer.attend(q, &prompts[0], &layer.to_k, &layer.to_v)
+    }
+}
 
 /// Multi-head attention with diffusers' parameter names.
 pub struct Attention {
@@ -19,8 +66,7 @@ pub struct Attention {
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
-    /// MEPA's image-prompt projections, present when the checkpoint carries them.
-    image_prompt: Option<ImagePromptProjections>,
+    processor: Box<dyn AttentionProcessor>,
 }
 
 impl Attention {
@@ -42,13 +88,18 @@ impl Attention {
             to_k: Linear::load(&w.pp("to_k"), context_dim, inner, qkv_bias)?,
             to_v: Linear::load(&w.pp("to_v"), context_dim, inner, qkv_bias)?,
             to_out: Linear::load(&w.pp("to_out").pp(0), inner, query_dim, true)?,
-            image_prompt: ImagePromptProjections::load(w, context_dim, inner)?,
+            processor: Box::new(PlainProcessor),
         })
     }
 
-    /// Whether this layer can take an image prompt (MEPA projections loaded).
-    pub fn has_image_prompt(&self) -> bool {
-        self.image_prompt.is_some()
+    /// The layer with another processor (diffusers' `set_processor`).
+    pub fn with_processor(self, processor: Box<dyn AttentionProcessor>) -> Self {
+        Self { processor, ..self }
+    }
+
+    /// Whether this layer's processor takes an image prompt.
+    pub fn takes_image_prompt(&self) -> bool {
+        self.processor.takes_image_prompt()
     }
 
     /// Attends from `x` to `context` (to `x` itself when `None`).
@@ -59,30 +110,23 @@ impl Attention {
     /// - output: `[batch, tokens, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
         let context = context.cloned().unwrap_or_else(|| x.clone());
-        self.forward_mepa(x, &MepaPrompts::text_only(context))
+        self.forward_prompts(x, &[RegionPrompt::everywhere(context)])
     }
 
-    /// MEPA (docs/METHOD.md §6): `W_o(Σ_k λ_k · M_k ⊙ Attn(Q, K_k, V_k)) + b_o` over the text
-    /// prompt (own projections) and, when given and this layer has the adapter, the image
-    /// prompt (`to_k_ip`/`to_v_ip`).
+    /// Attends from `x` to `prompts` through the layer's processor: `W_o(processor(Q, prompts)) + b_o`.
     ///
     /// # Shapes
     /// - x: `[batch, queries, query_dim]`; prompt tokens `[batch, tokens, context_dim]`;
     ///   masks `[batch, queries, 1]`
     /// - output: `[batch, queries, query_dim]`
-    pub fn forward_mepa(&self, x: Tensor<3>, prompts: &MepaPrompts) -> Tensor<3> {
+    pub fn forward_prompts(&self, x: Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3> {
         let q = self.split_heads(self.to_q.forward(x));
-        let mut fused = self.attend(&q, &prompts.text, &self.to_k, &self.to_v);
-        if let (Some(image), Some(ip)) = (&prompts.image, &self.image_prompt)
-            && image.scale != 0.0
-        {
-            fused = fused + self.attend(&q, image, &ip.to_k_ip, &ip.to_v_ip);
-        }
-        self.to_out.forward(fused)
+        self.to_out.forward(self.processor.attend(self, &q, prompts))
     }
 
-    /// λ · M ⊙ softmax(Q Kᵀ/√d) V for one prompt, heads merged.
-    fn attend(&self, q: &Tensor<4>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
+    /// `λ · M ⊙ softmax(Q Kᵀ/√d) V` for one prompt through the projections `to_k`, `to_v` (the
+    /// layer's own, or a processor's), heads merged: the term every processor sums.
+    pub fn attend(&self, q: &Tensor<4>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
         let k = self.split_heads(to_k.forward(prompt.tokens.clone()));
         let v = self.split_heads(to_v.forward(prompt.tokens.clone()));
         let mut out = merge_heads(scaled_dot_product_attention(q.clone(), k, v));

@@ -11,22 +11,8 @@ use std::fmt;
 use image::imageops::FilterType;
 use image::{Rgba32FImage, RgbaImage};
 
-use crate::image_io::DecodedImage;
-use crate::mask::ProductMask;
-
-/// An axis-aligned pixel rectangle (top-left `x`,`y`, size `w`×`h`), the one
-/// rectangle type shared by masks and layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Rect {
-    /// Left column.
-    pub x: u32,
-    /// Top row.
-    pub y: u32,
-    /// Width in pixels.
-    pub w: u32,
-    /// Height in pixels.
-    pub h: u32,
-}
+use crate::input::image_io::DecodedImage;
+use crate::input::mask::{ProductMask, Rect};
 
 /// Smallest accepted canvas side: smaller canvases cannot hold a recognisable product.
 pub const MIN_CANVAS_SIDE: u32 = 8;
@@ -257,8 +243,8 @@ pub fn render_placed(img: &DecodedImage, mask: &ProductMask, p: &Placement) -> P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image_io::{DecodeLimits, decode_image};
-    use crate::mask::{MaskOptions, MaskSource, product_mask};
+    use crate::input::image_io::{DecodeLimits, decode_image};
+    use crate::input::mask::{MaskOptions, MaskSource, product_mask};
 
     fn load(bytes: &[u8]) -> (DecodedImage, ProductMask) {
         let img = decode_image(bytes, &DecodeLimits::default()).unwrap();
@@ -272,7 +258,7 @@ mod tests {
 
     #[test]
     fn position_moves_the_product_across_and_is_checked() {
-        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let (_, m) = load(include_bytes!("../../tests/fixtures/product_alpha_32.png"));
         let at = |position: f32| place_product(&m, &LayoutOptions { position, ..opts(96, 64, 0.6) });
         assert_eq!(at(0.5).unwrap().x, 32, "centred, as before");
         assert_eq!((at(0.0).unwrap().x, at(1.0).unwrap().x, at(0.25).unwrap().x), (0, 64, 16));
@@ -289,7 +275,7 @@ mod tests {
     /// the 32-px product would sit at scale 1 on the half canvas too (twice its share).
     #[test]
     fn halved_placement_keeps_the_full_layouts_share_and_centre() {
-        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let (_, m) = load(include_bytes!("../../tests/fixtures/product_alpha_32.png"));
         let full = place_product(&m, &opts(512, 384, 0.6)).unwrap();
         assert_eq!((full.x, full.y, full.w, full.h, full.scale), (240, 307 - 32, 32, 32, 1.0));
         let half = full.halved();
@@ -317,7 +303,7 @@ mod tests {
 
     #[test]
     fn alpha32_stands_one_to_one_on_the_floor_line() {
-        let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let (img, m) = load(include_bytes!("../../tests/fixtures/product_alpha_32.png"));
         let p = place_product(&m, &opts(64, 64, 0.6)).unwrap();
         assert_eq!(p.crop, Rect { x: 0, y: 0, w: 32, h: 32 });
         // Centred across; its bottom edge on row round(0.8 · 64) = 51, not 48 as centring would put it.
@@ -349,7 +335,7 @@ mod tests {
     /// centred) stays centred, so the line never pushes a product up and out of the canvas.
     #[test]
     fn products_stand_on_the_floor_line_unless_taller_than_it_allows() {
-        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let (_, m) = load(include_bytes!("../../tests/fixtures/product_alpha_32.png"));
         let small = place_product(&m, &opts(256, 256, 0.6)).unwrap();
         assert_eq!((small.y, small.h), (205 - 32, 32), "bottom edge on row round(0.8 · 256)");
         let tall = place_product(&m, &LayoutOptions { allow_upscale: true, ..opts(64, 64, 0.9) }).unwrap();
@@ -360,7 +346,7 @@ mod tests {
 
     #[test]
     fn upscale_only_when_allowed() {
-        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let (_, m) = load(include_bytes!("../../tests/fixtures/product_alpha_32.png"));
         let o = LayoutOptions { allow_upscale: true, ..opts(64, 64, 0.75) };
         let p = place_product(&m, &o).unwrap();
         assert_eq!((p.w, p.h, p.x, p.y), (48, 48, 8, 8));
@@ -369,7 +355,7 @@ mod tests {
 
     #[test]
     fn downscale_keeps_the_aspect_on_the_floor_line() {
-        let (img, m) = load(include_bytes!("../tests/fixtures/product_alpha_128.png"));
+        let (img, m) = load(include_bytes!("../../tests/fixtures/product_alpha_128.png"));
         // bbox 80×112 (fixture), canvas 100×60: target = 0.5·60 = 30 → scale 30/112.
         let p = place_product(&m, &opts(100, 60, 0.5)).unwrap();
         assert_eq!(p.crop, Rect { x: 24, y: 8, w: 80, h: 112 });
@@ -406,7 +392,7 @@ mod tests {
 
     #[test]
     fn jpeg_on_white_takes_alpha_from_mask() {
-        let (img, m) = load(include_bytes!("../tests/fixtures/product_white.jpg"));
+        let (img, m) = load(include_bytes!("../../tests/fixtures/product_white.jpg"));
         assert!(matches!(m.source, MaskSource::Background { .. }));
         let p = place_product(&m, &opts(256, 256, 0.6)).unwrap();
         assert_eq!(p.scale, 1.0);
@@ -429,7 +415,7 @@ mod tests {
 
     #[test]
     fn validates_canvas_and_fill() {
-        let (_, m) = load(include_bytes!("../tests/fixtures/product_alpha_32.png"));
+        let (_, m) = load(include_bytes!("../../tests/fixtures/product_alpha_32.png"));
         for (w, h) in [(4, 64), (64, 7), (5000, 64), (64, 4097), (0, 0)] {
             let e = place_product(&m, &opts(w, h, 0.6)).unwrap_err();
             assert_eq!(e, LayoutError::CanvasSize { width: w, height: h });

@@ -3,19 +3,27 @@
 //! The manifest carries each component's diffusers config, its file, byte size and
 //! SHA-256, so a wrong or damaged download is refused with a clear message before any
 //! tensor reaches the GPU. The web app fetches the same files the CLI reads from disk.
+//! [`weights`] reads tensors by diffusers name, [`quant`] holds q8/q4 blocks, and `convert`
+//! writes packs from diffusers folders.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
+pub mod quant;
+pub mod weights;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::denoise::config::UNetConfig;
 use crate::denoise::controlnet::ControlNetConfig;
 use crate::denoise::scheduler::SchedulerConfig;
-use crate::denoise::unet::UNetConfig;
 use crate::encoders::image::ImageEncoderConfig;
 use crate::encoders::text::TextEncoderConfig;
+use crate::error::ModelError;
 use crate::vae::VaeModelConfig;
-use crate::weights::ModelError;
+use weights::QuantizedWeights;
 
 /// The manifest format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -77,6 +85,17 @@ pub struct ProductShare {
 }
 
 impl Manifest {
+    /// How to hold this pack's weights on the device: kept quantised when they would take more
+    /// than [`QuantizedWeights::KEEP_ABOVE_BYTES`] as f32 (SD 1.5 at q8: 3.4 GiB), where memory
+    /// decides; expanded to f32 at load otherwise, the fastest.
+    pub fn quantized_weights(&self) -> QuantizedWeights {
+        if self.f32_weight_bytes() > QuantizedWeights::KEEP_ABOVE_BYTES {
+            QuantizedWeights::Keep
+        } else {
+            QuantizedWeights::Expand
+        }
+    }
+
     /// About how many bytes the pack's weights take as f32: each file's size times the
     /// expansion of its dtype (a q8/q4 file is almost all quantised values).
     pub fn f32_weight_bytes(&self) -> u64 {

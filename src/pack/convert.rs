@@ -19,22 +19,22 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use crate::denoise::config::UNetConfig;
 use crate::denoise::controlnet::ControlNetConfig;
 use crate::denoise::scheduler::SchedulerConfig;
-use crate::denoise::unet::UNetConfig;
 use crate::encoders::image::ImageEncoderConfig;
 use crate::encoders::text::TextEncoderConfig;
 use crate::model::Model;
+use crate::pack::weights::decode_f32;
 use crate::pack::{FORMAT_VERSION, Manifest, component_file};
 use crate::vae::VaeModelConfig;
-use crate::weights::decode_f32;
 
 /// Element type of the weights in the written pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PackDtype {
     F32,
     F16,
-    /// Block-32 int8 with f16 scales (see [`crate::quant`]); small tensors stay f16.
+    /// Block-32 int8 with f16 scales (see [`crate::pack::quant`]); small tensors stay f16.
     Q8,
     /// Block-32 4-bit with f16 scales; small tensors stay f16.
     Q4,
@@ -56,7 +56,7 @@ type Encoded = (Dtype, Vec<usize>, Vec<u8>);
 
 /// Encodes one tensor in the pack dtype; quantised ones add a `.q_scale` entry.
 fn encode_tensor(name: &str, shape: &[usize], values: &[f32], dtype: PackDtype, out: &mut BTreeMap<String, Encoded>) {
-    use crate::quant::{SCALE_SUFFIX, quantizable, quantize_q4, quantize_q8};
+    use crate::pack::quant::{SCALE_SUFFIX, quantizable, quantize_q4, quantize_q8};
     let f16_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect() };
     let scale_bytes = |s: &[half::f16]| -> Vec<u8> { s.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let quantize = matches!(dtype, PackDtype::Q8 | PackDtype::Q4) && quantizable(values.len());

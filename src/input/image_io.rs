@@ -257,11 +257,11 @@ pub(crate) fn resize_premultiplied(img: &RgbaImage, w: u32, h: u32, filter: Filt
 mod tests {
     use super::*;
 
-    const ALPHA32: &[u8] = include_bytes!("../tests/fixtures/product_alpha_32.png");
-    const ALPHA128: &[u8] = include_bytes!("../tests/fixtures/product_alpha_128.png");
-    const WHITE: &[u8] = include_bytes!("../tests/fixtures/product_white.jpg");
-    const CORRUPT: &[u8] = include_bytes!("../tests/fixtures/corrupt.png");
-    const EXIF6: &[u8] = include_bytes!("../tests/fixtures/exif_rotated.jpg");
+    const ALPHA32: &[u8] = include_bytes!("../../tests/fixtures/product_alpha_32.png");
+    const ALPHA128: &[u8] = include_bytes!("../../tests/fixtures/product_alpha_128.png");
+    const WHITE: &[u8] = include_bytes!("../../tests/fixtures/product_white.jpg");
+    const CORRUPT: &[u8] = include_bytes!("../../tests/fixtures/corrupt.png");
+    const EXIF6: &[u8] = include_bytes!("../../tests/fixtures/exif_rotated.jpg");
 
     fn crc32(data: &[u8]) -> u32 {
         let mut crc = 0xFFFF_FFFFu32;

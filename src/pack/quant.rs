@@ -10,7 +10,7 @@
 //! block-32 quantisation. Tensors whose element count is not a multiple of 32, and small
 //! tensors (norms, biases), stay in the pack's float type.
 //! Loading either expands them to f32 or keeps the blocks on the device as burn's own
-//! block-quantised tensors (`crate::weights::QuantizedWeights`).
+//! block-quantised tensors (`crate::pack::weights::QuantizedWeights`).
 
 use half::f16;
 

@@ -5,12 +5,16 @@
 //! (a view, no copy). Conv and linear weights are [`Param`]s: f32, or quantised blocks
 //! expanded when the layer runs.
 
+pub mod attention;
+pub mod resnet;
+
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 use burn::tensor::module::{conv2d, interpolate, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 
-use crate::weights::{Init, ModelError, Param, Weights};
+use crate::error::ModelError;
+use crate::pack::weights::{Init, Param, Weights};
 
 /// `torch.nn.Conv2d` with square kernel, symmetric padding and no dilation.
 pub struct Conv2d {

@@ -11,9 +11,10 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ModelError;
 use crate::nn::{Conv2d, upsample_nearest_2x};
-use crate::vae_tiling::{Tiles, tile_side_within, tiled};
-use crate::weights::{ModelError, Weights};
+use crate::pack::weights::Weights;
+use crate::vae::tiling::{Tiles, tile_side_within, tiled};
 
 /// diffusers' `AutoencoderTiny` config (field names as in its `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,7 +276,7 @@ impl TinyEncoder {
     }
 
     /// [`TinyEncoder::encode`] over overlapping `tile × tile`-latent tiles, blended like the KL
-    /// encoder's ([`crate::vae_tiling`]). diffusers tiles AutoencoderTiny its own way; this is
+    /// encoder's ([`crate::vae::tiling`]). diffusers tiles AutoencoderTiny its own way; this is
     /// for images whose whole-image activations would not fit one GPU buffer.
     pub fn encode_tiled(&self, image: Tensor<4>, tile: usize) -> Tensor<4> {
         let f = 1 << (self.levels - 1);

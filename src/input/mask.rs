@@ -11,8 +11,22 @@ use std::fmt;
 
 use image::RgbaImage;
 
-use crate::image_io::DecodedImage;
-use crate::layout::Rect;
+use crate::input::image_io::DecodedImage;
+
+/// An axis-aligned pixel rectangle (top-left `x`,`y`, size `w`×`h`), the one
+/// rectangle type shared by masks and layout: a mask's bounding box is
+/// the crop that layout places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rect {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width in pixels.
+    pub w: u32,
+    /// Height in pixels.
+    pub h: u32,
+}
 
 /// Where a mask came from, so the UI can tell the user what was assumed.
 #[derive(Clone, Debug, PartialEq)]
@@ -474,7 +488,7 @@ impl ProductMask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image_io::{DecodeLimits, decode_image};
+    use crate::input::image_io::{DecodeLimits, decode_image};
 
     /// A red square shot on white: the feathered ring outside it turns red, the square and the
     /// backdrop beyond the ring keep their colours; a cut-out's colours are not touched.
@@ -521,7 +535,7 @@ mod tests {
 
     #[test]
     fn alpha_mask_equals_alpha() {
-        let img = decode(include_bytes!("../tests/fixtures/product_alpha_128.png"));
+        let img = decode(include_bytes!("../../tests/fixtures/product_alpha_128.png"));
         let m = product_mask(&img, &MaskOptions::default()).unwrap();
         assert_eq!(m.source, MaskSource::Alpha);
         assert_eq!((m.width, m.height), (128, 128));
@@ -530,14 +544,14 @@ mod tests {
         }
         assert_eq!(m.bbox(0.01), Some(Rect { x: 24, y: 8, w: 80, h: 112 }));
         let m32 =
-            product_mask(&decode(include_bytes!("../tests/fixtures/product_alpha_32.png")), &MaskOptions::default());
+            product_mask(&decode(include_bytes!("../../tests/fixtures/product_alpha_32.png")), &MaskOptions::default());
         // The 32 px jar touches every edge but leaves transparent corners.
         assert_eq!(m32.unwrap().bbox(0.01), Some(Rect { x: 0, y: 0, w: 32, h: 32 }));
     }
 
     #[test]
     fn white_background_auto_mask() {
-        let img = decode(include_bytes!("../tests/fixtures/product_white.jpg"));
+        let img = decode(include_bytes!("../../tests/fixtures/product_white.jpg"));
         let m = product_mask(&img, &MaskOptions::default()).unwrap();
         let MaskSource::Background { color, .. } = m.source else { panic!("expected auto mask") };
         assert!(color.iter().all(|&c| c > 225), "{color:?}");
@@ -572,7 +586,7 @@ mod tests {
 
     #[test]
     fn busy_photo_refused() {
-        let img = decode(include_bytes!("../tests/fixtures/busy.jpg"));
+        let img = decode(include_bytes!("../../tests/fixtures/busy.jpg"));
         let e = product_mask(&img, &MaskOptions::default()).unwrap_err();
         let MaskError::BusyBackground { spread } = e else { panic!("{e:?}") };
         assert!(spread > 0.10);

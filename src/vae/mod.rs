@@ -2,17 +2,21 @@
 //! input, the decoder turns denoised latents into pixels. Two architectures load:
 //! `AutoencoderKL` (Stable Diffusion's, here in diffusers' structure,
 //! `models/autoencoders/autoencoder_kl.py`, `vae.py`) and `AutoencoderTiny`
-//! (TAESD's, [`crate::vae_tiny`]); [`VaeModelConfig`], [`LatentEncoder`] and
+//! (TAESD's, [`crate::vae::tiny`]); [`VaeModelConfig`], [`LatentEncoder`] and
 //! [`LatentDecoder`] pick between them by the config's fields.
+
+pub mod tiling;
+pub mod tiny;
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::denoise::unet::ResnetBlock2D;
+use crate::error::ModelError;
+use crate::nn::resnet::ResnetBlock2D;
 use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
-use crate::vae_tiling::{Tiles, tile_side_within, tiled};
-use crate::vae_tiny::{ProductPixels, TinyDecoder, TinyEncoder, TinyVaeConfig};
-use crate::weights::{ModelError, Weights};
+use crate::pack::weights::Weights;
+use crate::vae::tiling::{Tiles, tile_side_within, tiled};
+use crate::vae::tiny::{ProductPixels, TinyDecoder, TinyEncoder, TinyVaeConfig};
 
 /// diffusers' `AutoencoderKL` config (field names as in its `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,9 +35,20 @@ pub struct VaeConfig {
     #[serde(default = "scaling")]
     pub scaling_factor: f32,
     #[serde(default = "default_down")]
-    pub down_block_types: Vec<String>,
+    pub down_block_types: Vec<EncoderBlockType>,
     #[serde(default = "default_up")]
-    pub up_block_types: Vec<String>,
+    pub up_block_types: Vec<DecoderBlockType>,
+}
+
+/// The KL VAE's block kinds, as diffusers' config names them: one of each is all SD uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncoderBlockType {
+    DownEncoderBlock2D,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecoderBlockType {
+    UpDecoderBlock2D,
 }
 
 fn three() -> usize {
@@ -51,11 +66,11 @@ fn groups() -> usize {
 fn scaling() -> f32 {
     0.18215
 }
-fn default_down() -> Vec<String> {
-    vec!["DownEncoderBlock2D".into()]
+fn default_down() -> Vec<EncoderBlockType> {
+    vec![EncoderBlockType::DownEncoderBlock2D]
 }
-fn default_up() -> Vec<String> {
-    vec!["UpDecoderBlock2D".into()]
+fn default_up() -> Vec<DecoderBlockType> {
+    vec![DecoderBlockType::UpDecoderBlock2D]
 }
 
 impl VaeConfig {
@@ -69,8 +84,8 @@ impl VaeConfig {
             latent_channels: 4,
             norm_num_groups: 32,
             scaling_factor: 0.18215,
-            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            down_block_types: vec![EncoderBlockType::DownEncoderBlock2D; 4],
+            up_block_types: vec![DecoderBlockType::UpDecoderBlock2D; 4],
         }
     }
 
@@ -84,8 +99,8 @@ impl VaeConfig {
             latent_channels: 4,
             norm_num_groups: 8,
             scaling_factor: 0.18215,
-            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            down_block_types: vec![EncoderBlockType::DownEncoderBlock2D; 4],
+            up_block_types: vec![DecoderBlockType::UpDecoderBlock2D; 4],
         }
     }
 
@@ -142,10 +157,7 @@ impl VaeConfig {
 
     fn validate(&self) -> Result<(), ModelError> {
         let n = self.block_out_channels.len();
-        let ok_types = self.down_block_types.iter().all(|t| t == "DownEncoderBlock2D")
-            && self.up_block_types.iter().all(|t| t == "UpDecoderBlock2D")
-            && self.down_block_types.len() == n
-            && self.up_block_types.len() == n;
+        let ok_types = self.down_block_types.len() == n && self.up_block_types.len() == n;
         if n == 0 || !ok_types {
             return Err(ModelError::Unsupported(
                 "VAE must have one DownEncoderBlock2D and one UpDecoderBlock2D per block_out_channels entry".into(),
@@ -159,14 +171,14 @@ impl VaeConfig {
 /// `residual_connection=True`), applied in both mid blocks.
 struct VaeAttention {
     group_norm: GroupNorm,
-    inner: crate::denoise::attention::Attention,
+    inner: crate::nn::attention::Attention,
 }
 
 impl VaeAttention {
     fn load(w: &Weights, channels: usize, groups: usize) -> Result<Self, ModelError> {
         Ok(Self {
             group_norm: GroupNorm::load(&w.pp("group_norm"), groups, channels, 1e-6)?,
-            inner: crate::denoise::attention::Attention::load(w, channels, channels, 1, channels, true)?,
+            inner: crate::nn::attention::Attention::load(w, channels, channels, 1, channels, true)?,
         })
     }
 
@@ -291,7 +303,7 @@ impl VaeEncoder {
     }
 
     /// [`VaeEncoder::encode`] over overlapping `tile × tile`-latent tiles, blended as diffusers'
-    /// `enable_tiling()` does ([`crate::vae_tiling`]); an image no larger than one tile is
+    /// `enable_tiling()` does ([`crate::vae::tiling`]); an image no larger than one tile is
     /// encoded whole, as there. `tile` must be a multiple of 4.
     pub fn encode_tiled(&self, image: Tensor<4>, tile: usize) -> Tensor<4> {
         let f = 1 << (self.down_blocks.len() - 1);
@@ -376,7 +388,7 @@ impl VaeDecoder {
     }
 
     /// [`VaeDecoder::decode`] over overlapping `tile × tile`-latent tiles, blended as diffusers'
-    /// `enable_tiling()` does ([`crate::vae_tiling`]); latents no larger than one tile are
+    /// `enable_tiling()` does ([`crate::vae::tiling`]); latents no larger than one tile are
     /// decoded whole, as there. `tile` must be a multiple of 4.
     pub fn decode_tiled(&self, latents: Tensor<4>, tile: usize) -> Tensor<4> {
         let f = 1 << (self.up_blocks.len() - 1);

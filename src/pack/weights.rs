@@ -22,59 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors};
 
-/// Why a model file could not be used. Messages are written for the person who chose the file.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelError {
-    /// The file is not a safetensors file or was cut short.
-    Corrupt { file: String, reason: String },
-    /// A tensor the architecture needs is not in the file.
-    Missing { name: String },
-    /// A tensor has another shape than the architecture (config) says.
-    Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
-    /// A tensor is stored in an element type we do not read.
-    Dtype { name: String, dtype: String },
-    /// The pack's manifest is missing, unreadable or of an unknown format version.
-    Manifest(String),
-    /// A file's SHA-256 differs from the manifest: wrong or damaged download.
-    Checksum { file: String, expected: String, got: String },
-    /// The config describes an architecture we do not build (yet).
-    Unsupported(String),
-    /// Reading a file failed.
-    Io(String),
-}
-
-impl std::fmt::Display for ModelError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ModelError::Corrupt { file, reason } => {
-                write!(f, "The model file {file} is damaged or truncated ({reason}). Download the model again.")
-            }
-            ModelError::Missing { name } => write!(
-                f,
-                "The model file has no tensor named {name}: it is not a model of the architecture its config describes."
-            ),
-            ModelError::Shape { name, expected, got } => write!(
-                f,
-                "The model tensor {name} has shape {got:?} but the config needs {expected:?}: the weights and the config do not belong together."
-            ),
-            ModelError::Dtype { name, dtype } => {
-                write!(
-                    f,
-                    "The model tensor {name} is stored as {dtype}; adcanvas reads F32, F16, BF16 and its own q8/q4 blocks."
-                )
-            }
-            ModelError::Manifest(m) => write!(f, "The model pack's manifest is not usable: {m}"),
-            ModelError::Checksum { file, expected, got } => write!(
-                f,
-                "The model file {file} does not match its manifest (sha256 {got}, expected {expected}): it is the wrong file or damaged. Download the model again."
-            ),
-            ModelError::Unsupported(m) => write!(f, "This model is not supported: {m}"),
-            ModelError::Io(m) => write!(f, "The model could not be read: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for ModelError {}
+use crate::error::ModelError;
 
 /// How a freshly created weight is initialised (only used when creating a model).
 #[derive(Debug, Clone, Copy)]
@@ -146,16 +94,9 @@ pub enum QuantizedWeights {
 }
 
 impl QuantizedWeights {
-    /// Above this many bytes of f32 weights, [`QuantizedWeights::for_pack`] keeps them quantised.
+    /// Above this many bytes of f32 weights, a pack's weights stay quantised
+    /// ([`crate::pack::Manifest::quantized_weights`]).
     pub const KEEP_ABOVE_BYTES: u64 = 1 << 30;
-
-    /// The choice for a pack: keep its weights quantised when they would take more than
-    /// [`Self::KEEP_ABOVE_BYTES`] as f32 (SD 1.5 at q8: 3.4 GiB), where memory decides
-    /// whether the model runs at all; expand smaller ones (the default model: 0.1 GiB), where
-    /// the extra kernel per layer would only cost time.
-    pub fn for_pack(manifest: &crate::pack::Manifest) -> Self {
-        if manifest.f32_weight_bytes() > Self::KEEP_ABOVE_BYTES { Self::Keep } else { Self::Expand }
-    }
 }
 
 /// A layer weight as the device holds it.
@@ -329,7 +270,7 @@ struct Blocks<'a> {
 }
 
 /// Reads a block-quantised tensor (`q8`: I8 in the tensor's shape; `q4`: U8 `[n / 2]`)
-/// and its `.q_scale` companion (see [`crate::quant`]).
+/// and its `.q_scale` companion (see [`crate::pack::quant`]).
 fn read_blocks<'a>(
     file: &str,
     tensors: &SafeTensors<'a>,
@@ -337,7 +278,7 @@ fn read_blocks<'a>(
     view: &safetensors::tensor::TensorView<'a>,
     shape: &[usize],
 ) -> Result<Blocks<'a>, ModelError> {
-    use crate::quant::{BLOCK, SCALE_SUFFIX};
+    use crate::pack::quant::{BLOCK, SCALE_SUFFIX};
     let n: usize = shape.iter().product();
     let q4 = view.dtype() == Dtype::U8;
     let shape_ok = if q4 { view.shape() == [n / 2] && n.is_multiple_of(2) } else { view.shape() == shape };
@@ -371,7 +312,7 @@ fn dequantize(
     view: &safetensors::tensor::TensorView<'_>,
     shape: &[usize],
 ) -> Result<Vec<f32>, ModelError> {
-    use crate::quant::{dequantize_q4, dequantize_q8};
+    use crate::pack::quant::{dequantize_q4, dequantize_q8};
     let b = read_blocks(file, tensors, key, view, shape)?;
     let values = if b.q4 { dequantize_q4(b.values, &b.scales) } else { dequantize_q8(b.values, &b.scales) };
     Ok(values.expect("sizes checked by read_blocks"))
@@ -396,7 +337,7 @@ fn burn_blocks(
     let scheme = QuantScheme::default()
         .with_value(if b.q4 { QuantValue::Q4S } else { QuantValue::Q8S })
         .with_store(QuantStore::PackedU32(0))
-        .per_block([crate::quant::BLOCK as u8], ScaleDtype::F32);
+        .per_block([crate::pack::quant::BLOCK as u8], ScaleDtype::F32);
     // n is a multiple of 32, so the values fill whole u32 words and the scales need no padding.
     let mut bytes: Vec<u8> = if b.q4 { b.values.iter().map(|v| v ^ 0x88).collect() } else { b.values.to_vec() };
     bytes.extend(b.scales.iter().flat_map(|s| s.to_f32().to_ne_bytes()));

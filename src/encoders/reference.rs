@@ -10,10 +10,34 @@ use image::{GrayImage, RgbImage, RgbaImage};
 
 use crate::denoise::mepa::ImageProjection;
 use crate::encoders::image::{ImageEncoder, keep_tokens};
-use crate::image_io::{DecodeLimits, DecodedImage, decode_image};
-use crate::mask::{MaskError, MaskOptions, product_mask};
+use crate::input::image_io::{DecodeLimits, DecodedImage, ImageError, decode_image};
+use crate::input::mask::{MaskError, MaskOptions, product_mask};
 use crate::pfv::{DEFAULT_FILL, PatchGrid, PfvConfig, TokenMode, patch_visibility};
-use crate::pipeline::PipelineError;
+
+/// Why a style reference cannot be used: its picture (or mask) does not decode, or it cannot
+/// serve as one. Messages are written for the person who chose it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReferenceError {
+    Image(ImageError),
+    Unusable(String),
+}
+
+impl std::fmt::Display for ReferenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Image(e) => e.fmt(f),
+            Self::Unusable(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ReferenceError {}
+
+impl From<ImageError> for ReferenceError {
+    fn from(e: ImageError) -> Self {
+        Self::Image(e)
+    }
+}
 
 /// A decoded reference and its foreground coverage (1 = foreground, to be hidden).
 #[derive(Debug, Clone)]
@@ -25,20 +49,20 @@ pub struct Reference {
 impl Reference {
     /// Decodes a reference and finds its foreground with the product-mask code. A reference
     /// with no foreground at all is pure background and is used whole.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PipelineError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ReferenceError> {
         let image = decode(bytes)?;
         let foreground = match product_mask(&image, &MaskOptions::default()) {
             Ok(mask) => mask.alpha,
             Err(MaskError::Empty) => vec![0.0; image.rgba.len() / 4],
             Err(MaskError::BusyBackground { .. }) => {
-                return Err(PipelineError::Options(
+                return Err(ReferenceError::Unusable(
                     "The style reference's foreground could not be found automatically (its border is not a plain colour). \
                      Give its mask (white = the object PFV should hide), or turn PFV off to use the whole reference."
                         .into(),
                 ));
             }
             Err(MaskError::FullFrame) => {
-                return Err(PipelineError::Options(
+                return Err(ReferenceError::Unusable(
                     "The style reference is all foreground: there is no background style to take from it.".into(),
                 ));
             }
@@ -47,7 +71,7 @@ impl Reference {
     }
 
     /// A reference used whole, with no foreground to hide (for PFV off, or a pure-background picture).
-    pub fn whole(bytes: &[u8]) -> Result<Self, PipelineError> {
+    pub fn whole(bytes: &[u8]) -> Result<Self, ReferenceError> {
         let image = decode(bytes)?;
         let foreground = vec![0.0; image.rgba.len() / 4];
         Ok(Self { image: image.rgba, foreground })
@@ -56,13 +80,13 @@ impl Reference {
     /// A reference with an explicit foreground mask (its alpha when it has transparency, else its
     /// grey level: white/opaque = foreground),
     /// which must have the reference's size.
-    pub fn with_mask(bytes: &[u8], mask_bytes: &[u8]) -> Result<Self, PipelineError> {
+    pub fn with_mask(bytes: &[u8], mask_bytes: &[u8]) -> Result<Self, ReferenceError> {
         let image = decode(bytes)?;
         let mask = decode(mask_bytes)?;
         if mask.rgba.dimensions() != image.rgba.dimensions() {
             let (w, h) = image.rgba.dimensions();
             let (mw, mh) = mask.rgba.dimensions();
-            return Err(PipelineError::Options(format!(
+            return Err(ReferenceError::Unusable(format!(
                 "The reference mask is {mw}×{mh} but the reference is {w}×{h}; they must match."
             )));
         }
@@ -102,7 +126,7 @@ impl Reference {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<DecodedImage, PipelineError> {
+fn decode(bytes: &[u8]) -> Result<DecodedImage, ReferenceError> {
     Ok(decode_image(bytes, &DecodeLimits::default())?)
 }
 
@@ -169,13 +193,13 @@ impl ReferenceEncoder {
         reference: &Reference,
         options: &ReferenceOptions,
         device: &Device,
-    ) -> Result<EncodedReference, PipelineError> {
+    ) -> Result<EncodedReference, ReferenceError> {
         let config = self.encoder.config();
         let side = config.image_size as u32;
         let (mut rgb, fg) = reference.square(side);
         let decision: Vec<f32> = if options.pfv { fg.iter().map(|v| 1.0 - v).collect() } else { vec![1.0; fg.len()] };
         let grid = patch_visibility(&decision, side, side, &options.pfv_config)
-            .map_err(|e| PipelineError::Options(e.to_string()))?;
+            .map_err(|e| ReferenceError::Unusable(e.to_string()))?;
         let mut rgba = image::DynamicImage::ImageRgb8(rgb).to_rgba8();
         grid.apply_to_image(&mut rgba, DEFAULT_FILL);
         rgb = image::DynamicImage::ImageRgba8(rgba).to_rgb8();

@@ -1,0 +1,7 @@
+//! The pipeline's first stages, on the CPU: the photo decoded ([`image_io`]), the product's mask
+//! ([`mask`]), its placement on the canvas ([`layout`]) and its pseudo-depth ([`depth`]).
+
+pub mod depth;
+pub mod image_io;
+pub mod layout;
+pub mod mask;

@@ -1,0 +1,59 @@
+//! diffusers' `ResnetBlock2D`, shared by the UNet, the ControlNet and the KL VAE.
+
+use burn::tensor::Tensor;
+
+use super::{Conv2d, GroupNorm, Linear, silu};
+use crate::error::ModelError;
+use crate::pack::weights::Weights;
+
+/// diffusers' `ResnetBlock2D` with a time embedding (`resnet_time_scale_shift="default"`).
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock2D {
+    /// `temb_channels` is `None` in the VAE, whose resnets have no time input.
+    pub fn load(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        temb_channels: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            norm1: GroupNorm::load(&w.pp("norm1"), groups, c_in, eps)?,
+            conv1: Conv2d::load(&w.pp("conv1"), c_in, c_out, 3, 1, 1)?,
+            time_emb_proj: temb_channels.map(|t| Linear::load(&w.pp("time_emb_proj"), t, c_out, true)).transpose()?,
+            norm2: GroupNorm::load(&w.pp("norm2"), groups, c_out, eps)?,
+            conv2: Conv2d::load(&w.pp("conv2"), c_out, c_out, 3, 1, 1)?,
+            conv_shortcut: if c_in != c_out {
+                Some(Conv2d::load(&w.pp("conv_shortcut"), c_in, c_out, 1, 1, 0)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// # Shapes
+    /// - x: `[batch, c_in, h, w]`, temb: `[batch, temb_channels]` → `[batch, c_out, h, w]`
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            let t: Tensor<2> = proj.forward(silu(temb.clone()));
+            let [b, c] = t.dims();
+            h = h + t.reshape([b, c, 1, 1]);
+        }
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        shortcut + h
+    }
+}

@@ -1,0 +1,175 @@
+//! The denoising loop: seeded noise (or the image to refine, noised), then per step the UNet
+//! (with the ControlNet's residuals) under classifier-free guidance, the scheduler's update, and
+//! the product's own latents held inside the product.
+
+use burn::tensor::{Tensor, TensorData};
+
+use super::conditioning::{Depth, Guidance};
+use super::error::PipelineError;
+use super::inpaint::{InpaintInputs, cells_inside, rgba_tensor};
+use super::options::{Canvas, GenerateOptions, first_refining_step};
+use crate::denoise::mepa::{Conditioning, ImagePrompt};
+use crate::denoise::scheduler::Scheduler;
+use crate::model::Model;
+
+/// Runs the schedule's steps (from the first an [`InitImage`] asks for) and returns the clean
+/// latents. `progress(step, total)` after every step; `false` cancels.
+#[allow(clippy::too_many_arguments)] // the loop's inputs, each made by its own stage
+pub(super) async fn denoise(
+    model: &Model,
+    scheduler: &mut Scheduler,
+    canvas: &Canvas,
+    inputs: &InpaintInputs,
+    guidance: &Guidance,
+    depth: Option<&Depth>,
+    options: &GenerateOptions,
+    vae_tile: Option<usize>,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Tensor<4>, PipelineError> {
+    let device = &model.device;
+    let Canvas { w, h, f, lw, lh } = *canvas;
+    // Initial noise from the seed, drawn on the CPU so every device starts identically; or the
+    // image to refine, noised to the first step that runs.
+    let lat_ch = model.manifest.vae.latent_channels();
+    let noise = Tensor::<4>::from_data(
+        TensorData::new(gaussian_noise(options.seed, lat_ch * lh * lw), [1, lat_ch, lh, lw]),
+        device,
+    );
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+    let (mut latents, start) = match &options.init {
+        None => (noise.clone().mul_scalar(scheduler.init_noise_sigma()), 0),
+        Some(init) => {
+            let start = first_refining_step(init, total, w, h)?;
+            let image = model.vae_encoder.encode_tiled(rgba_tensor(&init.image, device), vae_tile);
+            let (a, b) = scheduler.noise_coefficients(start);
+            (image.mul_scalar(a) + noise.clone().mul_scalar(b), start)
+        }
+    };
+    // Latent cells no generated pixel falls in, as 1 (and the rest as 0), for anchoring.
+    let anchor = options.anchor_product.then(|| {
+        let inside = cells_inside(&inputs.inpaint, w, h, f);
+        let outside: Vec<f32> = inside.iter().map(|v| 1.0 - v).collect();
+        let cells = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, lh, lw]), device);
+        (cells(inside), cells(outside))
+    });
+
+    for (i, &step_t) in timesteps.iter().enumerate().skip(start) {
+        // Only the noisy latents are scaled (Euler), as diffusers' inpainting pipeline does.
+        let scaled = scheduler.scale_model_input(latents.clone(), step_t);
+        let input = Tensor::cat(vec![scaled, inputs.mask_latent.clone(), inputs.masked_latents.clone()], 1);
+        let eps = predict_noise(model, input, step_t, &guidance.cond, &guidance.uncond, guidance.scale, depth);
+        latents = scheduler.step(eps, step_t, latents);
+        if let Some((inside, outside)) = &anchor {
+            // diffusers: init_latents_proper = add_noise(image_latents, noise, t_next), clean
+            // after the last step; latents = (1 − mask) · proper + mask · latents.
+            let (a, b) = if i + 1 < total { scheduler.noise_coefficients(i + 1) } else { (1.0, 0.0) };
+            let known = inputs.masked_latents.clone().mul_scalar(a) + noise.clone().mul_scalar(b);
+            latents = known * inside.clone() + latents * outside.clone();
+        }
+        // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
+        // surfaces a lost device at the step where it happened.
+        latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
+        crate::gpu::watchdog::beat("a denoising step");
+        if !progress(i + 1 - start, total - start) {
+            return Err(PipelineError::Cancelled);
+        }
+    }
+    Ok(latents)
+}
+
+/// ε̂ = ε_uncond + s·(ε_cond − ε_uncond); with `s == 1` only the conditional half is
+/// computed. The halves batch into one UNet call when their text contexts have the same
+/// token count; otherwise they run as two calls (the runtime never pads prompts, so attention
+/// sees exactly the prompt's tokens, as in training). With `depth`, the ControlNet runs on the
+/// same batch and its residuals steer every UNet call.
+pub fn predict_noise(
+    model: &Model,
+    input: Tensor<4>,
+    t: f32,
+    cond: &Conditioning,
+    uncond: &Conditioning,
+    scale: f32,
+    depth: Option<&Depth>,
+) -> Tensor<4> {
+    let unet = |input: Tensor<4>, c: &Conditioning| {
+        let residuals = match (&model.controlnet, depth) {
+            (Some(controlnet), Some(depth)) => {
+                // The ControlNet reads the noisy latents (4 channels) or the whole inpainting input.
+                let sample = input.clone().narrow(1, 0, controlnet.config().in_channels);
+                Some(controlnet.forward_embedded(
+                    sample,
+                    t,
+                    &Conditioning::text(c.text.clone()),
+                    depth.embedding.clone(),
+                    depth.scale,
+                ))
+            }
+            _ => None,
+        };
+        model.unet.forward_controlled(input, t, c, residuals.as_ref())
+    };
+    if scale == 1.0 {
+        return unet(input, cond);
+    }
+    let (eps_uncond, eps_cond) = match batch_pair(uncond, cond, &input) {
+        Some(batched) => {
+            let out = unet(Tensor::cat(vec![input.clone(), input], 0), &batched);
+            (out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1))
+        }
+        None => (unet(input.clone(), uncond), unet(input, cond)),
+    };
+    eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
+}
+
+/// `[uncond; cond]` as one batch of 2, when their token counts allow it. A half without an
+/// image prompt gets the other half's tokens under an all-zero region mask, which adds exactly
+/// nothing (M ⊙ Attn = 0), so one UNet call computes both.
+fn batch_pair(uncond: &Conditioning, cond: &Conditioning, input: &Tensor<4>) -> Option<Conditioning> {
+    if uncond.text.dims() != cond.text.dims() || uncond.text_scale != cond.text_scale {
+        return None;
+    }
+    let text = Tensor::cat(vec![uncond.text.clone(), cond.text.clone()], 0);
+    let image = match (&uncond.image, &cond.image) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a.tokens.dims() != b.tokens.dims() || a.scale != b.scale => return None,
+        (a, b) => {
+            let [_, _, h, w] = input.dims();
+            let device = input.device();
+            let region = |p: Option<&ImagePrompt>| match p {
+                None => Tensor::<4>::zeros([1, 1, h, w], &device),
+                Some(p) => p.region.clone().unwrap_or_else(|| Tensor::ones([1, 1, h, w], &device)),
+            };
+            let some = a.as_ref().or(b.as_ref()).expect("one half has an image prompt");
+            let tokens = |p: Option<&ImagePrompt>| p.unwrap_or(some).tokens.clone();
+            Some(ImagePrompt {
+                tokens: Tensor::cat(vec![tokens(a.as_ref()), tokens(b.as_ref())], 0),
+                scale: some.scale,
+                region: Some(Tensor::cat(vec![region(a.as_ref()), region(b.as_ref())], 0)),
+            })
+        }
+    };
+    Some(Conditioning { text, text_scale: cond.text_scale, image })
+}
+
+/// Standard normal samples from a seeded ChaCha8 stream (Box–Muller): the same seed
+/// gives the same noise on every device and platform. Stream 0 of
+/// [`crate::denoise::scheduler::seeded_noise`]; LCM's step noise uses the later streams.
+pub fn gaussian_noise(seed: u64, n: usize) -> Vec<f32> {
+    crate::denoise::scheduler::seeded_noise(seed, 0, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_seeded_and_standard() {
+        let a = gaussian_noise(7, 10_000);
+        assert_eq!(a, gaussian_noise(7, 10_000));
+        assert_ne!(a, gaussian_noise(8, 10_000));
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        let var = a.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / a.len() as f32;
+        assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+    }
+}

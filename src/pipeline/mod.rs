@@ -1,0 +1,52 @@
+//! The pipeline, in the order it runs: photo → mask → layout ([`product`]) → the inpainting
+//! inputs ([`inpaint`]) → conditioning: text, style reference through PFV, depth
+//! ([`conditioning`]) → denoise: UNet with MEPA, scheduler, classifier-free guidance, the
+//! product's latents anchored ([`denoise`]) → decode ([`decode`]) → composite. Ads of twice the
+//! model's size are made in two passes ([`refine`]).
+//!
+//! The web app, the widget and the CLI all call [`prepare_product`] and [`generate`];
+//! only how bytes arrive and where pixels go differ. The loop is `async` because in
+//! the browser every GPU read-back must yield to the event loop; natively it is driven
+//! by `pollster::block_on`.
+
+mod conditioning;
+mod decode;
+mod denoise;
+mod error;
+mod inpaint;
+mod options;
+mod pass;
+mod product;
+mod refine;
+
+pub use conditioning::{Depth, Guidance};
+pub use denoise::{gaussian_noise, predict_noise};
+pub use error::PipelineError;
+pub use options::{GenerateOptions, InitImage};
+pub use pass::{Generated, Timings, generate_pass};
+pub use product::{Product, prepare_product, product_size_note};
+pub use refine::{generate_refined, refines_at};
+
+use crate::encoders::reference::Reference;
+use crate::model::Model;
+
+/// Makes an ad of `product`, with an optional style `reference` whose background style guides
+/// the new background: one [`generate_pass`], or, where [`GenerateOptions::refine_strength`]
+/// asks for it and the size is at least twice the model's own, [`generate_refined`].
+///
+/// `progress(step, total)` is called after every denoising step; returning `false`
+/// cancels the run (the result is `Err(PipelineError::Cancelled)`).
+pub async fn generate(
+    model: &Model,
+    product: &Product,
+    reference: Option<&Reference>,
+    options: &GenerateOptions,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Generated, PipelineError> {
+    match options.refine_strength {
+        Some(strength) if options.init.is_none() && refines_at(model, options.width, options.height) => {
+            generate_refined(model, product, reference, options, strength, progress).await
+        }
+        _ => generate_pass(model, product, reference, options, progress).await,
+    }
+}
