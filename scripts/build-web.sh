@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Builds the web app into dist/: the wasm module (release), its JS bindings, the page,
-# and the default model pack. Usage: scripts/build-web.sh [DIST]
+# and the default model pack. Usage: scripts/build-web.sh [--bundle] [DIST]
+# --bundle takes the wasm module and bindings from web-bundle/ (scripts/bundle.sh) instead of
+# compiling them; it refuses a bundle that was not built from these sources.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ADCANVAS_ROOT"
+FROM_BUNDLE=0
+if [[ "${1:-}" == "--bundle" ]]; then FROM_BUNDLE=1; shift; fi
 DIST="${1:-$ADCANVAS_ROOT/dist}"
 
-cargo build --profile web --lib --target wasm32-unknown-unknown
-rm -rf "$DIST"
-mkdir -p "$DIST/pkg" "$DIST/models"
-wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
-  --out-dir "$DIST/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/adcanvas.wasm"
+if [[ $FROM_BUNDLE == 1 ]]; then
+  rm -rf "$DIST"
+  scripts/bundle.sh unpack "$DIST"
+else
+  cargo build --profile web --lib --target wasm32-unknown-unknown
+  rm -rf "$DIST"
+  mkdir -p "$DIST/pkg"
+  wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+    --out-dir "$DIST/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/adcanvas.wasm"
+fi
+mkdir -p "$DIST/models"
 cp index.html "$DIST/"
 cp -r www "$DIST/www"
 cp -r models/default "$DIST/models/default"

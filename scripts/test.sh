@@ -17,6 +17,8 @@ CUBECL_AUTOTUNE_LEVEL=minimal cargo test --release --locked
 stamp "web build"
 DIST="$(mktemp -d)/dist"
 scripts/build-web.sh "$DIST"
+# The committed web bundle that scripts/serve.sh serves must be built from these sources.
+scripts/bundle.sh check "$DIST"
 stamp "browser tests"
 (cd tests/e2e && ADCANVAS_DIST="$DIST" node --test --test-concurrency=1 app.test.mjs)
 stamp "all tests passed"

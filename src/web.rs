@@ -9,7 +9,7 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::denoise::scheduler::{SchedulerError, SchedulerKind};
+use crate::denoise::scheduler::SchedulerError;
 use crate::encoders::reference::{Reference, ReferenceOptions};
 use crate::gpu::{DeviceChoice, open_device};
 use crate::input::mask::MaskSource;

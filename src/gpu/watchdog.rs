@@ -23,6 +23,7 @@ static LAST_BEAT_MS: AtomicU64 = AtomicU64::new(0);
 /// The last stage that finished.
 static STAGE: Mutex<&'static str> = Mutex::new("starting");
 /// The latest panic seen on a thread other than the main one, and when.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 static PANIC: Mutex<Option<(u64, String)>> = Mutex::new(None);
 /// Open [`quietly`] scopes: their panics are handled (and reported) by the code that caught them.
 static QUIET: AtomicUsize = AtomicUsize::new(0);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The prebuilt web bundle in web-bundle/: the wasm module (gzipped) and its JS bindings for the
+# default build, kept in the repository so that serving the studio needs no Rust toolchain and no
+# 40-minute build. SOURCE_HASH names the sources it was built from; scripts/serve.sh serves the
+# bundle only when the sources still hash to it, and builds otherwise: a stale bundle is never served.
+#
+#   scripts/bundle.sh hash          print the sources' hash (src/, Cargo.toml, Cargo.lock, build-web.sh)
+#   scripts/bundle.sh fresh         exit 0 when web-bundle/ was built from these sources
+#   scripts/bundle.sh update DIST   take DIST/pkg (from scripts/build-web.sh) as the new bundle
+#   scripts/bundle.sh check DIST    fail when the bundle is stale; say whether DIST's fresh build of
+#                                   the same sources is byte-identical (the build is reproducible)
+#   scripts/bundle.sh unpack DIST   lay the bundle out as DIST/pkg, as build-web.sh would
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUNDLE="$ROOT/web-bundle"
+
+source_hash() {
+  # Content, not timestamps: the same sources give the same hash on any machine.
+  (cd "$ROOT" && { find src -name '*.rs' -type f; echo Cargo.toml; echo Cargo.lock; echo scripts/build-web.sh; } \
+    | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+}
+
+fresh() {
+  [[ -f "$BUNDLE/SOURCE_HASH" && -f "$BUNDLE/adcanvas_bg.wasm.gz" && -f "$BUNDLE/adcanvas.js" ]] \
+    && [[ "$(cat "$BUNDLE/SOURCE_HASH")" == "$(source_hash)" ]]
+}
+
+case "${1:-}" in
+  hash) source_hash ;;
+  fresh) fresh ;;
+  update)
+    DIST="${2:?usage: scripts/bundle.sh update DIST}"
+    mkdir -p "$BUNDLE"
+    cp "$DIST/pkg/adcanvas.js" "$BUNDLE/adcanvas.js"
+    gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm" > "$BUNDLE/adcanvas_bg.wasm.gz"
+    source_hash > "$BUNDLE/SOURCE_HASH"
+    echo "bundle: $(du -h "$BUNDLE/adcanvas_bg.wasm.gz" | cut -f1) gzipped wasm for sources $(cat "$BUNDLE/SOURCE_HASH" | cut -c1-12)"
+    ;;
+  check)
+    DIST="${2:?usage: scripts/bundle.sh check DIST}"
+    if ! fresh; then
+      echo "bundle: web-bundle/ was not built from these sources (run scripts/build-web.sh DIST && scripts/bundle.sh update DIST, and commit it)" >&2
+      exit 1
+    fi
+    if cmp -s <(gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm") "$BUNDLE/adcanvas_bg.wasm.gz" \
+      && cmp -s "$DIST/pkg/adcanvas.js" "$BUNDLE/adcanvas.js"; then
+      echo "bundle: fresh, and this machine's build of the same sources is byte-identical"
+    else
+      echo "bundle: fresh (same sources), but this machine's build differs in bytes (another toolchain?)"
+    fi
+    ;;
+  unpack)
+    DIST="${2:?usage: scripts/bundle.sh unpack DIST}"
+    fresh || { echo "bundle: stale, not unpacked" >&2; exit 1; }
+    mkdir -p "$DIST/pkg"
+    cp "$BUNDLE/adcanvas.js" "$DIST/pkg/adcanvas.js"
+    cp "$BUNDLE/adcanvas_bg.wasm.gz" "$DIST/pkg/adcanvas_bg.wasm.gz"
+    gzip -d -c "$BUNDLE/adcanvas_bg.wasm.gz" > "$DIST/pkg/adcanvas_bg.wasm"
+    ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+esac
