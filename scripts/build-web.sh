@@ -14,9 +14,13 @@ if [[ $FROM_BUNDLE == 1 ]]; then
   rm -rf "$DIST"
   scripts/bundle.sh unpack "$DIST"
 else
+  # The hash of the sources as the build starts: scripts/bundle.sh update takes a build as the
+  # bundle only for the sources it was built from.
+  SOURCES="$(scripts/bundle.sh hash)"
   cargo build --profile web --lib --target wasm32-unknown-unknown
   rm -rf "$DIST"
   mkdir -p "$DIST/pkg"
+  echo "$SOURCES" > "$DIST/pkg/SOURCE_HASH"
   wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
     --out-dir "$DIST/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/adcanvas.wasm"
 fi

@@ -30,6 +30,10 @@ case "${1:-}" in
   fresh) fresh ;;
   update)
     DIST="${2:?usage: scripts/bundle.sh update DIST}"
+    if [[ "$(cat "$DIST/pkg/SOURCE_HASH" 2>/dev/null)" != "$(source_hash)" ]]; then
+      echo "bundle: $DIST was not built from the sources as they are now (run scripts/build-web.sh DIST again)" >&2
+      exit 1
+    fi
     mkdir -p "$BUNDLE"
     cp "$DIST/pkg/adcanvas.js" "$BUNDLE/adcanvas.js"
     gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm" > "$BUNDLE/adcanvas_bg.wasm.gz"

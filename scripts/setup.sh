@@ -2,6 +2,8 @@
 # Installs what adcanvas needs that a fresh Debian machine with Rust lacks; skips what is present.
 #   Debian: chromium + chromedriver (browser tests), Mesa lavapipe (native WebGPU on the CPU)
 #   rustup: the wasm32 target and rustfmt;  cargo: wasm-bindgen-cli (same version as the crate);  npm: test deps
+# `scripts/setup.sh --no-web-build` leaves out the wasm32 target and wasm-bindgen-cli (about 10 minutes
+# cold), for runs that take the wasm module from the prebuilt web bundle.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ADCANVAS_ROOT"
@@ -22,12 +24,14 @@ if ! cargo fmt --version >/dev/null 2>&1; then
   echo "setup: rustup component add rustfmt"
   rustup component add rustfmt
 fi
-if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
+WEB_BUILD=1
+[[ "${1:-}" == --no-web-build ]] && WEB_BUILD=0
+if [[ $WEB_BUILD == 1 ]] && ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
   echo "setup: rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
 fi
 
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+if [[ $WEB_BUILD == 1 ]] && [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
   echo "setup: cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 10 minutes on 2 cores)"
   CARGO_TARGET_DIR="$ADCANVAS_TOOLS/build" cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$ADCANVAS_TOOLS" --quiet
 fi
