@@ -230,7 +230,8 @@ impl Studio {
     }
 
     /// Decodes the photo and finds the product mask; keeps the product for `generate`.
-    /// Returns `{ width, height, mask_source, mask_area, mask_png }`.
+    /// Returns `{ width, height, mask_source, mask_area, mask_png, cutout_png }`: the mask as
+    /// the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
     pub fn prepare(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
         let product = prepare_product(bytes).map_err(|e| JsError::new(&e.to_string()))?;
         let out = Object::new();
@@ -241,12 +242,15 @@ impl Studio {
             "mask_source",
             match product.mask.source {
                 MaskSource::Alpha => "alpha",
+                MaskSource::Given => "given",
                 MaskSource::Background { .. } => "background",
             },
         );
         set(&out, "mask_area", product.mask.area_fraction());
         let png = encode_png(&product.mask.to_preview_rgba()).map_err(|e| JsError::new(&e))?;
         set(&out, "mask_png", Uint8Array::from(png.as_slice()));
+        let cutout = encode_png(&product.cutout()).map_err(|e| JsError::new(&e))?;
+        set(&out, "cutout_png", Uint8Array::from(cutout.as_slice()));
         *self.inner.product.borrow_mut() = Some(Rc::new(product));
         Ok(out.into())
     }

@@ -200,3 +200,82 @@ fn busy_photo_is_refused_with_advice() {
     assert!(!run.success());
     assert!(run.stderr.to_lowercase().contains("background"), "{run:?}");
 }
+
+/// A photo the automatic mask refuses goes through with the user's own mask (`--mask`): the report
+/// says so, `--mask-out` shows that mask, and a mask of another size is refused with the sizes.
+#[test]
+fn a_given_mask_replaces_the_automatic_one() {
+    let photo = fixture("busy.jpg"); // 96×72, not plain enough for the automatic mask
+    let mask = tmp("given_mask.png");
+    let inside = |x: u32, y: u32| (30..66).contains(&x) && (20..60).contains(&y);
+    image::GrayImage::from_fn(96, 72, |x, y| image::Luma([if inside(x, y) { 255 } else { 0 }])).save(&mask).unwrap();
+    let shown = tmp("given_mask_out.png");
+    let run = Cli::small_ad(&photo, &tmp("given.png"))
+        .args(&[
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+            "--mask",
+            mask.to_str().unwrap(),
+            "--mask-out",
+            shown.to_str().unwrap(),
+        ])
+        .run();
+    assert!(run.success(), "{run:?}");
+    assert_eq!(run.report()["mask_source"], "given");
+    let preview = image::open(&shown).unwrap().to_luma8();
+    for (x, y, p) in preview.enumerate_pixels() {
+        assert_eq!(p.0[0], if inside(x, y) { 255 } else { 40 }, "mask preview at ({x},{y})");
+    }
+
+    let small = tmp("small_mask.png");
+    image::GrayImage::from_pixel(48, 36, image::Luma([255])).save(&small).unwrap();
+    let run = Cli::small_ad(&photo, &tmp("never_given.png"))
+        .args(&["--device", "cpu", "--mask", small.to_str().unwrap()])
+        .run();
+    assert!(!run.success());
+    assert!(run.stderr.contains("The mask is 48×36 pixels but the photo is 96×72"), "{run:?}");
+}
+
+/// `adcanvas mask` writes the mask `generate` would use, and that mask, given back with `--mask`
+/// (as a seller would after touching it up), gives the same mask as the automatic run.
+#[test]
+fn the_mask_command_round_trips_through_generate() {
+    let photo = fixture("product_white.jpg");
+    let (mask, cutout) = (tmp("mask_cmd.png"), tmp("mask_cmd_cutout.png"));
+    let run = Cli::new(&["mask", "--product", photo.to_str().unwrap(), "--out", mask.to_str().unwrap()])
+        .args(&["--cutout", cutout.to_str().unwrap()])
+        .run();
+    assert!(run.success(), "{run:?}");
+    assert_eq!(run.report()["mask_source"], "background");
+    let written = image::open(&mask).unwrap().to_luma8();
+    let cut = image::open(&cutout).unwrap().to_rgba8();
+    assert_eq!(written.dimensions(), cut.dimensions());
+    assert!(written.pixels().zip(cut.pixels()).all(|(m, c)| m.0[0] == c.0[3]), "the cut-out's alpha is the mask");
+
+    let previews: Vec<image::GrayImage> = [None, Some(&mask)]
+        .iter()
+        .enumerate()
+        .map(|(i, given)| {
+            let shown = tmp(&format!("round_trip_{i}.png"));
+            let mut cli = Cli::small_ad(&photo, &tmp(&format!("round_trip_ad_{i}.png"))).args(&[
+                "--device",
+                "cpu",
+                "--seed",
+                "1",
+                "--mask-out",
+                shown.to_str().unwrap(),
+            ]);
+            if let Some(m) = given {
+                cli = cli.args(&["--mask", m.to_str().unwrap()]);
+            }
+            let run = cli.run();
+            assert!(run.success(), "{run:?}");
+            assert_eq!(run.report()["mask_source"], if given.is_some() { "given" } else { "background" });
+            image::open(&shown).unwrap().to_luma8()
+        })
+        .collect();
+    let worst = previews[0].pixels().zip(previews[1].pixels()).map(|(a, b)| a.0[0].abs_diff(b.0[0])).max();
+    assert!(worst <= Some(1), "the given mask's preview differs by {worst:?} levels");
+}

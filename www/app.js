@@ -287,7 +287,8 @@ async function handleFile(file) {
     const height = field(prep, 'height');
     const source = field(prep, 'mask_source');
     const area = Number(field(prep, 'mask_area'));
-    el.maskPreview.src = replaceUrl('maskUrl', new Blob([toBytes(field(prep, 'mask_png'))], { type: 'image/png' }));
+    // The cut-out as it will be pasted, over a checkerboard: what is kept, at the photo's size.
+    el.maskPreview.src = replaceUrl('maskUrl', new Blob([toBytes(field(prep, 'cutout_png'))], { type: 'image/png' }));
     const from = source === 'alpha' ? 'the transparency (alpha channel)' : 'background removal';
     el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
     el.maskFigure.hidden = false;

@@ -14,7 +14,7 @@ use adcanvas::pack::map_pack_dir;
 use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::parity::{Part, Timing};
 use adcanvas::pfv::{PfvConfig, TokenMode};
-use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
+use adcanvas::pipeline::{GenerateOptions, Product, generate, prepare_product, prepare_product_with_mask};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -284,9 +284,8 @@ enum Command {
         /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
         #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
         quantized_weights: QuantizedArg,
-        /// Also write the product mask as a PNG here.
-        #[arg(long)]
-        mask_out: Option<PathBuf>,
+        #[command(flatten)]
+        mask: MaskArgs,
         #[command(flatten)]
         reference: ReferenceArgs,
     },
@@ -333,6 +332,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         hold_until: Option<PathBuf>,
     },
+    /// Cut the product out of its photo, as `generate` would: the mask (white = product, grey =
+    /// partly, black = backdrop) and optionally the cut-out. The mask can be edited and given back
+    /// to `generate --mask`.
+    Mask {
+        /// Product photo: PNG cut-out with transparency, or a JPEG/PNG/WebP on a plain background.
+        #[arg(long)]
+        product: PathBuf,
+        /// Output: the mask as a greyscale PNG at the photo's size.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the cut-out (the product's colours, the mask as alpha) as a PNG here.
+        #[arg(long)]
+        cutout: Option<PathBuf>,
+    },
     /// Say which device `--device` would run on, and why (opens it and runs the self-test).
     Device {
         #[command(flatten)]
@@ -371,7 +384,7 @@ fn main() -> ExitCode {
             model,
             device,
             quantized_weights,
-            mask_out,
+            mask,
             reference,
         } => {
             let (width, height) = size.unwrap_or((0, 0));
@@ -393,9 +406,10 @@ fn main() -> ExitCode {
                 refine_strength: (refine_strength != 0.0).then_some(refine_strength),
                 ..Default::default()
             };
-            run_generate(&product, &out, count, options, model, device, quantized_weights, mask_out, &reference)
+            run_generate(&product, &out, count, options, model, device, quantized_weights, &mask, &reference)
         }
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
+        Command::Mask { product, out, cutout } => run_mask(&product, &out, cutout.as_deref()),
         Command::Device { device } => device.open("device check").map(|opened| {
             println!(
                 "{}",
@@ -488,6 +502,62 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
+/// `adcanvas mask`: the product's mask (and cut-out) as PNGs, and a one-line JSON report.
+fn run_mask(photo_path: &Path, out: &Path, cutout: Option<&Path>) -> Result<(), String> {
+    let photo = std::fs::read(photo_path).map_err(|e| format!("cannot read {}: {e}", photo_path.display()))?;
+    let product = prepare_product(&photo).map_err(|e| e.to_string())?;
+    let (w, h) = (product.mask.width, product.mask.height);
+    let grey = image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([(product.mask.alpha[(y * w + x) as usize].clamp(0.0, 1.0) * 255.0).round() as u8])
+    });
+    grey.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    if let Some(path) = cutout {
+        product.cutout().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let report = serde_json::json!({
+        "width": w,
+        "height": h,
+        "mask_source": mask_source_name(&product.mask.source),
+        "mask_area": round4(product.mask.area_fraction() as f64),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+fn mask_source_name(source: &MaskSource) -> &'static str {
+    match source {
+        MaskSource::Alpha => "alpha",
+        MaskSource::Given => "given",
+        MaskSource::Background { .. } => "background",
+    }
+}
+
+/// The product's mask: found automatically, or given; and where to show it.
+#[derive(clap::Args, Debug, Clone)]
+struct MaskArgs {
+    /// The product's mask instead of the automatic one: a PNG at the photo's size, white (or opaque)
+    /// where the product is, black (or transparent) elsewhere. For photos whose background is not
+    /// plain, or whose automatic mask is wrong.
+    #[arg(long, value_name = "FILE")]
+    mask: Option<PathBuf>,
+    /// Also write the product mask as a PNG here.
+    #[arg(long)]
+    mask_out: Option<PathBuf>,
+}
+
+impl MaskArgs {
+    /// The product photo, decoded and masked.
+    fn product(&self, photo_path: &Path) -> Result<Product, String> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let photo = read(photo_path)?;
+        match &self.mask {
+            None => prepare_product(&photo).map_err(|e| e.to_string()),
+            Some(mask) => prepare_product_with_mask(&photo, &read(mask)?)
+                .map_err(|e| format!("{} (--mask {})", e, mask.display())),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // one per CLI option it serves; a struct would only rename them
 fn run_generate(
     product_path: &Path,
@@ -497,14 +567,13 @@ fn run_generate(
     model: Option<PathBuf>,
     device_args: DeviceArgs,
     quantized: QuantizedArg,
-    mask_out: Option<PathBuf>,
+    mask_args: &MaskArgs,
     reference_args: &ReferenceArgs,
 ) -> Result<(), String> {
     let started = web_time_now();
-    let photo = std::fs::read(product_path).map_err(|e| format!("cannot read {}: {e}", product_path.display()))?;
-    let product = prepare_product(&photo).map_err(|e| e.to_string())?;
+    let product = mask_args.product(product_path)?;
     let reference = reference_args.load()?;
-    if let Some(path) = &mask_out {
+    if let Some(path) = &mask_args.mask_out {
         product.mask.to_preview_rgba().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     let opened = device_args.open("generation")?;
@@ -590,7 +659,7 @@ fn run_generate(
             "refined_from_half_size": generated.timings.0.iter().any(|(stage, _)| *stage == "first pass"),
             "vae_tile": generated.vae_tile,
             "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
-            "mask_source": match product.mask.source { MaskSource::Alpha => "alpha", MaskSource::Background { .. } => "background" },
+            "mask_source": mask_source_name(&product.mask.source),
             "mask_area": round4(product.mask.area_fraction() as f64),
             "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
             "notes": generated.notes,

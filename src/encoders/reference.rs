@@ -11,7 +11,7 @@ use image::{GrayImage, RgbImage, RgbaImage};
 use crate::denoise::mepa::ImageProjection;
 use crate::encoders::image::{ImageEncoder, keep_tokens};
 use crate::input::image_io::{DecodeLimits, DecodedImage, ImageError, decode_image};
-use crate::input::mask::{MaskError, MaskOptions, product_mask};
+use crate::input::mask::{MaskError, MaskOptions, coverage, product_mask};
 use crate::pfv::{DEFAULT_FILL, PatchGrid, PfvConfig, TokenMode, patch_visibility};
 
 /// Why a style reference cannot be used: its picture (or mask) does not decode, or it cannot
@@ -66,6 +66,8 @@ impl Reference {
                     "The style reference is all foreground: there is no background style to take from it.".into(),
                 ));
             }
+            // Only a given mask can be the wrong size; none is given here.
+            Err(e @ MaskError::SizeMismatch { .. }) => return Err(ReferenceError::Unusable(e.to_string())),
         };
         Ok(Self { image: image.rgba, foreground })
     }
@@ -90,18 +92,7 @@ impl Reference {
                 "The reference mask is {mw}×{mh} but the reference is {w}×{h}; they must match."
             )));
         }
-        let foreground = mask
-            .rgba
-            .pixels()
-            .map(|p| {
-                if mask.has_alpha {
-                    f32::from(p.0[3]) / 255.0
-                } else {
-                    (f32::from(p.0[0]) + f32::from(p.0[1]) + f32::from(p.0[2])) / (3.0 * 255.0)
-                }
-            })
-            .collect();
-        Ok(Self { image: image.rgba, foreground })
+        Ok(Self { foreground: coverage(&mask), image: image.rgba })
     }
 
     /// The reference at the encoder's input size: centre-cropped to a square (as a CLIP image

@@ -4,7 +4,7 @@ use super::error::PipelineError;
 use super::options::GenerateOptions;
 use crate::input::image_io::{DecodeLimits, DecodedImage, decode_image};
 use crate::input::layout::{LayoutOptions, Placement, place_product};
-use crate::input::mask::{MaskOptions, ProductMask, extend_product_colours, product_mask};
+use crate::input::mask::{MaskOptions, ProductMask, decontaminate_edges, given_mask, product_mask};
 use crate::pack::ProductShare;
 
 /// A decoded product photo and its mask: computed once per upload, shown to the user,
@@ -15,12 +15,35 @@ pub struct Product {
     pub mask: ProductMask,
 }
 
+impl Product {
+    /// The cut-out as it will be pasted: the photo's colours (the soft edge decontaminated) with
+    /// the mask as alpha, for the user to check over a checkerboard before generating.
+    pub fn cutout(&self) -> image::RgbaImage {
+        let mut out = self.image.rgba.clone();
+        for (p, &a) in out.pixels_mut().zip(&self.mask.alpha) {
+            p.0[3] = (a.clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+        out
+    }
+}
+
 /// Decodes a product photo and finds its mask (alpha channel, or automatic on a plain
 /// background, whose soft edge then takes the product's colours instead of the backdrop's).
 pub fn prepare_product(bytes: &[u8]) -> Result<Product, PipelineError> {
     let mut image = decode_image(bytes, &DecodeLimits::default())?;
     let mask = product_mask(&image, &MaskOptions::default())?;
-    extend_product_colours(&mut image.rgba, &mask);
+    decontaminate_edges(&mut image.rgba, &mask);
+    Ok(Product { image, mask })
+}
+
+/// Decodes a product photo with the mask the user gave for it (white or opaque = product, at the
+/// photo's size): for photos the automatic mask cannot separate, or gets wrong. Its soft edge takes
+/// the product's colours as an automatic mask's does.
+pub fn prepare_product_with_mask(bytes: &[u8], mask_bytes: &[u8]) -> Result<Product, PipelineError> {
+    let mut image = decode_image(bytes, &DecodeLimits::default())?;
+    let mask_image = decode_image(mask_bytes, &DecodeLimits::default())?;
+    let mask = given_mask(&image, &mask_image)?;
+    decontaminate_edges(&mut image.rgba, &mask);
     Ok(Product { image, mask })
 }
 
