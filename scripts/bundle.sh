@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prebuilt web bundle in web-bundle/: the wasm module (gzipped) and its JS bindings for the
+# The prebuilt web bundle in web-bundle/: the wasm module (gzipped) and its JS bindings (adcanvas.js
+# and the snippets/ it imports: the crate's inline JS) for the
 # default build, kept in the repository so that serving the studio needs no Rust toolchain and no
 # 40-minute build. SOURCE_HASH names the sources it was built from; scripts/serve.sh serves the
 # bundle only when the sources still hash to it, and builds otherwise: a stale bundle is never served.
@@ -22,7 +23,16 @@ source_hash() {
 
 fresh() {
   [[ -f "$BUNDLE/SOURCE_HASH" && -f "$BUNDLE/adcanvas_bg.wasm.gz" && -f "$BUNDLE/adcanvas.js" ]] \
-    && [[ "$(cat "$BUNDLE/SOURCE_HASH")" == "$(source_hash)" ]]
+    && [[ "$(cat "$BUNDLE/SOURCE_HASH")" == "$(source_hash)" ]] \
+    && imports_present
+}
+
+# Every module adcanvas.js imports (./snippets/…) is in the bundle.
+imports_present() {
+  local f
+  for f in $(grep -o 'from "\./[^"]*"' "$BUNDLE/adcanvas.js" | sed 's/^from "\.\///; s/"$//'); do
+    [[ -f "$BUNDLE/$f" ]] || { echo "bundle: adcanvas.js imports $f, which web-bundle/ lacks" >&2; return 1; }
+  done
 }
 
 case "${1:-}" in
@@ -36,6 +46,8 @@ case "${1:-}" in
     fi
     mkdir -p "$BUNDLE"
     cp "$DIST/pkg/adcanvas.js" "$BUNDLE/adcanvas.js"
+    rm -rf "$BUNDLE/snippets"
+    if [[ -d "$DIST/pkg/snippets" ]]; then cp -r "$DIST/pkg/snippets" "$BUNDLE/snippets"; fi
     gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm" > "$BUNDLE/adcanvas_bg.wasm.gz"
     source_hash > "$BUNDLE/SOURCE_HASH"
     echo "bundle: $(du -h "$BUNDLE/adcanvas_bg.wasm.gz" | cut -f1) gzipped wasm for sources $(cat "$BUNDLE/SOURCE_HASH" | cut -c1-12)"
@@ -44,6 +56,12 @@ case "${1:-}" in
     DIST="${2:?usage: scripts/bundle.sh check DIST}"
     if ! fresh; then
       echo "bundle: web-bundle/ was not built from these sources (run scripts/build-web.sh DIST && scripts/bundle.sh update DIST, and commit it)" >&2
+      exit 1
+    fi
+    # Every module the bindings import must be in the bundle, or the page cannot load it.
+    if ! diff -r -q "$DIST/pkg/snippets" "$BUNDLE/snippets" >/dev/null 2>&1 \
+      && [[ -d "$DIST/pkg/snippets" || -d "$BUNDLE/snippets" ]]; then
+      echo "bundle: web-bundle/snippets/ differs from the build's (run scripts/bundle.sh update DIST, and commit it)" >&2
       exit 1
     fi
     if cmp -s <(gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm") "$BUNDLE/adcanvas_bg.wasm.gz" \
@@ -58,6 +76,7 @@ case "${1:-}" in
     fresh || { echo "bundle: stale, not unpacked" >&2; exit 1; }
     mkdir -p "$DIST/pkg"
     cp "$BUNDLE/adcanvas.js" "$DIST/pkg/adcanvas.js"
+    if [[ -d "$BUNDLE/snippets" ]]; then cp -r "$BUNDLE/snippets" "$DIST/pkg/snippets"; fi
     cp "$BUNDLE/adcanvas_bg.wasm.gz" "$DIST/pkg/adcanvas_bg.wasm.gz"
     gzip -d -c "$BUNDLE/adcanvas_bg.wasm.gz" > "$DIST/pkg/adcanvas_bg.wasm"
     ;;

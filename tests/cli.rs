@@ -253,6 +253,10 @@ fn the_mask_command_round_trips_through_generate() {
     let cut = image::open(&cutout).unwrap().to_rgba8();
     assert_eq!(written.dimensions(), cut.dimensions());
     assert!(written.pixels().zip(cut.pixels()).all(|(m, c)| m.0[0] == c.0[3]), "the cut-out's alpha is the mask");
+    // The page's cut-out preview is held to the same file (tests/e2e: "the page's cut-out is the
+    // CLI's mask"); a change to the mask updates it with `adcanvas mask --product
+    // tests/fixtures/product_white.jpg --out tests/fixtures/product_white_mask.png`.
+    assert_eq!(written, image::open(fixture("product_white_mask.png")).unwrap().to_luma8(), "the CLI's mask changed");
 
     let previews: Vec<image::GrayImage> = [None, Some(&mask)]
         .iter()

@@ -381,6 +381,26 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     assert.equal(await page.locator('#mask-preview').isVisible(), true, 'mask preview is shown');
     assert.equal(await page.locator('#generate').isEnabled(), true, 'Generate is enabled after a valid upload');
 
+    // A photo on white: the page's cut-out preview has the CLI's mask as its alpha
+    // (tests/fixtures/product_white_mask.png is `adcanvas mask`'s output; tests/cli.rs holds it so).
+    const white = await uploadAndWait(page, path.join(FIXTURES, 'product_white.jpg'));
+    assert.equal(white.state, 'ready', `uploading product_white.jpg failed: ${white.text}`);
+    const alpha = await page.locator('#mask-preview').evaluate(async (img) => {
+      await img.decode();
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(img, 0, 0);
+      const d = ctx.getImageData(0, 0, c.width, c.height).data;
+      return { width: c.width, height: c.height, alpha: Array.from(d.filter((_, i) => i % 4 === 3)) };
+    });
+    const cliMask = decodePng(fs.readFileSync(path.join(FIXTURES, 'product_white_mask.png')));
+    assert.deepEqual([alpha.width, alpha.height], [cliMask.width, cliMask.height], 'cut-out preview at the photo\'s size');
+    let differ = 0;
+    for (let i = 0; i < alpha.alpha.length; i++) differ += alpha.alpha[i] !== cliMask.data[i * 4] ? 1 : 0;
+    assert.equal(differ, 0, `${differ} pixels of the page's cut-out differ from the CLI's mask`);
+
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
