@@ -14,7 +14,10 @@ use adcanvas::pack::map_pack_dir;
 use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::parity::{Part, Timing};
 use adcanvas::pfv::{PfvConfig, TokenMode};
-use adcanvas::pipeline::{GenerateOptions, Product, generate, prepare_product, prepare_product_with_mask};
+use adcanvas::pipeline::{GenerateOptions, Generated, Product, generate, prepare_product, prepare_product_with_mask};
+
+#[path = "adcanvas/batch.rs"]
+mod batch;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -154,7 +157,7 @@ enum TokenModeArg {
 }
 
 /// The style reference and the PFV / MEPA ablation switches.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ReferenceArgs {
     /// Style reference: a picture whose background style guides the new background. Its own
     /// foreground (found like the product's, or given by --reference-mask) is hidden by PFV.
@@ -216,78 +219,182 @@ impl ReferenceArgs {
     }
 }
 
+/// One ad's inputs and options: a `generate` command line, or a row of a `batch` manifest.
+#[derive(clap::Args, Clone)]
+struct AdArgs {
+    /// Product photo: PNG cut-out with transparency, or a JPEG/PNG/WebP on a plain light background.
+    #[arg(long)]
+    pub product: PathBuf,
+    /// Scene description.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+    /// Output size in pixels: a side (`256`, square) or `WIDTHxHEIGHT` (`384x256`), each a
+    /// multiple of the model's size step; default: the square the model was trained at.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+    /// How much of the ad's shorter side the product's longer side takes, in (0, 1]; a photo
+    /// is never enlarged past its own pixels, so a small one may stay smaller.
+    #[arg(long, default_value_t = 0.6)]
+    fill: f32,
+    /// Where the product stands across the ad: left, center, right, or a number from 0
+    /// (flush left) to 1 (flush right). Off-centre leaves room for copy in a banner.
+    #[arg(long, default_value = "center", value_parser = parse_position)]
+    position: f32,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Generate this many ads, with seeds SEED, SEED+1, …, in one process; OUT gets -1,
+    /// -2, … before its extension and each ad prints its own report. Only the first pays
+    /// model loading and GPU kernel compilation, so the later reports show the warm speed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+    /// Classifier-free guidance scale (used when the model has a text encoder).
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    /// MEPA's weight λ_t on the text prompt (1 as trained; an ablation switch).
+    #[arg(long, default_value_t = 1.0)]
+    text_weight: f32,
+    /// The depth ControlNet's conditioning scale, for packs that have one; 0 turns depth off.
+    #[arg(long, default_value_t = 1.0)]
+    depth_scale: f32,
+    /// Run the VAE in tiles of this many latent pixels, as diffusers' `enable_tiling()`
+    /// does for KL VAEs (a multiple of 4, at least 8). Default: tiled only when the GPU's largest
+    /// buffer is too small for a whole pass.
+    #[arg(long)]
+    vae_tile: Option<usize>,
+    /// Hold the latent cells inside the product at the product's own (re-noised) latents after
+    /// every step, as diffusers' inpainting pipeline does for 4-channel UNets; false is an ablation.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anchor_product: bool,
+    /// At sizes of at least twice the model's own, generate at half the size and refine the
+    /// upscaled ad at this strength (the share of the steps that run again); 0 makes one pass
+    /// at the full size.
+    #[arg(long, default_value_t = 0.5)]
+    refine_strength: f32,
+    /// Sampler: ddim, euler, euler-karras, dpm++2m, dpm++2m-karras or lcm.
+    #[arg(long, default_value = "ddim")]
+    scheduler: SchedulerKind,
+    #[command(flatten)]
+    mask: MaskArgs,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
+impl AdArgs {
+    /// The pipeline's options (size 0×0 when not given: the model's own, filled in at load).
+    fn options(&self) -> GenerateOptions {
+        let (width, height) = self.size.unwrap_or((0, 0));
+        GenerateOptions {
+            prompt: self.prompt.clone(),
+            width,
+            height,
+            fill: self.fill,
+            position: self.position,
+            steps: self.steps,
+            seed: self.seed,
+            guidance_scale: self.guidance,
+            scheduler: self.scheduler,
+            reference: self.reference.options(),
+            text_weight: self.text_weight,
+            depth_scale: self.depth_scale,
+            vae_tile: self.vae_tile,
+            anchor_product: self.anchor_product,
+            refine_strength: (self.refine_strength != 0.0).then_some(self.refine_strength),
+            ..Default::default()
+        }
+    }
+}
+
+/// The model and the device it runs on: one per process.
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// Model pack folder (manifest.json + weights); default: models/default.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
+    #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
+    quantized_weights: QuantizedArg,
+}
+
+/// A model loaded on its device, ready for any number of ads.
+struct Loaded {
+    opened: OpenedDevice,
+    model: Model,
+    load_ms: f64,
+}
+
+impl ModelArgs {
+    /// Opens the device (starting the watchdog on a GPU) and loads the pack onto it.
+    fn load(&self, what: &'static str) -> Result<Loaded, String> {
+        let opened = self.device.open(what)?;
+        let dir = model_dir(self.model.clone());
+        let started = web_time_now();
+        let (manifest, files) = map_pack_dir(&dir).map_err(|e| e.to_string())?;
+        let quantized = self.quantized_weights.resolve(&manifest);
+        let model = Model::from_pack_with(manifest, &files, &opened.device, quantized).map_err(|e| e.to_string())?;
+        drop(files);
+        if opened.adapter.is_some() && std::env::var_os("ADCANVAS_TEST_STALL_AFTER_LOAD").is_some() {
+            // A test hook: stands for a GPU that never finishes its next kernel (tests/device.rs).
+            loop {
+                std::thread::park();
+            }
+        }
+        if !model.manifest.trained {
+            eprintln!(
+                "adcanvas: note: {} is an untrained demo model: the background is not a real scene.",
+                dir.display()
+            );
+        }
+        Ok(Loaded { opened, model, load_ms: started.elapsed().as_secs_f64() * 1000.0 })
+    }
+}
+
+impl Loaded {
+    /// `options` with the model's own size where none was given.
+    fn sized(&self, mut options: GenerateOptions) -> GenerateOptions {
+        if options.width == 0 {
+            options.width = self.model.native_size() as u32;
+            options.height = options.width;
+        }
+        options
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate an ad: the product's pixels unchanged on a generated background.
     Generate {
-        /// Product photo: PNG cut-out with transparency, or a JPEG/PNG/WebP on a plain light background.
-        #[arg(long)]
-        product: PathBuf,
-        /// Scene description.
-        #[arg(long, default_value = "")]
-        prompt: String,
-        /// Output PNG.
+        #[command(flatten)]
+        ad: AdArgs,
+        #[command(flatten)]
+        run: ModelArgs,
+    },
+    /// Generate the ads of a whole manifest (CSV with a header row, or JSON Lines): one row per
+    /// product ad, its columns `generate`'s options (`product`, `prompt`, `size`, `seed`, `count`,
+    /// `reference`, …). One model load for all rows; an ad already written is skipped, so a run
+    /// started again finishes the rest; `--shard I/N` takes a stable share of the rows, so N
+    /// processes (a Kubernetes Indexed Job, a Slurm array, GNU parallel) share one manifest.
+    Batch {
+        /// The manifest: `.csv` (header row of option names) or `.jsonl` (one JSON object a line).
+        /// Relative paths in it are relative to its own folder.
+        manifest: PathBuf,
+        /// Output folder: each ad is named after its row's content (`STEM-HASH.png`).
         #[arg(long)]
         out: PathBuf,
-        /// Output size in pixels: a side (`256`, square) or `WIDTHxHEIGHT` (`384x256`), each a
-        /// multiple of the model's size step; default: the square the model was trained at.
-        #[arg(long, value_parser = parse_size)]
-        size: Option<(u32, u32)>,
-        /// How much of the ad's shorter side the product's longer side takes, in (0, 1]; a photo
-        /// is never enlarged past its own pixels, so a small one may stay smaller.
-        #[arg(long, default_value_t = 0.6)]
-        fill: f32,
-        /// Where the product stands across the ad: left, center, right, or a number from 0
-        /// (flush left) to 1 (flush right). Off-centre leaves room for copy in a banner.
-        #[arg(long, default_value = "center", value_parser = parse_position)]
-        position: f32,
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Generate this many ads, with seeds SEED, SEED+1, …, in one process; OUT gets -1,
-        /// -2, … before its extension and each ad prints its own report. Only the first pays
-        /// model loading and GPU kernel compilation, so the later reports show the warm speed.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        count: u32,
-        /// Classifier-free guidance scale (used when the model has a text encoder).
-        #[arg(long, default_value_t = 7.5)]
-        guidance: f32,
-        /// MEPA's weight λ_t on the text prompt (1 as trained; an ablation switch).
-        #[arg(long, default_value_t = 1.0)]
-        text_weight: f32,
-        /// The depth ControlNet's conditioning scale, for packs that have one; 0 turns depth off.
-        #[arg(long, default_value_t = 1.0)]
-        depth_scale: f32,
-        /// Run the VAE in tiles of this many latent pixels, as diffusers' `enable_tiling()`
-        /// does for KL VAEs (a multiple of 4, at least 8). Default: tiled only when the GPU's largest
-        /// buffer is too small for a whole pass.
+        /// This process's share of the rows: I/N takes the rows whose content hash is I modulo N.
+        #[arg(long, default_value = "0/1", value_parser = batch::Shard::parse)]
+        shard: batch::Shard,
+        /// The per-ad report (JSON Lines); default: OUT/report-I-of-N.jsonl.
         #[arg(long)]
-        vae_tile: Option<usize>,
-        /// Hold the latent cells inside the product at the product's own (re-noised) latents after
-        /// every step, as diffusers' inpainting pipeline does for 4-channel UNets; false is an ablation.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        anchor_product: bool,
-        /// At sizes of at least twice the model's own, generate at half the size and refine the
-        /// upscaled ad at this strength (the share of the steps that run again); 0 makes one pass
-        /// at the full size.
-        #[arg(long, default_value_t = 0.5)]
-        refine_strength: f32,
-        /// Sampler: ddim, euler, euler-karras, dpm++2m, dpm++2m-karras or lcm.
-        #[arg(long, default_value = "ddim")]
-        scheduler: SchedulerKind,
-        /// Model pack folder (manifest.json + weights); default: models/default.
-        #[arg(long)]
-        model: Option<PathBuf>,
+        report: Option<PathBuf>,
         #[command(flatten)]
-        device: DeviceArgs,
-        /// A q8/q4 pack's weights on the device: kept quantised or expanded to f32.
-        #[arg(long, value_enum, default_value_t = QuantizedArg::Auto)]
-        quantized_weights: QuantizedArg,
-        #[command(flatten)]
-        mask: MaskArgs,
-        #[command(flatten)]
-        reference: ReferenceArgs,
+        run: ModelArgs,
     },
     /// Convert a diffusers pipeline folder (model_index.json, unet/, vae/, scheduler/) into a model pack.
     Convert {
@@ -364,50 +471,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     watchdog::install_panic_hook();
     let result = match cli.command {
-        Command::Generate {
-            product,
-            prompt,
-            out,
-            size,
-            fill,
-            position,
-            steps,
-            seed,
-            count,
-            guidance,
-            text_weight,
-            depth_scale,
-            vae_tile,
-            anchor_product,
-            refine_strength,
-            scheduler,
-            model,
-            device,
-            quantized_weights,
-            mask,
-            reference,
-        } => {
-            let (width, height) = size.unwrap_or((0, 0));
-            let options = GenerateOptions {
-                prompt,
-                width,
-                height,
-                fill,
-                position,
-                steps,
-                seed,
-                guidance_scale: guidance,
-                scheduler,
-                reference: reference.options(),
-                text_weight,
-                depth_scale,
-                vae_tile,
-                anchor_product,
-                refine_strength: (refine_strength != 0.0).then_some(refine_strength),
-                ..Default::default()
-            };
-            run_generate(&product, &out, count, options, model, device, quantized_weights, &mask, &reference)
-        }
+        Command::Generate { ad, run } => run_generate(&ad, &run),
+        Command::Batch { manifest, out, shard, report, run } => batch::run(&manifest, &out, shard, report, &run),
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
         Command::Mask { product, out, cutout } => run_mask(&product, &out, cutout.as_deref()),
         Command::Device { device } => device.open("device check").map(|opened| {
@@ -558,49 +623,17 @@ impl MaskArgs {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one per CLI option it serves; a struct would only rename them
-fn run_generate(
-    product_path: &Path,
-    out: &Path,
-    count: u32,
-    options: GenerateOptions,
-    model: Option<PathBuf>,
-    device_args: DeviceArgs,
-    quantized: QuantizedArg,
-    mask_args: &MaskArgs,
-    reference_args: &ReferenceArgs,
-) -> Result<(), String> {
+/// `adcanvas generate`: `count` ads of one product, each with its JSON report on stdout.
+fn run_generate(ad: &AdArgs, run: &ModelArgs) -> Result<(), String> {
     let started = web_time_now();
-    let product = mask_args.product(product_path)?;
-    let reference = reference_args.load()?;
-    if let Some(path) = &mask_args.mask_out {
+    let product = ad.mask.product(&ad.product)?;
+    let reference = ad.reference.load()?;
+    if let Some(path) = &ad.mask.mask_out {
         product.mask.to_preview_rgba().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let opened = device_args.open("generation")?;
-    let device = opened.device.clone();
-    let dir = model_dir(model);
-    let load_started = web_time_now();
-    let (manifest, files) = map_pack_dir(&dir).map_err(|e| e.to_string())?;
-    let quantized = quantized.resolve(&manifest);
-    let model = Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| e.to_string())?;
-    drop(files);
-    if opened.adapter.is_some() && std::env::var_os("ADCANVAS_TEST_STALL_AFTER_LOAD").is_some() {
-        // A test hook: stands for a GPU that never finishes its next kernel (tests/device.rs).
-        loop {
-            std::thread::park();
-        }
-    }
-    let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
-    let mut options = options;
-    if options.width == 0 {
-        // No --size: the model's own resolution.
-        options.width = model.native_size() as u32;
-        options.height = options.width;
-    }
-    if !model.manifest.trained {
-        eprintln!("adcanvas: note: {} is an untrained demo model: the background is not a real scene.", dir.display());
-    }
-    if !model.prompt_used() && !options.prompt.is_empty() {
+    let loaded = run.load("generation")?;
+    let options = loaded.sized(ad.options());
+    if !loaded.model.prompt_used() && !options.prompt.is_empty() {
         eprintln!("adcanvas: note: this model has no text encoder yet; the prompt is not used.");
     }
     let mut progress = |step: usize, total: usize| {
@@ -610,67 +643,83 @@ fn run_generate(
         }
         true
     };
-    let first_seed = options.seed;
-    for i in 0..count {
-        let out = &numbered(out, i, count);
-        let options = GenerateOptions { seed: first_seed + i as u64, ..options.clone() };
+    for i in 0..ad.count {
+        let out = &numbered(&ad.out, i, ad.count);
+        let options = GenerateOptions { seed: options.seed + i as u64, ..options.clone() };
         let started = if i == 0 { started } else { web_time_now() };
-        let generated = pollster::block_on(generate(&model, &product, reference.as_ref(), &options, &mut progress))
-            .map_err(|e| e.to_string())?;
+        let generated =
+            pollster::block_on(generate(&loaded.model, &product, reference.as_ref(), &options, &mut progress))
+                .map_err(|e| e.to_string())?;
         generated.image.save(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-        if let (Some(path), Some(used)) = (&reference_args.reference_seen_out, &generated.reference) {
+        if let (Some(path), Some(used)) = (&ad.reference.reference_seen_out, &generated.reference) {
             used.seen.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
-        let reference_report = generated.reference.as_ref().map(|r| {
-            let o = &options.reference;
-            json!({
-                "scale": o.scale, "pfv": o.pfv, "pfv_threshold": o.pfv_config.threshold, "region_masks": o.region_masks,
-                "patches": r.grid.visible.len(), "hidden_patches": r.hidden_patches(), "tokens": r.tokens,
-            })
-        });
-
-        let mut timings = serde_json::Map::new();
-        if i == 0 {
-            timings.insert("load_model".into(), json!(round1(load_ms)));
-        }
-        for (stage, ms) in &generated.timings.0 {
-            timings.insert((*stage).into(), json!(round1(*ms)));
-        }
-        timings.insert("total".into(), json!(round1(started.elapsed().as_secs_f64() * 1000.0)));
-        let p = &generated.placement;
-        let report = json!({
-            "output": out.display().to_string(),
-            "width": options.width,
-            "height": options.height,
-            "steps": options.steps,
-            "seed": options.seed,
-            "scheduler": options.scheduler.name(),
-            "device": opened.kind(),
-            "device_detail": device_report(device_args.device, &opened),
-            "model": model.manifest.name,
-            "model_label": model.manifest.label,
-            "quantized_weights": match model.quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },
-            "device_weights_mb": (model.device_weight_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
-            "trained": model.manifest.trained,
-            "prompt_used": model.prompt_used(),
-            "reference": reference_report,
-            "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
-            "anchor_product": options.anchor_product,
-            "refined_from_half_size": generated.timings.0.iter().any(|(stage, _)| *stage == "first pass"),
-            "vae_tile": generated.vae_tile,
-            "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
-            "mask_source": mask_source_name(&product.mask.source),
-            "mask_area": round4(product.mask.area_fraction() as f64),
-            "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
-            "notes": generated.notes,
-            "timings_ms": timings,
-        });
+        let load_ms = (i == 0).then_some(loaded.load_ms);
+        let report = ad_report(out, &options, &generated, &product, &loaded, run.device.device, load_ms, started);
         for note in &generated.notes {
             eprintln!("adcanvas: {note}");
         }
         println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     }
     Ok(())
+}
+
+/// One ad's JSON report: what was made, how, on which device, and how long each stage took.
+#[allow(clippy::too_many_arguments)] // the report's sources, each a different thing
+fn ad_report(
+    out: &Path,
+    options: &GenerateOptions,
+    generated: &Generated,
+    product: &Product,
+    loaded: &Loaded,
+    device_asked: DeviceArg,
+    load_ms: Option<f64>,
+    started: std::time::Instant,
+) -> serde_json::Value {
+    let model = &loaded.model;
+    let reference_report = generated.reference.as_ref().map(|r| {
+        let o = &options.reference;
+        json!({
+            "scale": o.scale, "pfv": o.pfv, "pfv_threshold": o.pfv_config.threshold, "region_masks": o.region_masks,
+            "patches": r.grid.visible.len(), "hidden_patches": r.hidden_patches(), "tokens": r.tokens,
+        })
+    });
+    let mut timings = serde_json::Map::new();
+    if let Some(ms) = load_ms {
+        timings.insert("load_model".into(), json!(round1(ms)));
+    }
+    for (stage, ms) in &generated.timings.0 {
+        timings.insert((*stage).into(), json!(round1(*ms)));
+    }
+    timings.insert("total".into(), json!(round1(started.elapsed().as_secs_f64() * 1000.0)));
+    let p = &generated.placement;
+    json!({
+        "output": out.display().to_string(),
+        "width": options.width,
+        "height": options.height,
+        "steps": options.steps,
+        "seed": options.seed,
+        "scheduler": options.scheduler.name(),
+        "device": loaded.opened.kind(),
+        "device_detail": device_report(device_asked, &loaded.opened),
+        "model": model.manifest.name,
+        "model_label": model.manifest.label,
+        "quantized_weights": match model.quantized { QuantizedWeights::Keep => "keep", QuantizedWeights::Expand => "expand" },
+        "device_weights_mb": (model.device_weight_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "trained": model.manifest.trained,
+        "prompt_used": model.prompt_used(),
+        "reference": reference_report,
+        "depth": generated.depth_used.then(|| json!({ "scale": options.depth_scale })),
+        "anchor_product": options.anchor_product,
+        "refined_from_half_size": generated.timings.0.iter().any(|(stage, _)| *stage == "first pass"),
+        "vae_tile": generated.vae_tile,
+        "gpu_binding_limit_mb": adcanvas::gpu::max_buffer_bytes(&model.device).map(|b| b >> 20),
+        "mask_source": mask_source_name(&product.mask.source),
+        "mask_area": round4(product.mask.area_fraction() as f64),
+        "placement": { "x": p.x, "y": p.y, "w": p.w, "h": p.h, "scale": p.scale },
+        "notes": generated.notes,
+        "timings_ms": timings,
+    })
 }
 
 /// `out` itself for a single ad; else `out` with `-N` (from 1) before its extension.

@@ -83,6 +83,21 @@ impl Cli {
         self
     }
 
+    /// Starts it without waiting (for runs side by side, or one to kill midway).
+    pub fn spawn(&self) -> std::process::Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_adcanvas"));
+        command
+            .args(&self.args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.spawn().expect("the adcanvas binary starts")
+    }
+
     /// Runs it, allowing 15 minutes (a first run on lavapipe compiles kernels for minutes).
     pub fn run(&self) -> Run {
         self.run_within(900)
