@@ -17,7 +17,7 @@ use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
-use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product};
+use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product, prepare_product_with_mask};
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
 // 1. cubecl's kernels (matmul, reductions) read subgroup builtins and so start with
@@ -233,7 +233,17 @@ impl Studio {
     /// Returns `{ width, height, mask_source, mask_area, mask_png, cutout_png }`: the mask as
     /// the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
     pub fn prepare(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
-        let product = prepare_product(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+        self.keep_product(prepare_product(bytes))
+    }
+
+    /// As `prepare`, with the user's own mask for the photo (white or opaque = product, at the
+    /// photo's size), as the CLI's `--mask` takes it.
+    pub fn prepare_with_mask(&self, bytes: &[u8], mask: &[u8]) -> Result<JsValue, JsError> {
+        self.keep_product(prepare_product_with_mask(bytes, mask))
+    }
+
+    fn keep_product(&self, product: Result<Product, PipelineError>) -> Result<JsValue, JsError> {
+        let product = product.map_err(|e| JsError::new(&e.to_string()))?;
         let out = Object::new();
         set(&out, "width", product.image.rgba.width());
         set(&out, "height", product.image.rgba.height());

@@ -86,6 +86,31 @@ export class Studio {
         return takeFromExternrefTable0(ret[0]);
     }
     /**
+     * As `prepare`, with the user's own mask for the photo (white or opaque = product, at the
+     * photo's size), as the CLI's `--mask` takes it.
+     * @param {Uint8Array | number[]} bytes
+     * @param {Uint8Array | number[]} mask
+     * @returns {any}
+     */
+    prepare_with_mask(bytes, mask) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc_command_export);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passArray8ToWasm0(mask, wasm.__wbindgen_malloc_command_export);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free_command_export(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free_command_export(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.studio_prepare_with_mask(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return takeFromExternrefTable0(ret[0]);
+    }
+    /**
      * Sets the style reference, or clears it when `bytes` is empty. With `pfv` its foreground is
      * found like the product's (to be hidden); without, it is used whole (the PFV-off ablation,
      * or a busy picture with nothing to hide). Returns `{ width, height }` of the reference.
@@ -993,17 +1018,17 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24257, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e_13);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e_14);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24256, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_14);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_15);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24256, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_15);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_16);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0) {
@@ -1041,8 +1066,8 @@ function wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e_13(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e_13(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e_14(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h027ff8ecdae37c3e_14(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8(arg0, arg1, arg2) {
@@ -1059,15 +1084,15 @@ function wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6(arg0, arg
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_14(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_14(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_15(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_15(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_15(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_15(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_16(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h3bd915d14381bab6_16(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }

@@ -16,6 +16,7 @@ const el = {
   maskFigure: $('mask-figure'),
   maskPreview: $('mask-preview'),
   maskInfo: $('mask-info'),
+  maskFile: $('mask-file'),
   controls: $('controls'),
   prompt: $('prompt'),
   size: $('size'),
@@ -43,6 +44,7 @@ const el = {
 };
 
 const state = {
+  photoFile: null,    // the product photo last prepared (a mask of the user's own is applied to it)
   studio: null,       // Studio once the model pack is open
   prepared: false,    // a product photo has been prepared successfully
   generating: false,
@@ -266,7 +268,8 @@ function showFatal(err) {
 
 // ---------- upload ----------
 
-async function handleFile(file) {
+/** Prepares `file` (the product photo), with `maskFile` as its mask when given (the user's own). */
+async function handleFile(file, maskFile = null) {
   if (!file || state.generating) return;
   if (!state.studio) {
     setStatus('error', 'The model is not loaded yet, so the photo cannot be prepared.');
@@ -281,7 +284,8 @@ async function handleFile(file) {
   setStatus('loading', `Reading ${file.name}…`);
   try {
     const bytes = await bytesOf(file);
-    const prep = await state.studio.prepare(bytes);
+    const prep = await state.studio.prepare(bytes, maskFile ? await bytesOf(maskFile) : undefined);
+    state.photoFile = file;
     savePhoto(file.name, bytes);
     const width = field(prep, 'width');
     const height = field(prep, 'height');
@@ -289,18 +293,26 @@ async function handleFile(file) {
     const area = Number(field(prep, 'mask_area'));
     // The cut-out as it will be pasted, over a checkerboard: what is kept, at the photo's size.
     el.maskPreview.src = replaceUrl('maskUrl', new Blob([toBytes(field(prep, 'cutout_png'))], { type: 'image/png' }));
-    const from = source === 'alpha' ? 'the transparency (alpha channel)' : 'background removal';
+    const from = source === 'alpha' ? 'the transparency (alpha channel)'
+      : source === 'given' ? `your mask (${maskFile.name})` : 'background removal';
     el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
     el.maskFigure.hidden = false;
     state.prepared = true;
     setStatus('ready', 'Photo ready. Describe a scene and press Generate.');
   } catch (err) {
-    setStatus('error', `Could not use ${file.name}: ${messageOf(err)}`);
+    setStatus('error', `Could not use ${maskFile ? `${file.name} with ${maskFile.name}` : file.name}: ${messageOf(err)}`);
   } finally {
     state.busy = false;
     refreshControls();
   }
 }
+
+// The user's own mask for the photo already chosen (white or opaque = product).
+el.maskFile.addEventListener('change', () => {
+  const mask = el.maskFile.files && el.maskFile.files[0];
+  if (mask && state.photoFile) handleFile(state.photoFile, mask);
+  el.maskFile.value = '';
+});
 
 el.file.addEventListener('change', () => {
   const file = el.file.files && el.file.files[0];

@@ -12,8 +12,8 @@ const ops = {
     studio = await Studio.open(modelUrl, options);
     return studio.model_info();
   },
-  prepare([bytes]) {
-    return studio.prepare(bytes);
+  prepare([bytes, mask]) {
+    return mask ? studio.prepare_with_mask(bytes, mask) : studio.prepare(bytes);
   },
   setReference([bytes, pfv]) {
     return studio.set_reference(bytes, pfv);

@@ -11,7 +11,7 @@ const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
 /**
  * Starts the studio's engine: `{ runsIn: 'worker' | 'page', gpu: { available, message }, open }`.
  * `open(modelUrl, options)` loads a model pack and resolves to a studio:
- * `{ info, prepare(bytes), setReference(bytes, pfv), generate(params, onProgress), cancel() }`,
+ * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), cancel() }`,
  * each method a promise of what the wasm `Studio`'s method of that name returns (src/web.rs).
  * `bindings`: an already-initialised wasm module (Trunk's loader) to run on the page with;
  * `inPage`: run on the page even where a worker would do (to compare the two).
@@ -100,7 +100,7 @@ function workerEngine(worker, gpu) {
       return {
         info,
         // The photo's bytes are copied, not moved: the caller may keep them (to save, to retry).
-        prepare: (bytes) => request('prepare', [bytes]),
+        prepare: (bytes, mask) => request('prepare', [bytes, mask]),
         setReference: (bytes, pfv) => request('setReference', [bytes, pfv]),
         generate: (params, onProgress) => request('generate', [params], onProgress),
         cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel' }); },
@@ -122,7 +122,7 @@ async function pageEngine(bindings) {
       const studio = await wasm.Studio.open(new URL(modelUrl, document.baseURI).href, options);
       return {
         info: studio.model_info(),
-        prepare: async (bytes) => studio.prepare(bytes),
+        prepare: async (bytes, mask) => (mask ? studio.prepare_with_mask(bytes, mask) : studio.prepare(bytes)),
         setReference: async (bytes, pfv) => studio.set_reference(bytes, pfv),
         generate: (params, onProgress) => studio.generate(params, onProgress),
         cancel: () => studio.cancel(),

@@ -401,6 +401,30 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     for (let i = 0; i < alpha.alpha.length; i++) differ += alpha.alpha[i] !== cliMask.data[i * 4] ? 1 : 0;
     assert.equal(differ, 0, `${differ} pixels of the page's cut-out differ from the CLI's mask`);
 
+    // The user's own mask for that photo (opaque = product): the preview takes it exactly.
+    const own = new PNG({ width: 160, height: 120 });
+    const inside = (x, y) => x >= 40 && x < 120 && y >= 20 && y < 100;
+    for (let y = 0; y < 120; y++) {
+      for (let x = 0; x < 160; x++) own.data.set(inside(x, y) ? [255, 255, 255, 255] : [0, 0, 0, 0], (y * 160 + x) * 4);
+    }
+    const ownPath = path.join(os.tmpdir(), `adcanvas-own-mask-${process.pid}.png`);
+    fs.writeFileSync(ownPath, PNG.sync.write(own));
+    await page.setInputFiles('#mask-file', ownPath);
+    await page.waitForFunction(() => /your mask/.test(document.getElementById('mask-info').textContent), null, { timeout: MINUTE });
+    const ownAlpha = await page.locator('#mask-preview').evaluate(async (img) => {
+      await img.decode();
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(img, 0, 0);
+      return Array.from(ctx.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 3));
+    });
+    let wrong = 0;
+    for (let i = 0; i < ownAlpha.length; i++) wrong += ownAlpha[i] !== (inside(i % 160, Math.floor(i / 160)) ? 255 : 0) ? 1 : 0;
+    assert.equal(wrong, 0, `${wrong} pixels of the cut-out differ from the user's mask`);
+    assert.equal((await statusOf(page)).state, 'ready', 'the photo with the user\'s mask is ready to generate');
+
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
