@@ -145,3 +145,82 @@ impl Conditioning {
         std::iter::once(text).chain(image).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    /// Query width, text-context width, image-token width, heads, head width.
+    const DIM: usize = 16;
+    const TEXT_DIM: usize = 12;
+    const IMAGE_DIM: usize = 20;
+    const HEADS: usize = 2;
+    const HEAD_DIM: usize = 8;
+
+    /// One attention layer's weights as a pack stores them, with MEPA's projections or without.
+    fn layer_weights(with_mepa: bool, device: &Device) -> Vec<u8> {
+        let (w, created) = Weights::random(7, device);
+        Attention::load(&w, DIM, TEXT_DIM, HEADS, HEAD_DIM, false).unwrap();
+        if with_mepa {
+            let p = w.pp("processor");
+            Linear::load(&p.pp("to_k_ip").pp(0), IMAGE_DIM, HEADS * HEAD_DIM, false).unwrap();
+            Linear::load(&p.pp("to_v_ip").pp(0), IMAGE_DIM, HEADS * HEAD_DIM, false).unwrap();
+        }
+        created.lock().unwrap().to_safetensors()
+    }
+
+    fn values(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The paper's region control, on one layer: with the text prompt alone MEPA is the plain
+    /// layer exactly; the image prompt changes only the queries its region mask covers (the
+    /// product's stay the text's alone), and by λ times its term.
+    #[test]
+    fn the_image_prompt_acts_only_where_its_region_mask_is_and_by_its_weight() {
+        let device = Device::flex();
+        let bytes = layer_weights(true, &device);
+        let w = Weights::from_safetensors("attn.safetensors", &bytes, &device).unwrap();
+        let plain = Attention::load(&w, DIM, TEXT_DIM, HEADS, HEAD_DIM, false).unwrap();
+        let processor = MepaProcessor::for_layer(&w, IMAGE_DIM, HEADS * HEAD_DIM).unwrap();
+        let mepa = Attention::load(&w, DIM, TEXT_DIM, HEADS, HEAD_DIM, false).unwrap().with_processor(processor);
+        assert!(mepa.takes_image_prompt() && !plain.takes_image_prompt());
+
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<3>::random([1, 6, DIM], normal, &device);
+        let text = RegionPrompt::everywhere(Tensor::<3>::random([1, 5, TEXT_DIM], normal, &device));
+        let tokens = Tensor::<3>::random([1, 4, IMAGE_DIM], normal, &device);
+        // Queries 0–2 are background (M = 1), 3–5 the product (M = 0).
+        let mask = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 1.0, 1.0, 0.0, 0.0, 0.0], [1, 6, 1]), &device);
+        let image = |scale| RegionPrompt { tokens: tokens.clone(), scale, mask: Some(mask.clone()) };
+
+        let text_only = values(plain.forward_prompts(x.clone(), std::slice::from_ref(&text)));
+        assert_eq!(values(mepa.forward_prompts(x.clone(), std::slice::from_ref(&text))), text_only);
+        assert_eq!(values(mepa.forward_prompts(x.clone(), &[text.clone(), image(0.0)])), text_only);
+        let once = values(mepa.forward_prompts(x.clone(), &[text.clone(), image(1.0)]));
+        let twice = values(mepa.forward_prompts(x, &[text, image(2.0)]));
+        let (mut moved, mut worst_linear, mut worst_product) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..text_only.len() {
+            let (d1, d2) = (once[i] - text_only[i], twice[i] - text_only[i]);
+            if i / DIM < 3 {
+                moved = moved.max(d1.abs());
+                worst_linear = worst_linear.max((d2 - 2.0 * d1).abs());
+            } else {
+                worst_product = worst_product.max(d1.abs()).max(d2.abs());
+            }
+        }
+        assert!(moved > 1e-3, "the image prompt changed nothing in its region (max {moved})");
+        assert!(worst_linear < 1e-5, "not linear in λ: {worst_linear}");
+        assert!(worst_product < 1e-6, "the image prompt leaked into the product's queries: {worst_product}");
+    }
+
+    /// A layer whose weights carry no MEPA projections (Stable Diffusion's) gets the plain processor.
+    #[test]
+    fn a_layer_without_mepa_projections_is_plain() {
+        let device = Device::flex();
+        let bytes = layer_weights(false, &device);
+        let w = Weights::from_safetensors("attn.safetensors", &bytes, &device).unwrap();
+        assert!(!MepaProcessor::for_layer(&w, IMAGE_DIM, HEADS * HEAD_DIM).unwrap().takes_image_prompt());
+    }
+}
