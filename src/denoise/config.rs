@@ -211,3 +211,49 @@ impl UNetConfig {
         1 << (self.block_out_channels.len() - 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SD 1.5 inpainting's own `unet/config.json` (diffusers 0.6 era, with its extra keys).
+    const SD15_INPAINTING: &str = r#"{
+      "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0.dev0",
+      "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+      "center_input_sample": false, "cross_attention_dim": 768,
+      "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+      "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 9,
+      "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+      "out_channels": 4, "sample_size": 64,
+      "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    }"#;
+
+    #[test]
+    fn reads_diffusers_config_json() {
+        let config: UNetConfig = serde_json::from_str(SD15_INPAINTING).unwrap();
+        assert_eq!(config, UNetConfig::sd15_inpainting());
+        config.validate().unwrap();
+        // conv_in, 4 blocks × 2 resnets, 3 downsamplers: diffusers' 12 ControlNet residuals.
+        assert_eq!(config.skip_count(), 12);
+        assert_eq!(config.latent_multiple(), 8);
+        assert_eq!((config.heads(0), config.temb_channels()), (8, 1280));
+    }
+
+    /// A block type we do not build is refused when the config is read, naming it; so are
+    /// block lists that disagree with the channel list.
+    #[test]
+    fn refuses_architectures_it_does_not_build() {
+        let other = SD15_INPAINTING.replacen("\"DownBlock2D\"]", "\"SimpleCrossAttnDownBlock2D\"]", 1);
+        let err = serde_json::from_str::<UNetConfig>(&other).unwrap_err().to_string();
+        assert!(err.contains("SimpleCrossAttnDownBlock2D"), "{err}");
+        let mut short = UNetConfig::sd15_inpainting();
+        short.up_block_types.pop();
+        assert!(matches!(short.validate(), Err(ModelError::Unsupported(_))));
+        let mut heads = UNetConfig::sd15_inpainting();
+        heads.attention_head_dim = PerBlock::Each(vec![5, 10, 20]);
+        assert!(matches!(heads.validate(), Err(ModelError::Unsupported(_))));
+        heads.num_attention_heads = Some(PerBlock::Each(vec![5, 10, 20, 20]));
+        heads.validate().unwrap();
+        assert_eq!(heads.heads(2), 20, "num_attention_heads overrides attention_head_dim");
+    }
+}

@@ -312,3 +312,54 @@ impl ControlNetModel {
         ControlResiduals { down, mid: self.mid_output.forward(h).mul_scalar(scale) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::denoise::unet::UNet2DConditionModel;
+    use burn::tensor::{Device, Distribution};
+
+    fn max_abs(t: Tensor<4>) -> f32 {
+        t.abs().max().into_scalar()
+    }
+
+    /// One residual per UNet skip, each the shape of its skip (the UNet adds them), linear in
+    /// the conditioning scale; a `bgr` ControlNet given the flipped image matches an `rgb` one.
+    #[test]
+    fn residuals_fit_the_unet_and_follow_the_scale() {
+        let device = Device::flex();
+        let unet_config = UNetConfig::demo();
+        let config = ControlNetConfig::for_unet(&unet_config);
+        config.check_fits(&unet_config).unwrap();
+        let (w, _) = Weights::random(5, &device);
+        let net = ControlNetModel::load(&w, &config).unwrap();
+        let x = Tensor::<4>::random([1, 9, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let ctx = Conditioning::text(Tensor::<3>::random([1, 4, 384], Distribution::Normal(0.0, 1.0), &device));
+        let f = config.downscale();
+        assert_eq!(f, 8);
+        let image = Tensor::<4>::random([1, 3, 8 * f, 8 * f], Distribution::Uniform(0.0, 1.0), &device);
+        let one = net.forward(x.clone(), 400.0, &ctx, image.clone(), 1.0);
+        let shapes: Vec<[usize; 4]> = one.down.iter().map(|t| t.dims()).collect();
+        assert_eq!(shapes, vec![[1, 32, 8, 8], [1, 32, 8, 8], [1, 32, 4, 4], [1, 64, 4, 4]]);
+        assert_eq!(one.mid.dims(), [1, 64, 4, 4]);
+        let (w, _) = Weights::random(6, &device);
+        let unet = UNet2DConditionModel::load(&w, &unet_config).unwrap();
+        assert_eq!(unet.forward_controlled(x.clone(), 400.0, &ctx, Some(&one)).dims(), [1, 4, 8, 8]);
+
+        let half = net.forward(x.clone(), 400.0, &ctx, image.clone(), 0.5);
+        for (a, b) in one.down.iter().zip(&half.down) {
+            assert!(max_abs(a.clone().mul_scalar(0.5) - b.clone()) < 1e-5);
+        }
+        assert!(max_abs(one.mid.clone()) > 1e-4, "random zero convs gave zeros");
+        let off = net.forward(x.clone(), 400.0, &ctx, image.clone(), 0.0);
+        assert_eq!(off.down.iter().chain([&off.mid]).map(|t| max_abs(t.clone())).fold(0.0, f32::max), 0.0);
+
+        let bgr_config = ControlNetConfig { controlnet_conditioning_channel_order: "bgr".into(), ..config.clone() };
+        let (w, _) = Weights::random(5, &device);
+        let bgr = ControlNetModel::load(&w, &bgr_config).unwrap();
+        let flipped = bgr.forward(x, 400.0, &ctx, image.flip([1]), 1.0);
+        assert!(max_abs(flipped.mid - one.mid) < 1e-5, "bgr with the flipped image differs from rgb");
+        let odd = ControlNetConfig { controlnet_conditioning_channel_order: "yuv".into(), ..config };
+        assert!(matches!(ControlNetModel::load(&w, &odd), Err(ModelError::Unsupported(_))));
+    }
+}

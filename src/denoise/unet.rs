@@ -125,3 +125,55 @@ impl UNet2DConditionModel {
         self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    fn demo(device: &Device) -> UNet2DConditionModel {
+        let (w, _) = Weights::random(11, device);
+        UNet2DConditionModel::load(&w, &UNetConfig::demo()).unwrap()
+    }
+
+    fn max_abs(t: Tensor<4>) -> f32 {
+        t.abs().max().into_scalar()
+    }
+
+    /// The output has the latents' shape with the config's channels, and a batch item comes
+    /// out the same alone as beside another (no batch-mixing in norms or attention).
+    #[test]
+    fn keeps_the_latent_shape_and_batch_items_apart() {
+        let device = Device::flex();
+        let unet = demo(&device);
+        assert!(!unet.takes_image_prompt(), "a model without to_k_ip runs the plain processor");
+        let x = Tensor::<4>::random([2, 9, 8, 12], Distribution::Normal(0.0, 1.0), &device);
+        let ctx = Tensor::<3>::random([2, 5, 384], Distribution::Normal(0.0, 1.0), &device);
+        let both = unet.forward(x.clone(), 500.0, &ctx);
+        assert_eq!(both.dims(), [2, 4, 8, 12]);
+        let first = unet.forward(x.clone().narrow(0, 0, 1), 500.0, &ctx.clone().narrow(0, 0, 1));
+        let diff = max_abs(both.clone().narrow(0, 0, 1) - first);
+        assert!(diff < 1e-4, "batch item 0 changes with item 1 beside it: {diff}");
+        let later = unet.forward(x, 20.0, &ctx);
+        assert!(max_abs(both - later) > 1e-3, "the timestep changes nothing");
+    }
+
+    /// ControlNet residuals go where diffusers adds them: zeros change nothing, one on the
+    /// mid block changes the output.
+    #[test]
+    fn control_residuals_add_to_the_skips() {
+        let device = Device::flex();
+        let unet = demo(&device);
+        let x = Tensor::<4>::random([1, 9, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let ctx = Conditioning::text(Tensor::<3>::random([1, 4, 384], Distribution::Normal(0.0, 1.0), &device));
+        let plain = unet.forward_conditioned(x.clone(), 300.0, &ctx);
+        // Skip shapes of the demo (channels 32, 64; one resnet a block; 8² then 4²).
+        let zeros = |c, s| Tensor::<4>::zeros([1, c, s, s], &device);
+        let down = vec![zeros(32, 8), zeros(32, 8), zeros(32, 4), zeros(64, 4)];
+        assert_eq!(down.len(), unet.config().skip_count());
+        let none = ControlResiduals { down: down.clone(), mid: zeros(64, 4) };
+        assert_eq!(max_abs(unet.forward_controlled(x.clone(), 300.0, &ctx, Some(&none)) - plain.clone()), 0.0);
+        let some = ControlResiduals { down, mid: zeros(64, 4).add_scalar(0.5) };
+        assert!(max_abs(unet.forward_controlled(x, 300.0, &ctx, Some(&some)) - plain) > 1e-3);
+    }
+}

@@ -213,3 +213,47 @@ impl TokenEmbedding {
         Ok(Tensor::from_data(burn::tensor::TensorData::new(out, [ids.len(), self.dim]), device))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    /// Each group of channels comes out with mean 0 and variance 1 (ones/zeros affine), on a
+    /// large offset where a one-pass variance would lose its digits.
+    #[test]
+    fn group_norm_normalises_each_group() {
+        let device = Device::flex();
+        let (w, _) = Weights::random(0, &device);
+        let norm = GroupNorm::load(&w, 3, 6, 1e-6).unwrap();
+        let x = Tensor::<4>::random([2, 6, 9, 7], Distribution::Normal(0.0, 2.0), &device).add_scalar(1000.0);
+        let y = norm.forward(x).reshape([2, 3, 2 * 9 * 7]);
+        let mean = y.clone().mean_dim(2);
+        let var = (y - mean.clone()).powi_scalar(2).mean_dim(2);
+        let worst_mean: f32 = mean.abs().max().into_scalar();
+        let worst_var: f32 = var.sub_scalar(1.0).abs().max().into_scalar();
+        assert!(worst_mean < 1e-3 && worst_var < 1e-3, "mean off by {worst_mean}, variance by {worst_var}");
+        assert!(matches!(GroupNorm::load(&w, 4, 6, 1e-6), Err(ModelError::Unsupported(_))), "6 channels in 4 groups");
+    }
+
+    /// Linear keeps PyTorch's `[out, in]` layout: y = x Wᵀ + b.
+    #[test]
+    fn linear_uses_the_pytorch_layout() {
+        let device = Device::flex();
+        let w: Vec<u8> = [1.0f32, 2.0, 3.0, -1.0, 0.0, 0.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [10.0f32, 20.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = safetensors::serialize(
+            [
+                ("weight", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], &w).unwrap()),
+                ("bias", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &b).unwrap()),
+            ],
+            None,
+        )
+        .unwrap();
+        let weights = Weights::from_safetensors("linear.safetensors", &bytes, &device).unwrap();
+        let layer = Linear::load(&weights, 3, 2, true).unwrap();
+        let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(vec![1.0f32, 1.0, 2.0], [1, 3]), &device);
+        let y = layer.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(y, vec![1.0 + 2.0 + 6.0 + 10.0, -1.0 + 0.0 + 1.0 + 20.0]);
+    }
+}

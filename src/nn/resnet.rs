@@ -57,3 +57,54 @@ impl ResnetBlock2D {
         shortcut + h
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    fn max_abs(t: Tensor<4>) -> f32 {
+        t.abs().max().into_scalar()
+    }
+
+    /// With its second conv zeroed the block is its skip path: the input itself when the
+    /// widths agree, the 1×1 shortcut conv when they do not; the time embedding only reaches
+    /// the output through the residual branch.
+    #[test]
+    fn the_residual_branch_adds_to_the_skip_path() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 8, 6, 5], Distribution::Normal(0.0, 1.0), &device);
+        let temb = Tensor::<2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device);
+        let (w, created) = Weights::random(3, &device);
+        let random = ResnetBlock2D::load(&w, 8, 8, Some(16), 4, 1e-5).unwrap();
+        assert!(max_abs(random.forward(x.clone(), Some(&temb)) - x.clone()) > 1e-2, "random branch adds nothing");
+        let bytes = {
+            let mut c = created.lock().unwrap();
+            c.fill("conv2.weight", 0.0);
+            c.fill("conv2.bias", 0.0);
+            c.to_safetensors()
+        };
+        let w = Weights::from_safetensors("resnet.safetensors", &bytes, &device).unwrap();
+        let block = ResnetBlock2D::load(&w, 8, 8, Some(16), 4, 1e-5).unwrap();
+        assert_eq!(
+            max_abs(block.forward(x.clone(), Some(&temb)) - x.clone()),
+            0.0,
+            "zeroed branch is not the identity"
+        );
+
+        let (w, created) = Weights::random(4, &device);
+        ResnetBlock2D::load(&w, 8, 12, None, 4, 1e-5).unwrap();
+        let bytes = {
+            let mut c = created.lock().unwrap();
+            c.fill("conv2.weight", 0.0);
+            c.fill("conv2.bias", 0.0);
+            c.to_safetensors()
+        };
+        let w = Weights::from_safetensors("resnet.safetensors", &bytes, &device).unwrap();
+        let block = ResnetBlock2D::load(&w, 8, 12, None, 4, 1e-5).unwrap();
+        let shortcut = Conv2d::load(&w.pp("conv_shortcut"), 8, 12, 1, 1, 0).unwrap();
+        let y = block.forward(x.clone(), None);
+        assert_eq!(y.dims(), [2, 12, 6, 5]);
+        assert_eq!(max_abs(y - shortcut.forward(x)), 0.0, "the skip of a widening block is its 1×1 conv");
+    }
+}

@@ -66,6 +66,16 @@ impl CreatedWeights {
     }
 }
 
+#[cfg(test)]
+impl CreatedWeights {
+    /// Sets every value of the created tensor `key` (tests zero a layer this way, then load
+    /// the model again from [`CreatedWeights::to_safetensors`]).
+    pub(crate) fn fill(&mut self, key: &str, value: f32) {
+        let (_, values) = self.tensors.get_mut(key).unwrap_or_else(|| panic!("no created tensor {key}"));
+        values.fill(value);
+    }
+}
+
 enum Source<'a> {
     File { file: String, tensors: Arc<SafeTensors<'a>> },
     Create(Arc<Mutex<CreatedWeights>>),
@@ -370,5 +380,153 @@ fn create_values(seed: u64, key: &str, n: usize, init: Init) -> Vec<f32> {
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
             (0..n).map(|_| rng.random_range(-bound..bound)).collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::quant::{SCALE_SUFFIX, quantize_q4, quantize_q8};
+
+    /// A safetensors file of `(name, dtype, shape, bytes)` entries.
+    fn file(entries: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = entries
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                (name.to_string(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap())
+            })
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn f16_bytes(values: &[half::f16]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.37).sin() * 0.8).collect()
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// `pp` segments spell the diffusers key; f32, f16 and bf16 tensors all read as f32.
+    #[test]
+    fn keys_follow_the_module_path_and_float_dtypes_decode() {
+        let w = ramp(6);
+        let bytes = file(&[
+            ("down_blocks.0.resnets.1.conv1.weight", Dtype::F32, vec![2, 3], f32_bytes(&w)),
+            ("norm.weight", Dtype::F16, vec![2], f16_bytes(&[half::f16::from_f32(0.5), half::f16::from_f32(-2.0)])),
+            ("norm.bias", Dtype::BF16, vec![1], half::bf16::from_f32(3.0).to_le_bytes().to_vec()),
+        ]);
+        let device = Device::flex();
+        let root = Weights::from_safetensors("unet.safetensors", &bytes, &device).unwrap();
+        let conv = root.pp("down_blocks").pp(0).pp("resnets").pp(1).pp("conv1");
+        assert!(conv.contains("weight") && !conv.contains("bias"));
+        assert_eq!(host(conv.tensor("weight", [2, 3], Init::Zeros).unwrap()), w);
+        assert_eq!(root.values("norm.weight", &[2], Init::Zeros).unwrap(), vec![0.5, -2.0]);
+        assert_eq!(root.values("norm.bias", &[1], Init::Zeros).unwrap(), vec![3.0]);
+        assert_eq!(root.device_bytes(), 4 * 6, "only the tensor placed on the device counts");
+    }
+
+    /// A missing tensor names its whole key; a wrong shape names both shapes; an unread dtype
+    /// says which; bytes that are not safetensors say so, with the file's name.
+    #[test]
+    fn wrong_files_get_errors_that_name_the_tensor() {
+        let bytes = file(&[
+            ("a.weight", Dtype::F32, vec![4], f32_bytes(&ramp(4))),
+            ("a.steps", Dtype::I64, vec![1], 7i64.to_le_bytes().to_vec()),
+        ]);
+        let device = Device::flex();
+        let w = Weights::from_safetensors("x.safetensors", &bytes, &device).unwrap().pp("a");
+        match w.tensor("bias", [4], Init::Zeros) {
+            Err(ModelError::Missing { name }) => assert_eq!(name, "a.bias"),
+            other => panic!("expected Missing, got {:?}", other.err()),
+        }
+        match w.tensor("weight", [2, 2], Init::Zeros) {
+            Err(ModelError::Shape { name, expected, got }) => {
+                assert_eq!((name.as_str(), expected, got), ("a.weight", vec![2, 2], vec![4]))
+            }
+            other => panic!("expected Shape, got {:?}", other.err()),
+        }
+        assert!(matches!(w.tensor("steps", [1], Init::Zeros), Err(ModelError::Dtype { .. })));
+        match Weights::from_safetensors("y.safetensors", &bytes[..bytes.len() / 2], &device) {
+            Err(ModelError::Corrupt { file, .. }) => assert_eq!(file, "y.safetensors"),
+            Err(other) => panic!("expected Corrupt, got {other:?}"),
+            Ok(_) => panic!("a truncated file loaded"),
+        }
+    }
+
+    /// q8 and q4 pack tensors: expanded at load or kept quantised on the device, a layer sees
+    /// the same values (the pack's codes × their block scales), and keeping them puts under a
+    /// third of the f32 bytes on the device (q8 0.28, q4 0.16, scales included).
+    #[test]
+    fn quantised_tensors_read_the_same_kept_or_expanded() {
+        let values = ramp(128);
+        let (q8, s8) = quantize_q8(&values);
+        let (q4, s4) = quantize_q4(&values);
+        let q8_bytes: Vec<u8> = q8.iter().map(|v| *v as u8).collect();
+        let bytes = file(&[
+            ("l8.weight", Dtype::I8, vec![4, 32], q8_bytes),
+            (&format!("l8.weight{SCALE_SUFFIX}"), Dtype::F16, vec![s8.len()], f16_bytes(&s8)),
+            ("l4.weight", Dtype::U8, vec![64], q4),
+            (&format!("l4.weight{SCALE_SUFFIX}"), Dtype::F16, vec![s4.len()], f16_bytes(&s4)),
+            ("bare.weight", Dtype::I8, vec![32], vec![1; 32]),
+        ]);
+        let device = Device::flex();
+        for layer in ["l8", "l4"] {
+            let expand = Weights::from_safetensors("q.safetensors", &bytes, &device).unwrap();
+            let keep = Weights::from_safetensors("q.safetensors", &bytes, &device)
+                .unwrap()
+                .with_quantized(QuantizedWeights::Keep);
+            let a = expand.pp(layer).param("weight", [4, 32], Init::Zeros).unwrap();
+            let b = keep.pp(layer).param("weight", [4, 32], Init::Zeros).unwrap();
+            assert!(matches!(a, Param::Float(_)) && matches!(b, Param::Quantized { .. }), "{layer}");
+            let (a, b) = (host(a.value()), host(b.value()));
+            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert_eq!(worst, 0.0, "{layer}: kept and expanded values differ by {worst}");
+            let err = a.iter().zip(&values).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            let step = if layer == "l8" { 0.8 / 127.0 } else { 0.8 / 7.0 };
+            assert!(err <= step, "{layer}: {err} from the original values, more than one quantisation step");
+            assert!(keep.device_bytes() < expand.device_bytes() / 3, "{layer}: kept weights not smaller");
+        }
+        let w = Weights::from_safetensors("q.safetensors", &bytes, &device).unwrap();
+        match w.tensor("bare.weight", [32], Init::Zeros) {
+            Err(ModelError::Corrupt { reason, .. }) => assert!(reason.contains(SCALE_SUFFIX), "{reason}"),
+            other => panic!("a q8 tensor without scales loaded: {:?}", other.err()),
+        }
+    }
+
+    /// Created weights depend on the seed and the key only, and what was created reads back
+    /// unchanged from its safetensors file.
+    #[test]
+    fn created_weights_are_seeded_by_key_and_round_trip() {
+        let device = Device::flex();
+        let make = |seed, extra: bool| {
+            let (w, created) = Weights::random(seed, &device);
+            if extra {
+                w.pp("other").tensor("weight", [5], Init::FanIn(5)).unwrap();
+            }
+            let t = host(w.pp("conv").tensor("weight", [3, 4], Init::FanIn(4)).unwrap());
+            w.pp("norm").tensor("weight", [3], Init::Ones).unwrap();
+            (t, created)
+        };
+        let (a, created) = make(7, false);
+        let (b, _) = make(7, true);
+        let (c, _) = make(8, false);
+        assert_eq!(a, b, "adding a layer elsewhere changed a weight");
+        assert_ne!(a, c, "another seed gave the same weights");
+        assert!(a.iter().all(|v| v.abs() <= 0.5), "FanIn(4) bound is 1/√4");
+        let created = created.lock().unwrap();
+        assert_eq!(created.parameter_count(), 15);
+        let bytes = created.to_safetensors();
+        let back = Weights::from_safetensors("made.safetensors", &bytes, &device).unwrap();
+        assert_eq!(back.values("conv.weight", &[3, 4], Init::Zeros).unwrap(), a);
+        assert_eq!(back.values("norm.weight", &[3], Init::Zeros).unwrap(), vec![1.0; 3]);
     }
 }
