@@ -20,14 +20,14 @@ import argparse
 import copy
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
+import loop  # noqa: E402
+from common import SCHEDULER_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
 from mepa import load_mepa_unet  # noqa: E402
 from train_unet import load_latents  # noqa: E402
 
@@ -118,16 +118,10 @@ def main():
         m.to(dev)
     optimizer_to(opt, dev)
 
-    def save():
-        ck.save_modules(step, opt, controlnet=net, ema=ema)
-
-    log = LossLog(args.run, ["step", "loss", "seconds"])
     g = torch.Generator().manual_seed(3000 + step)
-    deadline = Deadline(args.minutes)
-    t0 = last_save = time.time()
     T = tr["context"].shape[1]
-    running = None
-    while not deadline.passed() and not (args.max_steps and step >= args.max_steps):
+
+    def batch_loss(step):
         idx = torch.randint(0, n, (args.batch,), generator=g)
         z0 = tr["mean"][idx].float()
         ctx = tr["context"][idx].float()
@@ -148,27 +142,12 @@ def main():
                         return_dict=False)
         pred = unet(inp, t, ctx, encoder_attention_mask=text_mask, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        for pg in opt.param_groups:
-            pg["lr"] = args.lr * min(1.0, (step + 1) / 100)
-        opt.step()
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(p, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 10 == 0:
-            log.row(step, f"{loss.item():.5f}", f"{time.time() - t0:.0f}")
-        if step % 50 == 0:
-            print(f"step {step} loss {running:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
-        if time.time() - last_save > 180:
-            save()
-            last_save = time.time()
-    save()
+        return F.mse_loss(pred, noise), {}
+
+    step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=net.parameters(), batch_loss=batch_loss,
+                      save=lambda step: ck.save_modules(step, opt, controlnet=net, ema=ema), step=step,
+                      base_lrs=[args.lr], warmup=100, ema=[(net, ema)], ema_decay=args.ema,
+                      max_steps=args.max_steps)
     ema.cpu().save_pretrained(os.path.join(args.run, "controlnet"))
     print(f"done: step {step}, EMA weights saved to {args.run}/controlnet")
 

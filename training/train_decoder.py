@@ -28,14 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
-from common import DECODER_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
+import loop  # noqa: E402
+from common import DECODER_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
 from pack import load_vae  # noqa: E402
 
 
@@ -151,11 +151,9 @@ def main():
     vae.to(dev)
     trained.to(dev)
     optimizer_to(opt, dev)
-    log = LossLog(args.run, ["step", "loss", "l1", "grad", "seconds"])
     rng = np.random.default_rng(step)
-    deadline = Deadline(args.minutes)
-    t0 = last_save = time.time()
-    while not deadline.passed():
+
+    def batch_loss(step):
         img, msk = product_crops(images, masks, args.batch, args.crop, rng)
         x = (torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1).to(dev)
         m = torch.from_numpy(msk).float().div(255)[:, None].to(dev)
@@ -165,20 +163,10 @@ def main():
         z = z + 0.05 * torch.randn_like(z)
         recon = condition_decoder.decode(vae, cond, z * vae.config.scaling_factor, x, m) if cond else vae.decoder(z)
         l1, g = weighted_l1(recon, x, w)
-        loss = l1 + g
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 10 == 0:
-            log.row(step, f"{loss.item():.5f}", f"{l1.item():.5f}", f"{g.item():.5f}", f"{time.time() - t0:.0f}")
-        if step % 50 == 0:
-            print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
-        if time.time() - last_save > 180:
-            ck.save_modules(step, opt, **trained)
-            last_save = time.time()
-    ck.save_modules(step, opt, **trained)
+        return l1 + g, {"l1": l1.item(), "grad": g.item()}
+
+    step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=trained.parameters(), batch_loss=batch_loss,
+                      save=lambda step: ck.save_modules(step, opt, **trained), step=step, extras=["l1", "grad"])
     if cond:
         condition_decoder.save(vae.eval().cpu(), cond.eval().cpu(), os.path.join(args.run, "vae"))
     else:

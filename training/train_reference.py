@@ -19,13 +19,13 @@ import argparse
 import copy
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
+import loop  # noqa: E402
+from common import SCHEDULER_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
 from mepa import (IMAGE_ENCODER_CONFIG, ReferenceEncoder, attach_mepa, background_region,  # noqa: E402
                   pfv_fill, pfv_visible, project, to_pixels)
 from train_unet import load_latents  # noqa: E402
@@ -96,9 +96,9 @@ def main():
     ema, ema_enc = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(enc).requires_grad_(False)
     params = list(unet.parameters()) + list(enc.parameters())
     new = lambda n: "to_k_ip" in n or "to_v_ip" in n or "encoder_hid_proj" in n  # noqa: E731
-    groups = [dict(params=[p for n, p in unet.named_parameters() if not new(n)], lr=args.lr, base_lr=args.lr),
+    groups = [dict(params=[p for n, p in unet.named_parameters() if not new(n)], lr=args.lr),
               dict(params=[p for n, p in unet.named_parameters() if new(n)] + list(enc.parameters()),
-                   lr=args.lr_new, base_lr=args.lr_new)]
+                   lr=args.lr_new)]
     opt = torch.optim.AdamW(groups, weight_decay=1e-2)
     ck = Checkpoint(args.run)
     state = ck.load()
@@ -139,13 +139,10 @@ def main():
     for m in (unet, enc, ema, ema_enc):
         m.to(dev)
     optimizer_to(opt, dev)
-    log = LossLog(args.run, ["step", "loss", "seconds"])
     g = torch.Generator().manual_seed(2000 + step)
-    deadline = Deadline(args.minutes)
-    t0 = last_save = time.time()
     T = tr["context"].shape[1]
-    running = None
-    while not deadline.passed():
+
+    def batch_loss(step):
         idx = torch.randint(0, n, (args.batch,), generator=g)
         z0 = tr["mean"][idx].float()
         ctx = tr["context"][idx].float()
@@ -170,29 +167,12 @@ def main():
         mepa = dict(tokens=tokens, key_mask=keep, region=region, scale=1.0)
         pred = unet(inp, t, ctx, encoder_attention_mask=attn, cross_attention_kwargs=dict(mepa=mepa)).sample
         w = snr_weight[t.cpu()].to(dev)
-        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        warm = min(1.0, (step + 1 - warm_from) / 100)
-        for pg in opt.param_groups:
-            pg["lr"] = pg["base_lr"] * warm
-        opt.step()
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for src, dst in ((unet, ema), (enc, ema_enc)):
-                for pe, p in zip(dst.parameters(), src.parameters()):
-                    pe.lerp_(p, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 10 == 0:
-            log.row(step, f"{loss.item():.5f}", f"{time.time() - t0:.0f}")
-        if step % 50 == 0:
-            print(f"step {step} loss {running:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
-        if time.time() - last_save > 180:
-            save(ck, unet, enc, ema, ema_enc, opt, step)
-            last_save = time.time()
-    save(ck, unet, enc, ema, ema_enc, opt, step)
+        return ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).sum() / w.sum(), {}
+
+    step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=params, batch_loss=batch_loss,
+                      save=lambda step: save(ck, unet, enc, ema, ema_enc, opt, step), step=step,
+                      base_lrs=[args.lr, args.lr_new], warmup=100, warm_from=warm_from,
+                      ema=[(unet, ema), (enc, ema_enc)], ema_decay=args.ema)
     ema.cpu().save_pretrained(os.path.join(args.run, "unet"))
     ema_enc.cpu().model.save_pretrained(os.path.join(args.run, "image_encoder"))
     print(f"done: step {step}, EMA weights saved to {args.run}/unet and {args.run}/image_encoder")

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import TINY_VAE_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
+import loop  # noqa: E402
+from common import TINY_VAE_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
 from train_vae import grad_l1  # noqa: E402
 
 K = 2.0  # latent = K · (colour − ½): colours in [0, 1] become latents in [−1, 1]
@@ -90,11 +90,9 @@ def main():
     dev = device()
     vae.to(dev)
     optimizer_to(opt, dev)
-    log = LossLog(args.run, ["step", "loss", "l1", "grad", "seconds"])
     rng = np.random.default_rng(step)
-    deadline = Deadline(args.minutes)
-    t0 = last_save = time.time()
-    while not deadline.passed():
+
+    def batch_loss(step):
         idx = rng.integers(0, len(images), args.batch)
         ys = rng.integers(0, 256 - args.crop + 1, args.batch)
         xs = rng.integers(0, 256 - args.crop + 1, args.batch)
@@ -104,20 +102,10 @@ def main():
         recon = vae.decoder(z + 0.05 * torch.randn_like(z))
         l1 = (recon - x).abs().mean()
         g = grad_l1(recon, x)
-        loss = l1 + g
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 10 == 0:
-            log.row(step, f"{loss.item():.5f}", f"{l1.item():.5f}", f"{g.item():.5f}", f"{time.time() - t0:.0f}")
-        if step % 50 == 0:
-            print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
-        if time.time() - last_save > 180:
-            ck.save_modules(step, opt, model=vae)
-            last_save = time.time()
-    ck.save_modules(step, opt, model=vae)
+        return l1 + g, {"l1": l1.item(), "grad": g.item()}
+
+    step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=vae.parameters(), batch_loss=batch_loss,
+                      save=lambda step: ck.save_modules(step, opt, model=vae), step=step, extras=["l1", "grad"])
 
     vae.eval().cpu()
     with torch.no_grad():

@@ -20,14 +20,14 @@ import argparse
 import copy
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, Deadline, LossLog, device, encode_latents, optimizer_to, threads  # noqa: E402
+import loop  # noqa: E402
+from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, device, encode_latents, optimizer_to, threads  # noqa: E402
 from pack import load_vae  # noqa: E402
 
 
@@ -105,13 +105,10 @@ def main():
     unet.to(dev)
     ema.to(dev)
     optimizer_to(opt, dev)
-    log = LossLog(args.run, ["step", "loss", "seconds"])
     g = torch.Generator().manual_seed(1000 + step)
-    deadline = Deadline(args.minutes)
-    t0 = last_save = time.time()
     T = tr["context"].shape[1]
-    running = None
-    while not deadline.passed():
+
+    def batch_loss(step):
         idx = torch.randint(0, n, (args.batch,), generator=g)
         z0 = tr["mean"][idx].float()
         ctx = tr["context"][idx].float()
@@ -127,28 +124,11 @@ def main():
         inp = torch.cat([zt, tr["mask"][idx].float(), tr["masked"][idx].float()], 1)
         inp, t, ctx, attn, noise = (v.to(dev) for v in (inp, t, ctx, attn, noise))
         pred = unet(inp, t, ctx, encoder_attention_mask=attn).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        warm = min(1.0, (step + 1) / 200)
-        for pg in opt.param_groups:
-            pg["lr"] = args.lr * warm
-        opt.step()
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 10 == 0:
-            log.row(step, f"{loss.item():.5f}", f"{time.time() - t0:.0f}")
-        if step % 50 == 0:
-            print(f"step {step} loss {running:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
-        if time.time() - last_save > 180:
-            save(ck, unet, ema, opt, step)
-            last_save = time.time()
-    save(ck, unet, ema, opt, step)
+        return F.mse_loss(pred, noise), {}
+
+    step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=unet.parameters(), batch_loss=batch_loss,
+                      save=lambda step: save(ck, unet, ema, opt, step), step=step, base_lrs=[args.lr], warmup=200,
+                      ema=[(unet, ema)], ema_decay=args.ema)
     ema.cpu().save_pretrained(os.path.join(args.run, "unet"))
     print(f"done: step {step}, EMA weights saved to {args.run}/unet")
 

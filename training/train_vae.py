@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import VAE_CONFIG, Checkpoint, Deadline, LossLog, device, optimizer_to, threads  # noqa: E402
+import loop  # noqa: E402
+from common import VAE_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
 
 
 def grad_l1(a, b):
@@ -57,12 +57,9 @@ def main():
     dev = device()
     vae.to(dev)
     optimizer_to(opt, dev)
-    log = LossLog(args.run, ["step", "loss", "l1", "grad", "kl", "seconds"])
     rng = np.random.default_rng(step)
-    deadline = Deadline(args.minutes)
-    last_save = time.time()
-    t0 = time.time()
-    while not deadline.passed():
+
+    def batch_loss(step):
         idx = rng.integers(0, len(images), args.batch)
         ys = rng.integers(0, 256 - args.crop + 1, args.batch)
         xs = rng.integers(0, 256 - args.crop + 1, args.batch)
@@ -77,21 +74,10 @@ def main():
         l1 = (recon - x).abs().mean()
         g = grad_l1(recon, x)
         kl = post.kl().mean()
-        loss = l1 + g + 1e-6 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 10 == 0:
-            log.row(step, f"{loss.item():.5f}", f"{l1.item():.5f}", f"{g.item():.5f}", f"{kl.item():.1f}",
-                    f"{time.time() - t0:.0f}")
-        if step % 50 == 0:
-            print(f"step {step} loss {loss.item():.4f} l1 {l1.item():.4f}", flush=True)
-        if time.time() - last_save > 180:
-            ck.save_modules(step, opt, model=vae)
-            last_save = time.time()
-    ck.save_modules(step, opt, model=vae)
+        return l1 + g + 1e-6 * kl, {"l1": l1.item(), "grad": g.item(), "kl": kl.item()}
+
+    step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=vae.parameters(), batch_loss=batch_loss,
+                      save=lambda step: ck.save_modules(step, opt, model=vae), step=step, extras=["l1", "grad", "kl"])
 
     # Scaling factor from full-size held-out-free training images.
     vae.eval().cpu()
