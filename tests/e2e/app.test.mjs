@@ -101,6 +101,20 @@ async function uploadAndWait(page, file) {
   return statusOf(page);
 }
 
+/** The cut-out preview's size and alpha channel, read back through a canvas. */
+async function previewAlpha(page) {
+  return page.locator('#mask-preview').evaluate(async (img) => {
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    return { width: c.width, height: c.height, alpha: Array.from(d.filter((_, i) => i % 4 === 3)) };
+  });
+}
+
 function decodePng(buf) {
   return PNG.sync.read(buf);
 }
@@ -385,16 +399,7 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     // (tests/fixtures/product_white_mask.png is `adcanvas mask`'s output; tests/cli.rs holds it so).
     const white = await uploadAndWait(page, path.join(FIXTURES, 'product_white.jpg'));
     assert.equal(white.state, 'ready', `uploading product_white.jpg failed: ${white.text}`);
-    const alpha = await page.locator('#mask-preview').evaluate(async (img) => {
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = img.naturalWidth;
-      c.height = img.naturalHeight;
-      const ctx = c.getContext('2d');
-      ctx.drawImage(img, 0, 0);
-      const d = ctx.getImageData(0, 0, c.width, c.height).data;
-      return { width: c.width, height: c.height, alpha: Array.from(d.filter((_, i) => i % 4 === 3)) };
-    });
+    const alpha = await previewAlpha(page);
     const cliMask = decodePng(fs.readFileSync(path.join(FIXTURES, 'product_white_mask.png')));
     assert.deepEqual([alpha.width, alpha.height], [cliMask.width, cliMask.height], 'cut-out preview at the photo\'s size');
     let differ = 0;
@@ -411,15 +416,7 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     fs.writeFileSync(ownPath, PNG.sync.write(own));
     await page.setInputFiles('#mask-file', ownPath);
     await page.waitForFunction(() => /your mask/.test(document.getElementById('mask-info').textContent), null, { timeout: MINUTE });
-    const ownAlpha = await page.locator('#mask-preview').evaluate(async (img) => {
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = img.naturalWidth;
-      c.height = img.naturalHeight;
-      const ctx = c.getContext('2d');
-      ctx.drawImage(img, 0, 0);
-      return Array.from(ctx.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 3));
-    });
+    const ownAlpha = (await previewAlpha(page)).alpha;
     let wrong = 0;
     for (let i = 0; i < ownAlpha.length; i++) wrong += ownAlpha[i] !== (inside(i % 160, Math.floor(i / 160)) ? 255 : 0) ? 1 : 0;
     assert.equal(wrong, 0, `${wrong} pixels of the cut-out differ from the user's mask`);
