@@ -6,13 +6,15 @@
 //! → [`denoise`] (UNet with MEPA's attention processor, ControlNet, scheduler) → [`vae`]
 //! (decode) → [`composite`]. [`pipeline`] strings them together. Beneath them: [`nn`], the
 //! layers every model is built of, and [`pack`], the model files and weights by name; [`model`]
-//! is a loaded pack, [`gpu`] the device, [`error`] the model-file error every stage shares.
+//! is a loaded pack, [`gpu`] the device, [`error`] the model-file error every stage shares;
+//! [`archive`] zips several finished ads for one download.
 //! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
 
 // Enums of models and schedulers (one value each per pipeline) differ in size by design;
 // boxing their larger variants would buy nothing.
 #![allow(clippy::large_enum_variant)]
 
+pub mod archive;
 pub mod composite;
 pub mod denoise;
 pub mod encoders;

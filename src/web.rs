@@ -361,6 +361,19 @@ fn encode_png(img: &image::RgbaImage) -> Result<Vec<u8>, String> {
     Ok(out.into_inner())
 }
 
+/// Several finished ads as one stored `.zip` ([`crate::archive::zip_files`]): `names` and
+/// `files` (PNG bytes) pair up in order.
+#[wasm_bindgen]
+pub fn zip_files(names: Array, files: Array) -> Result<Vec<u8>, JsError> {
+    if names.length() != files.length() {
+        return Err(JsError::new(&format!("{} names for {} files", names.length(), files.length())));
+    }
+    let names: Vec<String> = names.iter().map(|n| n.as_string().unwrap_or_default()).collect();
+    let files: Vec<Vec<u8>> = files.iter().map(|f| Uint8Array::new(&f).to_vec()).collect();
+    crate::archive::zip_files(names.iter().map(String::as_str).zip(files.iter().map(Vec::as_slice)))
+        .map_err(|e| JsError::new(&e))
+}
+
 /// PFV on a decision mask (1 = keep, 0 = hide), exported so the browser tests can check that
 /// wasm computes exactly what the native build does: `{ cols, rows, visible, token_keep }`
 /// with `visible` per patch and `token_keep` for a `token_cols × token_rows` encoder grid (1/0 bytes).

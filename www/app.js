@@ -41,6 +41,9 @@ const el = {
   regionMasks: $('region-masks'),
   depthField: $('depth-field'),
   depth: $('depth'),
+  batch: $('batch'),
+  batchList: $('batch-list'),
+  batchZip: $('batch-zip'),
 };
 
 const state = {
@@ -54,6 +57,8 @@ const state = {
   reference: null,    // { name, bytes } of the style reference in use
   sizesRun: new Set(), // image sizes generated in this tab: their GPU kernels are compiled
   nativeSize: 0,      // the size the model was trained at; at twice it, ads are made in two passes
+  batch: null,        // several photos at once: { items: [{ file, name, png }], running, cancelled }
+  zipUrl: null,       // object URL of the last "Download all" zip
 };
 
 // ---------- small helpers ----------
@@ -76,13 +81,14 @@ function replaceUrl(key, blob) {
 
 /** Enable/disable controls from the current state. */
 function refreshControls() {
-  const locked = state.generating;
+  const locked = state.generating || Boolean(state.batch?.running);
   for (const input of [el.file, el.prompt, el.size, el.fill, el.position, el.steps, el.seed, el.randomSeed]) {
     input.disabled = locked;
   }
   el.dropzone.classList.toggle('disabled', locked || !state.studio);
   el.generate.disabled = locked || state.busy || state.crashed || !state.studio || !state.prepared;
-  el.cancel.disabled = !state.generating;
+  el.cancel.disabled = !locked;
+  el.batchZip.disabled = locked || !state.batch?.items.some((item) => item.png);
 }
 
 function addNotice(kind, html) {
@@ -268,12 +274,13 @@ function showFatal(err) {
 
 // ---------- upload ----------
 
-/** Prepares `file` (the product photo), with `maskFile` as its mask when given (the user's own). */
+/** Prepares `file` (the product photo), with `maskFile` as its mask when given (the user's own);
+ * resolves to whether it is ready to generate. */
 async function handleFile(file, maskFile = null) {
-  if (!file || state.generating) return;
+  if (!file || state.generating) return false;
   if (!state.studio) {
     setStatus('error', 'The model is not loaded yet, so the photo cannot be prepared.');
-    return;
+    return false;
   }
   state.busy = true;
   state.prepared = false;
@@ -305,6 +312,7 @@ async function handleFile(file, maskFile = null) {
     state.busy = false;
     refreshControls();
   }
+  return state.prepared;
 }
 
 // The user's own mask for the photo already chosen (white or opaque = product).
@@ -314,9 +322,15 @@ el.maskFile.addEventListener('change', () => {
   el.maskFile.value = '';
 });
 
+/** One photo is prepared for the user to generate from; several make one ad each (runBatch). */
+function takeFiles(list) {
+  const files = Array.from(list || []);
+  if (files.length > 1) runBatch(files);
+  else if (files.length === 1) handleFile(files[0]);
+}
+
 el.file.addEventListener('change', () => {
-  const file = el.file.files && el.file.files[0];
-  handleFile(file);
+  takeFiles(el.file.files);
   // Allow choosing the same file again (change fires only when the value changes).
   el.file.value = '';
 });
@@ -333,8 +347,7 @@ for (const type of ['dragleave', 'dragend']) {
 el.dropzone.addEventListener('drop', (e) => {
   e.preventDefault();
   el.dropzone.classList.remove('dragging');
-  const file = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
-  if (file) handleFile(file);
+  if (!state.generating && !state.batch?.running) takeFiles(e.dataTransfer && e.dataTransfer.files);
 });
 // A file dropped outside the drop zone must not navigate away from the page.
 window.addEventListener('dragover', (e) => e.preventDefault());
@@ -363,7 +376,7 @@ el.randomSeed.addEventListener('click', () => {
   el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
 });
 
-/** Draws the ad on the result canvas; returns its notes for the status line. */
+/** Draws the ad on the result canvas; returns its notes for the status line and its PNG. */
 function showResult(out) {
   const { width, height, rgba, imageData, placement, png, notes } = resultImage(out);
 
@@ -390,14 +403,13 @@ function showResult(out) {
   const ref = field(out, 'reference');
   const reference = ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null;
   window.__adcanvas = { width, height, rgba, placement, reference, notes, depth_used: field(out, 'depth_used') === true };
-  return notes;
+  return { notes, png };
 }
 
-async function generate() {
-  if (state.generating || !state.studio || !state.prepared) return;
-  let params;
+/** The generation settings from the form, or null (and the reason in the status line). */
+function readParams() {
   try {
-    params = {
+    return {
       prompt: el.prompt.value.trim(),
       ...parseSize(el.size.value),
       fill: Number(el.fill.value),
@@ -411,9 +423,20 @@ async function generate() {
     };
   } catch (err) {
     setStatus('error', messageOf(err));
-    return;
+    return null;
   }
+}
 
+async function generate() {
+  if (state.generating || !state.studio || !state.prepared) return;
+  const params = readParams();
+  if (params) await runGenerate(params);
+}
+
+/** Generates an ad of the prepared photo with `params` and shows it; resolves to its PNG (a Blob),
+ * or null when it was cancelled or failed (the status line says which). `what` names the ad in
+ * the status line (several photos at once). */
+async function runGenerate(params, what = '') {
   state.generating = true;
   el.result.dataset.ready = '0';
   refreshControls();
@@ -426,18 +449,22 @@ async function generate() {
   // At twice the model's size the pipeline lays the ad out at half the size, then refines it.
   const twoPass = state.nativeSize > 0 && Math.min(params.width, params.height) >= 2 * state.nativeSize
     ? ` (laid out at ${params.width / 2} × ${params.height / 2}, then refined)` : '';
-  setStatus('generating', `Generating ${size}${twoPass}… (step 0 / ${params.steps})${compiling}`);
+  const label = `Generating ${what ? `${what}, ` : ''}${size}${twoPass}…`;
+  setStatus('generating', `${label} (step 0 / ${params.steps})${compiling}`);
   const started = performance.now();
+  let png = null;
   // Let the click finish and the status paint before the first (long) GPU submission.
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
 
   try {
     const out = await state.studio.generate(params, (step, total) => {
       setProgress(step, total);
-      setStatus('generating', `Generating ${size}${twoPass}… step ${step} / ${total}${compiling}`);
+      setStatus('generating', `${label} step ${step} / ${total}${compiling}`);
     });
     state.sizesRun.add(size);
-    const notes = showResult(out).join(' ');
+    const shown = showResult(out);
+    const notes = shown.notes.join(' ');
+    png = shown.png;
     setProgress(el.progress.max, el.progress.max);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     setStatus('done', `Done in ${secs} s. The product pixels are unchanged; the background is generated.${notes ? ` ${notes}` : ''}`);
@@ -455,7 +482,103 @@ async function generate() {
     state.generating = false;
     refreshControls();
   }
+  return png;
 }
+
+// ---------- several photos at once ----------
+// Each photo dropped together is cut out and made into an ad with the current settings, one after
+// another; each ad appears in the list as it lands (and on the canvas), and "Download all" zips
+// them (wasm `zip_files`). Everything stays on this machine.
+
+/** `kettle.jpg` → `kettle-ad.png`. */
+function adName(photoName) {
+  return `${String(photoName).replace(/\.[^.]*$/, '') || 'photo'}-ad.png`;
+}
+
+function batchRow(item) {
+  const li = document.createElement('li');
+  li.dataset.state = 'queued';
+  const img = document.createElement('img');
+  img.alt = `Ad for ${item.file.name}`;
+  img.hidden = true;
+  const name = document.createElement('span');
+  name.className = 'batch-name';
+  name.textContent = item.file.name;
+  const note = document.createElement('span');
+  note.className = 'batch-note muted';
+  note.textContent = 'queued';
+  li.append(img, name, note);
+  el.batchList.append(li);
+  return li;
+}
+
+function markRow(item, stateName, text) {
+  item.row.dataset.state = stateName;
+  item.row.querySelector('.batch-note').textContent = text;
+}
+
+async function runBatch(files) {
+  if (state.generating || state.batch?.running || !state.studio) return;
+  const params = readParams();
+  if (!params) return;
+  for (const item of state.batch?.items || []) if (item.url) URL.revokeObjectURL(item.url);
+  el.batchList.replaceChildren();
+  const items = files.map((file) => ({ file, name: adName(file.name), png: null, url: null }));
+  for (const item of items) item.row = batchRow(item);
+  state.batch = { items, running: true, cancelled: false };
+  el.batch.hidden = false;
+  refreshControls();
+  for (const [i, item] of items.entries()) {
+    if (state.batch.cancelled || state.crashed) {
+      markRow(item, 'skipped', 'not made (cancelled)');
+      continue;
+    }
+    markRow(item, 'working', 'cutting out…');
+    const ready = await handleFile(item.file);
+    if (!ready) {
+      markRow(item, 'failed', el.status.textContent);
+      continue;
+    }
+    markRow(item, 'working', 'generating…');
+    const png = await runGenerate(params, `ad ${i + 1} of ${items.length}`);
+    if (png) {
+      item.png = png;
+      item.url = URL.createObjectURL(png);
+      const img = item.row.querySelector('img');
+      img.src = item.url;
+      img.hidden = false;
+      markRow(item, 'done', item.name);
+    } else {
+      markRow(item, state.batch.cancelled ? 'skipped' : 'failed', el.status.textContent);
+    }
+  }
+  state.batch.running = false;
+  const made = items.filter((item) => item.png).length;
+  refreshControls();
+  setStatus(made === items.length ? 'done' : 'error',
+    `Made ${made} of ${items.length} ads.${made ? ' Download them all as one .zip below the ad.' : ''}` +
+    (made < items.length ? ' The list says what happened to the others.' : ''));
+}
+
+el.batchZip.addEventListener('click', async () => {
+  const done = (state.batch?.items || []).filter((item) => item.png);
+  if (!done.length) return;
+  el.batchZip.disabled = true;
+  try {
+    const pngs = await Promise.all(done.map(async (item) => new Uint8Array(await item.png.arrayBuffer())));
+    const zip = await state.studio.zip(done.map((item) => item.name), pngs);
+    const a = document.createElement('a');
+    a.href = replaceUrl('zipUrl', new Blob([toBytes(zip)], { type: 'application/zip' }));
+    a.download = 'adcanvas-ads.zip';
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (err) {
+    setStatus('error', `Could not make the zip: ${messageOf(err)}`);
+  } finally {
+    refreshControls();
+  }
+});
 
 // ---------- style reference ----------
 
@@ -498,6 +621,7 @@ el.controls.addEventListener('submit', (e) => {
 });
 
 el.cancel.addEventListener('click', () => {
+  if (state.batch?.running) state.batch.cancelled = true;
   if (!state.generating || !state.studio) return;
   el.cancel.disabled = true;
   setStatus('generating', 'Cancelling…');

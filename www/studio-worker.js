@@ -2,7 +2,7 @@
 // here, so that compiling GPU kernels and queueing a UNet step never hold the page's main thread.
 // Spoken to only by www/studio.js; each request is { id, op, args } and gets one { id, ok, ... }.
 
-import init, { Studio, webgpu_status as webgpuStatusOf } from '../pkg/adcanvas.js';
+import init, { Studio, webgpu_status as webgpuStatusOf, zip_files as zipFiles } from '../pkg/adcanvas.js';
 import { isFatal, messageOf } from './common.js';
 
 let studio = null;
@@ -20,6 +20,9 @@ const ops = {
   },
   generate([params], id) {
     return studio.generate(params, (step, total) => postMessage({ id, progress: [step, total] }));
+  },
+  zip([names, files]) {
+    return { zip: zipFiles(names, files) };
   },
 };
 

@@ -11,8 +11,9 @@ const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
 /**
  * Starts the studio's engine: `{ runsIn: 'worker' | 'page', gpu: { available, message }, open }`.
  * `open(modelUrl, options)` loads a model pack and resolves to a studio:
- * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), cancel() }`,
- * each method a promise of what the wasm `Studio`'s method of that name returns (src/web.rs).
+ * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), cancel(),
+ * zip(names, pngs) }`, each method a promise of what the wasm `Studio`'s method of that name returns
+ * (src/web.rs); `zip` resolves to the bytes of one .zip of the PNGs (wasm `zip_files`).
  * `bindings`: an already-initialised wasm module (Trunk's loader) to run on the page with;
  * `inPage`: run on the page even where a worker would do (to compare the two).
  */
@@ -104,6 +105,7 @@ function workerEngine(worker, gpu) {
         setReference: (bytes, pfv) => request('setReference', [bytes, pfv]),
         generate: (params, onProgress) => request('generate', [params], onProgress),
         cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel' }); },
+        zip: (names, pngs) => request('zip', [names, pngs]).then((v) => v.zip),
       };
     },
   };
@@ -126,6 +128,7 @@ async function pageEngine(bindings) {
         setReference: async (bytes, pfv) => studio.set_reference(bytes, pfv),
         generate: (params, onProgress) => studio.generate(params, onProgress),
         cancel: () => studio.cancel(),
+        zip: async (names, pngs) => wasm.zip_files(names, pngs),
       };
     },
   };

@@ -40,11 +40,15 @@ const TEMPLATE = `
   .status[data-state=error] { color: #9b1c1c; }
   .status[data-state=done] { color: #166534; }
   canvas { display: block; max-width: 100%; height: auto; border-radius: 8px; background: #f4f6fb; }
+  .ads { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: 8px; }
+  .ads li { width: 72px; font-size: 11px; color: #5c667a; overflow-wrap: anywhere; }
+  .ads li[data-state=failed] { color: #9b1c1c; }
+  .ads img { display: block; width: 72px; height: 72px; object-fit: contain; border-radius: 6px; background: #f4f6fb; }
 </style>
 <div class="frame" part="frame">
   <label class="drop" part="drop">
-    <input type="file" accept="image/png,image/jpeg,image/webp,.png,.jpg,.jpeg,.webp">
-    <strong>Drop a product photo</strong> or click to choose one
+    <input type="file" multiple accept="image/png,image/jpeg,image/webp,.png,.jpg,.jpeg,.webp">
+    <strong>Drop a product photo</strong> or click to choose one (several: one ad each)
     <div class="file-name"></div>
   </label>
   <form class="row" autocomplete="off">
@@ -57,7 +61,9 @@ const TEMPLATE = `
   <canvas class="result" aria-label="Generated ad image" hidden></canvas>
   <div class="row result-actions" hidden>
     <button type="button" class="download">Download PNG</button>
+    <button type="button" class="download-all" hidden>Download all (.zip)</button>
   </div>
+  <ol class="ads" aria-label="Ads from your photos" hidden></ol>
 </div>`;
 
 function referenceReport(r) {
@@ -74,6 +80,11 @@ function positionOf(value) {
   return n;
 }
 
+/** `kettle.jpg` → `kettle-ad.png`. */
+function adName(photoName) {
+  return `${String(photoName).replace(/\.[^.]*$/, '') || 'photo'}-ad.png`;
+}
+
 /** The widget. Attributes (read when it connects): model, prompt, reference, size, fill, position, steps, seed,
  * guidance, weights. */
 export class AdcanvasStudio extends HTMLElement {
@@ -84,6 +95,8 @@ export class AdcanvasStudio extends HTMLElement {
   #generating = false;
   #crashed = false;
   #png = null;
+  #ads = [];        // the last generateAll's ads: [{ name, png }]
+  #batching = false;
   #nativeSize = 0;
   #ui = null;
   #ready = null;
@@ -127,6 +140,7 @@ export class AdcanvasStudio extends HTMLElement {
       drop: q('.drop'), file: q('input[type=file]'), fileName: q('.file-name'), form: q('form'),
       prompt: q('.prompt'), generate: q('.generate'), cancel: q('.cancel'), progress: q('progress'),
       status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
+      downloadAll: q('.download-all'), ads: q('.ads'),
     };
     this.#wire();
     this.#ui.prompt.value = this.getAttribute('prompt') || '';
@@ -269,7 +283,77 @@ export class AdcanvasStudio extends HTMLElement {
     }
   }
 
-  /** Stops a running generation after its current step (its promise rejects with "cancelled"). */
+  /** One ad for each of `photos` (Files, Blobs, ArrayBuffers or bytes, as setProduct takes), made one
+   * after another with the same `options` as generate(); each shows in the widget's list as it lands
+   * and fires adcanvas-generated. A photo that fails is reported and the rest go on. Resolves with
+   * `[{ name, ad: detail | null, error: message | null }]` and fires adcanvas-batch with
+   * `{ made, failed, cancelled }`; zip() then packs the ads. */
+  async generateAll(photos, options = {}) {
+    await this.ready;
+    if (this.#generating || this.#batching) throw new Error('A generation is already running.');
+    const ui = this.#ui;
+    const list = Array.from(photos);
+    this.#batching = true;
+    this.#ads = [];
+    ui.ads.replaceChildren();
+    ui.ads.hidden = false;
+    ui.downloadAll.hidden = true;
+    const results = [];
+    let cancelled = false;
+    try {
+      for (const photo of list) {
+        const name = photo && typeof photo.name === 'string' ? photo.name : `photo ${results.length + 1}`;
+        const li = document.createElement('li');
+        li.dataset.state = 'working';
+        li.textContent = name;
+        ui.ads.append(li);
+        if (cancelled) {
+          li.dataset.state = 'skipped';
+          results.push({ name, ad: null, error: 'cancelled' });
+          continue;
+        }
+        try {
+          await this.setProduct(photo);
+          const ad = await this.generate(options);
+          const img = document.createElement('img');
+          img.src = URL.createObjectURL(ad.png);
+          img.alt = `Ad for ${name}`;
+          li.prepend(img);
+          li.dataset.state = 'done';
+          this.#ads.push({ name: adName(name), png: ad.png });
+          results.push({ name, ad, error: null });
+        } catch (err) {
+          cancelled = messageOf(err) === 'cancelled';
+          li.dataset.state = cancelled ? 'skipped' : 'failed';
+          li.title = messageOf(err);
+          results.push({ name, ad: null, error: messageOf(err) });
+          if (this.#crashed) cancelled = true;
+        }
+      }
+    } finally {
+      this.#batching = false;
+      this.#refresh();
+    }
+    const made = this.#ads.length;
+    ui.downloadAll.hidden = made === 0;
+    ui.actions.hidden = made === 0 && !this.#png;
+    if (!this.#crashed) {
+      this.#setStatus(made === list.length ? 'done' : 'error', `Made ${made} of ${list.length} ads.`);
+    }
+    this.#emit('adcanvas-batch', { made, failed: results.filter((r) => r.error && r.error !== 'cancelled').length, cancelled });
+    return results;
+  }
+
+  /** The last generateAll's ads as one .zip (a Blob; entries NAME-ad.png, stored). */
+  async zip() {
+    await this.ready;
+    if (!this.#ads.length) throw new Error('No ads to zip: generate some with several photos first.');
+    const pngs = await Promise.all(this.#ads.map(async (ad) => new Uint8Array(await ad.png.arrayBuffer())));
+    return new Blob([await this.#studio.zip(this.#ads.map((ad) => ad.name), pngs)], { type: 'application/zip' });
+  }
+
+  /** Stops a running generation after its current step (its promise rejects with "cancelled");
+   * in generateAll, the photos after it are skipped. */
   cancel() {
     if (this.#generating && this.#studio) this.#studio.cancel();
   }
@@ -329,9 +413,13 @@ export class AdcanvasStudio extends HTMLElement {
 
   #wire() {
     const ui = this.#ui;
-    const take = (file) => { if (file) this.setProduct(file).catch(() => { /* shown in the widget */ }); };
+    const take = (files) => {
+      const list = Array.from(files || []);
+      if (list.length > 1) this.generateAll(list).catch(() => { /* shown in the widget */ });
+      else if (list.length === 1) this.setProduct(list[0]).catch(() => { /* shown in the widget */ });
+    };
     ui.file.addEventListener('change', () => {
-      take(ui.file.files && ui.file.files[0]);
+      take(ui.file.files);
       ui.file.value = ''; // the same file again fires change again
     });
     for (const type of ['dragenter', 'dragover']) {
@@ -343,32 +431,38 @@ export class AdcanvasStudio extends HTMLElement {
     ui.drop.addEventListener('drop', (e) => {
       e.preventDefault();
       ui.drop.classList.remove('dragging');
-      take(e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0]);
+      if (!this.#generating && !this.#batching) take(e.dataTransfer && e.dataTransfer.files);
     });
     ui.form.addEventListener('submit', (e) => {
       e.preventDefault();
       this.generate().catch(() => { /* shown in the widget */ });
     });
     ui.cancel.addEventListener('click', () => this.cancel());
-    ui.download.addEventListener('click', () => {
-      if (!this.#png) return;
-      const a = document.createElement('a');
-      a.href = URL.createObjectURL(this.#png);
-      a.download = 'ad.png';
-      this.shadowRoot.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    ui.download.addEventListener('click', () => { if (this.#png) this.#save(this.#png, 'ad.png'); });
+    ui.downloadAll.addEventListener('click', () => {
+      this.zip().then((zip) => this.#save(zip, 'ads.zip'), (err) => this.#fail(`Could not make the zip: ${messageOf(err)}`, 'zip', err));
     });
+  }
+
+  #save(blob, name) {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    this.shadowRoot.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
   }
 
   #refresh() {
     const ui = this.#ui;
     const usable = this.#studio && !this.#crashed;
-    ui.file.disabled = !usable || this.#generating;
-    ui.prompt.disabled = this.#generating;
-    ui.generate.disabled = !usable || this.#generating || !this.#prepared;
-    ui.cancel.hidden = !this.#generating;
+    const busy = this.#generating || this.#batching;
+    ui.file.disabled = !usable || busy;
+    ui.prompt.disabled = busy;
+    ui.generate.disabled = !usable || busy || !this.#prepared;
+    ui.cancel.hidden = !busy;
+    ui.downloadAll.disabled = busy;
   }
 
   #setStatus(state, text) {

@@ -115,6 +115,27 @@ async function previewAlpha(page) {
   });
 }
 
+/** The entries of a zip whose files are stored (not deflated), in order: [{ name, data }]. */
+function readStoredZip(buf) {
+  const out = [];
+  let at = 0;
+  while (buf.readUInt32LE(at) === 0x04034b50) {
+    const flags = buf.readUInt16LE(at + 6);
+    const method = buf.readUInt16LE(at + 8);
+    const size = buf.readUInt32LE(at + 18);
+    const nameLen = buf.readUInt16LE(at + 26);
+    const extraLen = buf.readUInt16LE(at + 28);
+    assert.equal(method, 0, 'entries are stored');
+    assert.equal(flags & 8, 0, 'sizes are in the local headers');
+    const name = buf.toString('utf8', at + 30, at + 30 + nameLen);
+    const start = at + 30 + nameLen + extraLen;
+    out.push({ name, data: buf.subarray(start, start + size) });
+    at = start + size;
+  }
+  assert.equal(buf.readUInt32LE(at), 0x02014b50, 'the central directory follows the entries');
+  return out;
+}
+
 function decodePng(buf) {
   return PNG.sync.read(buf);
 }
@@ -283,6 +304,54 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     assert.ok(requests.length > 0, 'requests were recorded');
     assert.deepEqual(foreign, [], 'every request goes to the page origin');
 
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
+test('several photos at once: each gets an ad as it lands, and Download all zips them', { timeout: LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+    await page.selectOption('#size', '64');
+    await page.fill('#steps', '2');
+    await page.fill('#prompt', 'on a wooden table');
+    const photos = [PRODUCT, path.join(FIXTURES, 'product_white.jpg'), REFERENCE_CUTOUT];
+    await page.setInputFiles('#file', photos);
+    const readRows = () => page.locator('#batch-list li').evaluateAll((lis) => lis.map((li) => ({
+      state: li.dataset.state, note: li.querySelector('.batch-note').textContent,
+    })));
+    try {
+      await page.waitForFunction(() => {
+        const rows = [...document.querySelectorAll('#batch-list li')];
+        return rows.length === 3 && rows.every((li) => ['done', 'failed', 'skipped'].includes(li.dataset.state));
+      }, null, { timeout: 2 * GENERATE_TIMEOUT, polling: 500 }); // three ads: 1193 s here beside a build
+    } catch (err) {
+      err.message += `\nrows: ${JSON.stringify(await readRows())}\nstatus: ${JSON.stringify(await statusOf(page))}` +
+        `\nconsole:\n${b.consoleLines.slice(-20).join('\n')}`;
+      throw err;
+    }
+    const rows = await readRows();
+    assert.deepEqual(rows.map((r) => r.state), ['done', 'done', 'done'], JSON.stringify(rows));
+    const status = await statusOf(page);
+    assert.match(status.text, /Made 3 of 3 ads/);
+    // The canvas shows the last ad; the zip holds every ad under its photo's name.
+    const shown = await page.evaluate(() => Array.from(window.__adcanvas.rgba));
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#batch-zip')]);
+    assert.equal(download.suggestedFilename(), 'adcanvas-ads.zip');
+    const entries = readStoredZip(fs.readFileSync(await download.path()));
+    assert.deepEqual(entries.map((e) => e.name), ['product_alpha_32-ad.png', 'product_white-ad.png', 'product_alpha_128-ad.png']);
+    for (const e of entries) {
+      const png = decodePng(e.data);
+      assert.deepEqual([png.width, png.height], [64, 64], `${e.name} is 64 × 64`);
+    }
+    assert.deepEqual(Array.from(decodePng(entries[2].data).data), shown, 'the zip holds the last ad as shown');
+    // Each row's thumbnail is that ad's PNG, byte for byte.
+    const thumbs = await page.locator('#batch-list img').evaluateAll((imgs) => Promise.all(imgs.map(
+      async (img) => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer())))));
+    thumbs.forEach((t, i) => assert.ok(Buffer.from(t).equals(entries[i].data), `row ${i}'s ad differs from the zip's`));
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
