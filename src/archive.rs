@@ -63,8 +63,7 @@ mod tests {
         ];
         let bytes = zip_files(files).unwrap();
         let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-        let names: Vec<String> = archive.file_names().map(String::from).collect();
-        let mut sorted = names.clone();
+        let mut sorted: Vec<String> = archive.file_names().map(|n| n.unwrap().into_owned()).collect();
         sorted.sort();
         assert_eq!(sorted, ["Kettle-ad-3.png", "a_b_.png", "kettle-ad-2.png", "kettle-ad.png"]);
         for (i, (_, want)) in files.iter().enumerate() {
@@ -72,7 +71,7 @@ mod tests {
             assert_eq!(entry.compression(), CompressionMethod::Stored);
             let mut got = Vec::new();
             entry.read_to_end(&mut got).unwrap();
-            assert_eq!(&got[..], *want, "entry {i} ({}) changed", entry.name());
+            assert_eq!(&got[..], *want, "entry {i} ({}) changed", entry.name().unwrap());
         }
         assert!(zip_files([]).is_ok(), "an empty archive is still a zip");
     }
