@@ -6,8 +6,9 @@
 //! → [`denoise`] (UNet with MEPA's attention processor, ControlNet, scheduler) → [`vae`]
 //! (decode) → [`composite`]. [`pipeline`] strings them together. Beneath them: [`nn`], the
 //! layers every model is built of, and [`pack`], the model files and weights by name; [`model`]
-//! is a loaded pack, [`gpu`] the device, [`error`] the model-file error every stage shares;
-//! [`archive`] zips several finished ads for one download.
+//! is a loaded pack, [`gpu`] the device, [`kernels`] our own GPU kernels beneath the layers,
+//! [`error`] the model-file error every stage shares; [`archive`] zips several finished ads
+//! for one download.
 //! `web` is the browser's thin glue and `src/bin/adcanvas.rs` the native CLI.
 
 // Enums of models and schedulers (one value each per pipeline) differ in size by design;
@@ -21,6 +22,7 @@ pub mod encoders;
 pub mod error;
 pub mod gpu;
 pub mod input;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod pack;

@@ -432,3 +432,23 @@ fn generate_options(opts: &JsValue) -> Result<GenerateOptions, JsError> {
         ..d
     })
 }
+
+/// Our GPU kernels against the tensor ops they replace, on this browser's WebGPU
+/// ([`crate::nn::kernel_check`]): an array of `{ case, ran_ours, max_abs_diff, largest, agrees }`.
+/// The browser test calls it; a seller's page never needs to.
+#[wasm_bindgen]
+pub async fn check_kernels() -> Result<JsValue, JsError> {
+    let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
+    let checked = crate::nn::kernel_check::group_norm(&device).await.map_err(|e| JsError::new(&e))?;
+    let out = Array::new();
+    for c in checked {
+        let row = Object::new();
+        set(&row, "case", c.case.as_str());
+        set(&row, "ran_ours", c.ran_ours);
+        set(&row, "max_abs_diff", c.max_abs_diff);
+        set(&row, "largest", c.largest);
+        set(&row, "agrees", c.agrees());
+        out.push(&row);
+    }
+    Ok(out.into())
+}

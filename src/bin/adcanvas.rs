@@ -18,6 +18,8 @@ use adcanvas::pipeline::{GenerateOptions, Generated, Product, generate, prepare_
 
 #[path = "adcanvas/batch.rs"]
 mod batch;
+#[path = "adcanvas/bench.rs"]
+mod bench;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -458,6 +460,15 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Time our GPU kernels beside the stock burn tensor ops they replace, at the default
+    /// model's and SD 1.5's shapes (use --device gpu: `auto` skips software adapters).
+    Bench {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Timed runs of each after the first (which compiles the kernels).
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+    },
     /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
     DemoModel {
         #[arg(long)]
@@ -473,6 +484,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate { ad, run } => run_generate(&ad, &run),
         Command::Batch { manifest, out, shard, report, run } => batch::run(&manifest, &out, shard, report, &run),
+        Command::Bench { device, repeats } => device.open("kernel benchmark").and_then(|opened| {
+            let adapter =
+                opened.adapter.as_ref().map_or("the CPU".to_string(), |a| format!("{} ({})", a.name, a.backend));
+            bench::run(&opened.device, &adapter, repeats)
+        }),
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
         Command::Mask { product, out, cutout } => run_mask(&product, &out, cutout.as_deref()),
         Command::Device { device } => device.open("device check").map(|opened| {

@@ -12,7 +12,7 @@ use super::blocks::{DownBlock, MidBlock, TimeEmbedding, UpBlock};
 pub use super::config::{DownBlockType, MidBlockType, PerBlock, UNetConfig, UpBlockType};
 use super::mepa::Conditioning;
 use crate::error::ModelError;
-use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::nn::{Conv2d, GroupNorm};
 use crate::pack::weights::Weights;
 
 /// What a ControlNet adds to the UNet (diffusers' `down_block_additional_residuals` and
@@ -122,7 +122,7 @@ impl UNet2DConditionModel {
             h = block.forward(h, &temb, context, &mut skips);
         }
 
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(h))
     }
 }
 

@@ -6,6 +6,7 @@
 //! expanded when the layer runs.
 
 pub mod attention;
+pub mod kernel_check;
 pub mod resnet;
 
 use burn::tensor::Tensor;
@@ -14,6 +15,7 @@ use burn::tensor::module::{conv2d, interpolate, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 
 use crate::error::ModelError;
+use crate::kernels;
 use crate::pack::weights::{Init, Param, Weights};
 
 /// `torch.nn.Conv2d` with square kernel, symmetric padding and no dilation.
@@ -134,6 +136,24 @@ impl GroupNorm {
     /// drifts by ~1e-4 relative, which the decoder amplifies to ~1e-3 in its output;
     /// PyTorch's reductions do not drift like that.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, false)
+    }
+
+    /// `silu(self.forward(x))`, in one GPU launch where our kernel runs.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, true)
+    }
+
+    fn forward_then(&self, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+        match kernels::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, then_silu) {
+            Ok(y) => y,
+            Err(x) if then_silu => silu(self.forward_ops(x)),
+            Err(x) => self.forward_ops(x),
+        }
+    }
+
+    /// The tensor-op version: the CPU path, and the fused kernel's reference.
+    pub fn forward_ops(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, wd] = x.dims();
         let rows = (c / self.groups) * h;
         let grouped = x.reshape([b, self.groups, rows, wd]);

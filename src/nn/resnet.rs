@@ -43,13 +43,13 @@ impl ResnetBlock2D {
     /// # Shapes
     /// - x: `[batch, c_in, h, w]`, temb: `[batch, temb_channels]` → `[batch, c_out, h, w]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t: Tensor<2> = proj.forward(silu(temb.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

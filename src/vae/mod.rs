@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::nn::resnet::ResnetBlock2D;
-use crate::nn::{Conv2d, GroupNorm, silu, upsample_nearest_2x};
+use crate::nn::{Conv2d, GroupNorm, upsample_nearest_2x};
 use crate::pack::weights::Weights;
 use crate::vae::tiling::{Tiles, tile_side_within, tiled};
 use crate::vae::tiny::{ProductPixels, TinyDecoder, TinyEncoder, TinyVaeConfig};
@@ -298,7 +298,7 @@ impl VaeEncoder {
             }
         }
         h = self.mid_block.forward(h);
-        let moments = self.quant_conv.forward(self.conv_out.forward(silu(self.conv_norm_out.forward(h))));
+        let moments = self.quant_conv.forward(self.conv_out.forward(self.conv_norm_out.forward_silu(h)));
         moments.narrow(1, 0, self.latent_channels).mul_scalar(self.scaling_factor)
     }
 
@@ -384,7 +384,7 @@ impl VaeDecoder {
                 h = up.forward(upsample_nearest_2x(h));
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(h))
     }
 
     /// [`VaeDecoder::decode`] over overlapping `tile × tile`-latent tiles, blended as diffusers'

@@ -535,6 +535,30 @@ test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, asyn
   }
 });
 
+// Our own GPU kernels (src/kernels, listed in shaders/) compiled by cubecl to WGSL and run by
+// Chromium's WebGPU, against the tensor ops they replace on the same device (src/nn/kernel_check.rs;
+// natively tests/kernels.rs runs the same cases on lavapipe). Odd shapes included.
+test('our GPU kernels agree with the tensor ops in Chromium WebGPU', { timeout: 10 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await page.goto(baseUrl, { waitUntil: 'load' });
+    const got = await page.evaluate(async () => {
+      const wasm = await import(new URL('pkg/adcanvas.js', document.baseURI).href);
+      await wasm.default();
+      return await wasm.check_kernels();
+    });
+    assert.ok(got.length >= 12, `every case ran: ${JSON.stringify(got)}`);
+    for (const c of got) {
+      assert.ok(c.ran_ours, `${c.case}: our kernel ran on WebGPU`);
+      assert.ok(c.agrees, `${c.case}: differs from the tensor ops by ${c.max_abs_diff} (largest ${c.largest})`);
+    }
+    assert.deepEqual(b.pageErrors, [], 'no page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 // ---------- the embeddable widget (www/widget.js, docs/WIDGET.md) ----------
 
 /** A host page on its own origin (a second server) that embeds the widget from the app's origin;

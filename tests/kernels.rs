@@ -1,0 +1,65 @@
+//! Our own GPU kernels against the plain-tensor versions they replace, on a real wgpu adapter
+//! (Mesa lavapipe in CI, scripts/setup.sh), odd shapes included: against the layer's tensor ops
+//! on the same device (`nn::kernel_check`, which the browser test runs in Chromium too) and on
+//! the CPU.
+
+use adcanvas::gpu::DeviceChoice;
+use adcanvas::gpu::select::{GpuOptions, open};
+use adcanvas::nn::kernel_check::{self, GROUP_NORM_CASES, diff, group_norm_layer, input};
+use adcanvas::nn::silu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+fn gpu() -> Device {
+    let opened = open(DeviceChoice::Gpu, &GpuOptions::default())
+        .unwrap_or_else(|e| panic!("these tests need a wgpu adapter (lavapipe: scripts/setup.sh): {e}"));
+    opened.device
+}
+
+fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| diff(*x, *y)).fold(0.0, f32::max)
+}
+
+#[test]
+fn fused_group_norm_matches_the_tensor_ops_on_the_same_gpu() {
+    let checked = pollster::block_on(kernel_check::group_norm(&gpu())).unwrap();
+    assert_eq!(checked.len(), 2 * GROUP_NORM_CASES.len());
+    for c in &checked {
+        // Else the comparison would be the tensor ops against themselves.
+        assert!(c.ran_ours, "{}: our kernel did not run on the GPU device", c.case);
+        assert!(c.agrees(), "{c:?}");
+    }
+    let on_cpu = pollster::block_on(kernel_check::group_norm(&Device::flex())).unwrap();
+    assert!(on_cpu.iter().all(|c| !c.ran_ours), "the CPU device runs the tensor ops");
+}
+
+#[test]
+fn fused_group_norm_on_the_gpu_matches_the_tensor_ops_on_the_cpu() {
+    let (gpu, cpu) = (gpu(), Device::flex());
+    for (shape, groups, eps) in GROUP_NORM_CASES {
+        let fused = values(group_norm_layer(groups, shape[1], eps, &gpu).forward_silu(input(shape, &gpu)));
+        let reference = values(silu(group_norm_layer(groups, shape[1], eps, &cpu).forward_ops(input(shape, &cpu))));
+        let largest = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(&fused, &reference);
+        assert!(
+            d < 2e-5 * largest.max(1.0),
+            "{shape:?}/{groups}: GPU kernel vs CPU ops differ by {d} (largest {largest})"
+        );
+    }
+}
+
+/// A constant group has zero variance: the output is the shift (β), not NaN.
+#[test]
+fn fused_group_norm_of_a_constant_group_is_its_shift() {
+    let gpu = gpu();
+    let norm = group_norm_layer(2, 4, 1e-5, &gpu);
+    let x = Tensor::<4>::from_data(TensorData::new(vec![3.0f32; 4 * 5 * 3], [1, 4, 5, 3]), &gpu);
+    let fused = values(norm.forward(x.clone()));
+    let ops = values(norm.forward_ops(x));
+    assert!(fused.iter().all(|v| v.is_finite()), "NaN or inf from a constant group");
+    assert!(max_abs_diff(&fused, &ops) < 1e-6);
+}
