@@ -439,7 +439,7 @@ fn generate_options(opts: &JsValue) -> Result<GenerateOptions, JsError> {
 #[wasm_bindgen]
 pub async fn check_kernels() -> Result<JsValue, JsError> {
     let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
-    let checked = crate::nn::kernel_check::group_norm(&device).await.map_err(|e| JsError::new(&e))?;
+    let checked = crate::nn::kernel_check::all(&device).await.map_err(|e| JsError::new(&e))?;
     let out = Array::new();
     for c in checked {
         let row = Object::new();

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{GroupNorm, silu};
+use super::{GroupNorm, LayerNorm, silu};
 use crate::kernels;
 
 /// `[b, c, h, w]`, groups, eps: the diffusers shapes (32 groups, eps 1e-5 / 1e-6), a group
@@ -19,6 +19,11 @@ pub const GROUP_NORM_CASES: [([usize; 4], usize, f64); 6] = [
     ([3, 8, 16, 16], 1, 1e-5),
     ([1, 6, 45, 29], 2, 1e-5),
 ];
+
+/// `[batch, tokens, dim]`, eps: a transformer block's LayerNorms (SD 1.5's 320-wide tokens, the
+/// default model's 32) and a row shorter than a cube.
+pub const LAYER_NORM_CASES: [([usize; 3], f64); 4] =
+    [([2, 64, 320], 1e-5), ([2, 1024, 32], 1e-5), ([1, 5, 3], 1e-5), ([3, 7, 300], 1e-6)];
 
 /// One kernel run against its tensor-op version.
 #[derive(Debug, Clone)]
@@ -65,7 +70,13 @@ pub fn diff(a: f32, b: f32) -> f32 {
     if d.is_nan() { f32::INFINITY } else { d }
 }
 
-async fn host(t: Tensor<4>) -> Result<Vec<f32>, String> {
+/// A LayerNorm over `dim` with a non-trivial scale and shift.
+pub fn layer_norm_layer(dim: usize, eps: f64, device: &Device) -> LayerNorm {
+    let g = group_norm_layer(1, dim, eps, device);
+    LayerNorm { eps, weight: g.weight, bias: g.bias }
+}
+
+async fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     let data = t.into_data_async().await.map_err(|e| format!("{e:?}"))?;
     data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
 }
@@ -88,5 +99,30 @@ pub async fn group_norm(device: &Device) -> Result<Vec<Checked>, String> {
             out.push(Checked { case: format!("{kernel} {shape:?}/{groups}"), ran_ours, max_abs_diff, largest });
         }
     }
+    Ok(out)
+}
+
+/// Every LayerNorm case (our GroupNorm kernel with one group per row).
+pub async fn layer_norm(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    for (shape, eps) in LAYER_NORM_CASES {
+        let norm = layer_norm_layer(shape[2], eps, device);
+        let n: usize = shape.iter().product();
+        let x = input([1, 1, 1, n], device).reshape(shape);
+        let one = Tensor::<1>::ones([1], device);
+        let ran_ours = kernels::group_norm(Tensor::<4>::ones([1, 1, 1, 1], device), &one, &one, 1, eps, false).is_ok();
+        let ours = host(norm.forward(x.clone())).await?;
+        let ops = host(norm.forward_ops(x)).await?;
+        let largest = ops.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_abs_diff = ours.iter().zip(&ops).map(|(a, b)| diff(*a, *b)).fold(0.0f32, f32::max);
+        out.push(Checked { case: format!("layer_norm {shape:?}"), ran_ours, max_abs_diff, largest });
+    }
+    Ok(out)
+}
+
+/// Every kernel's cases.
+pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = group_norm(device).await?;
+    out.extend(layer_norm(device).await?);
     Ok(out)
 }

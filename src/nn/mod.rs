@@ -181,7 +181,21 @@ impl LayerNorm {
 
     /// # Shapes
     /// - x: `[..., dim]` → same
+    ///
+    /// On a GPU this is our GroupNorm kernel: a LayerNorm over `[rows, dim]` is a GroupNorm
+    /// over `[rows, dim, 1, 1]` with one group, the scale and shift per channel.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let dim = dims[D - 1];
+        let rows = dims.iter().product::<usize>() / dim.max(1);
+        match kernels::group_norm(x.reshape([rows, dim, 1, 1]), &self.weight, &self.bias, 1, self.eps, false) {
+            Ok(y) => y.reshape(dims),
+            Err(x) => self.forward_ops(x.reshape(dims)),
+        }
+    }
+
+    /// The tensor-op version: the CPU path, and the kernel's reference.
+    pub fn forward_ops<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
     }
 }
