@@ -132,6 +132,17 @@ export class Studio {
 if (Symbol.dispose) Studio.prototype[Symbol.dispose] = Studio.prototype.free;
 
 /**
+ * Our GPU kernels against the tensor ops they replace, on this browser's WebGPU
+ * ([`crate::nn::kernel_check`]): an array of `{ case, ran_ours, max_abs_diff, largest, agrees }`.
+ * The browser test calls it; a seller's page never needs to.
+ * @returns {Promise<any>}
+ */
+export function check_kernels() {
+    const ret = wasm.check_kernels();
+    return ret;
+}
+
+/**
  * PFV on a decision mask (1 = keep, 0 = hide), exported so the browser tests can check that
  * wasm computes exactly what the native build does: `{ cols, rows, visible, token_keep }`
  * with `visible` per patch and `token_keep` for a `token_cols × token_rows` encoder grid (1/0 bytes).
@@ -1030,33 +1041,33 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 40198, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 40249, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 24286, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 24337, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 24287, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 24338, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h61951d9360c02814);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24287, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_15);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24338, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_16);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24286, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_16);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24337, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24286, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24337, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_18);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0) {
@@ -1094,8 +1105,8 @@ function wasm_bindgen__convert__closures_____invoke__h61951d9360c02814(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h61951d9360c02814(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_15(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_15(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_16(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_16(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8(arg0, arg1, arg2) {
@@ -1112,15 +1123,15 @@ function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db(arg0, arg
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_16(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_16(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_18(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_18(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
