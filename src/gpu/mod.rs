@@ -88,6 +88,33 @@ impl OpenedDevice {
     }
 }
 
+/// cubecl's autotuning effort, set once before the first GPU device opens: `minimal`, unless
+/// `CUBECL_AUTOTUNE_LEVEL` or a `cubecl.toml` asks for another level (natively).
+///
+/// A first ad pays for every kernel variant the autotuner compiles and times; at cubecl's
+/// default level ("balanced") that is several per matmul and convolution shape, which is most
+/// of a first ad on a software adapter and tens of seconds on a real GPU (BENCHMARKS.md).
+pub fn configure_kernels() {
+    use cubecl::config::autotune::AutotuneLevel;
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    #[cfg(not(target_arch = "wasm32"))]
+    let config = {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() && matches!(config.autotune.level, AutotuneLevel::Balanced) {
+            config.autotune.level = AutotuneLevel::Minimal;
+        }
+        config
+    };
+    #[cfg(target_arch = "wasm32")]
+    let config = {
+        let mut config = CubeClRuntimeConfig::default();
+        config.autotune.level = AutotuneLevel::Minimal;
+        config
+    };
+    // Kept when the configuration was already read (a second device, or a test harness).
+    let _ = CubeClRuntimeConfig::try_set(config);
+}
+
 /// Opens the chosen device: see [`OpenedDevice`] for what comes back. Natively the GPU is
 /// opened once per process, on the first call; later calls reuse it (or its failure).
 pub async fn open(choice: DeviceChoice) -> Result<OpenedDevice, DeviceError> {
@@ -129,6 +156,7 @@ async fn open_browser_gpu() -> Result<Device, DeviceError> {
     if let Some(device) = cached.clone() {
         return Ok(device);
     }
+    configure_kernels();
     let (device, setup) =
         Device::wgpu_options().init_with_setup_async().await.map_err(|e| DeviceError(format!("{e:?}")))?;
     let limits = setup.device.limits();

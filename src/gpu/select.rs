@@ -46,6 +46,7 @@ pub fn open(choice: DeviceChoice, options: &GpuOptions) -> Result<OpenedDevice, 
     }
     let allow_software = choice == DeviceChoice::Gpu;
     let mut opened = OPENED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    super::configure_kernels();
     if let Some((limit, result)) = opened.as_ref() {
         if options.binding_limit.is_some() && *limit != options.binding_limit {
             return Err(DeviceError(
