@@ -19,6 +19,7 @@
 #   PARITY_PROFILE 1 (default): also profile the f32 UNet's kernels; empty: not
 #   DTYPES         pack dtypes to check (default "f32 q8")
 #   BENCH_SIZES    the default model's bench sizes (default "256 512"; empty: no bench)
+#   KERNEL_BENCH   1 (default): also `adcanvas bench` (our kernels beside stock burn); 0: not
 #   PARITY_HOLD_S  most seconds the timed runs wait for the compilation and the training (330)
 #   BUDGET_S       seconds the whole script may take (default 545)
 #   PYTHON         a Python with torch (default python3)
@@ -56,6 +57,10 @@ else
   bench_sizes="${BENCH_SIZES-256 512}"
   if [[ -n "$bench_sizes" ]]; then
     BENCH_COUNT=4 timeout 150 bash scripts/bench.sh gpu $bench_sizes > "$R/bench.txt" 2>&1; echo "bench done $(el)"; cat "$R/bench.txt"
+  fi
+  if [[ "${KERNEL_BENCH:-1}" == 1 ]]; then
+    # Our kernels beside stock burn at the default model's and SD 1.5's shapes (issue 19).
+    timeout 120 "$ADCANVAS_BIN" bench --device gpu --repeats 10 > "$R/kernels.txt" 2>&1; echo "kernel bench done $(el)"; grep -v '^{' "$R/kernels.txt"
   fi
   if [[ -n "${SMOKE_LATENTS:-}" ]]; then
     run=$(mktemp -d) && cp "$SMOKE_LATENTS" "$run/latents.pt"

@@ -46,6 +46,14 @@ fn layer_norm_on_the_group_norm_kernel_matches_the_tensor_ops() {
 }
 
 #[test]
+fn implicit_gemm_conv2d_matches_burns_conv2d() {
+    let checked = pollster::block_on(kernel_check::conv2d(&gpu())).unwrap();
+    for c in &checked {
+        assert!(c.ran_ours && c.agrees(), "{c:?}");
+    }
+}
+
+#[test]
 fn fused_group_norm_on_the_gpu_matches_the_tensor_ops_on_the_cpu() {
     let (gpu, cpu) = (gpu(), Device::flex());
     for (shape, groups, eps) in GROUP_NORM_CASES {

@@ -100,7 +100,9 @@ pub fn configure_kernels() {
     #[cfg(not(target_arch = "wasm32"))]
     let config = {
         let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-        if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() && matches!(config.autotune.level, AutotuneLevel::Balanced) {
+        if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none()
+            && matches!(config.autotune.level, AutotuneLevel::Balanced)
+        {
             config.autotune.level = AutotuneLevel::Minimal;
         }
         config

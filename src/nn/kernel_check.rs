@@ -5,8 +5,10 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{GroupNorm, LayerNorm, silu};
+use super::{Conv2d, GroupNorm, LayerNorm, silu};
 use crate::kernels;
+use crate::pack::weights::Param;
+use burn::tensor::ops::ConvOptions;
 
 /// `[b, c, h, w]`, groups, eps: the diffusers shapes (32 groups, eps 1e-5 / 1e-6), a group
 /// shorter than a cube's 256 units, groups that are not a multiple of them, one group per
@@ -24,6 +26,18 @@ pub const GROUP_NORM_CASES: [([usize; 4], usize, f64); 6] = [
 /// default model's 32) and a row shorter than a cube.
 pub const LAYER_NORM_CASES: [([usize; 3], f64); 4] =
     [([2, 64, 320], 1e-5), ([2, 1024, 32], 1e-5), ([1, 5, 3], 1e-5), ([3, 7, 300], 1e-6)];
+
+/// `[n, c_in, h, w]`, c_out, kernel, stride, padding `[top, bottom, left, right]`, bias: the
+/// UNet's 3×3 convs, its stride-2 downsampler, a 1×1 projection, the VAE downsampler's
+/// one-sided padding, channel counts and sizes that are not multiples of the 64 × 64 tile.
+pub const CONV2D_CASES: [([usize; 4], usize, usize, usize, [usize; 4], bool); 6] = [
+    ([2, 32, 16, 16], 32, 3, 1, [1, 1, 1, 1], true),
+    ([2, 64, 9, 7], 64, 3, 2, [1, 1, 1, 1], true),
+    ([1, 17, 13, 11], 70, 1, 1, [0, 0, 0, 0], true),
+    ([1, 8, 10, 10], 8, 3, 2, [0, 1, 0, 1], true),
+    ([3, 5, 6, 33], 3, 3, 1, [1, 1, 1, 1], false),
+    ([1, 130, 5, 5], 129, 3, 1, [1, 1, 1, 1], true),
+];
 
 /// One kernel run against its tensor-op version.
 #[derive(Debug, Clone)]
@@ -120,9 +134,59 @@ pub async fn layer_norm(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
+/// A conv whose weights and bias are fixed waves.
+pub fn conv2d_layer(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: [usize; 4],
+    bias: bool,
+    device: &Device,
+) -> Conv2d {
+    let n = c_out * c_in * kernel * kernel;
+    let scale = 1.0 / ((c_in * kernel * kernel) as f32).sqrt();
+    let weight: Vec<f32> = (0..n).map(|i| scale * ((i as f32) * 0.377).sin()).collect();
+    let [top, bottom, left, right] = padding;
+    let mut options = ConvOptions::new([stride, stride], [0, 0], [1, 1], 1);
+    options.padding = [(top, bottom), (left, right)];
+    let shift: Vec<f32> = (0..c_out).map(|c| (c as f32 * 0.9).cos()).collect();
+    Conv2d {
+        weight: Param::Float(Tensor::from_data(TensorData::new(weight, [c_out, c_in, kernel, kernel]), device)),
+        bias: bias.then(|| Tensor::from_data(TensorData::new(shift, [c_out]), device)),
+        options,
+    }
+}
+
+/// Every convolution case.
+pub async fn conv2d(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    for (shape, c_out, kernel, stride, padding, bias) in CONV2D_CASES {
+        let conv = conv2d_layer(shape[1], c_out, kernel, stride, padding, bias, device);
+        let x = input(shape, device);
+        // The kernel itself, not `Conv2d::forward`: the layers use it only on request.
+        let (ran_ours, ours) =
+            match kernels::conv2d(x.clone(), conv.weight.value(), conv.bias.as_ref(), stride, padding) {
+                Ok(y) => (true, host(y).await?),
+                Err(x) => (false, host(conv.forward_ops(x)).await?),
+            };
+        let ops = host(conv.forward_ops(x)).await?;
+        let largest = ops.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_abs_diff = if ours.len() == ops.len() {
+            ours.iter().zip(&ops).map(|(a, b)| diff(*a, *b)).fold(0.0f32, f32::max)
+        } else {
+            f32::INFINITY
+        };
+        let case = format!("conv2d {shape:?} -> {c_out}, {kernel}x{kernel}/{stride}, pad {padding:?}, bias {bias}");
+        out.push(Checked { case, ran_ours, max_abs_diff, largest });
+    }
+    Ok(out)
+}
+
 /// Every kernel's cases.
 pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = group_norm(device).await?;
     out.extend(layer_norm(device).await?);
+    out.extend(conv2d(device).await?);
     Ok(out)
 }

@@ -78,6 +78,28 @@ impl Conv2d {
     /// # Shapes
     /// - x: `[batch, c_in, h, w]` → `[batch, c_out, h', w']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let o = &self.options;
+        let [(top, bottom), (left, right)] = o.padding;
+        if kernels::layers_use_conv2d() && o.groups == 1 && o.dilation == [1, 1] && o.stride[0] == o.stride[1] {
+            match kernels::conv2d(x, self.weight.value(), self.bias.as_ref(), o.stride[0], [top, bottom, left, right]) {
+                Ok(y) => return y,
+                Err(x) => return self.forward_ops(x),
+            }
+        }
+        self.forward_ops(x)
+    }
+
+    /// The weights `[c_out, c_in, k, k]` as f32 (expanded when quantised).
+    pub fn weight(&self) -> Tensor<4> {
+        self.weight.value()
+    }
+
+    pub fn bias(&self) -> Option<&Tensor<1>> {
+        self.bias.as_ref()
+    }
+
+    /// The tensor-op version (burn's conv2d): the CPU path, and the kernel's reference.
+    pub fn forward_ops(&self, x: Tensor<4>) -> Tensor<4> {
         conv2d(x, self.weight.value(), self.bias.clone(), self.options.clone())
     }
 }

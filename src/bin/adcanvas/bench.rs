@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use adcanvas::kernels;
+use adcanvas::nn::kernel_check::conv2d_layer;
 use adcanvas::nn::{GroupNorm, silu};
 use adcanvas::pack::weights::Weights;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -23,9 +24,22 @@ const GROUP_NORMS: [(&str, [usize; 4], usize, f64); 7] = [
     ("SD 1.5 VAE decoder, 512²", [1, 128, 512, 512], 32, 1e-6),
 ];
 
+/// `(what, [n, c_in, h, w], c_out)` of 3×3, stride-1 convolutions: the default model's at a
+/// 256² ad (UNet at batch 2, its tiny VAE decoder at full size) and SD 1.5's at 512².
+const CONVS: [(&str, [usize; 4], usize); 6] = [
+    ("default UNet, 32² latent", [2, 32, 32, 32], 32),
+    ("default UNet, 8² latent", [2, 128, 8, 8], 128),
+    ("default VAE decoder, 256²", [1, 64, 256, 256], 64),
+    ("SD 1.5 UNet, 64² latent", [2, 320, 64, 64], 320),
+    ("SD 1.5 UNet, 16² latent", [2, 1280, 16, 16], 1280),
+    ("SD 1.5 VAE decoder, 128²", [1, 512, 128, 128], 512),
+];
+
 /// Median milliseconds of `repeats` runs of `f`, after one untimed run (kernel compilation).
 fn time(device: &Device, repeats: usize, mut f: impl FnMut() -> Tensor<4>) -> f64 {
     let finish = |t: Tensor<4>| {
+        // Each result read tells the watchdog the GPU still answers.
+        adcanvas::gpu::watchdog::beat("kernel benchmark");
         let _ = t.into_data();
         device.sync().expect("the device finished its work");
     };
@@ -41,7 +55,9 @@ fn time(device: &Device, repeats: usize, mut f: impl FnMut() -> Tensor<4>) -> f6
     ms[ms.len() / 2]
 }
 
-pub fn run(device: &Device, adapter: &str, repeats: usize) -> Result<(), String> {
+/// `sd` too: SD 1.5's shapes take minutes per run on a software adapter.
+pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(), String> {
+    let wanted = |what: &str| sd || what.starts_with("default");
     let repeats = repeats.max(1);
     let probe = Tensor::<4>::zeros([1, 1, 1, 1], device);
     let one = Tensor::<1>::ones([1], device);
@@ -54,7 +70,7 @@ pub fn run(device: &Device, adapter: &str, repeats: usize) -> Result<(), String>
         "GroupNorm + SiLU", "shape", "stock ms", "ours ms", "speed-up", "ours GB/s"
     );
     let mut rows = Vec::new();
-    for (what, shape, groups, eps) in GROUP_NORMS {
+    for (what, shape, groups, eps) in GROUP_NORMS.into_iter().filter(|row| wanted(row.0)) {
         let [_, c, _, _] = shape;
         let (w, _) = Weights::random(1, device);
         let norm = GroupNorm::load(&w, groups, c, eps).map_err(|e| e.to_string())?;
@@ -72,6 +88,32 @@ pub fn run(device: &Device, adapter: &str, repeats: usize) -> Result<(), String>
         rows.push(serde_json::json!({
             "kernel": "group_norm_silu", "what": what, "shape": shape, "groups": groups,
             "stock_ms": stock, "ours_ms": ours, "speedup": stock / ours, "ours_gb_per_s": gbs,
+        }));
+    }
+    println!();
+    println!(
+        "{:<28} {:>18} {:>12} {:>12} {:>9} {:>10}",
+        "conv 3×3 + bias", "shape → c_out", "stock ms", "ours ms", "speed-up", "ours GFLOP/s"
+    );
+    for (what, shape, c_out) in CONVS.into_iter().filter(|row| wanted(row.0)) {
+        let [n, c_in, h, w] = shape;
+        let conv = conv2d_layer(c_in, c_out, 3, 1, [1, 1, 1, 1], true, device);
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        let stock = time(device, repeats, || conv.forward_ops(x.clone()));
+        let ours = time(device, repeats, || {
+            kernels::conv2d(x.clone(), conv.weight(), conv.bias(), 1, [1; 4]).expect("on the GPU")
+        });
+        let flops = 2.0 * (n * h * w * c_out * c_in * 9) as f64;
+        let gflops = flops / (ours * 1e-3) / 1e9;
+        println!(
+            "{what:<28} {:>18} {stock:>12.3} {ours:>12.3} {:>8.2}× {gflops:>10.1}",
+            format!("{shape:?}→{c_out}"),
+            stock / ours
+        );
+        rows.push(serde_json::json!({
+            "kernel": "conv2d_3x3", "what": what, "shape": shape, "c_out": c_out,
+            "stock_ms": stock, "ours_ms": ours, "speedup": stock / ours, "ours_gflop_per_s": gflops,
+            "stock_gflop_per_s": flops / (stock * 1e-3) / 1e9,
         }));
     }
     println!("{}", serde_json::json!({ "adapter": adapter, "repeats": repeats, "kernels": rows }));
