@@ -35,6 +35,42 @@ const CONVS: [(&str, [usize; 4], usize); 6] = [
     ("SD 1.5 VAE decoder, 128²", [1, 512, 128, 128], 512),
 ];
 
+fn header(kernel: &str, shape: &str, rate: &str) {
+    println!("{kernel:<28} {shape:>22} {:>12} {:>12} {:>9} {rate:>13}", "stock ms", "ours ms", "speed-up");
+}
+
+/// One shape's timings: `work` is what `rate` divides by the time (GB moved or GFLOP done).
+struct Row<'a> {
+    kernel: &'a str,
+    what: &'a str,
+    shape: String,
+    stock: f64,
+    ours: f64,
+    work: f64,
+    rate: &'a str,
+}
+
+impl Row<'_> {
+    /// Prints the table line and returns the JSON record.
+    fn print(self) -> serde_json::Value {
+        let rate = |ms: f64| self.work / (ms * 1e-3);
+        println!(
+            "{:<28} {:>22} {:>12.3} {:>12.3} {:>8.2}× {:>13.1}",
+            self.what,
+            self.shape,
+            self.stock,
+            self.ours,
+            self.stock / self.ours,
+            rate(self.ours)
+        );
+        serde_json::json!({
+            "kernel": self.kernel, "what": self.what, "shape": self.shape, "stock_ms": self.stock,
+            "ours_ms": self.ours, "speedup": self.stock / self.ours,
+            format!("stock_{}", self.rate): rate(self.stock), format!("ours_{}", self.rate): rate(self.ours),
+        })
+    }
+}
+
 /// Median milliseconds of `repeats` runs of `f`, after one untimed run (kernel compilation).
 fn time(device: &Device, repeats: usize, mut f: impl FnMut() -> Tensor<4>) -> f64 {
     let finish = |t: Tensor<4>| {
@@ -65,11 +101,8 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(
         return Err(format!("our kernels run on a GPU device only; {adapter} is not one (try --device gpu)"));
     }
     println!("adapter: {adapter}; median of {repeats} runs after a first (compiling) run");
-    println!(
-        "{:<28} {:>18} {:>12} {:>12} {:>9} {:>10}",
-        "GroupNorm + SiLU", "shape", "stock ms", "ours ms", "speed-up", "ours GB/s"
-    );
     let mut rows = Vec::new();
+    header("GroupNorm + SiLU", "shape / groups", "ours GB/s");
     for (what, shape, groups, eps) in GROUP_NORMS.into_iter().filter(|row| wanted(row.0)) {
         let [_, c, _, _] = shape;
         let (w, _) = Weights::random(1, device);
@@ -78,23 +111,13 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(
         let stock = time(device, repeats, || silu(norm.forward_ops(x.clone())));
         let ours = time(device, repeats, || norm.forward_silu(x.clone()));
         // Ours reads the input twice for the statistics and once more to write: 4 passes.
-        let bytes = 4.0 * shape.iter().product::<usize>() as f64 * 4.0;
-        let gbs = bytes / (ours * 1e-3) / 1e9;
-        println!(
-            "{what:<28} {:>18} {stock:>12.3} {ours:>12.3} {:>8.2}× {gbs:>10.1}",
-            format!("{shape:?}/{groups}"),
-            stock / ours
-        );
-        rows.push(serde_json::json!({
-            "kernel": "group_norm_silu", "what": what, "shape": shape, "groups": groups,
-            "stock_ms": stock, "ours_ms": ours, "speedup": stock / ours, "ours_gb_per_s": gbs,
-        }));
+        let gb = 4.0 * shape.iter().product::<usize>() as f64 * 4.0 / 1e9;
+        let label = format!("{shape:?}/{groups}");
+        let row = Row { kernel: "group_norm_silu", what, shape: label, stock, ours, work: gb, rate: "gb_per_s" };
+        rows.push(row.print());
     }
     println!();
-    println!(
-        "{:<28} {:>18} {:>12} {:>12} {:>9} {:>10}",
-        "conv 3×3 + bias", "shape → c_out", "stock ms", "ours ms", "speed-up", "ours GFLOP/s"
-    );
+    header("conv 3×3 + bias", "shape → c_out", "ours GFLOP/s");
     for (what, shape, c_out) in CONVS.into_iter().filter(|row| wanted(row.0)) {
         let [n, c_in, h, w] = shape;
         let conv = conv2d_layer(c_in, c_out, 3, 1, [1, 1, 1, 1], true, device);
@@ -103,18 +126,10 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(
         let ours = time(device, repeats, || {
             kernels::conv2d(x.clone(), conv.weight(), conv.bias(), 1, [1; 4]).expect("on the GPU")
         });
-        let flops = 2.0 * (n * h * w * c_out * c_in * 9) as f64;
-        let gflops = flops / (ours * 1e-3) / 1e9;
-        println!(
-            "{what:<28} {:>18} {stock:>12.3} {ours:>12.3} {:>8.2}× {gflops:>10.1}",
-            format!("{shape:?}→{c_out}"),
-            stock / ours
-        );
-        rows.push(serde_json::json!({
-            "kernel": "conv2d_3x3", "what": what, "shape": shape, "c_out": c_out,
-            "stock_ms": stock, "ours_ms": ours, "speedup": stock / ours, "ours_gflop_per_s": gflops,
-            "stock_gflop_per_s": flops / (stock * 1e-3) / 1e9,
-        }));
+        let gflop = 2.0 * (n * h * w * c_out * c_in * 9) as f64 / 1e9;
+        let label = format!("{shape:?}→{c_out}");
+        let row = Row { kernel: "conv2d_3x3", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
+        rows.push(row.print());
     }
     println!("{}", serde_json::json!({ "adapter": adapter, "repeats": repeats, "kernels": rows }));
     Ok(())
