@@ -52,6 +52,16 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// `ours` against `reference`, element by element (a length mismatch never agrees).
+    pub fn compare(case: String, ran_ours: bool, ours: &[f32], reference: &[f32]) -> Self {
+        let largest = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_abs_diff = match ours.len() == reference.len() {
+            true => ours.iter().zip(reference).map(|(a, b)| diff(*a, *b)).fold(0.0f32, f32::max),
+            false => f32::INFINITY,
+        };
+        Self { case, ran_ours, max_abs_diff, largest }
+    }
+
     /// Within f32 rounding of the reference: 2e-5 of its largest value (or of 1).
     pub fn agrees(&self) -> bool {
         self.max_abs_diff.is_finite() && self.max_abs_diff < 2e-5 * self.largest.max(1.0)
@@ -107,10 +117,8 @@ pub async fn group_norm(device: &Device) -> Result<Vec<Checked>, String> {
             let ours = host(if then_silu { norm.forward_silu(x.clone()) } else { norm.forward(x.clone()) }).await?;
             let ops = norm.forward_ops(x.clone());
             let ops = host(if then_silu { silu(ops) } else { ops }).await?;
-            let largest = ops.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let max_abs_diff = ours.iter().zip(&ops).map(|(a, b)| diff(*a, *b)).fold(0.0f32, f32::max);
             let kernel = if then_silu { "group_norm_silu" } else { "group_norm" };
-            out.push(Checked { case: format!("{kernel} {shape:?}/{groups}"), ran_ours, max_abs_diff, largest });
+            out.push(Checked::compare(format!("{kernel} {shape:?}/{groups}"), ran_ours, &ours, &ops));
         }
     }
     Ok(out)
@@ -127,9 +135,7 @@ pub async fn layer_norm(device: &Device) -> Result<Vec<Checked>, String> {
         let ran_ours = kernels::group_norm(Tensor::<4>::ones([1, 1, 1, 1], device), &one, &one, 1, eps, false).is_ok();
         let ours = host(norm.forward(x.clone())).await?;
         let ops = host(norm.forward_ops(x)).await?;
-        let largest = ops.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let max_abs_diff = ours.iter().zip(&ops).map(|(a, b)| diff(*a, *b)).fold(0.0f32, f32::max);
-        out.push(Checked { case: format!("layer_norm {shape:?}"), ran_ours, max_abs_diff, largest });
+        out.push(Checked::compare(format!("layer_norm {shape:?}"), ran_ours, &ours, &ops));
     }
     Ok(out)
 }
@@ -171,14 +177,8 @@ pub async fn conv2d(device: &Device) -> Result<Vec<Checked>, String> {
                 Err(x) => (false, host(conv.forward_ops(x)).await?),
             };
         let ops = host(conv.forward_ops(x)).await?;
-        let largest = ops.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let max_abs_diff = if ours.len() == ops.len() {
-            ours.iter().zip(&ops).map(|(a, b)| diff(*a, *b)).fold(0.0f32, f32::max)
-        } else {
-            f32::INFINITY
-        };
         let case = format!("conv2d {shape:?} -> {c_out}, {kernel}x{kernel}/{stride}, pad {padding:?}, bias {bias}");
-        out.push(Checked { case, ran_ours, max_abs_diff, largest });
+        out.push(Checked::compare(case, ran_ours, &ours, &ops));
     }
     Ok(out)
 }
