@@ -578,7 +578,7 @@ ${csp ? `<meta http-equiv="Content-Security-Policy" content="${csp}">` : ''}
   window.__events = [];
   window.__violations = [];
   document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.effectiveDirective));
-  for (const type of ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adcanvas-generated', 'adcanvas-error']) {
+  for (const type of ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adcanvas-generated', 'adcanvas-error', 'adcanvas-batch']) {
     document.addEventListener(type, async (e) => {
       const { png, ...rest } = e.detail || {};
       const entry = { type, detail: rest };
@@ -593,10 +593,12 @@ ${csp ? `<meta http-equiv="Content-Security-Policy" content="${csp}">` : ''}
   return { url: host.url, close: () => { host.proc.kill(); fs.rmSync(dir, { recursive: true, force: true }); } };
 }
 
-async function waitForEvent(page, type, timeout) {
+/** Waits for an event of `type`, or for any adcanvas-error unless `errorsEnd` is false (a batch
+ * reports a bad photo as an error and goes on). */
+async function waitForEvent(page, type, timeout, errorsEnd = true) {
   await page.waitForFunction(
-    (type) => window.__events.some((e) => e.type === type || (e.type === 'adcanvas-error' && type !== 'adcanvas-error')),
-    type,
+    ([type, errorsEnd]) => window.__events.some((e) => e.type === type || (errorsEnd && e.type === 'adcanvas-error' && type !== 'adcanvas-error')),
+    [type, errorsEnd],
     { timeout, polling: 250 },
   );
   return page.evaluate(() => window.__events.slice());
@@ -704,6 +706,44 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     const steps = await page.evaluate(() => window.__events.filter((e) => e.type === 'adcanvas-progress').length);
     assert.ok(steps < 50, `stopped after ${steps} of 50 steps`);
     assert.equal(await widget.locator('button.generate').isEnabled(), true, 'ready for another run');
+
+    // Several photos at once, one of them corrupt: an ad each for the good ones as they land, the bad
+    // one marked with its reason, and a zip of the ads (the kernels are warm now, so two ads are cheap).
+    await page.evaluate(() => { window.__events.length = 0; });
+    await widget.locator('input[type=file]').setInputFiles([PRODUCT, CORRUPT, path.join(FIXTURES, 'product_white.jpg')]);
+    events = await waitForEvent(page, 'adcanvas-batch', 2 * GENERATE_TIMEOUT, false);
+    const batch = events.find((e) => e.type === 'adcanvas-batch');
+    assert.deepEqual(batch?.detail, { made: 2, failed: 1, cancelled: false },
+      JSON.stringify(events.filter((e) => e.type !== 'adcanvas-progress').map((e) => ({ type: e.type, detail: e.detail }))));
+    assert.equal(events.filter((e) => e.type === 'adcanvas-generated').length, 2, 'an adcanvas-generated per ad');
+    assert.equal(events.find((e) => e.type === 'adcanvas-error')?.detail.code, 'bad-image', 'the corrupt photo is reported');
+    const rows = await widget.locator('ol.ads li').evaluateAll((lis) => lis.map((li) => ({ state: li.dataset.state, title: li.title })));
+    assert.deepEqual(rows.map((r) => r.state), ['done', 'failed', 'done'], JSON.stringify(rows));
+    assert.match(rows[1].title, /.{5,}/, 'the corrupt photo says why');
+    assert.match(await widget.locator('.status').innerText(), /Made 2 of 3 ads/);
+    const [zipDownload] = await Promise.all([page.waitForEvent('download'), widget.locator('button.download-all').click()]);
+    assert.equal(zipDownload.suggestedFilename(), 'ads.zip');
+    const entries = readStoredZip(fs.readFileSync(await zipDownload.path()));
+    assert.deepEqual(entries.map((e) => e.name), ['product_alpha_32-ad.png', 'product_white-ad.png']);
+    const widgetThumbs = await widget.locator('ol.ads img').evaluateAll((imgs) => Promise.all(imgs.map(
+      async (img) => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer())))));
+    assert.equal(widgetThumbs.length, 2);
+    entries.forEach((e, i) => {
+      const ad = decodePng(e.data);
+      assert.deepEqual([ad.width, ad.height], [96, 64], `${e.name} is the widget's banner size`);
+      assert.ok(Buffer.from(widgetThumbs[i]).equals(e.data), `${e.name} is the ad listed in the widget`);
+    });
+    // The first photo is the one placed above: its opaque pixels are exact in the batch's ad too.
+    const first = decodePng(entries[0].data);
+    let batchDiffer = 0;
+    for (let j = 0; j < h; j++) {
+      for (let i = 0; i < w; i++) {
+        const f = (j * fixture.width + i) * 4;
+        const o = ((y + j) * first.width + x + i) * 4;
+        if (fixture.data[f + 3] === 255 && [0, 1, 2].some((c) => first.data[o + c] !== fixture.data[f + c])) batchDiffer++;
+      }
+    }
+    assert.equal(batchDiffer, 0, `${batchDiffer} of ${opaque} product pixels differ in the batch's ad`);
 
     // A reference that cannot be fetched: reported, and the widget works without it.
     await page.evaluate(() => {
