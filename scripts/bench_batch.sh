@@ -49,9 +49,8 @@ print(f"{rows} ads at {size}², {steps} steps: batch {b:.1f} s ({rows / b * 60:.
 PY
 # The ads are the same (the batch's names come from its rows; compare pixels by seed).
 python3 - "$WORK" <<'PY'
-import json, sys, subprocess
+import json, os, sys
 work = sys.argv[1]
-import os
 same = compared = 0
 for line in open(f"{work}/batch.jsonl"):
     r = json.loads(line)
