@@ -17,7 +17,9 @@ else
   # The hash of the sources as the build starts: scripts/bundle.sh update takes a build as the
   # bundle only for the sources it was built from.
   SOURCES="$(scripts/bundle.sh hash)"
-  cargo build --profile web --lib --target wasm32-unknown-unknown
+  # SIMD128 for the CPU path (a browser without usable WebGPU): every browser with WebGPU has it.
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    cargo build --profile web --lib --target wasm32-unknown-unknown
   rm -rf "$DIST"
   mkdir -p "$DIST/pkg"
   echo "$SOURCES" > "$DIST/pkg/SOURCE_HASH"

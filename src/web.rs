@@ -11,7 +11,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::denoise::scheduler::SchedulerError;
 use crate::encoders::reference::{Reference, ReferenceOptions};
-use crate::gpu::{DeviceChoice, open_device};
+use crate::gpu::{DeviceChoice, open, open_device};
 use crate::input::mask::MaskSource;
 use crate::model::Model;
 use crate::pack::Manifest;
@@ -67,63 +67,16 @@ fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// Whether this browser can run adcanvas: `{ available, message }`; when not, the
-/// message says what is missing and how to get it.
+/// What this browser's WebGPU offers: `{ available, software, message }`. Without it (or with a
+/// software adapter) adcanvas runs on the CPU; the message says why and how to get GPU speed.
 #[wasm_bindgen]
 pub async fn webgpu_status() -> JsValue {
+    let probe = crate::gpu::browser::probe().await;
     let out = Object::new();
-    let navigator = get(&js_sys::global(), "navigator");
-    let gpu = get(&navigator, "gpu");
-    let (available, message) = if gpu.is_undefined() || gpu.is_null() {
-        (
-            false,
-            "This browser does not offer WebGPU, which adcanvas needs to generate images on your device. \
-             Use a current Chrome or Edge (version 113 or later), Safari 26, or Firefox with WebGPU enabled; \
-             on Linux Chrome, enable it at chrome://flags/#enable-unsafe-webgpu. Also check that hardware acceleration is on."
-                .to_string(),
-        )
-    } else {
-        match request_adapter(&gpu).await {
-            Ok(Some(adapter)) if adapter_has_subgroups(&adapter) => (true, "WebGPU is available.".to_string()),
-            Ok(Some(_)) => (
-                false,
-                "This browser's WebGPU lacks the \"subgroups\" feature that adcanvas's GPU kernels need. \
-                 Use a current Chrome or Edge (version 134 or later), or update this browser."
-                    .to_string(),
-            ),
-            Ok(None) => (
-                false,
-                "WebGPU is present but found no usable GPU adapter (the GPU may be blocklisted or hardware acceleration turned off). \
-                 Turn on hardware acceleration in the browser settings, update the graphics driver, or try another browser."
-                    .to_string(),
-            ),
-            Err(e) => (false, format!("WebGPU failed to start: {e}. Reload the page or try another browser.")),
-        }
-    };
-    set(&out, "available", available);
-    set(&out, "message", message);
+    set(&out, "available", probe.usable);
+    set(&out, "software", probe.software);
+    set(&out, "message", probe.message);
     out.into()
-}
-
-fn adapter_has_subgroups(adapter: &JsValue) -> bool {
-    let features = get(adapter, "features");
-    let has: Result<Function, _> = get(&features, "has").dyn_into();
-    has.ok()
-        .and_then(|f| f.call1(&features, &JsValue::from_str("subgroups")).ok())
-        .map(|v| v.is_truthy())
-        .unwrap_or(false)
-}
-
-async fn request_adapter(gpu: &JsValue) -> Result<Option<JsValue>, String> {
-    let f: Function =
-        get(gpu, "requestAdapter").dyn_into().map_err(|_| "navigator.gpu.requestAdapter is missing".to_string())?;
-    let promise: Promise = f
-        .call0(gpu)
-        .map_err(|e| format!("{e:?}"))?
-        .dyn_into()
-        .map_err(|_| "requestAdapter did not return a promise".to_string())?;
-    let adapter = JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
-    Ok(if adapter.is_null() || adapter.is_undefined() { None } else { Some(adapter) })
 }
 
 /// `fetch` from the page or from a worker: the studio runs in a worker where it can
@@ -156,6 +109,9 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
 
 struct Inner {
     model: Model,
+    /// "gpu" or "cpu", and why not the GPU under `auto` (shown to the user).
+    device: &'static str,
+    device_note: Option<String>,
     product: RefCell<Option<Rc<Product>>>,
     reference: RefCell<Option<Rc<Reference>>>,
     cancel: Cell<bool>,
@@ -170,11 +126,19 @@ pub struct Studio {
 
 #[wasm_bindgen]
 impl Studio {
-    /// Opens WebGPU and loads the model pack at `model_url` (a folder URL with `manifest.json`).
-    /// `options` (may be undefined): `{ quantized_weights: "auto"|"keep"|"expand" }`, what to
-    /// do with a q8/q4 pack's weights on the GPU (default auto: keep them quantised when they
-    /// would pass 1 GiB as f32; docs/PACKS.md).
+    /// Opens the device and loads the model pack at `model_url` (a folder URL with `manifest.json`).
+    /// `options` (may be undefined): `{ device: "auto"|"gpu"|"cpu", quantized_weights:
+    /// "auto"|"keep"|"expand" }`. `device` auto (the default) takes WebGPU on a hardware GPU and
+    /// the CPU otherwise (src/gpu/browser.rs); `quantized_weights` is what to do with a q8/q4
+    /// pack's weights (default auto: keep them quantised when they would pass 1 GiB as f32;
+    /// docs/PACKS.md).
     pub async fn open(model_url: String, options: JsValue) -> Result<Studio, JsError> {
+        let choice = match get(&options, "device").as_string().as_deref() {
+            None | Some("auto") => DeviceChoice::Auto,
+            Some("gpu") => DeviceChoice::Gpu,
+            Some("cpu") => DeviceChoice::Cpu,
+            Some(other) => return Err(JsError::new(&format!("device {other:?}: expected auto, gpu or cpu"))),
+        };
         let quantized = match get(&options, "quantized_weights").as_string().as_deref() {
             None | Some("auto") => None,
             Some("keep") => Some(QuantizedWeights::Keep),
@@ -183,7 +147,8 @@ impl Studio {
                 return Err(JsError::new(&format!("quantized_weights {other:?}: expected auto, keep or expand")));
             }
         };
-        let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
+        let opened = open(choice).await.map_err(|e| JsError::new(&e.to_string()))?;
+        let device = opened.device.clone();
         let base = if model_url.ends_with('/') { model_url } else { format!("{model_url}/") };
         let manifest_bytes = fetch_bytes(&format!("{base}manifest.json"))
             .await
@@ -202,6 +167,8 @@ impl Studio {
         Ok(Studio {
             inner: Rc::new(Inner {
                 model,
+                device: opened.kind(),
+                device_note: opened.note,
                 product: RefCell::new(None),
                 reference: RefCell::new(None),
                 cancel: Cell::new(false),
@@ -211,7 +178,8 @@ impl Studio {
     }
 
     /// `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
-    /// depth_used, quantized_weights, device_weights_mb }`.
+    /// depth_used, quantized_weights, device_weights_mb, device, device_note }`: `device` is
+    /// "gpu" or "cpu", `device_note` (or null) why `auto` did not take the GPU.
     pub fn model_info(&self) -> JsValue {
         let m = &self.inner.model;
         let out = Object::new();
@@ -226,6 +194,8 @@ impl Studio {
         // Large q8/q4 packs stay quantised on the GPU (Manifest::quantized_weights).
         set(&out, "quantized_weights", if m.quantized == QuantizedWeights::Keep { "keep" } else { "expand" });
         set(&out, "device_weights_mb", m.device_weight_bytes as f64 / 1048576.0);
+        set(&out, "device", self.inner.device);
+        set(&out, "device_note", self.inner.device_note.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         out.into()
     }
 

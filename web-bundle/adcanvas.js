@@ -47,7 +47,8 @@ export class Studio {
     }
     /**
      * `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
-     * depth_used, quantized_weights, device_weights_mb }`.
+     * depth_used, quantized_weights, device_weights_mb, device, device_note }`: `device` is
+     * "gpu" or "cpu", `device_note` (or null) why `auto` did not take the GPU.
      * @returns {any}
      */
     model_info() {
@@ -55,10 +56,12 @@ export class Studio {
         return ret;
     }
     /**
-     * Opens WebGPU and loads the model pack at `model_url` (a folder URL with `manifest.json`).
-     * `options` (may be undefined): `{ quantized_weights: "auto"|"keep"|"expand" }`, what to
-     * do with a q8/q4 pack's weights on the GPU (default auto: keep them quantised when they
-     * would pass 1 GiB as f32; docs/PACKS.md).
+     * Opens the device and loads the model pack at `model_url` (a folder URL with `manifest.json`).
+     * `options` (may be undefined): `{ device: "auto"|"gpu"|"cpu", quantized_weights:
+     * "auto"|"keep"|"expand" }`. `device` auto (the default) takes WebGPU on a hardware GPU and
+     * the CPU otherwise (src/gpu/browser.rs); `quantized_weights` is what to do with a q8/q4
+     * pack's weights (default auto: keep them quantised when they would pass 1 GiB as f32;
+     * docs/PACKS.md).
      * @param {string} model_url
      * @param {any} options
      * @returns {Promise<Studio>}
@@ -176,8 +179,8 @@ export function start() {
 }
 
 /**
- * Whether this browser can run adcanvas: `{ available, message }`; when not, the
- * message says what is missing and how to get it.
+ * What this browser's WebGPU offers: `{ available, software, message }`. Without it (or with a
+ * software adapter) adcanvas runs on the CPU; the message says why and how to get GPU speed.
  * @returns {Promise<any>}
  */
 export function webgpu_status() {
@@ -671,6 +674,24 @@ function __wbg_get_imports() {
             const ret = new Array();
             return ret;
         },
+        __wbg_new_ba40181b3f24ac80: function(arg0, arg1) {
+            try {
+                var state0 = {a: arg0, b: arg1};
+                var cb0 = (arg0, arg1) => {
+                    const a = state0.a;
+                    state0.a = 0;
+                    try {
+                        return wasm_bindgen__convert__closures_____invoke__h65953779ff1c1c68(a, state0.b, arg0, arg1);
+                    } finally {
+                        state0.a = a;
+                    }
+                };
+                const ret = new Promise(cb0);
+                return ret;
+            } finally {
+                state0.a = 0;
+            }
+        },
         __wbg_new_bb74001155cb8ca8: function() {
             const ret = new Error();
             return ret;
@@ -1041,33 +1062,33 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 40285, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 40330, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 24373, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 24420, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 24374, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h61951d9360c02814);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 24421, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24374, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_16);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24421, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_16);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24373, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24420, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_17);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24373, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_18);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24420, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0) {
@@ -1101,12 +1122,12 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__h61951d9360c02814(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h61951d9360c02814(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_16(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h61951d9360c02814_16(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_16(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_16(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8(arg0, arg1, arg2) {
@@ -1116,22 +1137,22 @@ function wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8(arg0, arg
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_17(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_17(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_17(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_18(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h66bc75bae29303db_18(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }

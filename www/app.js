@@ -1,7 +1,10 @@
 // adcanvas page glue: wires the DOM to the Rust/wasm `Studio` (dist/pkg/adcanvas.js).
-// Plain ES module, no framework. All heavy work happens inside the wasm module on WebGPU.
+// Plain ES module, no framework. All heavy work happens inside the wasm module: on WebGPU, or on the
+// CPU where the browser has no usable GPU.
 
-import { bytesOf, field, isFatal, messageOf, parseSize, resultImage, toBytes } from './common.js';
+import {
+  bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage, toBytes,
+} from './common.js';
 import { startEngine } from './studio.js';
 
 const $ = (id) => document.getElementById(id);
@@ -126,16 +129,24 @@ function quantizedWeightsOption() {
   return new URLSearchParams(location.search).get('weights') || 'auto';
 }
 
+/** `?device=auto|gpu|cpu`: where the studio computes. auto (the default) takes a hardware GPU
+ * through WebGPU and this computer's CPU otherwise; gpu insists on WebGPU, software adapters
+ * included; cpu never touches the GPU. */
+function deviceOption() {
+  return deviceOf(new URLSearchParams(location.search).get('device'));
+}
+
 /** `?studio=page`: run the studio on the page's main thread instead of its worker (to compare;
  * scripts/bench_main_thread.mjs measures what the worker spares the page). */
 function studioInPage() {
   return new URLSearchParams(location.search).get('studio') === 'page';
 }
 
+/** Only with `?device=gpu`: without it, a browser lacking WebGPU runs on the CPU. */
 function showWebgpuError(message) {
   el.webgpuErrorMessage.textContent = message;
   el.webgpuError.hidden = false;
-  setStatus('error', 'WebGPU is not available in this browser, so images cannot be generated here.');
+  setStatus('error', 'WebGPU is not available in this browser, and this page was asked to use the GPU only (?device=gpu).');
 }
 
 // Under `trunk serve` the page's data-trunk rust link is replaced by Trunk's own loader, which
@@ -163,7 +174,14 @@ async function start() {
     return;
   }
   document.body.dataset.studio = engine.runsIn;
-  if (!engine.gpu.available) {
+  let device;
+  try {
+    device = deviceOption();
+  } catch (err) {
+    setStatus('error', messageOf(err));
+    return;
+  }
+  if (device === 'gpu' && !engine.gpu.available && !engine.gpu.software) {
     showWebgpuError(engine.gpu.message);
     return;
   }
@@ -171,7 +189,7 @@ async function start() {
   const base = modelBaseUrl();
   setStatus('loading', `Loading the model from ${base}…`);
   try {
-    state.studio = await engine.open(base, { quantized_weights: quantizedWeightsOption() });
+    state.studio = await engine.open(base, { device, quantized_weights: quantizedWeightsOption() });
   } catch (err) {
     setStatus('error', `Could not load the model pack at ${base}: ${messageOf(err)}`);
     return;
@@ -201,6 +219,9 @@ function showModelInfo() {
   } else if (name) {
     addNotice('info', `Model: <strong>${escapeHtml(name)}</strong>`);
   }
+  state.device = field(info, 'device');
+  document.body.dataset.device = state.device;
+  addNotice(state.device === 'cpu' ? 'warn' : 'info', escapeHtml(deviceSentence(info)));
   if (field(info, 'prompt_used') === false) {
     addNotice('warn', '<strong>prompt not used yet</strong>: this model ignores the scene prompt for now; ' +
       'the seed decides the background.');
@@ -444,7 +465,7 @@ async function runGenerate(params, what = '') {
   // The GPU compiles its kernels on the first image of each size (tens of seconds even on a
   // fast GPU; BENCHMARKS.md); later images of that size take a second or two.
   const size = `${params.width} × ${params.height}`;
-  const compiling = state.sizesRun.has(size) ? ''
+  const compiling = state.sizesRun.has(size) || state.device === 'cpu' ? ''
     : ' The first image at this size also prepares the GPU\'s kernels, which can take a minute.';
   // At twice the model's size the pipeline lays the ad out at half the size, then refines it.
   const twoPass = state.nativeSize > 0 && Math.min(params.width, params.height) >= 2 * state.nativeSize
@@ -456,10 +477,11 @@ async function runGenerate(params, what = '') {
   // Let the click finish and the status paint before the first (long) GPU submission.
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
 
+  const left = remainingTime();
   try {
     const out = await state.studio.generate(params, (step, total) => {
       setProgress(step, total);
-      setStatus('generating', `${label} step ${step} / ${total}${compiling}`);
+      setStatus('generating', `${label} step ${step} / ${total}${left(step, total)}${compiling}`);
     });
     state.sizesRun.add(size);
     const shown = showResult(out);
@@ -467,7 +489,8 @@ async function runGenerate(params, what = '') {
     png = shown.png;
     setProgress(el.progress.max, el.progress.max);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
-    setStatus('done', `Done in ${secs} s. The product pixels are unchanged; the background is generated.${notes ? ` ${notes}` : ''}`);
+    const on = state.device === 'cpu' ? ' on the CPU' : '';
+    setStatus('done', `Done in ${secs} s${on}. The product pixels are unchanged; the background is generated.${notes ? ` ${notes}` : ''}`);
   } catch (err) {
     const msg = messageOf(err);
     if (msg === 'cancelled') {

@@ -38,18 +38,53 @@ export function isFatal(err) {
     /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err));
 }
 
-/** `{ available, message }` from the module's own check; a failing check counts as unavailable. */
+/** `{ available, software, message }` from the module's own check; a failing check counts as
+ * unavailable (the studio then runs on the CPU). */
 export async function webgpuStatus(wasm) {
   try {
     const gpu = await wasm.webgpu_status();
     return {
       available: field(gpu, 'available') === true,
+      software: field(gpu, 'software') === true,
       message: field(gpu, 'message') ||
-        'This page needs WebGPU. Use a recent Chrome, Edge or another browser with WebGPU enabled.',
+        'WebGPU is not available. Use a recent Chrome, Edge or another browser with WebGPU enabled.',
     };
   } catch (err) {
-    return { available: false, message: `WebGPU check failed: ${messageOf(err)}` };
+    return { available: false, software: false, message: `WebGPU check failed: ${messageOf(err)}` };
   }
+}
+
+/** `?device=` on the page, `device` on the widget: 'auto' (default), 'gpu' or 'cpu'. */
+export function deviceOf(value) {
+  const v = String(value || 'auto').trim().toLowerCase();
+  if (!['auto', 'gpu', 'cpu'].includes(v)) throw new Error(`device "${value}": expected auto, gpu or cpu`);
+  return v;
+}
+
+/** What the studio runs on, in a sentence for the user, from its model info. */
+export function deviceSentence(info) {
+  if (field(info, 'device') !== 'cpu') return 'Runs on your GPU (WebGPU).';
+  const why = field(info, 'device_note');
+  return `Runs on this computer's CPU (one thread): slower than a GPU, but it needs none.${why ? ` ${why}` : ''}`;
+}
+
+/**
+ * Counts down an ad's time from its progress: `tick(step, total)` returns " · about N s left"
+ * once two steps have run, timed from the end of the first (the first step of a size may include
+ * the GPU compiling its kernels), or '' before that.
+ */
+export function remainingTime() {
+  let first = null;
+  return (step, total) => {
+    const now = performance.now();
+    if (step <= 1 || first === null) {
+      if (step >= 1) first = { step, at: now };
+      return '';
+    }
+    const perStep = (now - first.at) / (step - first.step);
+    const left = Math.max(0, total - step) * perStep / 1000;
+    return ` · about ${left < 10 ? left.toFixed(1) : Math.round(left)} s left`;
+  };
 }
 
 /** The ad's pixels as ImageData, checked against the size the module reports. */

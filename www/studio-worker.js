@@ -1,5 +1,6 @@
 // The studio's own thread: loads the wasm module and runs its `Studio` (model, prepare, generate)
-// here, so that compiling GPU kernels and queueing a UNet step never hold the page's main thread.
+// here, so that compiling GPU kernels, queueing a UNet step or computing one on the CPU (a browser
+// without a usable GPU) never hold the page's main thread.
 // Spoken to only by www/studio.js; each request is { id, op, args } and gets one { id, ok, ... }.
 
 import init, { Studio, webgpu_status as webgpuStatusOf, zip_files as zipFiles } from '../pkg/adcanvas.js';
@@ -45,7 +46,7 @@ self.addEventListener('message', async ({ data: { id, op, args } }) => {
 
 try {
   await init();
-  postMessage({ hello: true, gpu: await webgpuStatusOf() });
+  postMessage({ hello: true, gpu: await webgpuStatusOf(), navigatorGpu: 'gpu' in navigator });
 } catch (err) {
   postMessage({ hello: true, failed: messageOf(err) });
 }

@@ -1,7 +1,8 @@
 // Where the studio runs: in a worker (www/studio-worker.js) when the browser allows it, so that
-// the page, or the site a widget is embedded in, stays responsive while the GPU works; on the page
-// itself otherwise (a browser without WebGPU in workers, a host page whose policy forbids the
-// worker). The page and the widget see the same asynchronous studio either way.
+// the page, or the site a widget is embedded in, stays responsive while the GPU (or, without a
+// usable GPU, the CPU) works; on the page itself otherwise (a browser with WebGPU on the page but
+// not in workers, a host page whose policy forbids the worker). The page and the widget see the
+// same asynchronous studio either way.
 
 import { field, isFatal, webgpuStatus } from './common.js';
 
@@ -9,8 +10,10 @@ const WORKER_URL = new URL('./studio-worker.js', import.meta.url).href;
 const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
 
 /**
- * Starts the studio's engine: `{ runsIn: 'worker' | 'page', gpu: { available, message }, open }`.
- * `open(modelUrl, options)` loads a model pack and resolves to a studio:
+ * Starts the studio's engine: `{ runsIn: 'worker' | 'page', gpu: { available, software, message }, open }`
+ * (`gpu.available`: a hardware GPU the studio can use; without one it runs on the CPU).
+ * `open(modelUrl, options)` (options: `{ device: 'auto'|'gpu'|'cpu', quantized_weights }`) loads a
+ * model pack and resolves to a studio:
  * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), cancel(),
  * zip(names, pngs) }`, each method a promise of what the wasm `Studio`'s method of that name returns
  * (src/web.rs); `zip` resolves to the bytes of one .zip of the PNGs (wasm `zip_files`).
@@ -25,7 +28,8 @@ export async function startEngine({ bindings = null, inPage = false } = {}) {
   return pageEngine(bindings);
 }
 
-/** The worker, once it has loaded the module and can reach WebGPU; rejects otherwise. */
+/** The worker, once it has loaded the module; rejects when it cannot start, or when the page has
+ * WebGPU that the worker lacks (the studio then runs on the page, on the GPU). */
 function startWorker() {
   return new Promise((resolve, reject) => {
     let worker;
@@ -51,8 +55,10 @@ function startWorker() {
     const onHello = ({ data }) => {
       if (!data.hello) return;
       if (data.failed) fail(data.failed);
-      // No WebGPU in this browser's workers (or none at all): the page decides, and explains.
-      else if (field(data.gpu, 'available') !== true) fail(field(data.gpu, 'message'));
+      // WebGPU on the page but not in this browser's workers: the page gets the GPU.
+      else if (field(data.gpu, 'available') !== true && !data.navigatorGpu && 'gpu' in navigator) {
+        fail(field(data.gpu, 'message'));
+      }
       else settle(() => resolve(workerEngine(worker, data.gpu)));
     };
     worker.addEventListener('error', onError);

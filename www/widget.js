@@ -10,7 +10,9 @@
 // adcanvas-ready, adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
-import { bytesOf, field, isFatal, messageOf, parseSize, resultImage } from './common.js';
+import {
+  bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage,
+} from './common.js';
 import { startEngine } from './studio.js';
 
 const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
@@ -121,7 +123,7 @@ export class AdcanvasStudio extends HTMLElement {
     return this.#ui ? this.#ui.status.dataset.state : 'loading';
   }
 
-  /** 'worker' (the GPU's work never holds the host page's main thread) or 'page'; null until loaded. */
+  /** 'worker' (the GPU's or CPU's work never holds the host page's main thread) or 'page'; null until loaded. */
   get runsIn() {
     return this.#runsIn;
   }
@@ -243,11 +245,12 @@ export class AdcanvasStudio extends HTMLElement {
     this.#ui.progress.value = 0;
     this.#setStatus('generating', `Generating ${params.width} × ${params.height}…`);
     const started = performance.now();
+    const left = remainingTime();
     try {
       const out = await this.#studio.generate(params, (step, total) => {
         this.#ui.progress.max = Math.max(1, total);
         this.#ui.progress.value = step;
-        this.#setStatus('generating', `Generating ${params.width} × ${params.height}… step ${step} / ${total}`);
+        this.#setStatus('generating', `Generating ${params.width} × ${params.height}… step ${step} / ${total}${left(step, total)}`);
         this.#emit('adcanvas-progress', { step, total });
       });
       const image = resultImage(out);
@@ -260,7 +263,8 @@ export class AdcanvasStudio extends HTMLElement {
       this.#png = image.png;
       const seconds = (performance.now() - started) / 1000;
       const notes = image.notes.length ? ` ${image.notes.join(' ')}` : '';
-      this.#setStatus('done', `Done in ${seconds.toFixed(1)} s (seed ${params.seed}). The product's pixels are unchanged.${notes}`);
+      const on = field(this.#studio.info, 'device') === 'cpu' ? ' on the CPU' : '';
+      this.#setStatus('done', `Done in ${seconds.toFixed(1)} s${on} (seed ${params.seed}). The product's pixels are unchanged.${notes}`);
       const detail = {
         png: image.png, width: image.width, height: image.height, placement: image.placement, notes: image.notes,
         prompt: params.prompt, seed: params.seed, steps: params.steps, seconds,
@@ -368,12 +372,21 @@ export class AdcanvasStudio extends HTMLElement {
       throw this.#fail(`Could not load the WebAssembly module: ${messageOf(err)}`, 'module', err);
     }
     this.#runsIn = engine.runsIn;
-    if (!engine.gpu.available) throw this.#fail(engine.gpu.message, 'webgpu-unavailable');
+    let device;
+    try {
+      device = deviceOf(this.getAttribute('device'));
+    } catch (err) {
+      throw this.#fail(`device attribute: ${messageOf(err)}`, 'options');
+    }
+    // Without a usable GPU the widget runs on the CPU, unless the host page asked for the GPU only.
+    if (device === 'gpu' && !engine.gpu.available && !engine.gpu.software) {
+      throw this.#fail(engine.gpu.message, 'webgpu-unavailable');
+    }
     const model = new URL(this.getAttribute('model') || DEFAULT_MODEL_URL, document.baseURI).href;
     const base = model.endsWith('/') ? model : `${model}/`;
     this.#setStatus('loading', 'Loading the model…');
     try {
-      this.#studio = await engine.open(base, { quantized_weights: this.getAttribute('weights') || 'auto' });
+      this.#studio = await engine.open(base, { device, quantized_weights: this.getAttribute('weights') || 'auto' });
     } catch (err) {
       throw this.#fail(`Could not load the model pack at ${base}: ${messageOf(err)}`, 'model', err);
     }
@@ -384,6 +397,8 @@ export class AdcanvasStudio extends HTMLElement {
       name: field(info, 'name'),
       trained: field(info, 'trained') !== false,
       nativeSize: this.#nativeSize,
+      device: field(info, 'device'),
+      deviceNote: field(info, 'device_note') ?? null,
     };
     // A style reference that cannot be used is reported, and the widget works without it.
     let withoutReference = '';
@@ -405,7 +420,8 @@ export class AdcanvasStudio extends HTMLElement {
       if (withoutReference) withoutReference = ` (without the style reference: ${withoutReference})`;
     }
     detail.reference = referenceUrl ? !withoutReference : null;
-    this.#setStatus('ready', `Ready${withoutReference}. Drop in a product photo.`);
+    const cpu = detail.device === 'cpu' ? ` ${deviceSentence(info)}` : '';
+    this.#setStatus('ready', `Ready${withoutReference}. Drop in a product photo.${cpu}`);
     this.#refresh();
     this.#emit('adcanvas-ready', detail);
     return detail;

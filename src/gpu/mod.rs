@@ -6,6 +6,8 @@
 //! thread with a time limit, and under [`DeviceChoice::Auto`] anything that fails falls back to
 //! the CPU with a note saying why. [`watchdog`] then ends a run whose GPU stops answering.
 
+#[cfg(target_arch = "wasm32")]
+pub mod browser;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod select;
 pub mod watchdog;
@@ -15,9 +17,10 @@ use burn::tensor::Device;
 /// Which device to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
-    /// A hardware GPU that passes the self-test, else the CPU (natively); WebGPU in a browser.
-    /// Software adapters (lavapipe, SwiftShader, WARP) are skipped: our CPU path is far faster
-    /// than a GPU emulated on the same cores.
+    /// A hardware GPU that passes the self-test (natively) or has what our kernels need (in a
+    /// browser, [`browser::probe`]), else the CPU, with a note saying why. Software adapters
+    /// (lavapipe, SwiftShader, WARP) are skipped: our CPU path is far faster than a GPU emulated
+    /// on the same cores.
     Auto,
     /// The best GPU adapter wgpu offers, software ones included (WebGPU in a browser), or an error.
     Gpu,
@@ -43,7 +46,10 @@ impl std::fmt::Display for DeviceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "No GPU could be used ({}). ", self.0)?;
         if cfg!(target_arch = "wasm32") {
-            f.write_str("adcanvas needs WebGPU: use a current Chrome, Edge or Firefox with WebGPU enabled.")
+            f.write_str(
+                "The GPU path needs WebGPU: use a current Chrome, Edge or Firefox with WebGPU enabled, \
+                 or run on the CPU (device \"auto\" or \"cpu\").",
+            )
         } else {
             f.write_str(
                 "Install a Vulkan driver (e.g. mesa-vulkan-drivers), or run with --device auto or --device cpu.",
@@ -126,17 +132,27 @@ pub async fn open(choice: DeviceChoice) -> Result<OpenedDevice, DeviceError> {
     }
     #[cfg(target_arch = "wasm32")]
     {
+        let gpu = |device| {
+            let adapter = AdapterReport {
+                name: "WebGPU".into(),
+                backend: "webgpu".into(),
+                software: false,
+                driver: String::new(),
+            };
+            OpenedDevice { device, adapter: Some(adapter), note: None }
+        };
         match choice {
             DeviceChoice::Cpu => Ok(OpenedDevice::cpu(None)),
-            DeviceChoice::Auto | DeviceChoice::Gpu => {
-                let device = open_browser_gpu().await?;
-                let adapter = AdapterReport {
-                    name: "WebGPU".into(),
-                    backend: "webgpu".into(),
-                    software: false,
-                    driver: String::new(),
-                };
-                Ok(OpenedDevice { device, adapter: Some(adapter), note: None })
+            DeviceChoice::Gpu => Ok(gpu(open_browser_gpu().await?)),
+            DeviceChoice::Auto => {
+                let probe = browser::probe().await;
+                if !probe.usable {
+                    return Ok(OpenedDevice::cpu(Some(probe.message)));
+                }
+                Ok(match open_browser_gpu().await {
+                    Ok(device) => gpu(device),
+                    Err(e) => OpenedDevice::cpu(Some(format!("WebGPU did not open a device ({}).", e.0))),
+                })
             }
         }
     }
@@ -165,6 +181,17 @@ async fn open_browser_gpu() -> Result<Device, DeviceError> {
     set_buffer_limit(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size));
     *cached = Some(device.clone());
     Ok(device)
+}
+
+/// Lets the page or worker run its own events between CPU denoising steps (its Cancel button);
+/// nothing natively, where the CLI's Ctrl-C and the watchdog run on threads of their own.
+pub async fn let_host_run(device: &Device) {
+    #[cfg(target_arch = "wasm32")]
+    if *device == Device::flex() {
+        browser::let_host_run().await;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = device;
 }
 
 /// The GPU's largest storage buffer binding (and buffer), in bytes, set when it is opened.

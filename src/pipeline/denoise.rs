@@ -71,6 +71,7 @@ pub(super) async fn denoise(
         // surfaces a lost device at the step where it happened.
         latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
         crate::gpu::watchdog::beat("a denoising step");
+        crate::gpu::let_host_run(device).await;
         if !progress(i + 1 - start, total - start) {
             return Err(PipelineError::Cancelled);
         }

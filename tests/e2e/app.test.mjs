@@ -1,4 +1,6 @@
 // Browser tests for the adcanvas page: Debian Chromium + WebGPU on SwiftShader, driven by playwright-core.
+// SwiftShader is a software (fallback) adapter, so the page's default device (auto) runs these on the
+// CPU path; the tests of the GPU path ask for it with ?device=gpu (or { device: 'gpu' }).
 //
 //   scripts/build-web.sh                      # builds dist/ (index.html, www/, pkg/, models/)
 //   cd tests/e2e && npm ci && npm test        # = node --test app.test.mjs
@@ -73,9 +75,9 @@ async function waitForState(page, states, timeout, what) {
   return st;
 }
 
-/** Open the page and wait until the model pack is loaded (state 'ready'). */
-async function openReady(page, consoleLines) {
-  await page.goto(baseUrl, { waitUntil: 'load' });
+/** Open the page (with `query`, e.g. '?device=gpu') and wait until the model pack is loaded (state 'ready'). */
+async function openReady(page, consoleLines, query = '') {
+  await page.goto(baseUrl + query, { waitUntil: 'load' });
   try {
     await waitForState(page, ['ready'], LOAD_TIMEOUT, 'loading the page');
   } catch (err) {
@@ -140,6 +142,28 @@ function decodePng(buf) {
   return PNG.sync.read(buf);
 }
 
+/** Asserts that every opaque pixel of the fixture `product` (a decoded PNG) is exact in `image`
+ * ({ width, data: RGBA }) at `placement` ({ x, y, w, h }) at scale 1. */
+function assertProductExact(image, product, placement, what) {
+  const { x, y, w, h } = placement;
+  assert.deepEqual([w, h], [product.width, product.height], `${what}: product placed at scale 1`);
+  let opaque = 0;
+  const mismatches = [];
+  for (let j = 0; j < product.height; j++) {
+    for (let i = 0; i < product.width; i++) {
+      const f = (j * product.width + i) * 4;
+      if (product.data[f + 3] !== 255) continue;
+      opaque++;
+      const o = ((y + j) * image.width + x + i) * 4;
+      const want = [...product.data.slice(f, f + 3)];
+      const got = [...image.data.slice(o, o + 3)];
+      if (want.some((v, c) => v !== got[c])) mismatches.push(`(${i},${j}) product ${want} ad ${got}`);
+    }
+  }
+  assert.ok(opaque > 0, `${what}: the product has opaque pixels`);
+  assert.equal(mismatches.length, 0, `${what}: ${mismatches.length}/${opaque} product pixels differ:\n${mismatches.slice(0, 10).join('\n')}`);
+}
+
 // ---------- tests ----------
 
 test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
@@ -150,8 +174,10 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
   b.context.on('response', (res) => responses.push(res));
   try {
     const { page } = b;
-    await openReady(page, b.consoleLines);
+    // SwiftShader is a software adapter, which auto passes over for the CPU: this test is the GPU path's.
+    await openReady(page, b.consoleLines, '?device=gpu');
     assert.equal(await page.locator('#webgpu-error').isVisible(), false, '#webgpu-error must be hidden when WebGPU works');
+    assert.equal(await page.evaluate(() => document.body.dataset.device), 'gpu', 'the studio runs on WebGPU');
     // The default model is the trained one: no "untrained" or "prompt not used" warning,
     // and the size starts at the model's own resolution.
     const notices = await page.locator('#model-label').innerText();
@@ -358,7 +384,7 @@ test('several photos at once: each gets an ad as it lands, and Download all zips
   }
 });
 
-test('q8 weights kept quantised on the GPU give the same ad as expanded ones', { timeout: 2 * LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT }, async () => {
+test('q8 weights kept quantised on the GPU give the same ad as expanded ones, and the CPU path the same again', { timeout: 2 * LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
     const { page } = b;
@@ -367,12 +393,12 @@ test('q8 weights kept quantised on the GPU give the same ad as expanded ones', {
     const got = await page.evaluate(async (photo) => {
       const wasm = await import(new URL('pkg/adcanvas.js', document.baseURI).href);
       await wasm.default();
-      const run = async (mode) => {
-        const studio = await wasm.Studio.open(new URL('models/default/', document.baseURI).href, { quantized_weights: mode });
+      const run = async (mode, device = 'gpu') => {
+        const studio = await wasm.Studio.open(new URL('models/default/', document.baseURI).href, { device, quantized_weights: mode });
         const info = studio.model_info();
         studio.prepare(new Uint8Array(photo));
         const r = await studio.generate({ size: 64, steps: 2, seed: 7, prompt: 'on a marble table' }, () => {});
-        return { mode: info.quantized_weights, mb: info.device_weights_mb, rgba: Array.from(r.rgba) };
+        return { mode: info.quantized_weights, device: info.device, mb: info.device_weights_mb, rgba: Array.from(r.rgba) };
       };
       let refused = null;
       try {
@@ -380,9 +406,14 @@ test('q8 weights kept quantised on the GPU give the same ad as expanded ones', {
       } catch (e) {
         refused = String(e && e.message || e);
       }
-      return { expanded: await run('expand'), kept: await run('keep'), auto: (await wasm.Studio.open('models/default/', {})).model_info().quantized_weights, refused };
+      return {
+        expanded: await run('expand'), kept: await run('keep'), cpu: await run('auto', 'cpu'),
+        auto: (await wasm.Studio.open('models/default/', { device: 'gpu' })).model_info().quantized_weights, refused,
+      };
     }, photo);
     assert.equal(got.expanded.mode, 'expand');
+    assert.equal(got.expanded.device, 'gpu');
+    assert.equal(got.cpu.device, 'cpu');
     assert.equal(got.kept.mode, 'keep');
     assert.equal(got.auto, 'expand', 'auto expands the small default model');
     assert.match(got.refused || '', /quantized_weights "int8": expected auto, keep or expand/);
@@ -399,24 +430,68 @@ test('q8 weights kept quantised on the GPU give the same ad as expanded ones', {
     // the UNet natively), which can flip a rounding.
     console.error(`kept vs expanded in Chromium: max channel difference ${maxDiff}, ${differing} of ${got.kept.rgba.length} values differ; GPU weights ${got.kept.mb.toFixed(1)} vs ${got.expanded.mb.toFixed(1)} MB`);
     assert.ok(maxDiff <= 2, `kept vs expanded: max channel difference ${maxDiff}, ${differing} values differ`);
+    // The CPU path (wasm SIMD128) against the GPU's: the same model to float rounding.
+    const cpuDiff = got.cpu.rgba.reduce((m, v, i) => Math.max(m, Math.abs(v - got.expanded.rgba[i])), 0);
+    const cpuDiffering = got.cpu.rgba.filter((v, i) => v !== got.expanded.rgba[i]).length;
+    console.error(`CPU vs GPU in Chromium: max channel difference ${cpuDiff}, ${cpuDiffering} of ${got.cpu.rgba.length} values differ`);
+    assert.equal(got.cpu.rgba.length, got.expanded.rgba.length);
+    assert.ok(cpuDiff <= 2, `CPU vs GPU: max channel difference ${cpuDiff}, ${cpuDiffering} values differ`);
     assert.deepEqual(b.pageErrors.map(String), [], `no uncaught page errors; console:\n${b.consoleLines.join('\n')}`);
   } finally {
     await b.close();
   }
 });
 
-test('WebGPU off: explains what is missing without throwing', { timeout: 3 * MINUTE }, async () => {
+test('WebGPU off: the ad is made on the CPU, the page says so, the product pixels are exact', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_OFF);
   try {
     const { page } = b;
-    await page.goto(baseUrl, { waitUntil: 'load' });
+    await openReady(page, b.consoleLines);
     // Precondition: this browser really has no usable WebGPU.
     const hasWebgpu = await page.evaluate(async () => {
       if (!navigator.gpu) return false;
       return (await navigator.gpu.requestAdapter()) !== null;
     });
     assert.equal(hasWebgpu, false, 'test setup: WebGPU should be unavailable with these flags');
+    assert.equal(await page.locator('#webgpu-error').isVisible(), false, 'no error: the CPU path runs instead');
+    assert.equal(await page.evaluate(() => document.body.dataset.device), 'cpu');
+    assert.equal(await page.evaluate(() => document.body.dataset.studio), 'worker', 'the CPU works in the worker, not on the page');
+    const notices = await page.locator('#model-label').innerText();
+    assert.match(notices, /CPU/, `the page says it runs on the CPU: ${notices}`);
+    assert.match(notices, /WebGPU|GPU adapter/, `and why: ${notices}`);
 
+    const up = await uploadAndWait(page, PRODUCT);
+    assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
+    await page.selectOption('#size', '64');
+    await page.fill('#steps', '4');
+    await page.fill('#seed', '7');
+    await page.fill('#prompt', 'on a wooden table in a sunny kitchen, product photography');
+    // The status counts down once two steps have run.
+    const countdown = page.waitForFunction(() => /about [\d.]+ s left/.test(document.getElementById('status').textContent),
+      null, { timeout: GENERATE_TIMEOUT, polling: 20 }).then(() => true, () => false);
+    await page.click('#generate');
+    await page.waitForFunction(
+      () => document.getElementById('result').dataset.ready === '1' ||
+        ['error', 'cancelled'].includes(document.getElementById('status').dataset.state),
+      null,
+      { timeout: GENERATE_TIMEOUT, polling: 250 },
+    );
+    const st = await statusOf(page);
+    assert.equal(st.state, 'done', `status after generation: ${st.text}\nconsole:\n${b.consoleLines.join('\n')}`);
+    assert.match(st.text, /on the CPU/, st.text);
+    assert.ok(await countdown, 'the status said how long was left');
+    const ad = await page.evaluate(() => {
+      const r = window.__adcanvas;
+      return { width: r.width, height: r.height, placement: r.placement, data: Array.from(r.rgba) };
+    });
+    assert.deepEqual([ad.width, ad.height], [64, 64]);
+    assertProductExact(ad, decodePng(fs.readFileSync(PRODUCT)), ad.placement, 'the CPU ad');
+    const colours = new Set();
+    for (let o = 0; o < ad.data.length; o += 4) colours.add((ad.data[o] << 16) | (ad.data[o + 1] << 8) | ad.data[o + 2]);
+    assert.ok(colours.size > 64, `the background is generated: ${colours.size} colours`);
+
+    // Asked for the GPU only (?device=gpu), the page explains what is missing instead.
+    await page.goto(`${baseUrl}?device=gpu`, { waitUntil: 'load' });
     const box = page.locator('#webgpu-error');
     await box.waitFor({ state: 'visible', timeout: MINUTE });
     const text = (await box.textContent()).trim();
@@ -424,8 +499,7 @@ test('WebGPU off: explains what is missing without throwing', { timeout: 3 * MIN
     assert.match(text, /chrome|edge|firefox|safari|browser|enable|flag|update|driver/i,
       `#webgpu-error says how to get WebGPU: ${text}`);
     assert.equal(await page.locator('#generate').isDisabled(), true, 'Generate is disabled without WebGPU');
-    const st = await statusOf(page);
-    assert.equal(st.state, 'error');
+    assert.equal((await statusOf(page)).state, 'error');
     // Give late promise rejections a moment to surface.
     await page.waitForTimeout(500);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
@@ -800,27 +874,32 @@ test('widget: a host page whose policy forbids workers gets the studio on the pa
   }
 });
 
-test('widget: without WebGPU it says so and tells the host page', { timeout: 3 * MINUTE }, async () => {
+test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU only, it reports why not', { timeout: LOAD_TIMEOUT + 3 * MINUTE }, async () => {
   const host = await startHost('');
   const b = await launch(WEBGPU_OFF);
   try {
     const { page } = b;
     await page.goto(host.url, { waitUntil: 'load' });
-    const events = await waitForEvent(page, 'adcanvas-error', MINUTE);
-    const err = events.find((e) => e.type === 'adcanvas-error');
-    assert.equal(err.detail.code, 'webgpu-unavailable');
-    assert.match(err.detail.message, /WebGPU/);
+    const events = await waitForEvent(page, 'adcanvas-ready', LOAD_TIMEOUT);
+    const ready = events.find((e) => e.type === 'adcanvas-ready');
+    assert.ok(ready, `the widget loaded on the CPU: ${JSON.stringify(events)}\nconsole:\n${b.consoleLines.join('\n')}`);
+    assert.equal(ready.detail.device, 'cpu');
+    assert.match(ready.detail.deviceNote || '', /WebGPU|GPU adapter/, 'the host page hears why not the GPU');
     const widget = page.locator('adcanvas-studio');
-    assert.match(await widget.locator('.status').innerText(), /WebGPU/);
-    assert.equal(await widget.locator('button.generate').isDisabled(), true);
-    // A widget made from script and asked for `ready` before it joins the page waits for that.
+    assert.match(await widget.locator('.status').innerText(), /CPU/);
+    assert.equal(await widget.evaluate((w) => w.runsIn), 'worker', 'the CPU works in the widget\'s worker');
+    // A widget made from script with device="gpu", asked for `ready` before it joins the page,
+    // waits for that and then fails with what is missing.
     const early = await page.evaluate(() => {
       const w = document.createElement('adcanvas-studio');
+      w.setAttribute('device', 'gpu');
       const outcome = w.ready.then(() => 'loaded', (e) => e.message);
       document.body.append(w);
       return outcome;
     });
     assert.match(early, /WebGPU/);
+    const errors = (await page.evaluate(() => window.__events)).filter((e) => e.type === 'adcanvas-error');
+    assert.deepEqual(errors.map((e) => e.detail.code), ['webgpu-unavailable']);
     await page.waitForTimeout(500);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {

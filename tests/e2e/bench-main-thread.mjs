@@ -36,7 +36,7 @@ try {
         }).observe({ type: 'longtask', buffered: true });
       });
       const started = Date.now();
-      await page.goto(`${server.url}?studio=${mode}`, { waitUntil: 'load' });
+      await page.goto(`${server.url}?studio=${mode}&device=gpu`, { waitUntil: 'load' });
       await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state),
         null, { timeout: 600_000, polling: 250 });
       const loadSeconds = (Date.now() - started) / 1000;
