@@ -1,9 +1,8 @@
-// Makes docs/screenshot.png: the page in Chromium (WebGPU on SwiftShader) after generating one
-// ad with the default model, so the README shows the page as it is.
+// Makes docs/screenshot.png: the page in Chromium after generating one ad with the default model,
+// so the README shows the page as it is. This machine's only WebGPU adapter is SwiftShader, a
+// software one, so the page runs on the CPU (and says so), as it would for a visitor without a GPU.
 //
 //   scripts/build-web.sh && cd tests/e2e && node screenshot.mjs [OUT]
-//
-// Slow on SwiftShader (kernel compilation and 20 steps at 256², several minutes).
 
 import path from 'node:path';
 import { DIST, REPO, WEBGPU_ON, launch, startServer } from './harness.mjs';
