@@ -143,6 +143,28 @@ fn cpu_end_to_end_is_exact_and_deterministic() {
     assert_ne!(a.background.as_raw(), d.background.as_raw(), "another prompt should give another background");
 }
 
+/// Natively with two or more threads, the CPU runs guidance's two halves at once, one UNet call
+/// each (pipeline/denoise.rs); on one thread they run one after the other, or as one batch of 2
+/// when their token counts allow it (no prompt, a style reference). The same ads either way.
+#[test]
+fn cpu_guidance_halves_on_two_threads_give_the_one_thread_ads() {
+    let model = load_default(&Device::flex());
+    let beach = Reference::with_mask(REFERENCE_BEACH, REFERENCE_BEACH_MASK).unwrap();
+    let referenced = GenerateOptions { prompt: String::new(), guidance_scale: 4.0, ..tiny_options(7) };
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            (run(&model, PRODUCT_32, &tiny_options(7)), run_with(&model, PRODUCT_32, Some(&beach), &referenced))
+        })
+    };
+    let (one, two) = (on(1), on(2));
+    for (what, a, b) in [("a prompt", &one.0, &two.0), ("a style reference, no prompt", &one.1, &two.1)] {
+        assert!(a.depth_used, "{what}: the ControlNet runs");
+        let diff = a.image.as_raw().iter().zip(b.image.as_raw()).map(|(x, y)| x.abs_diff(*y)).max();
+        assert!(diff <= Some(1), "{what}: two threads vs one, max channel difference {diff:?}");
+    }
+}
+
 /// Every sampler runs the whole pipeline, Euler-Karras with its fractional timesteps included:
 /// the product stays exact, and each sampler draws its own background from the same seed.
 #[test]

@@ -113,14 +113,37 @@ pub fn predict_noise(
     if scale == 1.0 {
         return unet(input, cond);
     }
-    let (eps_uncond, eps_cond) = match batch_pair(uncond, cond, &input) {
+    let batched = if halves_in_parallel(model) { None } else { batch_pair(uncond, cond, &input) };
+    let (eps_uncond, eps_cond) = match batched {
         Some(batched) => {
             let out = unet(Tensor::cat(vec![input.clone(), input], 0), &batched);
             (out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1))
         }
-        None => (unet(input.clone(), uncond), unet(input, cond)),
+        None => both(|| unet(input.clone(), uncond), || unet(input.clone(), cond)),
     };
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
+}
+
+/// Natively on the CPU with two or more threads, the halves run as two calls at once (never as
+/// one batch of 2): the default model's tensors are too small for burn's CPU backend to keep two
+/// cores busy within one op (BENCHMARKS.md, 2026-12-06), so each half gets a core instead. A
+/// prompt's halves are two calls anyway (its token count is not the empty prompt's).
+fn halves_in_parallel(model: &Model) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    return model.device == burn::tensor::Device::flex() && rayon::current_num_threads() > 1;
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = model;
+        false
+    }
+}
+
+/// Both results, at once where there are threads (natively), else one after the other.
+fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::join(a, b);
+    #[cfg(target_arch = "wasm32")]
+    (a(), b())
 }
 
 /// `[uncond; cond]` as one batch of 2, when their token counts allow it. A half without an
