@@ -75,6 +75,17 @@ async function waitForState(page, states, timeout, what) {
   return st;
 }
 
+/** Waits until the page shows its ad or stops with an error or a cancel; returns the status. */
+async function waitForAd(page) {
+  await page.waitForFunction(
+    () => document.getElementById('result').dataset.ready === '1' ||
+      ['error', 'cancelled'].includes(document.getElementById('status').dataset.state),
+    null,
+    { timeout: GENERATE_TIMEOUT, polling: 250 },
+  );
+  return statusOf(page);
+}
+
 /** Open the page (with `query`, e.g. '?device=gpu') and wait until the model pack is loaded (state 'ready'). */
 async function openReady(page, consoleLines, query = '') {
   await page.goto(baseUrl + query, { waitUntil: 'load' });
@@ -222,13 +233,7 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     await page.click('#generate');
     assert.equal(await page.locator('#cancel').isEnabled(), true, 'Cancel is enabled while generating');
 
-    await page.waitForFunction(
-      () => document.getElementById('result').dataset.ready === '1' ||
-        ['error', 'cancelled'].includes(document.getElementById('status').dataset.state),
-      null,
-      { timeout: GENERATE_TIMEOUT, polling: 500 },
-    );
-    const st = await statusOf(page);
+    const st = await waitForAd(page);
     const ready = await page.locator('#result').getAttribute('data-ready');
     assert.equal(ready, '1', `generation did not finish: status '${st.state}': ${st.text}\nconsole:\n${b.consoleLines.join('\n')}`);
     assert.equal(st.state, 'done', `status after generation: ${st.text}`);
@@ -470,13 +475,7 @@ test('WebGPU off: the ad is made on the CPU, the page says so, the product pixel
     const countdown = page.waitForFunction(() => /about [\d.]+ s left/.test(document.getElementById('status').textContent),
       null, { timeout: GENERATE_TIMEOUT, polling: 20 }).then(() => true, () => false);
     await page.click('#generate');
-    await page.waitForFunction(
-      () => document.getElementById('result').dataset.ready === '1' ||
-        ['error', 'cancelled'].includes(document.getElementById('status').dataset.state),
-      null,
-      { timeout: GENERATE_TIMEOUT, polling: 250 },
-    );
-    const st = await statusOf(page);
+    const st = await waitForAd(page);
     assert.equal(st.state, 'done', `status after generation: ${st.text}\nconsole:\n${b.consoleLines.join('\n')}`);
     assert.match(st.text, /on the CPU/, st.text);
     assert.ok(await countdown, 'the status said how long was left');
