@@ -32,6 +32,8 @@ const el = {
   cancel: $('cancel'),
   progress: $('progress'),
   status: $('status'),
+  continueOnCpu: $('continue-on-cpu'),
+  continueOnCpuLink: $('continue-on-cpu-link'),
   result: $('result'),
   resultInfo: $('result-info'),
   download: $('download'),
@@ -288,8 +290,16 @@ function restoredPhoto() {
 
 function showFatal(err) {
   state.crashed = true;
+  const onGpu = state.device === 'gpu';
   setStatus('error', `The GPU or the WebAssembly engine stopped (${messageOf(err)}). ` +
-    'Your photo and settings are kept: reload the page to continue.');
+    `Your photo and settings are kept: reload the page to continue${onGpu ? ', or continue on the CPU (below)' : ''}.`);
+  // A GPU that was lost may be lost again: the CPU path needs none (the same page, ?device=cpu).
+  if (onGpu) {
+    const url = new URL(location.href);
+    url.searchParams.set('device', 'cpu');
+    el.continueOnCpuLink.href = url.href;
+    el.continueOnCpu.hidden = false;
+  }
   refreshControls();
 }
 

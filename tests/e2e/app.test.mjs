@@ -507,6 +507,53 @@ test('WebGPU off: the ad is made on the CPU, the page says so, the product pixel
   }
 });
 
+test('a GPU lost mid-run: the page keeps the photo and settings and goes on on the CPU', { timeout: 2 * LOAD_TIMEOUT + GENERATE_TIMEOUT }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines, '?device=gpu');
+    assert.equal(await page.evaluate(() => document.body.dataset.device), 'gpu');
+    const up = await uploadAndWait(page, PRODUCT);
+    assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
+    await page.selectOption('#size', '64');
+    await page.fill('#steps', '2');
+    await page.fill('#seed', '7');
+    await page.fill('#prompt', 'on a wooden table');
+    // The studio's worker loses its GPU: every submission to the queue fails from now on.
+    const [worker] = page.workers();
+    assert.ok(worker, 'the studio runs in a worker');
+    await worker.evaluate(() => {
+      GPUQueue.prototype.submit = function () { throw new Error('test: the GPU device was lost'); };
+    });
+    await page.click('#generate');
+    const crashed = await waitForAd(page);
+    assert.equal(crashed.state, 'error', crashed.text);
+    assert.match(crashed.text, /stopped.*photo and settings are kept/s, crashed.text);
+    assert.equal(await page.locator('#generate').isDisabled(), true, 'no Generate on a lost engine');
+    const link = page.locator('#continue-on-cpu-link');
+    await link.waitFor({ state: 'visible', timeout: MINUTE });
+
+    await link.click();
+    await page.waitForFunction(() => /Photo ready/.test(document.getElementById('status').textContent), null,
+      { timeout: LOAD_TIMEOUT, polling: 250 });
+    assert.equal(new URL(page.url()).searchParams.get('device'), 'cpu');
+    assert.equal(await page.evaluate(() => document.body.dataset.device), 'cpu');
+    assert.deepEqual(
+      await page.evaluate(() => ['size', 'steps', 'seed', 'prompt'].map((id) => document.getElementById(id).value)),
+      ['64', '2', '7', 'on a wooden table'], 'the settings came along');
+    await page.click('#generate');
+    const st = await waitForAd(page);
+    assert.equal(st.state, 'done', `${st.text}\nconsole:\n${b.consoleLines.join('\n')}`);
+    const ad = await page.evaluate(() => {
+      const r = window.__adcanvas;
+      return { width: r.width, height: r.height, placement: r.placement, data: Array.from(r.rgba) };
+    });
+    assertProductExact(ad, decodePng(fs.readFileSync(PRODUCT)), ad.placement, 'the ad made on the CPU after the crash');
+  } finally {
+    await b.close();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
