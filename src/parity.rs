@@ -78,6 +78,9 @@ impl Timed {
 pub enum Part {
     /// One UNet call.
     Unet,
+    /// The same batch, one call per sample at once: how the pipeline runs guidance's two halves
+    /// on a CPU with threads (`pipeline::denoise`). Not in [`Part::ALL`]: asked for by name.
+    UnetHalves,
     /// The whole VAE decode.
     VaeDecode,
     /// The tiled VAE decode, with the tile side the reference saved.
@@ -229,11 +232,11 @@ pub fn check_pack(
             .map(|w| w.with_quantized(quantized))
             .map_err(|e| e.to_string())
     };
-    let unet = match parts.contains(&Part::Unet) {
+    let unet = match parts.iter().any(|p| matches!(p, Part::Unet | Part::UnetHalves)) {
         true => Some(UNet2DConditionModel::load(&weights("unet")?, &manifest.unet).map_err(|e| e.to_string())?),
         false => None,
     };
-    let decoder = match parts.iter().any(|p| *p != Part::Unet) {
+    let decoder = match parts.iter().any(|p| matches!(p, Part::VaeDecode | Part::VaeDecodeTiled)) {
         true => Some(LatentDecoder::load(&weights("vae")?, &manifest.vae).map_err(|e| e.to_string())?),
         false => None,
     };
@@ -248,18 +251,28 @@ pub fn check_pack(
         "adcanvas parity: {dtype} pack loaded in {load_ms:.0} ms (quantised weights: {quantized:?}; device memory {device_after_load}, host anonymous peak {anonymous_peak_during_load:?} MB)"
     );
 
-    let unet_run = match &unet {
-        Some(unet) => {
-            let sample: Tensor<4> = reference.tensor("sample", device)?;
-            let context: Tensor<3> = reference.tensor("context", device)?;
-            let (t, _) = reference.values("timestep")?;
-            let timestep = *t.first().ok_or("`timestep` is empty")?;
-            Some(timed("UNet", timing, &reference.values("unet_out")?.0, || {
-                unet.forward(sample.clone(), timestep, &context)
-            })?)
+    let (mut unet_run, mut halves_run) = (None, None);
+    if let Some(unet) = &unet {
+        let sample: Tensor<4> = reference.tensor("sample", device)?;
+        let context: Tensor<3> = reference.tensor("context", device)?;
+        let (t, _) = reference.values("timestep")?;
+        let timestep = *t.first().ok_or("`timestep` is empty")?;
+        let want = reference.values("unet_out")?.0;
+        if parts.contains(&Part::Unet) {
+            unet_run = Some(timed("UNet", timing, &want, || unet.forward(sample.clone(), timestep, &context))?);
         }
-        None => None,
-    };
+        if parts.contains(&Part::UnetHalves) {
+            let batch = sample.dims()[0];
+            if batch != 2 {
+                return Err(format!("--part unet-halves needs a batch of 2, the inputs have {batch}"));
+            }
+            let half = |i| unet.forward(sample.clone().narrow(0, i, 1), timestep, &context.clone().narrow(0, i, 1));
+            halves_run = Some(timed("UNet, halves at once", timing, &want, || {
+                let (a, b) = crate::pipeline::both(|| half(0), || half(1));
+                Tensor::cat(vec![a, b], 0)
+            })?);
+        }
+    }
     let device_after_unet = device_memory_mb(device);
 
     let (mut vae_run, mut tiled_run) = (None, None);
@@ -311,6 +324,7 @@ pub fn check_pack(
         },
         "load_ms": { "read_files": ms(read_ms), "total": ms(load_ms) },
         "unet": unet_run.map(|r| r.to_json()),
+        "unet_halves": halves_run.map(|r| r.to_json()),
         "vae_decode": vae_run.map(|r| r.to_json()),
         "vae_decode_tiled": tiled_run,
         "device_binding_limit_mb": max_buffer_bytes(device).map(mb),

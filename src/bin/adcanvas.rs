@@ -118,6 +118,9 @@ enum QuantizedArg {
 enum PartArg {
     /// One UNet call (batch 2 at SD 1.5 size).
     Unet,
+    /// The same batch as one call per sample, at once (as the pipeline runs guidance's halves
+    /// on the CPU): its own timing; the output is checked like `unet`'s.
+    UnetHalves,
     /// The whole VAE decode.
     VaeDecode,
     /// The tiled VAE decode.
@@ -128,6 +131,7 @@ impl PartArg {
     fn part(self) -> Part {
         match self {
             Self::Unet => Part::Unet,
+            Self::UnetHalves => Part::UnetHalves,
             Self::VaeDecode => Part::VaeDecode,
             Self::VaeDecodeTiled => Part::VaeDecodeTiled,
         }

@@ -139,7 +139,7 @@ fn halves_in_parallel(model: &Model) -> bool {
 }
 
 /// Both results, at once where there are threads (natively), else one after the other.
-fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+pub fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
     #[cfg(not(target_arch = "wasm32"))]
     return rayon::join(a, b);
     #[cfg(target_arch = "wasm32")]

@@ -20,7 +20,7 @@ mod product;
 mod refine;
 
 pub use conditioning::{Depth, Guidance};
-pub use denoise::{gaussian_noise, predict_noise};
+pub use denoise::{both, gaussian_noise, predict_noise};
 pub use error::PipelineError;
 pub use options::{GenerateOptions, InitImage};
 pub use pass::{Generated, Timings, generate_pass};
