@@ -16,5 +16,5 @@ else
   scripts/setup.sh
   scripts/build-web.sh "$ADCANVAS_ROOT/dist"
 fi
-echo "adcanvas: open http://127.0.0.1:$PORT/ in a browser with WebGPU (Ctrl-C stops)"
+echo "adcanvas: open http://127.0.0.1:$PORT/ in a browser (Ctrl-C stops)"
 exec python3 scripts/serve.py --dir "$ADCANVAS_ROOT/dist" --host 127.0.0.1 --port "$PORT"
