@@ -230,6 +230,34 @@ function showModelInfo() {
   }
 }
 
+// ---------- how long an ad takes here ----------
+// The last ad's time per device and size, kept across visits, so that the page can say before an
+// ad how long it will take on this computer (what it measured, never a guess).
+
+const TIMES_KEY = 'adcanvas.times';
+
+function rememberTime(params, seconds) {
+  try {
+    const times = JSON.parse(localStorage.getItem(TIMES_KEY) || '{}');
+    times[`${state.device} ${params.width}x${params.height}`] = { seconds, steps: params.steps };
+    localStorage.setItem(TIMES_KEY, JSON.stringify(times));
+  } catch { /* storage disabled: nothing to remember */ }
+}
+
+/** ' An ad at W × H takes about N s here.' from the last one at that size (scaled to the steps
+ * now asked for), or '' when there was none. */
+function expectedTime() {
+  try {
+    const size = parseSize(el.size.value);
+    const steps = Number(el.steps.value);
+    const last = size && JSON.parse(localStorage.getItem(TIMES_KEY) || '{}')[`${state.device} ${size.width}x${size.height}`];
+    if (!last || !(steps > 0)) return '';
+    const seconds = last.seconds * steps / last.steps;
+    const where = state.device === 'cpu' ? 'on this computer\'s CPU' : 'on this GPU';
+    return ` An ad at ${size.width} × ${size.height} with ${steps} steps takes about ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s ${where}.`;
+  } catch { return ''; }
+}
+
 // ---------- keeping the user's work across a reload ----------
 // A lost GPU device or a crashed wasm instance can only be recovered by reloading the
 // page; the settings (localStorage) and the last photo (sessionStorage, when small enough)
@@ -336,7 +364,7 @@ async function handleFile(file, maskFile = null) {
     el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
     el.maskFigure.hidden = false;
     state.prepared = true;
-    setStatus('ready', 'Photo ready. Describe a scene and press Generate.');
+    setStatus('ready', `Photo ready. Describe a scene and press Generate.${expectedTime()}`);
   } catch (err) {
     setStatus('error', `Could not use ${maskFile ? `${file.name} with ${maskFile.name}` : file.name}: ${messageOf(err)}`);
   } finally {
@@ -494,6 +522,8 @@ async function runGenerate(params, what = '') {
       setStatus('generating', `${label} step ${step} / ${total}${left(step, total)}${compiling}`);
     });
     state.sizesRun.add(size);
+    // Not a GPU's first ad of a size: that one also compiled its kernels.
+    if (!compiling) rememberTime(params, (performance.now() - started) / 1000);
     const shown = showResult(out);
     const notes = shown.notes.join(' ');
     png = shown.png;

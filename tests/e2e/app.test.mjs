@@ -488,6 +488,9 @@ test('WebGPU off: the ad is made on the CPU, the page says so, the product pixel
     const colours = new Set();
     for (let o = 0; o < ad.data.length; o += 4) colours.add((ad.data[o] << 16) | (ad.data[o + 1] << 8) | ad.data[o + 2]);
     assert.ok(colours.size > 64, `the background is generated: ${colours.size} colours`);
+    // From now on the page says how long an ad takes here, before it is made.
+    const again = await uploadAndWait(page, PRODUCT);
+    assert.match(again.text, /An ad at 64 × 64 with 4 steps takes about [\d.]+ s on this computer's CPU/, again.text);
 
     // Asked for the GPU only (?device=gpu), the page explains what is missing instead.
     await page.goto(`${baseUrl}?device=gpu`, { waitUntil: 'load' });
