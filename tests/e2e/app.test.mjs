@@ -114,6 +114,16 @@ async function uploadAndWait(page, file) {
   return statusOf(page);
 }
 
+/** Uploads the product and sets a small ad: 64², `steps` steps, seed 7, `prompt`. */
+async function setUpSmallAd(page, steps, prompt) {
+  const up = await uploadAndWait(page, PRODUCT);
+  assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
+  await page.selectOption('#size', '64');
+  await page.fill('#steps', String(steps));
+  await page.fill('#seed', '7');
+  await page.fill('#prompt', prompt);
+}
+
 /** The cut-out preview's size and alpha channel, read back through a canvas. */
 async function previewAlpha(page) {
   return page.locator('#mask-preview').evaluate(async (img) => {
@@ -465,12 +475,7 @@ test('WebGPU off: the ad is made on the CPU, the page says so, the product pixel
     assert.match(notices, /CPU/, `the page says it runs on the CPU: ${notices}`);
     assert.match(notices, /WebGPU|GPU adapter/, `and why: ${notices}`);
 
-    const up = await uploadAndWait(page, PRODUCT);
-    assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
-    await page.selectOption('#size', '64');
-    await page.fill('#steps', '4');
-    await page.fill('#seed', '7');
-    await page.fill('#prompt', 'on a wooden table in a sunny kitchen, product photography');
+    await setUpSmallAd(page, 4, 'on a wooden table in a sunny kitchen, product photography');
     // The status counts down once two steps have run.
     const countdown = page.waitForFunction(() => /about [\d.]+ s left/.test(document.getElementById('status').textContent),
       null, { timeout: GENERATE_TIMEOUT, polling: 20 }).then(() => true, () => false);
@@ -516,12 +521,7 @@ test('a GPU lost mid-run: the page keeps the photo and settings and goes on on t
     const { page } = b;
     await openReady(page, b.consoleLines, '?device=gpu');
     assert.equal(await page.evaluate(() => document.body.dataset.device), 'gpu');
-    const up = await uploadAndWait(page, PRODUCT);
-    assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
-    await page.selectOption('#size', '64');
-    await page.fill('#steps', '2');
-    await page.fill('#seed', '7');
-    await page.fill('#prompt', 'on a wooden table');
+    await setUpSmallAd(page, 2, 'on a wooden table');
     // The studio's worker loses its GPU: every submission to the queue fails from now on.
     const [worker] = page.workers();
     assert.ok(worker, 'the studio runs in a worker');
