@@ -5,6 +5,7 @@
 import {
   bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage, toBytes,
 } from './common.js';
+import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +21,8 @@ const el = {
   maskPreview: $('mask-preview'),
   maskInfo: $('mask-info'),
   maskFile: $('mask-file'),
+  maskEdit: $('mask-edit'),
+  maskEditor: $('mask-editor'),
   controls: $('controls'),
   prompt: $('prompt'),
   size: $('size'),
@@ -58,6 +61,8 @@ const state = {
   generating: false,
   busy: false,        // loading / preparing: block Generate
   maskUrl: null,      // object URL of the mask preview
+  mask: null,         // the prepared photo's mask: { png (grey preview bytes), width, height }
+  candidate: null,    // the photo last chosen, prepared or not: the mask editor paints on it
   pngUrl: null,       // object URL of the last result PNG
   reference: null,    // { name, bytes } of the style reference in use
   sizesRun: new Set(), // image sizes generated in this tab: their GPU kernels are compiled
@@ -92,6 +97,7 @@ function refreshControls() {
   }
   el.dropzone.classList.toggle('disabled', locked || !state.studio);
   el.generate.disabled = locked || state.busy || state.crashed || !state.studio || !state.prepared;
+  el.maskEdit.disabled = locked || state.busy || !state.prepared;
   el.cancel.disabled = !locked;
   el.batchZip.disabled = locked || !state.batch?.items.some((item) => item.png);
 }
@@ -333,16 +339,19 @@ function showFatal(err) {
 
 // ---------- upload ----------
 
-/** Prepares `file` (the product photo), with `maskFile` as its mask when given (the user's own);
- * resolves to whether it is ready to generate. */
-async function handleFile(file, maskFile = null) {
+/** Prepares `file` (the product photo), with `maskFile` as its mask when given (the user's own,
+ * a file or the brush's: `painted`); resolves to whether it is ready to generate. When the automatic
+ * cut-out finds no product (a busy background), the mask editor opens for the user to paint it. */
+async function handleFile(file, maskFile = null, painted = false) {
   if (!file || state.generating) return false;
   if (!state.studio) {
     setStatus('error', 'The model is not loaded yet, so the photo cannot be prepared.');
     return false;
   }
+  if (!maskFile && maskEditor.isOpen) maskEditor.close();
   state.busy = true;
   state.prepared = false;
+  state.candidate = file;
   el.maskFigure.hidden = true;
   replaceUrl('maskUrl', null);
   el.fileName.textContent = file.name;
@@ -357,22 +366,60 @@ async function handleFile(file, maskFile = null) {
     const height = field(prep, 'height');
     const source = field(prep, 'mask_source');
     const area = Number(field(prep, 'mask_area'));
+    state.mask = { png: toBytes(field(prep, 'mask_png')).slice(), width, height };
     // The cut-out as it will be pasted, over a checkerboard: what is kept, at the photo's size.
     el.maskPreview.src = replaceUrl('maskUrl', new Blob([toBytes(field(prep, 'cutout_png'))], { type: 'image/png' }));
     const from = source === 'alpha' ? 'the transparency (alpha channel)'
-      : source === 'given' ? `your mask (${maskFile.name})` : 'background removal';
+      : painted ? 'your brush' : source === 'given' ? `your mask (${maskFile.name})` : 'background removal';
     el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
     el.maskFigure.hidden = false;
     state.prepared = true;
     setStatus('ready', `Photo ready. Describe a scene and press Generate.${expectedTime()}`);
   } catch (err) {
-    setStatus('error', `Could not use ${maskFile ? `${file.name} with ${maskFile.name}` : file.name}: ${messageOf(err)}`);
+    const msg = messageOf(err);
+    if (painted) {
+      setStatus('error', `Could not use the painted mask: ${msg}`);
+    } else if (!maskFile && !state.batch?.running && isCutoutFailure(msg)) {
+      setStatus('error', `${file.name}: ${msg} Or paint over the product below to cut it out yourself.`);
+      openMaskEditor(file, null, 'The product could not be found automatically in this photo.');
+    } else {
+      setStatus('error', `Could not use ${maskFile ? `${file.name} with ${maskFile.name}` : file.name}: ${msg}`);
+    }
   } finally {
     state.busy = false;
     refreshControls();
   }
   return state.prepared;
 }
+
+// ---------- the mask editor ----------
+// Brushing over the photo (www/mask-editor.js); "Use this mask" prepares the photo again with the
+// painted mask, as with a mask file of the user's own.
+
+const maskEditor = new MaskEditor(el.maskEditor, {
+  onApply: async (png) => {
+    const file = state.candidate;
+    const ok = file && await handleFile(file, new File([png], 'painted-mask.png', { type: 'image/png' }), true);
+    if (!ok) throw new Error('not taken');
+  },
+  onClose: () => { el.maskEditor.hidden = true; },
+});
+el.maskEditor.hidden = true;
+
+async function openMaskEditor(file, mask, why = '') {
+  el.maskEditor.hidden = false;
+  try {
+    await maskEditor.open(file, mask?.png ?? null, mask ? { width: mask.width, height: mask.height } : null, why);
+    el.maskEditor.scrollIntoView({ block: 'nearest' });
+  } catch (err) {
+    el.maskEditor.hidden = true;
+    setStatus('error', `This browser could not show ${file.name} for painting: ${messageOf(err)}`);
+  }
+}
+
+el.maskEdit.addEventListener('click', () => {
+  if (state.photoFile && state.mask) openMaskEditor(state.photoFile, state.mask);
+});
 
 // The user's own mask for the photo already chosen (white or opaque = product).
 el.maskFile.addEventListener('change', () => {

@@ -11,8 +11,9 @@
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
 import {
-  bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage,
+  bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage, toBytes,
 } from './common.js';
+import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
 
 const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
@@ -53,6 +54,10 @@ const TEMPLATE = `
     <strong>Drop a product photo</strong> or click to choose one (several: one ad each)
     <div class="file-name"></div>
   </label>
+  <div class="row mask-row" hidden>
+    <button type="button" class="edit-mask" title="Add to the product or erase from it with a brush, over the photo">Edit the mask</button>
+  </div>
+  <div class="mask-editor"></div>
   <form class="row" autocomplete="off">
     <input type="text" class="prompt" aria-label="Scene prompt" placeholder="Describe the scene, e.g. on a marble counter">
     <button type="submit" class="primary generate" disabled>Generate</button>
@@ -105,6 +110,9 @@ export class AdcanvasStudio extends HTMLElement {
   #runsIn = null;
   #hasReference = false;
   #connected = null; // resolves when the element first joins a document: it renders then
+  #maskEditor = null;
+  #photo = null;     // the photo last given to setProduct, prepared or not: the brush paints on it
+  #mask = null;      // its mask as prepared: { png (grey preview), width, height }
   #onConnected = null;
 
   constructor() {
@@ -142,8 +150,13 @@ export class AdcanvasStudio extends HTMLElement {
       drop: q('.drop'), file: q('input[type=file]'), fileName: q('.file-name'), form: q('form'),
       prompt: q('.prompt'), generate: q('.generate'), cancel: q('.cancel'), progress: q('progress'),
       status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
-      downloadAll: q('.download-all'), ads: q('.ads'),
+      downloadAll: q('.download-all'), ads: q('.ads'), maskRow: q('.mask-row'), editMask: q('.edit-mask'),
     };
+    this.#maskEditor = new MaskEditor(q('.mask-editor'), {
+      onApply: async (png) => {
+        await this.setProduct(this.#photo, { mask: png, painted: true });
+      },
+    });
     this.#wire();
     this.#ui.prompt.value = this.getAttribute('prompt') || '';
     this.#onConnected();
@@ -154,33 +167,61 @@ export class AdcanvasStudio extends HTMLElement {
     if (name === 'prompt' && this.#ui) this.#ui.prompt.value = value || '';
   }
 
-  /** Prepares a product photo (File, Blob, ArrayBuffer or bytes): finds its mask. */
-  async setProduct(photo) {
+  /** Prepares a product photo (File, Blob, ArrayBuffer or bytes): finds its mask, or takes
+   * `options.mask` (an image, white or opaque = product, at the photo's size) as it. When the
+   * automatic cut-out finds no product (a busy background), the widget's brush opens so that the
+   * visitor can paint it; the promise still rejects. */
+  async setProduct(photo, options = {}) {
     await this.ready;
     if (this.#generating) throw new Error('A generation is running; cancel it first.');
     const name = photo && typeof photo.name === 'string' ? photo.name : 'photo';
+    const painted = options.painted === true;
+    if (!painted && this.#maskEditor.isOpen) this.#maskEditor.close();
     this.#prepared = false;
+    this.#photo = photo instanceof Blob ? photo : new Blob([await bytesOf(photo)]);
+    this.#mask = null;
     this.#refresh();
     this.#ui.fileName.textContent = name;
     this.#setStatus('loading', `Reading ${name}…`);
     try {
-      const prep = await this.#studio.prepare(await bytesOf(photo));
+      const bytes = await bytesOf(photo);
+      const prep = options.mask != null
+        ? await this.#studio.prepare(bytes, await bytesOf(options.mask))
+        : await this.#studio.prepare(bytes);
       const info = {
         name,
         width: field(prep, 'width'),
         height: field(prep, 'height'),
-        maskSource: field(prep, 'mask_source'),
+        maskSource: painted ? 'painted' : field(prep, 'mask_source'),
         maskArea: Number(field(prep, 'mask_area')),
       };
+      this.#mask = { png: toBytes(field(prep, 'mask_png')).slice(), width: info.width, height: info.height };
       this.#prepared = true;
       this.#setStatus('ready', 'Photo ready. Describe a scene and press Generate.');
       this.#emit('adcanvas-product', info);
       return info;
     } catch (err) {
-      this.#fail(`Could not use ${name}: ${messageOf(err)}`, 'bad-image', err);
+      const msg = messageOf(err);
+      if (painted) {
+        this.#fail(`Could not use the painted mask: ${msg}`, 'bad-mask', err);
+      } else if (options.mask == null && !this.#batching && isCutoutFailure(msg)) {
+        this.#fail(`Could not cut out ${name}: ${msg} Or paint over the product below.`, 'bad-image', err);
+        this.#openMaskEditor(null, 'The product could not be found automatically in this photo.');
+      } else {
+        this.#fail(`Could not use ${name}: ${msg}`, options.mask != null ? 'bad-mask' : 'bad-image', err);
+      }
       throw err;
     } finally {
       this.#refresh();
+    }
+  }
+
+  /** Opens the brush over the current photo, with its prepared mask (`mask`) or none. */
+  async #openMaskEditor(mask, why = '') {
+    try {
+      await this.#maskEditor.open(this.#photo, mask?.png ?? null, mask ? { width: mask.width, height: mask.height } : null, why);
+    } catch (err) {
+      this.#fail(`This browser could not show the photo for painting: ${messageOf(err)}`, 'bad-image', err);
     }
   }
 
@@ -454,6 +495,7 @@ export class AdcanvasStudio extends HTMLElement {
       this.generate().catch(() => { /* shown in the widget */ });
     });
     ui.cancel.addEventListener('click', () => this.cancel());
+    ui.editMask.addEventListener('click', () => { if (this.#mask) this.#openMaskEditor(this.#mask); });
     ui.download.addEventListener('click', () => { if (this.#png) this.#save(this.#png, 'ad.png'); });
     ui.downloadAll.addEventListener('click', () => {
       this.zip().then((zip) => this.#save(zip, 'ads.zip'), (err) => this.#fail(`Could not make the zip: ${messageOf(err)}`, 'zip', err));
@@ -477,6 +519,8 @@ export class AdcanvasStudio extends HTMLElement {
     ui.file.disabled = !usable || busy;
     ui.prompt.disabled = busy;
     ui.generate.disabled = !usable || busy || !this.#prepared;
+    ui.maskRow.hidden = !this.#prepared || this.#batching;
+    ui.editMask.disabled = busy;
     ui.cancel.hidden = !busy;
     ui.downloadAll.disabled = busy;
   }

@@ -557,6 +557,129 @@ test('a GPU lost mid-run: the page keeps the photo and settings and goes on on t
   }
 });
 
+/** Drags the mask editor's brush (`size` screen px) through `points`, given as fractions of the
+ * editor's view of the photo. */
+async function paint(page, editor, points, size) {
+  await editor.locator('.adc-mask-size').fill(String(size));
+  const box = await editor.locator('.adc-mask-canvas').boundingBox();
+  const at = ([fx, fy]) => [box.x + fx * box.width, box.y + fy * box.height];
+  await page.mouse.move(...at(points[0]));
+  await page.mouse.down();
+  for (const p of points.slice(1)) await page.mouse.move(...at(p), { steps: 4 });
+  await page.mouse.up();
+}
+
+/** The cut-out preview's RGBA (what the studio keeps of the photo), read back through a canvas. */
+async function previewRgba(page) {
+  return page.locator('#mask-preview').evaluate(async (img) => {
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    return { width: c.width, height: c.height, data: Array.from(ctx.getImageData(0, 0, c.width, c.height).data) };
+  });
+}
+
+/** The "product covers N% of the photo" figure of the mask caption. */
+async function maskArea(page) {
+  const text = await page.locator('#mask-info').textContent();
+  const m = /covers ([\d.]+)%/.exec(text);
+  assert.ok(m, `mask caption: ${text}`);
+  return Number(m[1]);
+}
+
+test('the brush: a photo the cut-out refuses is painted by hand and made into an ad; a cut-out is touched up, with undo', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+    const editor = page.locator('#mask-editor');
+
+    // A busy photo: the automatic cut-out refuses it, and the brush opens over it instead.
+    const busy = await uploadAndWait(page, path.join(FIXTURES, 'busy.jpg'));
+    assert.equal(busy.state, 'error');
+    assert.match(busy.text, /not plain enough.*paint over the product below/s, busy.text);
+    assert.equal(await editor.locator('.adc-mask-canvas').isVisible(), true, 'the brush is offered');
+    assert.equal(await page.locator('#generate').isDisabled(), true, 'nothing to generate from yet');
+    // Nothing painted: "Use this mask" is refused with the reason, and the editor stays.
+    await editor.locator('.adc-mask-apply').click();
+    await page.waitForFunction(() => /painted mask: No product found/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
+    assert.equal(await editor.locator('.adc-mask-canvas').isVisible(), true, 'the editor stays for another try');
+
+    // A dab and a short stroke in the middle of the photo (96 × 72): small enough to be placed
+    // in a 64² ad at its own size, so that every fully painted pixel can be checked exactly.
+    await paint(page, editor, [[0.45, 0.5], [0.55, 0.5]], 60);
+    await editor.locator('.adc-mask-apply').click();
+    await page.waitForFunction(() => /mask from your brush/.test(document.getElementById('mask-info').textContent), null, { timeout: MINUTE });
+    assert.equal((await statusOf(page)).state, 'ready');
+    assert.equal(await editor.locator('.adc-mask-canvas').isVisible(), false, 'the editor closes once the mask is taken');
+    const cut = await previewRgba(page);
+    assert.deepEqual([cut.width, cut.height], [96, 72], 'the mask is painted at the photo\'s size');
+    let [x0, y0, x1, y1, solid] = [cut.width, cut.height, -1, -1, 0];
+    for (let j = 0; j < cut.height; j++) {
+      for (let i = 0; i < cut.width; i++) {
+        const a = cut.data[(j * cut.width + i) * 4 + 3];
+        if (a === 255) solid++;
+        if (a >= 3) [x0, y0, x1, y1] = [Math.min(x0, i), Math.min(y0, j), Math.max(x1, i), Math.max(y1, j)];
+      }
+    }
+    assert.ok(solid >= 60, `the painted product has ${solid} fully covered pixels`);
+    assert.ok(x0 > 20 && x1 < 76 && y0 > 15 && y1 < 57, `painted where the brush went: (${x0},${y0})–(${x1},${y1})`);
+
+    await page.selectOption('#size', '64');
+    await page.fill('#steps', '2');
+    await page.fill('#seed', '7');
+    await page.fill('#prompt', 'on a wooden table');
+    await page.click('#generate');
+    const done = await waitForAd(page);
+    assert.equal(done.state, 'done', `generation: ${done.text}`);
+    const ad = await page.evaluate(() => ({ ...window.__adcanvas, rgba: Array.from(window.__adcanvas.rgba) }));
+    const p = ad.placement;
+    assert.deepEqual([p.w, p.h], [x1 - x0 + 1, y1 - y0 + 1], 'the painted part is the product, placed at its own size');
+    let differ = 0;
+    for (let j = y0; j <= y1; j++) {
+      for (let i = x0; i <= x1; i++) {
+        const f = (j * cut.width + i) * 4;
+        if (cut.data[f + 3] !== 255) continue;
+        const o = ((p.y + j - y0) * ad.width + p.x + i - x0) * 4;
+        if ([0, 1, 2].some((c) => ad.rgba[o + c] !== cut.data[f + c])) differ++;
+      }
+    }
+    assert.equal(differ, 0, `${differ} of ${solid} painted product pixels differ in the ad`);
+
+    // An automatic cut-out touched up: a stroke erased and undone leaves the mask as it was;
+    // a stroke erased and kept takes a band out of the product.
+    const white = await uploadAndWait(page, path.join(FIXTURES, 'product_white.jpg'));
+    assert.equal(white.state, 'ready', white.text);
+    const before = await maskArea(page);
+    await page.click('#mask-edit');
+    await editor.locator('.adc-mask-erase').click();
+    await paint(page, editor, [[0.2, 0.5], [0.8, 0.5]], 30);
+    await editor.locator('.adc-mask-undo').click();
+    await editor.locator('.adc-mask-apply').click();
+    await page.waitForFunction(() => /mask from your brush/.test(document.getElementById('mask-info').textContent), null, { timeout: MINUTE });
+    const undone = await maskArea(page);
+    assert.ok(Math.abs(undone - before) <= 0.2, `undo gives the cut-out back: ${before}% → ${undone}%`);
+    await page.click('#mask-edit');
+    await editor.locator('.adc-mask-erase').click();
+    await paint(page, editor, [[0.2, 0.5], [0.8, 0.5]], 30);
+    await editor.locator('.adc-mask-apply').click();
+    await page.waitForFunction((was) => /mask from your brush/.test(document.getElementById('mask-info').textContent) &&
+      !document.getElementById('mask-info').textContent.includes(`covers ${was}%`), undone.toFixed(1), { timeout: MINUTE });
+    const erased = await maskArea(page);
+    assert.ok(erased < undone - 2, `erasing a band takes it from the product: ${undone}% → ${erased}%`);
+    const band = await previewRgba(page);
+    const mid = (Math.round(band.height / 2) * band.width + Math.round(band.width / 2)) * 4 + 3;
+    assert.equal(band.data[mid], 0, 'the middle of the erased band is background');
+    assert.equal((await statusOf(page)).state, 'ready');
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
@@ -923,7 +1046,7 @@ test('widget: a host page whose policy forbids workers gets the studio on the pa
   }
 });
 
-test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU only, it reports why not', { timeout: LOAD_TIMEOUT + 3 * MINUTE }, async () => {
+test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU only, it reports why not; the brush paints a product the cut-out refuses', { timeout: LOAD_TIMEOUT + 3 * MINUTE }, async () => {
   const host = await startHost('');
   const b = await launch(WEBGPU_OFF);
   try {
@@ -934,7 +1057,7 @@ test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU o
     assert.ok(ready, `the widget loaded on the CPU: ${JSON.stringify(events)}\nconsole:\n${b.consoleLines.join('\n')}`);
     assert.equal(ready.detail.device, 'cpu');
     assert.match(ready.detail.deviceNote || '', /WebGPU|GPU adapter/, 'the host page hears why not the GPU');
-    const widget = page.locator('adcanvas-studio');
+    const widget = page.locator('adcanvas-studio').first();
     assert.match(await widget.locator('.status').innerText(), /CPU/);
     assert.equal(await widget.evaluate((w) => w.runsIn), 'worker', 'the CPU works in the widget\'s worker');
     // A widget made from script with device="gpu", asked for `ready` before it joins the page,
@@ -950,6 +1073,29 @@ test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU o
     const errors = (await page.evaluate(() => window.__events)).filter((e) => e.type === 'adcanvas-error');
     assert.deepEqual(errors.map((e) => e.detail.code), ['webgpu-unavailable']);
     await page.waitForTimeout(500);
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+
+    // The brush, in the widget: a photo the cut-out refuses opens it; what is painted is the product.
+    await page.evaluate(() => { window.__events.length = 0; });
+    await widget.locator('input[type=file]').setInputFiles(path.join(FIXTURES, 'busy.jpg'));
+    let got = await waitForEvent(page, 'adcanvas-error', MINUTE);
+    const refused = got.find((e) => e.type === 'adcanvas-error');
+    assert.equal(refused.detail.code, 'bad-image');
+    assert.match(refused.detail.message, /not plain enough.*paint over the product/s);
+    const canvas = widget.locator('.adc-mask-canvas');
+    await canvas.waitFor({ state: 'visible', timeout: MINUTE });
+    assert.equal(await widget.locator('button.generate').isDisabled(), true);
+    await paint(page, widget, [[0.4, 0.5], [0.6, 0.5]], 40);
+    await page.evaluate(() => { window.__events.length = 0; });
+    await widget.locator('.adc-mask-apply').click();
+    got = await waitForEvent(page, 'adcanvas-product', MINUTE);
+    const painted = got.find((e) => e.type === 'adcanvas-product');
+    assert.ok(painted, JSON.stringify(got));
+    assert.equal(painted.detail.maskSource, 'painted');
+    assert.ok(painted.detail.maskArea > 0.005 && painted.detail.maskArea < 0.3, `painted area ${painted.detail.maskArea}`);
+    assert.equal(await canvas.isVisible(), false, 'the editor closes once the mask is taken');
+    assert.equal(await widget.locator('button.generate').isDisabled(), false, 'ready to generate');
+    assert.equal(await widget.locator('button.edit-mask').isVisible(), true, 'the mask can be edited again');
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
