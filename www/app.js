@@ -3,7 +3,8 @@
 // CPU where the browser has no usable GPU.
 
 import {
-  bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage, toBytes,
+  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, encodeAd, field, isFatal, messageOf,
+  parseSize, pastedImages, placementSize, remainingTime, resultImage, toBytes,
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
@@ -25,6 +26,14 @@ const el = {
   maskEditor: $('mask-editor'),
   controls: $('controls'),
   prompt: $('prompt'),
+  preset: $('preset'),
+  placements: $('placements'),
+  guidance: $('guidance'),
+  scheduler: $('scheduler'),
+  format: $('format'),
+  quality: $('quality'),
+  qualityField: $('quality-field'),
+  qualityValue: $('quality-value'),
   size: $('size'),
   fill: $('fill'),
   position: $('position'),
@@ -64,6 +73,7 @@ const state = {
   mask: null,         // the prepared photo's mask: { png (grey preview bytes), width, height }
   candidate: null,    // the photo last chosen, prepared or not: the mask editor paints on it
   pngUrl: null,       // object URL of the last result PNG
+  ad: null,           // the ad shown: { png (Blob), prompt, seed }
   reference: null,    // { name, bytes } of the style reference in use
   sizesRun: new Set(), // image sizes generated in this tab: their GPU kernels are compiled
   nativeSize: 0,      // the size the model was trained at; at twice it, ads are made in two passes
@@ -92,7 +102,8 @@ function replaceUrl(key, blob) {
 /** Enable/disable controls from the current state. */
 function refreshControls() {
   const locked = state.generating || Boolean(state.batch?.running);
-  for (const input of [el.file, el.prompt, el.size, el.fill, el.position, el.steps, el.seed, el.randomSeed]) {
+  for (const input of [el.file, el.prompt, el.preset, el.size, el.fill, el.position, el.steps, el.seed, el.randomSeed,
+    el.guidance, el.scheduler]) {
     input.disabled = locked;
   }
   el.dropzone.classList.toggle('disabled', locked || !state.studio);
@@ -111,6 +122,15 @@ function addNotice(kind, html) {
 
 function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function readNumber(input, name, min, max) {
+  const raw = input.value.trim();
+  const n = Number(raw);
+  if (raw === '' || !Number.isFinite(n) || n < min || n > max) {
+    throw new Error(`${name} must be a number from ${min} to ${max}`);
+  }
+  return n;
 }
 
 function readInt(input, name, min, max) {
@@ -217,8 +237,11 @@ function showModelInfo() {
   const label = field(info, 'label') || 'model';
   // Without a size the user chose before, start at the size the model was trained at.
   state.nativeSize = Number(field(info, 'native_size')) || 0;
+  addPlacements(state.nativeSize, Number(field(info, 'size_multiple')) || 0);
+  const saved = savedSettings()?.size;
+  if (saved && [...el.size.options].some((o) => o.value === saved)) el.size.value = saved;
   const native = String(state.nativeSize || '');
-  if (!savedSettings()?.size && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
+  if (!saved && [...el.size.options].some((o) => o.value === native)) el.size.value = native;
   el.referenceField.hidden = field(info, 'reference_used') !== true;
   el.depthField.hidden = field(info, 'depth_used') !== true;
   if (field(info, 'trained') === false) {
@@ -276,7 +299,8 @@ function saveSettings() {
   try {
     localStorage.setItem(SETTINGS_KEY, JSON.stringify({
       prompt: el.prompt.value, size: el.size.value, fill: el.fill.value, position: el.position.value,
-      steps: el.steps.value, seed: el.seed.value,
+      steps: el.steps.value, seed: el.seed.value, guidance: el.guidance.value, scheduler: el.scheduler.value,
+      format: el.format.value, quality: el.quality.value,
     }));
   } catch { /* storage disabled: nothing to keep */ }
 }
@@ -294,11 +318,15 @@ function restoreSettings() {
     const saved = savedSettings();
     if (!saved) return;
     if (typeof saved.prompt === 'string') el.prompt.value = saved.prompt;
-    for (const key of ['size', 'fill', 'position']) {
+    syncPreset();
+    for (const key of ['size', 'fill', 'position', 'scheduler', 'format']) {
       if ([...el[key].options].some((o) => o.value === saved[key])) el[key].value = saved[key];
     }
     if (saved.steps) el.steps.value = saved.steps;
     if (saved.seed) el.seed.value = saved.seed;
+    if (saved.guidance) el.guidance.value = saved.guidance;
+    if (saved.quality) el.quality.value = saved.quality;
+    showQuality();
   } catch { /* corrupt or unavailable storage: keep the defaults */ }
 }
 
@@ -496,6 +524,7 @@ function showResult(out) {
 
   el.download.disabled = false;
   replaceUrl('pngUrl', png);
+  state.ad = { png, prompt: state.lastParams?.prompt ?? '', seed: state.lastParams?.seed ?? 0 };
 
   const timings = field(out, 'timings_ms');
   const total = timings instanceof Map ? timings.get('total') : timings && timings.total;
@@ -526,6 +555,8 @@ function readParams() {
       pfv: el.pfv.checked,
       region_masks: el.regionMasks.checked,
       depth_scale: el.depth.checked ? 1 : 0,
+      guidance: readNumber(el.guidance, 'Guidance', 1, 20),
+      scheduler: el.scheduler.value,
     };
   } catch (err) {
     setStatus('error', messageOf(err));
@@ -544,6 +575,7 @@ async function generate() {
  * the status line (several photos at once). */
 async function runGenerate(params, what = '') {
   state.generating = true;
+  state.lastParams = params;
   el.result.dataset.ready = '0';
   refreshControls();
   setProgress(0, params.steps);
@@ -742,14 +774,67 @@ el.cancel.addEventListener('click', () => {
   }
 });
 
-el.download.addEventListener('click', () => {
-  if (!state.pngUrl) return;
-  const a = document.createElement('a');
-  a.href = state.pngUrl;
-  a.download = 'adcanvas.png';
-  document.body.append(a);
-  a.click();
-  a.remove();
+// ---------- download ----------
+
+function showQuality() {
+  el.qualityField.hidden = el.format.value === 'png';
+  el.qualityValue.textContent = String(Math.round(Number(el.quality.value) * 100));
+}
+el.format.addEventListener('change', showQuality);
+el.quality.addEventListener('input', showQuality);
+
+el.download.addEventListener('click', async () => {
+  if (!state.ad) return;
+  const format = el.format.value;
+  try {
+    const blob = await encodeAd(state.ad.png, format, Number(el.quality.value));
+    const a = document.createElement('a');
+    a.href = replaceUrl('downloadUrl', blob);
+    a.download = adFileName(state.ad.prompt, state.ad.seed, format);
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (err) {
+    setStatus('error', `Could not save the ad as ${format.toUpperCase()}: ${messageOf(err)}`);
+  }
+});
+
+// ---------- scene presets, placements, paste ----------
+
+for (const preset of SCENE_PRESETS) el.preset.append(new Option(preset.name, preset.prompt));
+el.preset.addEventListener('change', () => {
+  if (!el.preset.value) return;
+  el.prompt.value = el.preset.value;
+  saveSettings();
+});
+// Editing the prompt by hand leaves the preset list showing its prompt's scene, or none.
+function syncPreset() {
+  el.preset.value = SCENE_PRESETS.some((p) => p.prompt === el.prompt.value) ? el.prompt.value : '';
+}
+el.prompt.addEventListener('input', syncPreset);
+
+/** The placements (1:1 feed … 1.91:1 link ad) as sizes this model makes, at its own size and at
+ * twice it (two passes), first in the size list. */
+function addPlacements(native, multiple) {
+  el.placements.replaceChildren();
+  if (!(native > 0 && multiple > 0)) return;
+  for (const large of [false, true]) {
+    for (const placement of PLACEMENTS) {
+      const { width, height } = placementSize(placement, native, multiple, large);
+      const option = new Option(`${placement.label} · ${width} × ${height}${large ? ' (large)' : ''}`, `${width}x${height}`);
+      option.dataset.placement = `${placement.name}${large ? '-large' : ''}`;
+      el.placements.append(option);
+    }
+  }
+  el.placements.hidden = false;
+}
+
+// Ctrl+V of a copied photo (a file or image data, not text) anywhere on the page: as if it had been dropped.
+document.addEventListener('paste', (e) => {
+  const files = pastedImages(e);
+  if (!files.length || state.generating || state.batch?.running) return;
+  e.preventDefault();
+  takeFiles(files);
 });
 
 // Last line of defence: anything that escapes still ends up in the status line.
@@ -761,6 +846,8 @@ window.addEventListener('error', (e) => {
   const err = e.error || e.message;
   if (isFatal(err)) showFatal(err); else setStatus('error', messageOf(err));
 });
-for (const input of [el.prompt, el.size, el.fill, el.position, el.steps, el.seed]) input.addEventListener('change', saveSettings);
+for (const input of [el.prompt, el.size, el.fill, el.position, el.steps, el.seed, el.guidance, el.scheduler, el.format, el.quality]) {
+  input.addEventListener('change', saveSettings);
+}
 
 start().catch((err) => setStatus('error', messageOf(err)));

@@ -115,3 +115,82 @@ export function parseSize(text) {
   const width = Number(m[1]);
   return { width, height: m[2] === undefined ? width : Number(m[2]) };
 }
+
+/** Named scenes a seller starts from (the prompt stays editable): phrased as the default model's
+ * training captions are (training/scenes.py, training/photo_sources.csv), so that it follows them. */
+export const SCENE_PRESETS = [
+  { name: 'Studio grey', prompt: 'on a seamless light grey studio backdrop, soft even light' },
+  { name: 'Marble counter', prompt: 'on a white marble counter against a white wall, soft morning light' },
+  { name: 'Wooden table', prompt: 'on a rustic wooden table, warm afternoon light' },
+  { name: 'Kitchen', prompt: 'on a kitchen counter in a bright kitchen, daylight' },
+  { name: 'Beach at sunset', prompt: 'on the sand of a beach at sunset, warm golden light' },
+  { name: 'Lake view', prompt: 'on a wooden jetty by a mountain lake, clear morning light' },
+  { name: 'Forest floor', prompt: 'on the forest floor among moss and ferns, dappled sunlight' },
+  { name: 'Spring flowers', prompt: 'among spring flowers in a garden, fresh daylight' },
+  { name: 'Autumn leaves', prompt: 'on autumn leaves, warm orange light' },
+  { name: 'Holiday', prompt: 'on a table with christmas lights and pine branches, cosy evening light' },
+  { name: 'Concrete podium', prompt: 'on a concrete podium against a pastel wall, studio light' },
+  { name: 'Linen fabric', prompt: 'on natural linen fabric, soft window light' },
+];
+
+/** Where an ad goes, by its aspect (width : height). */
+export const PLACEMENTS = [
+  { name: 'feed', label: '1:1 feed', aspect: 1 },
+  { name: 'portrait', label: '4:5 portrait feed', aspect: 4 / 5 },
+  { name: 'story', label: '9:16 story / reel', aspect: 9 / 16 },
+  { name: 'video', label: '16:9 video', aspect: 16 / 9 },
+  { name: 'link', label: '1.91:1 link ad', aspect: 1.91 },
+];
+
+/**
+ * The size the model makes for a placement: the shorter side at the model's own size (`native`),
+ * or twice it when `large` (made in two passes: laid out at half, then refined), the longer side
+ * the nearest multiple of the model's step (`multiple`; twice it when large, so the half-size
+ * layout is a size the model makes too) to the placement's aspect.
+ */
+export function placementSize(placement, native, multiple, large = false) {
+  const short = large ? 2 * native : native;
+  const step = large ? 2 * multiple : multiple;
+  const long = Math.max(short, Math.round((short * Math.max(placement.aspect, 1 / placement.aspect)) / step) * step);
+  return placement.aspect >= 1 ? { width: long, height: short } : { width: short, height: long };
+}
+
+/** `on a marble counter`, seed 7, `jpg` → `adcanvas-on-a-marble-counter-seed7.jpg`. */
+export function adFileName(prompt, seed, ext) {
+  let slug = '';
+  for (const word of String(prompt || '').toLowerCase().normalize('NFKD').split(/[^a-z0-9]+/).filter(Boolean)) {
+    if (slug.length + word.length + 1 > 60) break; // whole words, up to 60 characters
+    slug += `-${word}`;
+  }
+  return `adcanvas${slug}-seed${seed}.${ext}`;
+}
+
+/** Download formats: the ad's own PNG, or JPEG / WebP encoded by the browser at `quality` (0–1). */
+export const FORMATS = { png: 'image/png', jpg: 'image/jpeg', webp: 'image/webp' };
+
+/** The ad (`png`, a Blob) in `format` ('png' | 'jpg' | 'webp'). JPEG has no transparency: the ads
+ * are opaque, so nothing is lost but what the quality setting gives away. */
+export async function encodeAd(png, format, quality = 0.92) {
+  const type = FORMATS[format];
+  if (!type) throw new Error(`unknown format "${format}": expected png, jpg or webp`);
+  if (format === 'png') return png;
+  const bitmap = await createImageBitmap(png);
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  canvas.getContext('2d').drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const blob = await canvas.convertToBlob({ type, quality });
+  if (blob.type !== type) throw new Error(`this browser cannot encode ${format.toUpperCase()}`);
+  return blob;
+}
+
+/** Image files among pasted clipboard items (Ctrl-V of a copied photo or screenshot). */
+export function pastedImages(event) {
+  const files = [];
+  for (const item of event.clipboardData?.items ?? []) {
+    if (item.kind === 'file' && item.type.startsWith('image/')) {
+      const file = item.getAsFile();
+      if (file) files.push(file.name && file.name !== 'image.png' ? file : new File([file], `pasted-image.${file.type.split('/')[1] || 'png'}`, { type: file.type }));
+    }
+  }
+  return files;
+}

@@ -11,7 +11,8 @@
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
 import {
-  bytesOf, deviceOf, deviceSentence, field, isFatal, messageOf, parseSize, remainingTime, resultImage, toBytes,
+  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, encodeAd, field, isFatal, messageOf,
+  parseSize, pastedImages, placementSize, remainingTime, resultImage, toBytes,
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
@@ -43,6 +44,7 @@ const TEMPLATE = `
   .status[data-state=error] { color: #9b1c1c; }
   .status[data-state=done] { color: #166534; }
   canvas { display: block; max-width: 100%; height: auto; border-radius: 8px; background: #f4f6fb; }
+  select { font: inherit; padding: 6px 8px; border: 1px solid #c6cce0; border-radius: 8px; background: #fff; }
   .ads { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: 8px; }
   .ads li { width: 72px; font-size: 11px; color: #5c667a; overflow-wrap: anywhere; }
   .ads li[data-state=failed] { color: #9b1c1c; }
@@ -58,6 +60,9 @@ const TEMPLATE = `
     <button type="button" class="edit-mask" title="Add to the product or erase from it with a brush, over the photo">Edit the mask</button>
   </div>
   <div class="mask-editor"></div>
+  <select class="preset" aria-label="Scene preset">
+    <option value="">Choose a scene, or describe one below</option>
+  </select>
   <form class="row" autocomplete="off">
     <input type="text" class="prompt" aria-label="Scene prompt" placeholder="Describe the scene, e.g. on a marble counter">
     <button type="submit" class="primary generate" disabled>Generate</button>
@@ -67,7 +72,8 @@ const TEMPLATE = `
   <p class="status" role="status" aria-live="polite" data-state="loading">Starting…</p>
   <canvas class="result" aria-label="Generated ad image" hidden></canvas>
   <div class="row result-actions" hidden>
-    <button type="button" class="download">Download PNG</button>
+    <button type="button" class="download">Download</button>
+    <select class="format" aria-label="File format"><option value="png">PNG</option><option value="jpg">JPEG</option><option value="webp">WebP</option></select>
     <button type="button" class="download-all" hidden>Download all (.zip)</button>
   </div>
   <ol class="ads" aria-label="Ads from your photos" hidden></ol>
@@ -92,8 +98,8 @@ function adName(photoName) {
   return `${String(photoName).replace(/\.[^.]*$/, '') || 'photo'}-ad.png`;
 }
 
-/** The widget. Attributes (read when it connects): model, prompt, reference, size, fill, position, steps, seed,
- * guidance, weights. */
+/** The widget. Attributes (read when it connects): model, prompt, reference, size or placement, fill, position,
+ * steps, seed, guidance, weights, device. */
 export class AdcanvasStudio extends HTMLElement {
   static observedAttributes = ['prompt'];
 
@@ -105,6 +111,8 @@ export class AdcanvasStudio extends HTMLElement {
   #ads = [];        // the last generateAll's ads: [{ name, png }]
   #batching = false;
   #nativeSize = 0;
+  #sizeMultiple = 0;
+  #ad = null;        // the last ad: { png, prompt, seed }
   #ui = null;
   #ready = null;
   #runsIn = null;
@@ -151,7 +159,9 @@ export class AdcanvasStudio extends HTMLElement {
       prompt: q('.prompt'), generate: q('.generate'), cancel: q('.cancel'), progress: q('progress'),
       status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
       downloadAll: q('.download-all'), ads: q('.ads'), maskRow: q('.mask-row'), editMask: q('.edit-mask'),
+      preset: q('.preset'), format: q('.format'),
     };
+    for (const preset of SCENE_PRESETS) this.#ui.preset.append(new Option(preset.name, preset.prompt));
     this.#maskEditor = new MaskEditor(q('.mask-editor'), {
       onApply: async (png) => {
         await this.setProduct(this.#photo, { mask: png, painted: true });
@@ -216,6 +226,16 @@ export class AdcanvasStudio extends HTMLElement {
     }
   }
 
+  /** `story`, `feed-large`, … (docs/WIDGET.md) → the size this model makes for that placement. */
+  #placementSize(value) {
+    const [name, large] = String(value).trim().toLowerCase().split('-');
+    const placement = PLACEMENTS.find((p) => p.name === name);
+    if (!placement || (large !== undefined && large !== 'large')) {
+      throw new Error(`The placement must be one of ${PLACEMENTS.map((p) => p.name).join(', ')} (optionally with -large), not "${value}".`);
+    }
+    return placementSize(placement, this.#nativeSize, this.#sizeMultiple || 8, large === 'large');
+  }
+
   /** Opens the brush over the current photo, with its prepared mask (`mask`) or none. */
   async #openMaskEditor(mask, why = '') {
     try {
@@ -259,8 +279,9 @@ export class AdcanvasStudio extends HTMLElement {
     if (this.#generating) throw new Error('A generation is already running.');
     let params;
     try {
+      const placement = options.size == null ? (options.placement ?? this.getAttribute('placement')) : null;
       const sizeText = String(options.size ?? this.getAttribute('size') ?? this.#nativeSize);
-      const size = parseSize(sizeText);
+      const size = placement ? this.#placementSize(placement) : parseSize(sizeText);
       if (!size) throw new Error(`The size must be a side such as 256 or WIDTHxHEIGHT such as 384x256, not "${sizeText}".`);
       params = {
         prompt: options.prompt ?? this.#ui.prompt.value.trim(),
@@ -302,6 +323,7 @@ export class AdcanvasStudio extends HTMLElement {
       canvas.hidden = false;
       this.#ui.actions.hidden = false;
       this.#png = image.png;
+      this.#ad = { png: image.png, prompt: params.prompt, seed: params.seed };
       const seconds = (performance.now() - started) / 1000;
       const notes = image.notes.length ? ` ${image.notes.join(' ')}` : '';
       const on = field(this.#studio.info, 'device') === 'cpu' ? ' on the CPU' : '';
@@ -433,6 +455,7 @@ export class AdcanvasStudio extends HTMLElement {
     }
     const info = this.#studio.info;
     this.#nativeSize = Number(field(info, 'native_size')) || 256;
+    this.#sizeMultiple = Number(field(info, 'size_multiple')) || 0;
     const detail = {
       model: base,
       name: field(info, 'name'),
@@ -496,7 +519,23 @@ export class AdcanvasStudio extends HTMLElement {
     });
     ui.cancel.addEventListener('click', () => this.cancel());
     ui.editMask.addEventListener('click', () => { if (this.#mask) this.#openMaskEditor(this.#mask); });
-    ui.download.addEventListener('click', () => { if (this.#png) this.#save(this.#png, 'ad.png'); });
+    ui.download.addEventListener('click', async () => {
+      if (!this.#ad) return;
+      const format = ui.format.value;
+      try {
+        this.#save(await encodeAd(this.#ad.png, format), adFileName(this.#ad.prompt, this.#ad.seed, format));
+      } catch (err) {
+        this.#fail(`Could not save the ad as ${format.toUpperCase()}: ${messageOf(err)}`, 'download', err);
+      }
+    });
+    ui.preset.addEventListener('change', () => { if (ui.preset.value) ui.prompt.value = ui.preset.value; });
+    // Ctrl+V of a copied photo while the widget has focus: as if it had been dropped.
+    this.addEventListener('paste', (e) => {
+      const files = pastedImages(e);
+      if (!files.length || this.#generating || this.#batching) return;
+      e.preventDefault();
+      take(files);
+    });
     ui.downloadAll.addEventListener('click', () => {
       this.zip().then((zip) => this.#save(zip, 'ads.zip'), (err) => this.#fail(`Could not make the zip: ${messageOf(err)}`, 'zip', err));
     });
@@ -518,6 +557,7 @@ export class AdcanvasStudio extends HTMLElement {
     const busy = this.#generating || this.#batching;
     ui.file.disabled = !usable || busy;
     ui.prompt.disabled = busy;
+    ui.preset.disabled = busy;
     ui.generate.disabled = !usable || busy || !this.#prepared;
     ui.maskRow.hidden = !this.#prepared || this.#batching;
     ui.editMask.disabled = busy;

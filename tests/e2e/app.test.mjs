@@ -680,6 +680,89 @@ test('the brush: a photo the cut-out refuses is painted by hand and made into an
   }
 });
 
+/** Decodes an image file's bytes in the page: `{ width, height }`. */
+async function decodeInPage(page, bytes, type) {
+  return page.evaluate(async ([data, mime]) => {
+    const bitmap = await createImageBitmap(new Blob([new Uint8Array(data)], { type: mime }));
+    return { width: bitmap.width, height: bitmap.height };
+  }, [Array.from(bytes), type]);
+}
+
+test('studio controls: a pasted photo, a scene preset, a placement, the sampler, and JPEG/WebP downloads', { timeout: LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+
+    // Ctrl+V of a copied image (Chromium names clipboard images image.png).
+    await page.locator('#status').evaluate((e) => { e.dataset.state = 'test-pending'; });
+    await page.evaluate((data) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(data)], 'image.png', { type: 'image/png' }));
+      document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+    }, Array.from(fs.readFileSync(PRODUCT)));
+    await waitForState(page, ['ready'], MINUTE, 'preparing the pasted photo');
+    assert.equal(await page.locator('#file-name').textContent(), 'pasted-image.png');
+    assert.match(await page.locator('#mask-info').textContent(), /32 × 32 px · mask from the transparency/);
+
+    // A scene preset fills the prompt, which stays editable.
+    await page.selectOption('#preset', { label: 'Beach at sunset' });
+    assert.equal(await page.inputValue('#prompt'), 'on the sand of a beach at sunset, warm golden light');
+
+    // The placements, as sizes this model makes (native 256, a multiple of 32).
+    const placements = await page.locator('#placements option').evaluateAll((os) => os.map((o) => [o.dataset.placement, o.value]));
+    assert.deepEqual(placements, [
+      ['feed', '256x256'], ['portrait', '256x320'], ['story', '256x448'], ['video', '448x256'], ['link', '480x256'],
+      ['feed-large', '512x512'], ['portrait-large', '512x640'], ['story-large', '512x896'], ['video-large', '896x512'],
+      ['link-large', '960x512'],
+    ]);
+    await page.selectOption('#size', { label: '9:16 story / reel · 256 × 448' });
+    await page.fill('#steps', '2');
+    await page.fill('#seed', '7');
+    await page.click('#generate');
+    let done = await waitForAd(page);
+    assert.equal(done.state, 'done', done.text);
+    const first = await page.evaluate(() => ({ ...window.__adcanvas, rgba: Array.from(window.__adcanvas.rgba) }));
+    assert.deepEqual([first.width, first.height], [256, 448], 'a story-sized ad');
+    assertProductExact({ width: first.width, data: first.rgba }, decodePng(fs.readFileSync(PRODUCT)), first.placement, 'story ad');
+
+    // Downloads: PNG, JPEG and WebP, named by prompt and seed, each a real image of the ad's size.
+    for (const [format, type, magic] of [['png', 'image/png', '89504e47'], ['jpg', 'image/jpeg', 'ffd8ff'], ['webp', 'image/webp', '52494646']]) {
+      await page.selectOption('#format', format);
+      assert.equal(await page.locator('#quality-field').isVisible(), format !== 'png', `quality slider for ${format}`);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+      assert.equal(download.suggestedFilename(), `adcanvas-on-the-sand-of-a-beach-at-sunset-warm-golden-light-seed7.${format}`);
+      const bytes = fs.readFileSync(await download.path());
+      assert.equal(bytes.subarray(0, magic.length / 2).toString('hex'), magic, `${format} file`);
+      assert.deepEqual(await decodeInPage(page, bytes, type), { width: 256, height: 448 }, `${format} decodes`);
+      if (format === 'png') {
+        const png = decodePng(bytes);
+        assert.deepEqual([...png.data], first.rgba, 'the PNG is the ad, pixel for pixel');
+      }
+    }
+
+    // The sampler and guidance reach the pipeline: same seed, another sampler, another ad.
+    await page.locator('#advanced summary').click();
+    await page.selectOption('#scheduler', 'euler');
+    await page.fill('#guidance', '5');
+    await page.click('#generate');
+    done = await waitForAd(page);
+    assert.equal(done.state, 'done', done.text);
+    const second = await page.evaluate(() => Array.from(window.__adcanvas.rgba));
+    let changed = 0;
+    for (let i = 0; i < second.length; i++) changed += second[i] !== first.rgba[i] ? 1 : 0;
+    assert.ok(changed > second.length / 10, `another sampler makes another background (${changed} values differ)`);
+    // Out of range: the form refuses it before anything runs.
+    await page.fill('#guidance', '40');
+    await page.click('#generate');
+    assert.equal(await page.locator('#guidance').evaluate((e) => e.validity.rangeOverflow), true);
+    assert.equal((await statusOf(page)).state, 'done', 'no generation started');
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
@@ -1096,6 +1179,19 @@ test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU o
     assert.equal(await canvas.isVisible(), false, 'the editor closes once the mask is taken');
     assert.equal(await widget.locator('button.generate').isDisabled(), false, 'ready to generate');
     assert.equal(await widget.locator('button.edit-mask').isVisible(), true, 'the mask can be edited again');
+
+    // A placement instead of a size, a scene preset, and the ad as JPEG named by prompt and seed.
+    await widget.locator('select.preset').selectOption({ label: 'Kitchen' });
+    assert.equal(await widget.locator('.prompt').inputValue(), 'on a kitchen counter in a bright kitchen, daylight');
+    const story = await widget.evaluate((w) => w.generate({ placement: 'story', steps: 2, seed: 3 }).then((d) => [d.width, d.height, d.prompt]));
+    assert.deepEqual(story, [256, 448, 'on a kitchen counter in a bright kitchen, daylight']);
+    const wrong = await widget.evaluate((w) => w.generate({ placement: 'poster' }).then(() => 'made', (e) => e.message));
+    assert.match(wrong, /placement must be one of feed, portrait, story, video, link/);
+    await widget.locator('select.format').selectOption('jpg');
+    const [jpeg] = await Promise.all([page.waitForEvent('download'), widget.locator('button.download').click()]);
+    assert.equal(jpeg.suggestedFilename(), 'adcanvas-on-a-kitchen-counter-in-a-bright-kitchen-daylight-seed3.jpg');
+    const jpegBytes = fs.readFileSync(await jpeg.path());
+    assert.deepEqual(await decodeInPage(page, jpegBytes, 'image/jpeg'), { width: 256, height: 448 });
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
