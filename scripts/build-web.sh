@@ -29,6 +29,8 @@ fi
 mkdir -p "$DIST/models"
 cp index.html "$DIST/"
 cp -r www "$DIST/www"
+# The service worker (offline and second visits) must sit at the site's root to serve the page.
+cp www/sw.js "$DIST/sw.js"
 cp -r models/default "$DIST/models/default"
 # Gzipped copies that scripts/serve.py sends to browsers accepting gzip (static hosts compress
 # on their own). Only what compresses: the wasm module (about 5×), JS and JSON; the quantised

@@ -76,6 +76,8 @@ case "${1:-}" in
     fresh || { echo "bundle: stale, not unpacked" >&2; exit 1; }
     mkdir -p "$DIST/pkg"
     cp "$BUNDLE/adcanvas.js" "$DIST/pkg/adcanvas.js"
+    # What the service worker (www/sw.js) keys its cached copy of the module by.
+    cp "$BUNDLE/SOURCE_HASH" "$DIST/pkg/SOURCE_HASH"
     if [[ -d "$BUNDLE/snippets" ]]; then cp -r "$BUNDLE/snippets" "$DIST/pkg/snippets"; fi
     cp "$BUNDLE/adcanvas_bg.wasm.gz" "$DIST/pkg/adcanvas_bg.wasm.gz"
     gzip -d -c "$BUNDLE/adcanvas_bg.wasm.gz" > "$DIST/pkg/adcanvas_bg.wasm"

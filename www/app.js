@@ -189,10 +189,46 @@ async function trunkBindings() {
   return window.wasmBindings;
 }
 
+// ---------- offline: the service worker (www/sw.js) ----------
+
+/** `?sw=off` leaves the service worker out (and unregisters it), for comparison. */
+function serviceWorkerWanted() {
+  return 'serviceWorker' in navigator && new URLSearchParams(location.search).get('sw') !== 'off';
+}
+
+/** Registers sw.js, which keeps the app, its wasm and the model for the next (or an offline)
+ * visit, and waits briefly until it controls the page, so that even the first visit's downloads
+ * are kept. Never fails: without it the studio still works, only without its cache. */
+async function startServiceWorker() {
+  if (!('serviceWorker' in navigator)) return;
+  try {
+    if (!serviceWorkerWanted()) {
+      for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
+      return;
+    }
+    navigator.serviceWorker.addEventListener('message', ({ data }) => {
+      if (data?.type !== 'download' || el.status.dataset.state !== 'loading') return;
+      const mb = (n) => (n / 1048576).toFixed(1);
+      setStatus('loading', `Downloading ${data.file}: ${mb(data.loaded)}${data.total ? ` of ${mb(data.total)}` : ''} MB` +
+        ' (kept for your next visit, and for using the studio offline)…');
+    });
+    await navigator.serviceWorker.register('sw.js', { scope: './' });
+    if (!navigator.serviceWorker.controller) {
+      await Promise.race([
+        new Promise((resolve) => navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true })),
+        new Promise((resolve) => setTimeout(resolve, 3000)),
+      ]);
+    }
+  } catch (err) {
+    console.warn(`adcanvas: no offline cache (${messageOf(err)})`);
+  }
+}
+
 async function start() {
   restoreSettings();
   refreshControls();
   setStatus('loading', 'Loading the WebAssembly module…');
+  await startServiceWorker();
 
   let engine;
   try {

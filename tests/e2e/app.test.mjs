@@ -763,6 +763,82 @@ test('studio controls: a pasted photo, a scene preset, a placement, the sampler,
   }
 });
 
+/** The cached copy of `file` (a path under the site) hashed in the page, or null. */
+async function cachedSha256(page, file) {
+  return page.evaluate(async (f) => {
+    const r = await (await caches.open('adcanvas-v1')).match(new URL(f, location.href).href);
+    if (!r) return null;
+    const d = await crypto.subtle.digest('SHA-256', await r.arrayBuffer());
+    return Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, '0')).join('');
+  }, file);
+}
+
+test('offline: a second visit loads the app and the model from the cache with the server gone; a corrupt cached file is fetched again', { timeout: 3 * LOAD_TIMEOUT + GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
+  // A server of its own, to stop: the page's origin (and so its service worker) is this one alone.
+  let own = await startServer(DIST);
+  const port = new URL(own.url).port;
+  const b = await launch(WEBGPU_ON);
+  const manifest = JSON.parse(fs.readFileSync(path.join(DIST, 'models', 'default', 'manifest.json'), 'utf8'));
+  try {
+    const { page } = b;
+    await page.addInitScript(() => {
+      window.__statuses = [];
+      addEventListener('DOMContentLoaded', () => {
+        const status = document.getElementById('status');
+        new MutationObserver(() => window.__statuses.push(status.textContent)).observe(status, { childList: true, characterData: true, subtree: true });
+      });
+    });
+    const load = async (url) => {
+      await page.goto(url, { waitUntil: 'load' });
+      await waitForState(page, ['ready'], LOAD_TIMEOUT, `loading ${url}`);
+      return page.evaluate(() => window.__statuses);
+    };
+
+    // First visit: the downloads are counted in bytes and kept.
+    let statuses = await load(own.url);
+    const mb = (manifest.files.text_encoder.bytes / 1048576).toFixed(1);
+    assert.ok(statuses.some((t) => new RegExp(`Downloading text_encoder\\.safetensors: [\\d.]+ of ${mb} MB`).test(t)),
+      `byte-level progress on the first visit:\n${statuses.join('\n')}`);
+    assert.equal(await page.evaluate(() => Boolean(navigator.serviceWorker.controller)), true, 'the service worker serves the page');
+    for (const entry of Object.values(manifest.files)) {
+      assert.equal(await cachedSha256(page, `models/default/${entry.file}`), entry.sha256, `${entry.file} is kept, checked`);
+    }
+    assert.ok(await cachedSha256(page, 'pkg/adcanvas_bg.wasm'), 'the wasm module is kept');
+
+    // The server gone: the page, the module and the model come from the cache, and an ad is made.
+    own.proc.kill();
+    await new Promise((resolve) => own.proc.once('exit', resolve));
+    statuses = await load(own.url);
+    assert.ok(!statuses.some((t) => /Downloading/.test(t)), 'nothing is downloaded');
+    await setUpSmallAd(page, 2, 'on a marble counter');
+    await page.click('#generate');
+    const done = await waitForAd(page);
+    assert.equal(done.state, 'done', `an ad offline: ${done.text}`);
+    const ad = await page.evaluate(() => ({ ...window.__adcanvas, rgba: Array.from(window.__adcanvas.rgba) }));
+    assertProductExact({ width: ad.width, data: ad.rgba }, decodePng(fs.readFileSync(PRODUCT)), ad.placement, 'offline ad');
+
+    // A cached file gone bad is found by its hash, dropped and fetched again.
+    await page.evaluate(async () => {
+      const cache = await caches.open('adcanvas-v1');
+      const url = new URL('models/default/unet.safetensors', location.href).href;
+      const r = await cache.match(url);
+      const bytes = new Uint8Array(await r.arrayBuffer());
+      bytes[bytes.length >> 1] ^= 0xff;
+      await cache.put(url, new Response(bytes, { headers: r.headers }));
+    });
+    assert.notEqual(await cachedSha256(page, 'models/default/unet.safetensors'), manifest.files.unet.sha256);
+    own = await startServer(DIST, port);
+    statuses = await load(own.url);
+    assert.ok(statuses.some((t) => /Downloading unet\.safetensors/.test(t)), `the bad file is fetched again:\n${statuses.join('\n')}`);
+    assert.ok(!statuses.some((t) => /Downloading text_encoder/.test(t)), 'the good ones are not');
+    assert.equal(await cachedSha256(page, 'models/default/unet.safetensors'), manifest.files.unet.sha256, 'and kept, good');
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    if (own.proc.exitCode === null) own.proc.kill();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
@@ -1017,7 +1093,7 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     }
     assert.ok(outside.size > 8, `background has ${outside.size} colours`);
     // … and the widget shows exactly those pixels.
-    const shown = await widget.locator('canvas').evaluate((c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data));
+    const shown = await widget.locator('canvas.result').evaluate((c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data));
     assert.equal(shown.length, png.data.length);
     assert.ok(shown.every((v, i) => v === png.data[i]), 'the widget\'s canvas holds the PNG\'s pixels');
 

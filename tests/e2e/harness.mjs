@@ -36,10 +36,10 @@ export const WEBGPU_ON = ['--enable-unsafe-webgpu', ...BASE_FLAGS];
 // this precondition in the page itself, so a Chromium that behaves differently fails loudly.
 export const WEBGPU_OFF = [...BASE_FLAGS, '--disable-gpu'];
 
-/** Serves `dir` with scripts/serve.py on a free port: { proc, url }. */
-export function startServer(dir) {
+/** Serves `dir` with scripts/serve.py on `port` (0: a free one): { proc, url }. */
+export function startServer(dir, port = 0) {
   return new Promise((resolve, reject) => {
-    const proc = spawn('python3', [path.join(REPO, 'scripts', 'serve.py'), '--dir', dir, '--port', '0'], {
+    const proc = spawn('python3', [path.join(REPO, 'scripts', 'serve.py'), '--dir', dir, '--port', String(port)], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
