@@ -17,7 +17,9 @@ use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
-use crate::pipeline::{GenerateOptions, PipelineError, Product, generate, prepare_product, prepare_product_with_mask};
+use crate::pipeline::{
+    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_with_mask,
+};
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
 // 1. cubecl's kernels (matmul, reductions) read subgroup builtins and so start with
@@ -257,7 +259,8 @@ impl Studio {
 
     /// Generates an ad for the prepared product.
     /// `opts`: `{ prompt, size (a square's side) or width and height, fill, position, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
-    /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product, refine_strength }`
+    /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product, refine_strength,
+    /// init_png, init_strength }`
     /// (`refine_strength` 0: one pass even at twice the model's size; the reference ones
     /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
     /// the VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
@@ -399,8 +402,23 @@ fn generate_options(opts: &JsValue) -> Result<GenerateOptions, JsError> {
         vae_tile: number("vae_tile").filter(|&t| t > 0.0).map(|t| t as usize),
         anchor_product: flag("anchor_product").unwrap_or(d.anchor_product),
         refine_strength: number("refine_strength").map(|s| s as f32).or(d.refine_strength).filter(|&s| s != 0.0),
+        init: init_image(opts, number("init_strength"))?,
         ..d
     })
+}
+
+/// `init_png` (an earlier ad's PNG bytes, at this ad's size) and `init_strength` (default 0.5):
+/// refine that ad instead of starting from noise ("more like this", "refine" on the page).
+fn init_image(opts: &JsValue, strength: Option<f64>) -> Result<Option<InitImage>, JsError> {
+    let png = get(opts, "init_png");
+    if png.is_undefined() || png.is_null() {
+        return Ok(None);
+    }
+    let bytes = Uint8Array::new(&png).to_vec();
+    let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .map_err(|e| JsError::new(&format!("The ad to refine could not be read as a PNG: {e}")))?
+        .to_rgba8();
+    Ok(Some(InitImage { image, strength: strength.map_or(0.5, |s| s as f32) }))
 }
 
 /// Our GPU kernels against the tensor ops they replace, on this browser's WebGPU

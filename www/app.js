@@ -61,6 +61,11 @@ const el = {
   batch: $('batch'),
   batchList: $('batch-list'),
   batchZip: $('batch-zip'),
+  variantCount: $('variant-count'),
+  variantsBox: $('variants-box'),
+  variants: $('variants'),
+  moreLikeThis: $('more-like-this'),
+  refine: $('refine'),
 };
 
 const state = {
@@ -74,6 +79,8 @@ const state = {
   candidate: null,    // the photo last chosen, prepared or not: the mask editor paints on it
   pngUrl: null,       // object URL of the last result PNG
   ad: null,           // the ad shown: { png (Blob), prompt, seed }
+  shown: null,        // the ad on the canvas (adOf)
+  gallery: [],        // this run's ads (variants, variations, refinements)
   reference: null,    // { name, bytes } of the style reference in use
   sizesRun: new Set(), // image sizes generated in this tab: their GPU kernels are compiled
   nativeSize: 0,      // the size the model was trained at; at twice it, ads are made in two passes
@@ -111,6 +118,8 @@ function refreshControls() {
   el.maskEdit.disabled = locked || state.busy || !state.prepared;
   el.cancel.disabled = !locked;
   el.batchZip.disabled = locked || !state.batch?.items.some((item) => item.png);
+  el.moreLikeThis.disabled = locked || state.crashed || !state.shown || !state.prepared;
+  el.refine.disabled = el.moreLikeThis.disabled;
 }
 
 function addNotice(kind, html) {
@@ -416,6 +425,7 @@ async function handleFile(file, maskFile = null, painted = false) {
   state.busy = true;
   state.prepared = false;
   state.candidate = file;
+  state.shown = null; // More like this / Refine start from an ad of this product only
   el.maskFigure.hidden = true;
   replaceUrl('maskUrl', null);
   el.fileName.textContent = file.name;
@@ -547,8 +557,23 @@ el.randomSeed.addEventListener('click', () => {
 });
 
 /** Draws the ad on the result canvas; returns its notes for the status line and its PNG. */
-function showResult(out) {
-  const { width, height, rgba, imageData, placement, png, notes } = resultImage(out);
+/** The module's answer as an ad of the gallery: its pixels, PNG and the settings that made it. */
+function adOf(out, params) {
+  const timings = field(out, 'timings_ms');
+  const total = timings instanceof Map ? timings.get('total') : timings && timings.total;
+  const ref = field(out, 'reference');
+  return {
+    ...resultImage(out),
+    params,
+    seconds: Number.isFinite(total) ? total / 1000 : null,
+    reference: ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null,
+    depthUsed: field(out, 'depth_used') === true,
+  };
+}
+
+/** Draws `ad` on the result canvas at 1 CSS px per pixel; Download, More like this and Refine take it. */
+function showAd(ad) {
+  const { width, height, rgba, imageData, placement, png, notes } = ad;
 
   const canvas = el.result;
   canvas.width = width;   // attributes = image size
@@ -560,21 +585,18 @@ function showResult(out) {
 
   el.download.disabled = false;
   replaceUrl('pngUrl', png);
-  state.ad = { png, prompt: state.lastParams?.prompt ?? '', seed: state.lastParams?.seed ?? 0 };
-
-  const timings = field(out, 'timings_ms');
-  const total = timings instanceof Map ? timings.get('total') : timings && timings.total;
-  el.resultInfo.textContent = `${width} × ${height} px` + (Number.isFinite(total) ? ` · ${(total / 1000).toFixed(1)} s` : '');
+  state.ad = { png, prompt: ad.params.prompt, seed: ad.params.seed };
+  state.shown = ad;
+  el.resultInfo.textContent = `${width} × ${height} px · seed ${ad.params.seed}` + (ad.seconds != null ? ` · ${ad.seconds.toFixed(1)} s` : '');
 
   snapCanvas();
   $('result-empty').classList.add('gone');
 
   canvas.dataset.placement = `${placement.x},${placement.y},${placement.w},${placement.h}`;
   canvas.dataset.ready = '1';
-  const ref = field(out, 'reference');
-  const reference = ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null;
-  window.__adcanvas = { width, height, rgba, placement, reference, notes, depth_used: field(out, 'depth_used') === true };
-  return { notes, png };
+  window.__adcanvas = { width, height, rgba, placement, reference: ad.reference, notes, depth_used: ad.depthUsed, seed: ad.params.seed };
+  for (const li of el.variants.children) li.querySelector('button').setAttribute('aria-pressed', String(li.ad === ad));
+  refreshControls();
 }
 
 /** The generation settings from the form, or null (and the reason in the status line). */
@@ -603,12 +625,84 @@ function readParams() {
 async function generate() {
   if (state.generating || !state.studio || !state.prepared) return;
   const params = readParams();
-  if (params) await runGenerate(params);
+  if (!params) return;
+  const n = Number(el.variantCount.value) || 1;
+  const seeds = Array.from({ length: n }, (_, k) => (params.seed + k) % 2 ** 32);
+  await makeAds(seeds.map((seed) => ({ ...params, seed })), 'variant', []);
 }
 
-/** Generates an ad of the prepared photo with `params` and shows it; resolves to its PNG (a Blob),
+// ---------- variants, more like this, refine ----------
+// Each run makes 1–4 ads (seeds seed … seed + 3), shown in a gallery as they land; the one picked
+// is the one shown, downloaded, and refined. "More like this" makes as many new ads from the picked
+// one's own pixels (img2img at strength 0.55: its layout and colours stay, the detail changes);
+// "Refine" goes over it once more (strength 0.3, same seed).
+
+const MORE_LIKE_THIS_STRENGTH = 0.55;
+const REFINE_STRENGTH = 0.3;
+
+/** Makes an ad for each of `list` (generate params) after `keep` (ads already in the gallery). */
+async function makeAds(list, kind, keep) {
+  state.gallery = [...keep];
+  renderGallery();
+  for (const [k, params] of list.entries()) {
+    const what = list.length > 1 ? `${kind} ${k + 1} of ${list.length}` : '';
+    const ad = await runGenerate(params, what);
+    if (!ad) break;
+    state.gallery.push(ad);
+    renderGallery();
+    showAd(ad);
+  }
+}
+
+function renderGallery() {
+  el.variants.replaceChildren();
+  for (const ad of state.gallery) {
+    const li = document.createElement('li');
+    li.ad = ad;
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'variant';
+    button.setAttribute('aria-pressed', String(state.shown === ad));
+    button.title = `Show this ad (seed ${ad.params.seed})`;
+    const img = document.createElement('img');
+    img.alt = `Ad with seed ${ad.params.seed}`;
+    ad.url ??= URL.createObjectURL(ad.png);
+    img.src = ad.url;
+    button.append(img);
+    const label = document.createElement('span');
+    label.textContent = ad.params.init_png ? `seed ${ad.params.seed}, from ${ad.from}` : `seed ${ad.params.seed}`;
+    li.append(button, label);
+    button.addEventListener('click', () => showAd(ad));
+    el.variants.append(li);
+  }
+  el.variantsBox.hidden = state.gallery.length < 2;
+}
+
+/** Ads made from the shown one's pixels: `n` of them at `strength`, with `seeds`. */
+async function fromShown(kind, strength, seeds) {
+  const base = state.shown;
+  if (!base || state.generating) return;
+  const init = new Uint8Array(await base.png.arrayBuffer());
+  const { init_png: _, init_strength: __, ...own } = base.params;
+  const list = seeds.map((seed) => ({ ...own, seed, init_png: init, init_strength: strength }));
+  const from = `seed ${base.params.seed}`;
+  const keep = kind === 'refined' ? state.gallery : [base];
+  const before = state.gallery.length;
+  await makeAds(list, kind, keep);
+  for (const ad of state.gallery.slice(kind === 'refined' ? before : 1)) ad.from = from;
+  renderGallery();
+}
+
+el.moreLikeThis.addEventListener('click', () => {
+  const seed = state.shown?.params.seed ?? 0;
+  const n = Math.max(1, Number(el.variantCount.value) || 1);
+  fromShown('variation', MORE_LIKE_THIS_STRENGTH, Array.from({ length: n }, (_, k) => (seed + 101 * (k + 1)) % 2 ** 32));
+});
+el.refine.addEventListener('click', () => fromShown('refined', REFINE_STRENGTH, [state.shown?.params.seed ?? 0]));
+
+/** Generates an ad of the prepared photo with `params` and shows it; resolves to the ad (adOf),
  * or null when it was cancelled or failed (the status line says which). `what` names the ad in
- * the status line (several photos at once). */
+ * the status line (several photos at once, variants). */
 async function runGenerate(params, what = '') {
   state.generating = true;
   state.lastParams = params;
@@ -626,7 +720,7 @@ async function runGenerate(params, what = '') {
   const label = `Generating ${what ? `${what}, ` : ''}${size}${twoPass}…`;
   setStatus('generating', `${label} (step 0 / ${params.steps})${compiling}`);
   const started = performance.now();
-  let png = null;
+  let ad = null;
   // Let the click finish and the status paint before the first (long) GPU submission.
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
 
@@ -639,9 +733,9 @@ async function runGenerate(params, what = '') {
     state.sizesRun.add(size);
     // Not a GPU's first ad of a size: that one also compiled its kernels.
     if (!compiling) rememberTime(params, (performance.now() - started) / 1000);
-    const shown = showResult(out);
-    const notes = shown.notes.join(' ');
-    png = shown.png;
+    ad = adOf(out, params);
+    showAd(ad);
+    const notes = ad.notes.join(' ');
     setProgress(el.progress.max, el.progress.max);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     const on = state.device === 'cpu' ? ' on the CPU' : '';
@@ -660,7 +754,7 @@ async function runGenerate(params, what = '') {
     state.generating = false;
     refreshControls();
   }
-  return png;
+  return ad;
 }
 
 // ---------- several photos at once ----------
@@ -718,7 +812,7 @@ async function runBatch(files) {
       continue;
     }
     markRow(item, 'working', 'generating…');
-    const png = await runGenerate(params, `ad ${i + 1} of ${items.length}`);
+    const png = (await runGenerate(params, `ad ${i + 1} of ${items.length}`))?.png;
     if (png) {
       item.png = png;
       item.url = URL.createObjectURL(png);

@@ -839,6 +839,77 @@ test('offline: a second visit loads the app and the model from the cache with th
   }
 });
 
+/** Mean absolute difference of two RGBA arrays' colour channels. */
+function meanDiff(a, b) {
+  let sum = 0;
+  let n = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (i % 4 === 3) continue;
+    sum += Math.abs(a[i] - b[i]);
+    n++;
+  }
+  return sum / n;
+}
+
+test('variants: two ads per run, one picked; more like this keeps its look; refine stays closer still', { timeout: LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT + 2 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+    await setUpSmallAd(page, 8, 'on a wooden table');
+    await page.selectOption('#variant-count', '2');
+    const product = decodePng(fs.readFileSync(PRODUCT));
+    const shownAd = () => page.evaluate(() => ({ ...window.__adcanvas, rgba: Array.from(window.__adcanvas.rgba) }));
+
+    await page.click('#generate');
+    await page.waitForFunction(() => document.querySelectorAll('#variants li').length === 2 && document.getElementById('status').dataset.state !== 'generating',
+      null, { timeout: GENERATE_TIMEOUT, polling: 250 });
+    assert.equal((await statusOf(page)).state, 'done', (await statusOf(page)).text);
+    assert.deepEqual(await page.locator('#variants li span').allTextContents(), ['seed 7', 'seed 8']);
+    const second = await shownAd();
+    assert.equal(second.seed, 8, 'the last ad made is shown');
+    await page.locator('#variants li button').first().click();
+    const first = await shownAd();
+    assert.equal(first.seed, 7, 'a picked ad is shown');
+    const apart = meanDiff(first.rgba, second.rgba);
+    assert.ok(apart > 3, `the two variants differ (mean difference ${apart.toFixed(1)})`);
+    for (const [ad, what] of [[first, 'variant 1'], [second, 'variant 2']]) {
+      assertProductExact({ width: ad.width, data: ad.rgba }, product, ad.placement, what);
+    }
+    // The download is the picked ad.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.equal(download.suggestedFilename(), 'adcanvas-on-a-wooden-table-seed7.png');
+    assert.deepEqual([...decodePng(fs.readFileSync(await download.path())).data], first.rgba);
+
+    // More like this: two ads from the picked one's pixels, closer to it than the variants are to each other.
+    await page.click('#more-like-this');
+    await page.waitForFunction(() => document.querySelectorAll('#variants li').length === 3 && document.getElementById('status').dataset.state !== 'generating',
+      null, { timeout: GENERATE_TIMEOUT, polling: 250 });
+    assert.equal((await statusOf(page)).state, 'done', (await statusOf(page)).text);
+    assert.deepEqual(await page.locator('#variants li span').allTextContents(), ['seed 7', 'seed 108, from seed 7', 'seed 209, from seed 7']);
+    const like = await shownAd();
+    assertProductExact({ width: like.width, data: like.rgba }, product, like.placement, 'more like this');
+    const near = meanDiff(like.rgba, first.rgba);
+    // (From noise, another seed's ad is as far as the two variants are: 31 against 38 here, before
+    // "more like this" started from the picked ad's pixels.)
+    assert.ok(near < 0.5 * apart, `a variation (${near.toFixed(1)}) is much closer to its ad than another seed's ad is (${apart.toFixed(1)})`);
+
+    // Refine: the first ad once more at a low strength, nearer still.
+    await page.locator('#variants li button').first().click();
+    await page.click('#refine');
+    await page.waitForFunction(() => document.querySelectorAll('#variants li').length === 4 && document.getElementById('status').dataset.state !== 'generating',
+      null, { timeout: GENERATE_TIMEOUT, polling: 250 });
+    const refined = await shownAd();
+    assert.equal(refined.seed, 7);
+    const nearer = meanDiff(refined.rgba, first.rgba);
+    assert.ok(nearer > 0.2 && nearer < near, `refined (${nearer.toFixed(1)}) changes the ad, less than a variation does (${near.toFixed(1)})`);
+    assertProductExact({ width: refined.width, data: refined.rgba }, product, refined.placement, 'refined');
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
