@@ -16,6 +16,7 @@ import {
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
+import { FrameBridge } from './widget-frame.js';
 
 const DEFAULT_MODEL_URL = new URL('../models/default/', import.meta.url).href;
 
@@ -119,6 +120,7 @@ export class AdcanvasStudio extends HTMLElement {
   #hasReference = false;
   #connected = null; // resolves when the element first joins a document: it renders then
   #maskEditor = null;
+  #bridge = null;    // mode="iframe": the studio runs in frame.html (www/widget-frame.js)
   #photo = null;     // the photo last given to setProduct, prepared or not: the brush paints on it
   #mask = null;      // its mask as prepared: { png (grey preview), width, height }
   #onConnected = null;
@@ -136,21 +138,37 @@ export class AdcanvasStudio extends HTMLElement {
 
   /** 'loading' | 'ready' | 'generating' | 'done' | 'cancelled' | 'error' */
   get state() {
+    if (this.#bridge) return this.#bridge.state;
     return this.#ui ? this.#ui.status.dataset.state : 'loading';
   }
 
-  /** 'worker' (the GPU's or CPU's work never holds the host page's main thread) or 'page'; null until loaded. */
+  /** 'worker' (the GPU's or CPU's work never holds the host page's main thread), 'page', or 'frame'
+   * (mode="iframe"); null until loaded. */
   get runsIn() {
-    return this.#runsIn;
+    return this.#bridge ? 'frame' : this.#runsIn;
   }
 
   /** The last ad as a PNG Blob, or null. */
   get png() {
-    return this.#png;
+    return this.#bridge ? this.#bridge.png : this.#png;
   }
 
   connectedCallback() {
-    if (this.#ui) return;
+    if (this.#ui || this.#bridge) return;
+    if ((this.getAttribute('mode') || '').trim().toLowerCase() === 'iframe') {
+      const root = this.attachShadow({ mode: 'open' });
+      root.innerHTML = '<style>:host { display: block; max-width: 560px; }</style>';
+      try {
+        this.#bridge = new FrameBridge(this, root);
+        this.#ready = this.#bridge.ready;
+      } catch (err) {
+        this.#ready = Promise.reject(err);
+        this.#emit('adcanvas-error', { message: `The iframe mode cannot start: ${messageOf(err)}`, code: 'options', fatal: false });
+      }
+      this.#ready.catch(() => { /* reported by the frame's adcanvas-error */ });
+      this.#onConnected();
+      return;
+    }
     const root = this.attachShadow({ mode: 'open' });
     root.innerHTML = TEMPLATE;
     const q = (s) => root.querySelector(s);
@@ -182,6 +200,7 @@ export class AdcanvasStudio extends HTMLElement {
    * automatic cut-out finds no product (a busy background), the widget's brush opens so that the
    * visitor can paint it; the promise still rejects. */
   async setProduct(photo, options = {}) {
+    if (this.#bridge) return this.#bridge.call('setProduct', [photo, options]);
     await this.ready;
     if (this.#generating) throw new Error('A generation is running; cancel it first.');
     const name = photo && typeof photo.name === 'string' ? photo.name : 'photo';
@@ -248,6 +267,7 @@ export class AdcanvasStudio extends HTMLElement {
   /** Sets the style reference (File, Blob, ArrayBuffer or bytes), or clears it with null: a
    * picture whose background style the ads follow; its own foreground is hidden by PFV. */
   async setReference(picture) {
+    if (this.#bridge) return this.#bridge.call('setReference', [picture]);
     await this.ready;
     if (this.#generating) throw new Error('A generation is running; cancel it first.');
     return this.#applyReference(picture);
@@ -274,6 +294,7 @@ export class AdcanvasStudio extends HTMLElement {
   /** Makes an ad for the prepared product; `options` override the attributes for this call
    * (`prompt`, `size`: 256 or '384x256', `fill`, `position`, `steps`, `seed`, `guidance`). Resolves with the adcanvas-generated detail. */
   async generate(options = {}) {
+    if (this.#bridge) return this.#bridge.call('generate', [options]);
     await this.ready;
     if (!this.#prepared) throw new Error('Choose a product photo first.');
     if (this.#generating) throw new Error('A generation is already running.');
@@ -356,6 +377,7 @@ export class AdcanvasStudio extends HTMLElement {
    * `[{ name, ad: detail | null, error: message | null }]` and fires adcanvas-batch with
    * `{ made, failed, cancelled }`; zip() then packs the ads. */
   async generateAll(photos, options = {}) {
+    if (this.#bridge) return this.#bridge.call('generateAll', [Array.from(photos), options]);
     await this.ready;
     if (this.#generating || this.#batching) throw new Error('A generation is already running.');
     const ui = this.#ui;
@@ -413,6 +435,7 @@ export class AdcanvasStudio extends HTMLElement {
 
   /** The last generateAll's ads as one .zip (a Blob; entries NAME-ad.png, stored). */
   async zip() {
+    if (this.#bridge) return this.#bridge.call('zip');
     await this.ready;
     if (!this.#ads.length) throw new Error('No ads to zip: generate some with several photos first.');
     const pngs = await Promise.all(this.#ads.map(async (ad) => new Uint8Array(await ad.png.arrayBuffer())));
@@ -422,11 +445,13 @@ export class AdcanvasStudio extends HTMLElement {
   /** Stops a running generation after its current step (its promise rejects with "cancelled");
    * in generateAll, the photos after it are skipped. */
   cancel() {
+    if (this.#bridge) this.#bridge.call('cancel').catch(() => {});
     if (this.#generating && this.#studio) this.#studio.cancel();
   }
 
   async #start() {
     await this.#connected; // `ready`, setProduct() or generate() may be called before insertion
+    if (this.#bridge) return this.#bridge.ready;
     this.#setStatus('loading', 'Loading…');
     let engine;
     try {

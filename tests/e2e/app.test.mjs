@@ -1252,6 +1252,79 @@ test('widget: embedded in another site, makes a banner ad with the product exact
   }
 });
 
+test('widget: iframe mode runs the studio in a frame of its own origin, answering only its host', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 3 * MINUTE }, async () => {
+  // The host forbids workers: in a frame, the studio lives under the widget's own policy instead.
+  const host = await startHost('mode="iframe" prompt="on a wooden table" size="64" steps="2" seed="7"', { csp: "worker-src 'none'" });
+  const hostOrigin = new URL(host.url).origin;
+  // Another site that embeds the frame directly, naming the first host as its origin.
+  const otherDir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-other-'));
+  fs.writeFileSync(path.join(otherDir, 'index.html'), `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">
+<iframe id="f" src="${baseUrl}www/frame.html?origin=${encodeURIComponent(hostOrigin)}"></iframe>
+<script>
+  window.__replies = [];
+  addEventListener('message', (e) => window.__replies.push(e.data));
+</script>`);
+  const other = await startServer(otherDir);
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await page.goto(host.url, { waitUntil: 'load' });
+    let events = await waitForEvent(page, 'adcanvas-ready', LOAD_TIMEOUT);
+    const ready = events.find((e) => e.type === 'adcanvas-ready');
+    assert.ok(ready, `the framed studio loaded: ${JSON.stringify(events)}\nconsole:\n${b.consoleLines.join('\n')}`);
+    const widget = page.locator('adcanvas-studio');
+    assert.equal(await widget.evaluate((w) => w.runsIn), 'frame');
+    const frame = await widget.evaluate((w) => {
+      const f = w.shadowRoot.querySelector('iframe');
+      return { src: f.src, sandbox: f.getAttribute('sandbox') };
+    });
+    assert.ok(frame.src.startsWith(`${baseUrl}www/frame.html?origin=`), frame.src);
+    assert.equal(frame.sandbox, 'allow-scripts allow-same-origin allow-downloads');
+    assert.equal(await page.frameLocator('adcanvas-studio iframe').locator('adcanvas-studio').evaluate((w) => w.runsIn), 'worker',
+      'in its frame the studio has its worker, whatever the host\'s policy');
+
+    // The element's API works through the frame: a photo, an ad with the product exact.
+    const maskSource = await widget.evaluate((w, data) => w.setProduct(new Uint8Array(data)).then((p) => p.maskSource),
+      Array.from(fs.readFileSync(PRODUCT)));
+    assert.equal(maskSource, 'alpha');
+    await page.evaluate(() => { window.__events.length = 0; });
+    const made = await widget.evaluate((w) => w.generate().then((d) => ({ width: d.width, seed: d.seed, png: d.png instanceof Blob })));
+    assert.deepEqual(made, { width: 64, seed: 7, png: true });
+    events = await waitForEvent(page, 'adcanvas-generated', MINUTE);
+    const done = events.find((e) => e.type === 'adcanvas-generated');
+    assert.ok(done.png, 'the host hears the ad, with its PNG');
+    const png = decodePng(Buffer.from(done.png));
+    assertProductExact(png, decodePng(fs.readFileSync(PRODUCT)), done.detail.placement, 'framed ad');
+    assert.equal(await widget.evaluate((w) => w.state), 'done');
+    // Messages not from the frame are not the frame's: a forged event posted to the host is ignored.
+    await page.evaluate(() => window.postMessage({ adcanvas: 1, event: 'adcanvas-generated', detail: { forged: true } }, '*'));
+    await page.waitForTimeout(500);
+    assert.ok(!(await page.evaluate(() => window.__events.some((e) => e.detail && e.detail.forged))), 'a forged message is ignored');
+
+    // Another origin that frames the studio gets no answer: the frame talks to its host only.
+    const otherPage = await b.context.newPage();
+    const frameConsole = [];
+    otherPage.on('console', (m) => frameConsole.push(m.text()));
+    await otherPage.goto(other.url, { waitUntil: 'load' });
+    await otherPage.waitForTimeout(1000);
+    await otherPage.evaluate(() => {
+      const f = document.getElementById('f').contentWindow;
+      f.postMessage({ adcanvas: 1, id: 1, method: 'configure', args: [{}] }, '*');
+      f.postMessage({ adcanvas: 1, id: 2, method: 'generate', args: [{}] }, '*');
+    });
+    await otherPage.waitForTimeout(1500);
+    assert.deepEqual(await otherPage.evaluate(() => window.__replies), [], 'no reply, no hello, to another origin');
+    assert.ok(frameConsole.some((t) => t.includes(`ignored a message from ${new URL(other.url).origin}`)), frameConsole.join('\n'));
+    assert.equal(await otherPage.frameLocator('#f').locator('adcanvas-studio').count(), 0, 'nor was the studio configured by it');
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    host.close();
+    other.proc.kill();
+    fs.rmSync(otherDir, { recursive: true, force: true });
+  }
+});
+
 test('widget: a host page whose policy forbids workers gets the studio on the page', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   // The worker is made from a blob: URL, which `worker-src 'self'` does not allow.
   const host = await startHost('prompt="on a wooden table"', { csp: "worker-src 'self'" });
