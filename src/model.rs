@@ -13,6 +13,7 @@ use crate::encoders::text::TextEncoder;
 use crate::error::ModelError;
 use crate::pack::weights::{QuantizedWeights, Weights};
 use crate::pack::{Manifest, component_file};
+use crate::pipeline::preview::SharedPreview;
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
 
 /// Everything the denoising pipeline runs, on one burn device.
@@ -32,6 +33,8 @@ pub struct Model {
     /// Bytes of weights the device holds (token embedding tables, kept on the CPU, excluded).
     pub device_weight_bytes: u64,
     pub device: Device,
+    /// The step previews' latent-to-colour fit, learnt from this model's own ads.
+    pub preview: SharedPreview,
 }
 
 impl Model {
@@ -145,6 +148,7 @@ impl Model {
             quantized,
             device_weight_bytes: unet_w.device_bytes() + vae_w.device_bytes() + other_bytes,
             device: device.clone(),
+            preview: SharedPreview::default(),
         })
     }
 

@@ -17,6 +17,7 @@ use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
+use crate::pipeline::preview::calibrate;
 use crate::pipeline::{
     GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_with_mask,
 };
@@ -166,6 +167,11 @@ impl Studio {
         let quantized = quantized.unwrap_or_else(|| manifest.quantized_weights());
         let model =
             Model::from_pack_with(manifest, &files, &device, quantized).map_err(|e| JsError::new(&e.to_string()))?;
+        // Step previews from the first ad where the fit is cheap to learn (on a GPU, the first
+        // ad teaches it instead, without compiling the encoder's kernels at start-up).
+        if opened.kind() == "cpu" {
+            calibrate(&model).await.map_err(|e| JsError::new(&e.to_string()))?;
+        }
         Ok(Studio {
             inner: Rc::new(Inner {
                 model,
@@ -260,11 +266,12 @@ impl Studio {
     /// Generates an ad for the prepared product.
     /// `opts`: `{ prompt, size (a square's side) or width and height, fill, position, steps, seed, guidance, scheduler: "ddim"|"euler"|"euler-karras"|"dpm++2m"|"dpm++2m-karras"|"lcm",
     /// reference_scale, pfv, region_masks, text_weight, depth_scale, vae_tile, anchor_product, refine_strength,
-    /// init_png, init_strength }`
+    /// init_png, init_strength, preview_every }`
     /// (`refine_strength` 0: one pass even at twice the model's size; the reference ones
     /// apply with a style reference; depth_scale with a pack that has a depth ControlNet; vae_tile,
     /// the VAE's latent tile side, defaults to tiling only when the GPU's buffers are too small);
-    /// `on_progress(step, total)` after each denoising step. Resolves to
+    /// `on_progress(step, total, preview)` after each denoising step; `preview` is
+    /// `{ width, height, rgba }` (one pixel per latent cell) every `preview_every` steps, else null. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms, depth_used, vae_tile, notes }`
     /// (`vae_tile` 0: untiled).
     pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
@@ -281,7 +288,20 @@ impl Studio {
             inner.cancel.set(false);
             let cancel = inner.clone();
             let mut progress = |step: usize, total: usize| {
-                let _ = on_progress.call2(&JsValue::NULL, &JsValue::from(step as u32), &JsValue::from(total as u32));
+                // Every `preview_every` steps, what the ad looks like so far: `{ width, height, rgba }`.
+                let preview = cancel.model.preview.lock().expect("preview lock").take_latest().map(|img| {
+                    let p = Object::new();
+                    set(&p, "width", img.width());
+                    set(&p, "height", img.height());
+                    set(&p, "rgba", Uint8Array::from(img.as_raw().as_slice()));
+                    JsValue::from(p)
+                });
+                let _ = on_progress.call3(
+                    &JsValue::NULL,
+                    &JsValue::from(step as u32),
+                    &JsValue::from(total as u32),
+                    &preview.unwrap_or(JsValue::NULL),
+                );
                 !cancel.cancel.get()
             };
             let result = generate(&inner.model, &product, reference.as_deref(), &options, &mut progress).await;
@@ -403,6 +423,7 @@ fn generate_options(opts: &JsValue) -> Result<GenerateOptions, JsError> {
         anchor_product: flag("anchor_product").unwrap_or(d.anchor_product),
         refine_strength: number("refine_strength").map(|s| s as f32).or(d.refine_strength).filter(|&s| s != 0.0),
         init: init_image(opts, number("init_strength"))?,
+        preview_every: number("preview_every").map_or(0, |v| v.max(0.0) as usize),
         ..d
     })
 }

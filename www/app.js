@@ -3,8 +3,8 @@
 // CPU where the browser has no usable GPU.
 
 import {
-  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, encodeAd, field, isFatal, messageOf,
-  parseSize, pastedImages, placementSize, remainingTime, resultImage, toBytes,
+  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, drawPreview, encodeAd, field, isFatal,
+  messageOf, parseSize, pastedImages, placementSize, previewEvery, remainingTime, resultImage, toBytes,
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
@@ -571,6 +571,17 @@ function adOf(out, params) {
   };
 }
 
+/** What the ad looks like at `step`, on the result canvas until the ad itself replaces it. */
+function showPreview(preview, params, step) {
+  const canvas = el.result;
+  drawPreview(canvas, preview, params.width, params.height);
+  canvas.style.width = `${params.width}px`;
+  canvas.style.height = `${params.height}px`;
+  canvas.dataset.preview = String(step);
+  $('result-empty').classList.add('gone');
+  snapCanvas();
+}
+
 /** Draws `ad` on the result canvas at 1 CSS px per pixel; Download, More like this and Refine take it. */
 function showAd(ad) {
   const { width, height, rgba, imageData, placement, png, notes } = ad;
@@ -726,8 +737,9 @@ async function runGenerate(params, what = '') {
 
   const left = remainingTime();
   try {
-    const out = await state.studio.generate(params, (step, total) => {
+    const out = await state.studio.generate({ ...params, preview_every: previewEvery(params.steps) }, (step, total, preview) => {
       setProgress(step, total);
+      if (preview) showPreview(preview, params, step);
       setStatus('generating', `${label} step ${step} / ${total}${left(step, total)}${compiling}`);
     });
     state.sizesRun.add(size);

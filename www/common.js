@@ -87,6 +87,27 @@ export function remainingTime() {
   };
 }
 
+/** How often the studio sends a step preview: about five times a run. */
+export function previewEvery(steps) {
+  return Math.max(1, Math.round(steps / 5));
+}
+
+/** Draws a step preview (`{ width, height, rgba }`, one pixel per latent cell) over the whole of
+ * `canvas`, sized `width` × `height` (the ad's size), smoothly scaled up. */
+export function drawPreview(canvas, preview, width, height) {
+  const cells = new OffscreenCanvas(preview.width, preview.height);
+  const rgba = toBytes(preview.rgba);
+  cells.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.byteLength), preview.width, preview.height), 0, 0);
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  const ctx = canvas.getContext('2d');
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = 'high';
+  ctx.drawImage(cells, 0, 0, width, height);
+}
+
 /** The ad's pixels as ImageData, checked against the size the module reports. */
 export function resultImage(out) {
   const width = Number(field(out, 'width'));

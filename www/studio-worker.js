@@ -20,7 +20,8 @@ const ops = {
     return studio.set_reference(bytes, pfv);
   },
   generate([params], id) {
-    return studio.generate(params, (step, total) => postMessage({ id, progress: [step, total] }));
+    // The step preview (a few KB, every few steps) is copied along with the progress.
+    return studio.generate(params, (step, total, preview) => postMessage({ id, progress: [step, total, preview] }));
   },
   zip([names, files]) {
     return { zip: zipFiles(names, files) };

@@ -11,8 +11,8 @@
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
 import {
-  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, encodeAd, field, isFatal, messageOf,
-  parseSize, pastedImages, placementSize, remainingTime, resultImage, toBytes,
+  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, drawPreview, encodeAd, field, isFatal,
+  messageOf, parseSize, pastedImages, placementSize, previewEvery, remainingTime, resultImage, toBytes,
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
 import { startEngine } from './studio.js';
@@ -330,7 +330,11 @@ export class AdcanvasStudio extends HTMLElement {
     const started = performance.now();
     const left = remainingTime();
     try {
-      const out = await this.#studio.generate(params, (step, total) => {
+      const out = await this.#studio.generate({ ...params, preview_every: previewEvery(params.steps) }, (step, total, preview) => {
+        if (preview) {
+          drawPreview(this.#ui.canvas, preview, params.width, params.height);
+          this.#ui.canvas.hidden = false;
+        }
         this.#ui.progress.max = Math.max(1, total);
         this.#ui.progress.value = step;
         this.#setStatus('generating', `Generating ${params.width} × ${params.height}… step ${step} / ${total}${left(step, total)}`);

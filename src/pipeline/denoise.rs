@@ -36,6 +36,7 @@ pub(super) async fn denoise(
         device,
     );
     let timesteps = scheduler.timesteps().to_vec();
+    let epsilon = model.manifest.scheduler.prediction_type == "epsilon";
     let total = timesteps.len();
     let (mut latents, start) = match &options.init {
         None => (noise.clone().mul_scalar(scheduler.init_noise_sigma()), 0),
@@ -59,6 +60,14 @@ pub(super) async fn denoise(
         let scaled = scheduler.scale_model_input(latents.clone(), step_t);
         let input = Tensor::cat(vec![scaled, inputs.mask_latent.clone(), inputs.masked_latents.clone()], 1);
         let eps = predict_noise(model, input, step_t, &guidance.cond, &guidance.uncond, guidance.scale, depth);
+        let done = i + 1 - start;
+        let preview = options.preview_every > 0 && done % options.preview_every == 0 && i + 1 < total;
+        // The step preview shows the clean image this step predicts, x̂₀ = (x_t − b·ε̂)/a, far
+        // less noisy than x_t itself; for a v-prediction model, x_t.
+        let predicted = (preview && epsilon).then(|| {
+            let (a, b) = scheduler.noise_coefficients(i);
+            (latents.clone() - eps.clone().mul_scalar(b)).div_scalar(a)
+        });
         latents = scheduler.step(eps, step_t, latents);
         if let Some((inside, outside)) = &anchor {
             // diffusers: init_latents_proper = add_noise(image_latents, noise, t_next), clean
@@ -68,8 +77,14 @@ pub(super) async fn denoise(
             latents = known * inside.clone() + latents * outside.clone();
         }
         // Wait for the GPU here: it bounds queued work, lets the browser repaint, and
-        // surfaces a lost device at the step where it happened.
-        latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
+        // surfaces a lost device at the step where it happened. The values feed the step preview.
+        let values = latents.to_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?;
+        let shown = match predicted {
+            Some(x0) => Some(x0.into_data_async().await.map_err(|e| PipelineError::Gpu(format!("{e:?}")))?),
+            None if preview => Some(values.clone()),
+            None => None,
+        };
+        model.preview.lock().expect("preview lock").step(values, shown.as_ref());
         crate::gpu::watchdog::beat("a denoising step");
         crate::gpu::let_host_run(device).await;
         if !progress(i + 1 - start, total - start) {

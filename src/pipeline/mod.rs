@@ -16,6 +16,7 @@ mod error;
 mod inpaint;
 mod options;
 mod pass;
+pub mod preview;
 mod product;
 mod refine;
 

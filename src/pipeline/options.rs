@@ -52,6 +52,9 @@ pub struct GenerateOptions {
     /// Put the product here instead of laying it out by `fill` (its canvas must be
     /// `width × height`): [`generate_refined`] gives both passes the full-size layout.
     pub placement: Option<Placement>,
+    /// Every this many steps, a picture of the latents for the studio to show
+    /// ([`crate::pipeline::preview`]); 0: none.
+    pub preview_every: usize,
 }
 
 /// An image to refine rather than generate from noise (see [`GenerateOptions::init`]).
@@ -82,6 +85,7 @@ impl Default for GenerateOptions {
             init: None,
             refine_strength: Some(0.5),
             placement: None,
+            preview_every: 0,
         }
     }
 }

@@ -910,6 +910,43 @@ test('variants: two ads per run, one picked; more like this keeps its look; refi
   }
 });
 
+test('progress: step previews of the ad appear on the canvas before it is done', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+    await setUpSmallAd(page, 10, 'on the sand of a beach at sunset');
+    // Each preview drawn, with the step it showed and what the canvas held then.
+    await page.evaluate(() => {
+      window.__previews = [];
+      const canvas = document.getElementById('result');
+      new MutationObserver(() => {
+        if (!canvas.dataset.preview || canvas.dataset.ready === '1') return;
+        const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let sum = 0;
+        let sq = 0;
+        for (let i = 0; i < px.length; i += 4) { sum += px[i + 1]; sq += px[i + 1] * px[i + 1]; }
+        const n = px.length / 4;
+        window.__previews.push({ step: Number(canvas.dataset.preview), width: canvas.width, height: canvas.height,
+          spread: Math.sqrt(sq / n - (sum / n) ** 2), status: document.getElementById('status').dataset.state });
+      }).observe(canvas, { attributes: true, attributeFilter: ['data-preview'] });
+    });
+    await page.click('#generate');
+    const done = await waitForAd(page);
+    assert.equal(done.state, 'done', done.text);
+    const previews = await page.evaluate(() => window.__previews);
+    // 10 steps, a preview every 2: after steps 2, 4, 6 and 8 (the last step shows the ad itself).
+    assert.deepEqual(previews.map((p) => p.step), [2, 4, 6, 8], JSON.stringify(previews));
+    for (const p of previews) {
+      assert.deepEqual([p.width, p.height, p.status], [64, 64, 'generating'], 'drawn at the ad\'s size while it is being made');
+      assert.ok(p.spread > 1, `a picture, not a flat fill (spread ${p.spread.toFixed(2)})`);
+    }
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
