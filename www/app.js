@@ -66,6 +66,7 @@ const el = {
   variants: $('variants'),
   moreLikeThis: $('more-like-this'),
   refine: $('refine'),
+  referenceThumb: $('reference-thumb'),
 };
 
 const state = {
@@ -866,6 +867,14 @@ el.batchZip.addEventListener('click', async () => {
 
 // ---------- style reference ----------
 
+/** The reference in use, beside the prompt it styles (none: hidden). */
+function showReferenceThumb(ref) {
+  const img = el.referenceThumb.querySelector('img');
+  img.src = replaceUrl('referenceUrl', ref ? new Blob([ref.bytes]) : null) || '';
+  img.title = ref ? ref.name : '';
+  el.referenceThumb.hidden = !ref;
+}
+
 /** Hands the reference to the studio; PFV off uses it whole (no foreground search). */
 async function applyReference() {
   if (!state.studio) return;
@@ -873,12 +882,14 @@ async function applyReference() {
   try {
     await state.studio.setReference(ref ? ref.bytes : new Uint8Array(), el.pfv.checked);
     el.referenceClear.disabled = !ref;
+    showReferenceThumb(ref);
     if (ref) setStatus('ready', `Style reference: ${ref.name}.`);
   } catch (err) {
     setStatus('error', `Could not use ${ref ? ref.name : 'the reference'} as a style reference: ${messageOf(err)}`);
     state.reference = null;
     el.reference.value = '';
     el.referenceClear.disabled = true;
+    showReferenceThumb(null);
     await state.studio.setReference(new Uint8Array(), true).catch(() => { /* cleared */ });
   }
 }

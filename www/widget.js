@@ -74,6 +74,7 @@ const TEMPLATE = `
   <canvas class="result" aria-label="Generated ad image" hidden></canvas>
   <div class="row result-actions" hidden>
     <button type="button" class="download">Download</button>
+    <button type="button" class="more" title="A new ad from this one's own pixels: its layout and colours stay">More like this</button>
     <select class="format" aria-label="File format"><option value="png">PNG</option><option value="jpg">JPEG</option><option value="webp">WebP</option></select>
     <button type="button" class="download-all" hidden>Download all (.zip)</button>
   </div>
@@ -121,6 +122,7 @@ export class AdcanvasStudio extends HTMLElement {
   #connected = null; // resolves when the element first joins a document: it renders then
   #maskEditor = null;
   #bridge = null;    // mode="iframe": the studio runs in frame.html (www/widget-frame.js)
+  #productId = 0;    // counts the photos prepared: More like this starts from an ad of the current one only
   #photo = null;     // the photo last given to setProduct, prepared or not: the brush paints on it
   #mask = null;      // its mask as prepared: { png (grey preview), width, height }
   #onConnected = null;
@@ -177,7 +179,7 @@ export class AdcanvasStudio extends HTMLElement {
       prompt: q('.prompt'), generate: q('.generate'), cancel: q('.cancel'), progress: q('progress'),
       status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
       downloadAll: q('.download-all'), ads: q('.ads'), maskRow: q('.mask-row'), editMask: q('.edit-mask'),
-      preset: q('.preset'), format: q('.format'),
+      preset: q('.preset'), format: q('.format'), more: q('.more'),
     };
     for (const preset of SCENE_PRESETS) this.#ui.preset.append(new Option(preset.name, preset.prompt));
     this.#maskEditor = new MaskEditor(q('.mask-editor'), {
@@ -207,6 +209,7 @@ export class AdcanvasStudio extends HTMLElement {
     const painted = options.painted === true;
     if (!painted && this.#maskEditor.isOpen) this.#maskEditor.close();
     this.#prepared = false;
+    this.#productId++;
     this.#photo = photo instanceof Blob ? photo : new Blob([await bytesOf(photo)]);
     this.#mask = null;
     this.#refresh();
@@ -317,6 +320,11 @@ export class AdcanvasStudio extends HTMLElement {
       if (position != null && position !== '') params.position = positionOf(position);
       const guidance = options.guidance ?? this.#numberAttribute('guidance');
       if (guidance != null) params.guidance = guidance;
+      // moreLikeThis(): start from an earlier ad's pixels (its PNG, at this size) instead of noise.
+      if (options.init) {
+        params.init_png = await bytesOf(options.init);
+        params.init_strength = options.strength ?? 0.55;
+      }
     } catch (err) {
       throw this.#fail(messageOf(err), 'options');
     }
@@ -348,7 +356,7 @@ export class AdcanvasStudio extends HTMLElement {
       canvas.hidden = false;
       this.#ui.actions.hidden = false;
       this.#png = image.png;
-      this.#ad = { png: image.png, prompt: params.prompt, seed: params.seed };
+      this.#ad = { png: image.png, prompt: params.prompt, seed: params.seed, params, productId: this.#productId };
       const seconds = (performance.now() - started) / 1000;
       const notes = image.notes.length ? ` ${image.notes.join(' ')}` : '';
       const on = field(this.#studio.info, 'device') === 'cpu' ? ' on the CPU' : '';
@@ -356,6 +364,8 @@ export class AdcanvasStudio extends HTMLElement {
       const detail = {
         png: image.png, width: image.width, height: image.height, placement: image.placement, notes: image.notes,
         prompt: params.prompt, seed: params.seed, steps: params.steps, seconds,
+        // moreLikeThis(): the seed of the ad it was made from.
+        from: options.init ? (options.from ?? null) : null,
         // With a style reference: how PFV cut it (patches, those hidden, image tokens kept).
         reference: this.#hasReference ? referenceReport(field(out, 'reference')) : null,
       };
@@ -373,6 +383,20 @@ export class AdcanvasStudio extends HTMLElement {
       this.#ui.progress.hidden = true;
       this.#refresh();
     }
+  }
+
+  /** A new ad from the last one's own pixels (img2img at `strength`, default 0.55): its layout and
+   * colours stay, the details change. `options`: `seed` (default: a new one), `strength`.
+   * Resolves with the adcanvas-generated detail, whose `from` is the last ad's seed. */
+  async moreLikeThis(options = {}) {
+    if (this.#bridge) return this.#bridge.call('moreLikeThis', [options]);
+    if (!this.#ad || this.#ad.productId !== this.#productId) throw new Error('Make an ad of this photo first.');
+    const { params, png, seed } = this.#ad;
+    return this.generate({
+      prompt: params.prompt, size: `${params.width}x${params.height}`, steps: params.steps, fill: params.fill,
+      position: params.position, guidance: params.guidance, init: png, from: seed,
+      seed: options.seed, strength: options.strength,
+    });
   }
 
   /** One ad for each of `photos` (Files, Blobs, ArrayBuffers or bytes, as setProduct takes), made one
@@ -547,6 +571,7 @@ export class AdcanvasStudio extends HTMLElement {
       this.generate().catch(() => { /* shown in the widget */ });
     });
     ui.cancel.addEventListener('click', () => this.cancel());
+    ui.more.addEventListener('click', () => this.moreLikeThis().catch(() => { /* shown in the widget */ }));
     ui.editMask.addEventListener('click', () => { if (this.#mask) this.#openMaskEditor(this.#mask); });
     ui.download.addEventListener('click', async () => {
       if (!this.#ad) return;
@@ -587,6 +612,7 @@ export class AdcanvasStudio extends HTMLElement {
     ui.file.disabled = !usable || busy;
     ui.prompt.disabled = busy;
     ui.preset.disabled = busy;
+    ui.more.disabled = busy || !usable || !this.#prepared || this.#ad?.productId !== this.#productId;
     ui.generate.disabled = !usable || busy || !this.#prepared;
     ui.maskRow.hidden = !this.#prepared || this.#batching;
     ui.editMask.disabled = busy;

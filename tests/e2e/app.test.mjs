@@ -971,6 +971,9 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
     await page.uncheck('#pfv');
     await page.setInputFiles('#reference', REFERENCE_BUSY);
     await page.waitForFunction(() => /Style reference: reference_beach/.test(document.getElementById('status').textContent), null, { timeout: MINUTE });
+    // The reference in use shows beside the prompt.
+    assert.equal(await page.locator('#reference-thumb').isVisible(), true, 'the reference beside the prompt');
+    assert.equal(await page.locator('#reference-thumb img').evaluate(async (img) => { await img.decode(); return img.naturalWidth; }), 128);
 
     const good = await uploadAndWait(page, PRODUCT);
     assert.equal(good.state, 'ready', `a valid upload after the error works: ${good.text}`);
@@ -1449,6 +1452,14 @@ test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU o
     assert.equal(jpeg.suggestedFilename(), 'adcanvas-on-a-kitchen-counter-in-a-bright-kitchen-daylight-seed3.jpg');
     const jpegBytes = fs.readFileSync(await jpeg.path());
     assert.deepEqual(await decodeInPage(page, jpegBytes, 'image/jpeg'), { width: 256, height: 448 });
+    // More like this: a new ad from that one's pixels, at its size, with a step preview on the way.
+    await page.evaluate(() => { window.__events.length = 0; });
+    await widget.locator('button.more').click();
+    got = await waitForEvent(page, 'adcanvas-generated', GENERATE_TIMEOUT);
+    const like = got.find((e) => e.type === 'adcanvas-generated');
+    assert.ok(like, JSON.stringify(got.filter((e) => e.type === 'adcanvas-error')));
+    assert.deepEqual([like.detail.width, like.detail.height, like.detail.from], [256, 448, 3]);
+    assert.notEqual(like.detail.seed, 3);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
