@@ -111,6 +111,7 @@ function workerEngine(worker, gpu) {
         setReference: (bytes, pfv) => request('setReference', [bytes, pfv]),
         generate: (params, onProgress) => request('generate', [params], onProgress),
         cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel' }); },
+        close: () => worker.terminate(),
         zip: (names, pngs) => request('zip', [names, pngs]).then((v) => v.zip),
       };
     },
@@ -134,6 +135,7 @@ async function pageEngine(bindings) {
         setReference: async (bytes, pfv) => studio.set_reference(bytes, pfv),
         generate: (params, onProgress) => studio.generate(params, onProgress),
         cancel: () => studio.cancel(),
+        close: () => studio.free(),
         zip: async (names, pngs) => wasm.zip_files(names, pngs),
       };
     },

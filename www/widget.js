@@ -71,6 +71,7 @@ const TEMPLATE = `
   </form>
   <progress max="1" value="0" hidden></progress>
   <p class="status" role="status" aria-live="polite" data-state="loading">Starting…</p>
+  <button type="button" class="recover" hidden>Continue on the CPU</button>
   <canvas class="result" aria-label="Generated ad image" hidden></canvas>
   <div class="row result-actions" hidden>
     <button type="button" class="download">Download</button>
@@ -123,6 +124,8 @@ export class AdcanvasStudio extends HTMLElement {
   #maskEditor = null;
   #bridge = null;    // mode="iframe": the studio runs in frame.html (www/widget-frame.js)
   #productId = 0;    // counts the photos prepared: More like this starts from an ad of the current one only
+  #device = null;    // 'cpu' after "Continue on the CPU"; otherwise the device attribute's
+  #maskGiven = null; // the mask the current photo was prepared with (given or painted), for a restart
   #photo = null;     // the photo last given to setProduct, prepared or not: the brush paints on it
   #mask = null;      // its mask as prepared: { png (grey preview), width, height }
   #onConnected = null;
@@ -179,7 +182,7 @@ export class AdcanvasStudio extends HTMLElement {
       prompt: q('.prompt'), generate: q('.generate'), cancel: q('.cancel'), progress: q('progress'),
       status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
       downloadAll: q('.download-all'), ads: q('.ads'), maskRow: q('.mask-row'), editMask: q('.edit-mask'),
-      preset: q('.preset'), format: q('.format'), more: q('.more'),
+      preset: q('.preset'), format: q('.format'), more: q('.more'), recover: q('.recover'),
     };
     for (const preset of SCENE_PRESETS) this.#ui.preset.append(new Option(preset.name, preset.prompt));
     this.#maskEditor = new MaskEditor(q('.mask-editor'), {
@@ -217,9 +220,9 @@ export class AdcanvasStudio extends HTMLElement {
     this.#setStatus('loading', `Reading ${name}…`);
     try {
       const bytes = await bytesOf(photo);
-      const prep = options.mask != null
-        ? await this.#studio.prepare(bytes, await bytesOf(options.mask))
-        : await this.#studio.prepare(bytes);
+      const maskBytes = options.mask != null ? await bytesOf(options.mask) : null;
+      const prep = maskBytes ? await this.#studio.prepare(bytes, maskBytes) : await this.#studio.prepare(bytes);
+      this.#maskGiven = maskBytes;
       const info = {
         name,
         width: field(prep, 'width'),
@@ -385,6 +388,23 @@ export class AdcanvasStudio extends HTMLElement {
     }
   }
 
+  /** After the GPU (or the engine on it) was lost: starts the studio again on the CPU, in a new
+   * worker, and prepares the photo again with its mask. Resolves with the new adcanvas-ready detail. */
+  async continueOnCpu() {
+    if (this.#bridge) return this.#bridge.call('continueOnCpu');
+    if (!this.#crashed) throw new Error('The studio is running; nothing to recover.');
+    this.#ui.recover.hidden = true;
+    this.#studio?.close?.(); // the old worker, with its lost device
+    this.#studio = null;
+    this.#crashed = false;
+    this.#prepared = false;
+    this.#device = 'cpu';
+    this.#ready = this.#start();
+    const detail = await this.#ready;
+    if (this.#photo) await this.setProduct(this.#photo, this.#maskGiven ? { mask: this.#maskGiven } : {});
+    return detail;
+  }
+
   /** A new ad from the last one's own pixels (img2img at `strength`, default 0.55): its layout and
    * colours stay, the details change. `options`: `seed` (default: a new one), `strength`.
    * Resolves with the adcanvas-generated detail, whose `from` is the last ad's seed. */
@@ -490,7 +510,7 @@ export class AdcanvasStudio extends HTMLElement {
     this.#runsIn = engine.runsIn;
     let device;
     try {
-      device = deviceOf(this.getAttribute('device'));
+      device = this.#device ?? deviceOf(this.getAttribute('device'));
     } catch (err) {
       throw this.#fail(`device attribute: ${messageOf(err)}`, 'options');
     }
@@ -572,6 +592,7 @@ export class AdcanvasStudio extends HTMLElement {
     });
     ui.cancel.addEventListener('click', () => this.cancel());
     ui.more.addEventListener('click', () => this.moreLikeThis().catch(() => { /* shown in the widget */ }));
+    ui.recover.addEventListener('click', () => this.continueOnCpu().catch(() => { /* shown in the widget */ }));
     ui.editMask.addEventListener('click', () => { if (this.#mask) this.#openMaskEditor(this.#mask); });
     ui.download.addEventListener('click', async () => {
       if (!this.#ad) return;
@@ -630,7 +651,11 @@ export class AdcanvasStudio extends HTMLElement {
     const fatal = cause != null && isFatal(cause);
     if (fatal) {
       this.#crashed = true;
-      message = `The GPU or the WebAssembly engine stopped (${messageOf(cause)}). Reload the page to continue.`;
+      // A GPU that was lost may be lost again: the CPU needs none, and the photo comes along.
+      const onGpu = field(this.#studio?.info, 'device') === 'gpu';
+      message = `The GPU or the WebAssembly engine stopped (${messageOf(cause)}). ` +
+        (onGpu ? 'Continue on this computer\'s CPU (your photo comes along), or reload the page.' : 'Reload the page to continue.');
+      this.#ui.recover.hidden = !onGpu;
     }
     this.#setStatus('error', message);
     this.#refresh();

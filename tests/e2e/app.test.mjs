@@ -1365,6 +1365,50 @@ test('widget: iframe mode runs the studio in a frame of its own origin, answerin
   }
 });
 
+test('widget: a GPU lost mid-run, the widget goes on on the CPU with the photo, no reload', { timeout: 2 * LOAD_TIMEOUT + GENERATE_TIMEOUT }, async () => {
+  const host = await startHost('device="gpu" size="64" steps="2" seed="7" prompt="on a wooden table"');
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await page.goto(host.url, { waitUntil: 'load' });
+    let events = await waitForEvent(page, 'adcanvas-ready', LOAD_TIMEOUT);
+    assert.equal(events.find((e) => e.type === 'adcanvas-ready')?.detail.device, 'gpu', JSON.stringify(events));
+    const widget = page.locator('adcanvas-studio');
+    await widget.locator('input[type=file]').setInputFiles(PRODUCT);
+    await waitForEvent(page, 'adcanvas-product', MINUTE);
+    const [worker] = page.workers();
+    assert.ok(worker, 'the studio runs in a worker');
+    await worker.evaluate(() => {
+      GPUQueue.prototype.submit = function () { throw new Error('test: the GPU device was lost'); };
+    });
+    await page.evaluate(() => { window.__events.length = 0; });
+    await widget.locator('button.generate').click();
+    events = await waitForEvent(page, 'adcanvas-error', GENERATE_TIMEOUT);
+    const crashed = events.find((e) => e.type === 'adcanvas-error');
+    assert.deepEqual([crashed.detail.code, crashed.detail.fatal], ['crashed', true], JSON.stringify(crashed));
+    assert.match(crashed.detail.message, /Continue on this computer's CPU/);
+    const recover = widget.locator('button.recover');
+    assert.equal(await recover.isVisible(), true, 'the widget offers the CPU');
+
+    await page.evaluate(() => { window.__events.length = 0; });
+    await recover.click();
+    events = await waitForEvent(page, 'adcanvas-product', LOAD_TIMEOUT);
+    assert.equal(events.find((e) => e.type === 'adcanvas-ready')?.detail.device, 'cpu', 'started again on the CPU');
+    assert.equal(events.find((e) => e.type === 'adcanvas-product')?.detail.maskSource, 'alpha', 'the photo came along');
+    assert.equal(await page.evaluate(() => location.search), '', 'no reload');
+    await widget.evaluate((w) => w.generate().then(() => null));
+    events = await waitForEvent(page, 'adcanvas-generated', GENERATE_TIMEOUT);
+    const ad = events.find((e) => e.type === 'adcanvas-generated');
+    assertProductExact(decodePng(Buffer.from(ad.png)), decodePng(fs.readFileSync(PRODUCT)), ad.detail.placement, 'the ad on the CPU after the crash');
+    // (The patched submit's own throw reaches the page as the old worker's uncaught error, as it
+    // does in the page's test of the same loss; nothing else may.)
+    assert.deepEqual(b.pageErrors.map(String).filter((e) => !e.includes('test: the GPU device was lost')), [], 'no other uncaught errors');
+  } finally {
+    await b.close();
+    host.close();
+  }
+});
+
 test('widget: a host page whose policy forbids workers gets the studio on the page', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   // The worker is made from a blob: URL, which `worker-src 'self'` does not allow.
   const host = await startHost('prompt="on a wooden table"', { csp: "worker-src 'self'" });
