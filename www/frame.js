@@ -15,7 +15,7 @@ const EVENTS = ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adca
 const METHODS = new Set(['setProduct', 'setReference', 'generate', 'moreLikeThis', 'generateAll', 'zip', 'cancel', 'continueOnCpu']);
 // Attributes the host may set on the studio (the widget's own, docs/WIDGET.md).
 const ATTRIBUTES = new Set(['model', 'prompt', 'reference', 'size', 'placement', 'fill', 'position', 'steps', 'seed',
-  'guidance', 'weights', 'device']);
+  'guidance', 'scheduler', 'weights', 'device']);
 
 const allowed = new URLSearchParams(location.search).get('origin');
 let studio = null;

@@ -7,7 +7,7 @@
 
 const FRAME_URL = new URL('./frame.html', import.meta.url);
 const ATTRIBUTES = ['model', 'prompt', 'reference', 'size', 'placement', 'fill', 'position', 'steps', 'seed',
-  'guidance', 'weights', 'device'];
+  'guidance', 'scheduler', 'weights', 'device'];
 
 export class FrameBridge {
   #element;

@@ -323,6 +323,8 @@ export class AdcanvasStudio extends HTMLElement {
       if (position != null && position !== '') params.position = positionOf(position);
       const guidance = options.guidance ?? this.#numberAttribute('guidance');
       if (guidance != null) params.guidance = guidance;
+      const scheduler = options.scheduler ?? this.getAttribute('scheduler');
+      if (scheduler) params.scheduler = scheduler;
       // moreLikeThis(): start from an earlier ad's pixels (its PNG, at this size) instead of noise.
       if (options.init) {
         params.init_png = await bytesOf(options.init);
@@ -414,7 +416,7 @@ export class AdcanvasStudio extends HTMLElement {
     const { params, png, seed } = this.#ad;
     return this.generate({
       prompt: params.prompt, size: `${params.width}x${params.height}`, steps: params.steps, fill: params.fill,
-      position: params.position, guidance: params.guidance, init: png, from: seed,
+      position: params.position, guidance: params.guidance, scheduler: params.scheduler, init: png, from: seed,
       seed: options.seed, strength: options.strength,
     });
   }
