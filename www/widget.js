@@ -354,14 +354,7 @@ export class AdcanvasStudio extends HTMLElement {
         this.#emit('adcanvas-progress', { step, total });
       });
       const image = resultImage(out);
-      const canvas = this.#ui.canvas;
-      canvas.width = image.width;
-      canvas.height = image.height;
-      canvas.getContext('2d').putImageData(image.imageData, 0, 0);
-      canvas.hidden = false;
-      this.#ui.actions.hidden = false;
-      this.#png = image.png;
-      this.#ad = { png: image.png, prompt: params.prompt, seed: params.seed, params, productId: this.#productId };
+      this.#show({ image, png: image.png, prompt: params.prompt, seed: params.seed, params, productId: this.#productId });
       const seconds = (performance.now() - started) / 1000;
       const notes = image.notes.length ? ` ${image.notes.join(' ')}` : '';
       const on = field(this.#studio.info, 'device') === 'cpu' ? ' on the CPU' : '';
@@ -405,6 +398,48 @@ export class AdcanvasStudio extends HTMLElement {
     const detail = await this.#ready;
     if (this.#photo) await this.setProduct(this.#photo, this.#maskGiven ? { mask: this.#maskGiven } : {});
     return detail;
+  }
+
+  /** Shows `ad` on the canvas; Download and More like this then take it. */
+  #show(ad) {
+    const canvas = this.#ui.canvas;
+    canvas.width = ad.image.width;
+    canvas.height = ad.image.height;
+    canvas.getContext('2d').putImageData(ad.image.imageData, 0, 0);
+    canvas.hidden = false;
+    this.#ui.actions.hidden = false;
+    this.#png = ad.png;
+    this.#ad = ad;
+    this.#refresh();
+  }
+
+  /** `n` ads (1–4) of the prepared photo with seeds seed, seed + 1, … (generate()'s `options`),
+   * listed as they land; a click on one shows it, for Download and More like this. Resolves with
+   * their adcanvas-generated details. The Generate button does this with the `variants` attribute. */
+  async generateVariants(n, options = {}) {
+    if (this.#bridge) return this.#bridge.call('generateVariants', [n, options]);
+    if (!Number.isInteger(n) || n < 1 || n > 4) throw this.#fail(`The number of variants must be 1 to 4, not "${n}".`, 'options');
+    const ui = this.#ui;
+    const base = options.seed ?? this.#intAttribute('seed', 0, 4294967295) ?? crypto.getRandomValues(new Uint32Array(1))[0];
+    ui.ads.replaceChildren();
+    ui.ads.hidden = n === 1;
+    ui.downloadAll.hidden = true;
+    const made = [];
+    for (let k = 0; k < n; k++) {
+      const detail = await this.generate({ ...options, seed: (base + k) % 2 ** 32 });
+      made.push(detail);
+      const shown = this.#ad;
+      const li = document.createElement('li');
+      li.dataset.state = 'done';
+      const img = document.createElement('img');
+      img.src = URL.createObjectURL(detail.png);
+      img.alt = `Ad with seed ${detail.seed}`;
+      img.title = 'Show this ad';
+      img.addEventListener('click', () => this.#show(shown));
+      li.append(img, `seed ${detail.seed}`);
+      ui.ads.append(li);
+    }
+    return made;
   }
 
   /** A new ad from the last one's own pixels (img2img at `strength`, default 0.55): its layout and
@@ -590,7 +625,14 @@ export class AdcanvasStudio extends HTMLElement {
     });
     ui.form.addEventListener('submit', (e) => {
       e.preventDefault();
-      this.generate().catch(() => { /* shown in the widget */ });
+      let n = 1;
+      try {
+        n = this.#intAttribute('variants', 1, 4) ?? 1;
+      } catch (err) {
+        this.#fail(messageOf(err), 'options');
+        return;
+      }
+      (n > 1 ? this.generateVariants(n) : this.generate()).catch(() => { /* shown in the widget */ });
     });
     ui.cancel.addEventListener('click', () => this.cancel());
     ui.more.addEventListener('click', () => this.moreLikeThis().catch(() => { /* shown in the widget */ }));

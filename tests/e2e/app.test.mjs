@@ -1504,6 +1504,16 @@ test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU o
     assert.ok(like, JSON.stringify(got.filter((e) => e.type === 'adcanvas-error')));
     assert.deepEqual([like.detail.width, like.detail.height, like.detail.from], [256, 448, 3]);
     assert.notEqual(like.detail.seed, 3);
+    // Two variants, listed; a click on the first shows it again (and Download takes it).
+    const seeds = await widget.evaluate((w) => w.generateVariants(2, { size: 64, steps: 2, seed: 11 }).then((d) => d.map((x) => x.seed)));
+    assert.deepEqual(seeds, [11, 12]);
+    assert.deepEqual(await widget.locator('.ads li').allTextContents(), ['seed 11', 'seed 12']);
+    const pngOf = () => widget.evaluate(async (w) => Array.from(new Uint8Array(await w.png.arrayBuffer())));
+    const second = await pngOf();
+    await widget.locator('.ads li img').first().click();
+    const first = await pngOf();
+    assert.notDeepEqual(first, second, 'the first variant is shown again');
+    assert.deepEqual(decodePng(Buffer.from(first)).width, 64);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
