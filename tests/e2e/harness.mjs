@@ -36,14 +36,20 @@ export const WEBGPU_ON = ['--enable-unsafe-webgpu', ...BASE_FLAGS];
 // this precondition in the page itself, so a Chromium that behaves differently fails loudly.
 export const WEBGPU_OFF = [...BASE_FLAGS, '--disable-gpu'];
 
-/** Serves `dir` with scripts/serve.py on `port` (0: a free one): { proc, url }. */
-export function startServer(dir, port = 0) {
+/** Serves `dir` with scripts/serve.py on `port` (0: a free one): { proc, url, requests }; with
+ * `verbose`, `requests` collects the server's log of every request it answered. */
+export function startServer(dir, port = 0, { verbose = false } = {}) {
   return new Promise((resolve, reject) => {
-    const proc = spawn('python3', [path.join(REPO, 'scripts', 'serve.py'), '--dir', dir, '--port', String(port)], {
+    const args = [path.join(REPO, 'scripts', 'serve.py'), '--dir', dir, '--port', String(port), ...(verbose ? ['-v'] : [])];
+    const proc = spawn('python3', args, {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
-    proc.stderr.on('data', (d) => { stderr += d; });
+    const requests = [];
+    proc.stderr.on('data', (d) => {
+      stderr += d;
+      if (verbose) requests.push(...String(d).split('\n').filter((l) => l.includes('"')));
+    });
     const timer = setTimeout(() => {
       proc.kill();
       reject(new Error(`serve.py printed no URL within 15 s. stderr:\n${stderr}`));
@@ -62,7 +68,7 @@ export function startServer(dir, port = 0) {
         reject(new Error(`unexpected first line from serve.py: ${JSON.stringify(line)}`));
         return;
       }
-      resolve({ proc, url: m[1] });
+      resolve({ proc, url: m[1], requests });
     });
   });
 }
