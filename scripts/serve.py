@@ -54,7 +54,7 @@ CSP = "; ".join([
     "default-src 'self'",
     "script-src 'self' 'wasm-unsafe-eval'",
     "worker-src 'self' blob:",
-    "connect-src 'self'",
+    "connect-src 'self' blob:",
     "img-src 'self' blob: data:",
     "style-src 'self' 'unsafe-inline'",
     "object-src 'none'",

@@ -205,8 +205,8 @@ test('WebGPU on: generates an ad that keeps the product pixels exact', { timeout
     assert.ok(!/not been trained|prompt not used/.test(notices), `unexpected model notice: ${notices}`);
     assert.equal(await page.locator('#size').inputValue(), '256', 'size starts at the model\'s native 256 px');
     // serve.py sent the wasm module gzipped (build-web.sh's .gz copy), once (to the studio's
-    // worker; the page itself does not load it), and it ran.
-    const wasm = responses.filter((r) => r.url().endsWith('.wasm'));
+    // worker, through the service worker, which keeps it; the page itself does not load it), and it ran.
+    const wasm = responses.filter((r) => r.url().endsWith('.wasm') && !r.fromServiceWorker());
     assert.equal(wasm.length, 1, `one wasm module fetched: ${wasm.map((r) => r.url())}`);
     const encoding = await wasm[0].headerValue('content-encoding');
     const sent = Number(await wasm[0].headerValue('content-length'));
