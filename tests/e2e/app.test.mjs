@@ -126,16 +126,8 @@ async function setUpSmallAd(page, steps, prompt) {
 
 /** The cut-out preview's size and alpha channel, read back through a canvas. */
 async function previewAlpha(page) {
-  return page.locator('#mask-preview').evaluate(async (img) => {
-    await img.decode();
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth;
-    c.height = img.naturalHeight;
-    const ctx = c.getContext('2d');
-    ctx.drawImage(img, 0, 0);
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    return { width: c.width, height: c.height, alpha: Array.from(d.filter((_, i) => i % 4 === 3)) };
-  });
+  const { width, height, data } = await previewRgba(page);
+  return { width, height, alpha: data.filter((_, i) => i % 4 === 3) };
 }
 
 /** The entries of a zip whose files are stored (not deflated), in order: [{ name, data }]. */
