@@ -13,7 +13,7 @@ use crate::encoders::text::TextEncoder;
 use crate::error::ModelError;
 use crate::pack::weights::{QuantizedWeights, Weights};
 use crate::pack::{Manifest, component_file};
-use crate::pipeline::preview::SharedPreview;
+use crate::vae::preview::SharedPreview;
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
 
 /// Everything the denoising pipeline runs, on one burn device.

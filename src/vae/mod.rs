@@ -5,6 +5,7 @@
 //! (TAESD's, [`crate::vae::tiny`]); [`VaeModelConfig`], [`LatentEncoder`] and
 //! [`LatentDecoder`] pick between them by the config's fields.
 
+pub mod preview;
 pub mod tiling;
 pub mod tiny;
 
