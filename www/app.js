@@ -696,7 +696,9 @@ async function fromShown(kind, strength, seeds) {
   if (!base || state.generating) return;
   const init = new Uint8Array(await base.png.arrayBuffer());
   const { init_png: _, init_strength: __, ...own } = base.params;
-  const list = seeds.map((seed) => ({ ...own, seed, init_png: init, init_strength: strength }));
+  // Enough steps that at least one of them runs at this strength (⌊steps · strength⌋ ≥ 1).
+  const steps = Math.max(own.steps, Math.ceil(1 / strength));
+  const list = seeds.map((seed) => ({ ...own, seed, steps, init_png: init, init_strength: strength }));
   const from = `seed ${base.params.seed}`;
   const keep = kind === 'refined' ? state.gallery : [base];
   const before = state.gallery.length;

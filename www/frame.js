@@ -12,7 +12,7 @@
 import './widget.js';
 
 const EVENTS = ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adcanvas-generated', 'adcanvas-error', 'adcanvas-batch'];
-const METHODS = new Set(['setProduct', 'setReference', 'generate', 'moreLikeThis', 'generateVariants', 'generateAll', 'zip', 'cancel', 'continueOnCpu']);
+const METHODS = new Set(['setProduct', 'setReference', 'generate', 'moreLikeThis', 'refine', 'generateVariants', 'generateAll', 'zip', 'cancel', 'continueOnCpu']);
 // Attributes the host may set on the studio (the widget's own, docs/WIDGET.md).
 const ATTRIBUTES = new Set(['model', 'prompt', 'reference', 'size', 'placement', 'fill', 'position', 'steps', 'seed',
   'guidance', 'scheduler', 'weights', 'device']);

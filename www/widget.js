@@ -46,6 +46,7 @@ const TEMPLATE = `
   .status[data-state=done] { color: #166534; }
   canvas { display: block; max-width: 100%; height: auto; border-radius: 8px; background: #f4f6fb; }
   select { font: inherit; padding: 6px 8px; border: 1px solid #c6cce0; border-radius: 8px; background: #fff; }
+  .reference-thumb { width: 36px; height: 36px; object-fit: cover; border-radius: 6px; border: 1px solid #dde2ec; }
   .ads { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: 8px; }
   .ads li { width: 72px; font-size: 11px; color: #5c667a; overflow-wrap: anywhere; }
   .ads li[data-state=failed] { color: #9b1c1c; }
@@ -66,6 +67,7 @@ const TEMPLATE = `
   </select>
   <form class="row" autocomplete="off">
     <input type="text" class="prompt" aria-label="Scene prompt" placeholder="Describe the scene, e.g. on a marble counter">
+    <img class="reference-thumb" alt="The style reference in use" title="The style reference in use" hidden>
     <button type="submit" class="primary generate" disabled>Generate</button>
     <button type="button" class="cancel" hidden>Cancel</button>
   </form>
@@ -76,6 +78,7 @@ const TEMPLATE = `
   <div class="row result-actions" hidden>
     <button type="button" class="download">Download</button>
     <button type="button" class="more" title="A new ad from this one's own pixels: its layout and colours stay">More like this</button>
+    <button type="button" class="refine" title="Go over this ad once more, keeping it close">Refine</button>
     <select class="format" aria-label="File format"><option value="png">PNG</option><option value="jpg">JPEG</option><option value="webp">WebP</option></select>
     <button type="button" class="download-all" hidden>Download all (.zip)</button>
   </div>
@@ -183,6 +186,7 @@ export class AdcanvasStudio extends HTMLElement {
       status: q('.status'), canvas: q('canvas'), actions: q('.result-actions'), download: q('.download'),
       downloadAll: q('.download-all'), ads: q('.ads'), maskRow: q('.mask-row'), editMask: q('.edit-mask'),
       preset: q('.preset'), format: q('.format'), more: q('.more'), recover: q('.recover'),
+      referenceThumb: q('.reference-thumb'), refine: q('.refine'),
     };
     for (const preset of SCENE_PRESETS) this.#ui.preset.append(new Option(preset.name, preset.prompt));
     this.#maskEditor = new MaskEditor(q('.mask-editor'), {
@@ -283,18 +287,30 @@ export class AdcanvasStudio extends HTMLElement {
     if (picture == null) {
       await this.#studio.setReference(new Uint8Array(), true);
       this.#hasReference = false;
+      this.#showReference(null);
       return null;
     }
     const name = typeof picture.name === 'string' ? picture.name : 'the style reference';
     try {
-      const info = await this.#studio.setReference(await bytesOf(picture), true);
+      const bytes = await bytesOf(picture);
+      const info = await this.#studio.setReference(bytes, true);
       this.#hasReference = true;
+      this.#showReference(new Blob([bytes]));
       return { width: field(info, 'width'), height: field(info, 'height') };
     } catch (err) {
       this.#hasReference = false;
+      this.#showReference(null);
       await this.#studio.setReference(new Uint8Array(), true).catch(() => { /* cleared */ });
       throw this.#fail(`Could not use ${name} as a style reference: ${messageOf(err)}`, 'bad-reference', err);
     }
+  }
+
+  /** The reference in use, beside the prompt it styles (null: none). */
+  #showReference(blob) {
+    const img = this.#ui.referenceThumb;
+    if (img.src) URL.revokeObjectURL(img.src);
+    img.src = blob ? URL.createObjectURL(blob) : '';
+    img.hidden = !blob;
   }
 
   /** Makes an ad for the prepared product; `options` override the attributes for this call
@@ -449,11 +465,20 @@ export class AdcanvasStudio extends HTMLElement {
     if (this.#bridge) return this.#bridge.call('moreLikeThis', [options]);
     if (!this.#ad || this.#ad.productId !== this.#productId) throw new Error('Make an ad of this photo first.');
     const { params, png, seed } = this.#ad;
+    const strength = options.strength ?? 0.55;
     return this.generate({
-      prompt: params.prompt, size: `${params.width}x${params.height}`, steps: params.steps, fill: params.fill,
+      // Enough steps that at least one of them runs at this strength (⌊steps · strength⌋ ≥ 1).
+      prompt: params.prompt, size: `${params.width}x${params.height}`, steps: Math.max(params.steps, Math.ceil(1 / strength)), fill: params.fill,
       position: params.position, guidance: params.guidance, scheduler: params.scheduler, init: png, from: seed,
-      seed: options.seed, strength: options.strength,
+      seed: options.seed, strength,
     });
+  }
+
+  /** The last ad gone over once more (img2img at `strength`, default 0.3, with its own seed): close
+   * to it, with cleaner detail. Resolves with the adcanvas-generated detail (`from`: its seed). */
+  async refine(options = {}) {
+    if (this.#bridge) return this.#bridge.call('refine', [options]);
+    return this.moreLikeThis({ seed: this.#ad?.seed, strength: options.strength ?? 0.3 });
   }
 
   /** One ad for each of `photos` (Files, Blobs, ArrayBuffers or bytes, as setProduct takes), made one
@@ -636,6 +661,7 @@ export class AdcanvasStudio extends HTMLElement {
     });
     ui.cancel.addEventListener('click', () => this.cancel());
     ui.more.addEventListener('click', () => this.moreLikeThis().catch(() => { /* shown in the widget */ }));
+    ui.refine.addEventListener('click', () => this.refine().catch(() => { /* shown in the widget */ }));
     ui.recover.addEventListener('click', () => this.continueOnCpu().catch(() => { /* shown in the widget */ }));
     ui.editMask.addEventListener('click', () => { if (this.#mask) this.#openMaskEditor(this.#mask); });
     ui.download.addEventListener('click', async () => {
@@ -678,6 +704,7 @@ export class AdcanvasStudio extends HTMLElement {
     ui.prompt.disabled = busy;
     ui.preset.disabled = busy;
     ui.more.disabled = busy || !usable || !this.#prepared || this.#ad?.productId !== this.#productId;
+    ui.refine.disabled = ui.more.disabled;
     ui.generate.disabled = !usable || busy || !this.#prepared;
     ui.maskRow.hidden = !this.#prepared || this.#batching;
     ui.editMask.disabled = busy;

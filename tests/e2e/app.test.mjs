@@ -1175,6 +1175,7 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     assert.equal(ready.detail.nativeSize, 256);
     assert.equal(ready.detail.model, `${baseUrl}models/default/`, 'the model comes from where the widget lives');
     assert.equal(ready.detail.reference, true, 'the host page\'s style reference is in use');
+    assert.equal(await page.locator('adcanvas-studio').locator('img.reference-thumb').isVisible(), true, 'shown beside the prompt');
     const widget = page.locator('adcanvas-studio');
     // The host's `button { display: none }` does not reach into the shadow root.
     assert.equal(await widget.locator('button.generate').isVisible(), true, 'the widget\'s own styles hold');
@@ -1554,6 +1555,9 @@ test('widget: without WebGPU it runs on the CPU and says so; asked for the GPU o
     const first = await pngOf();
     assert.notDeepEqual(first, second, 'the first variant is shown again');
     assert.deepEqual(decodePng(Buffer.from(first)).width, 64);
+    // Refine: that ad gone over once more, with its own seed.
+    const refined = await widget.evaluate((w) => w.refine().then((d) => [d.seed, d.from, d.width]));
+    assert.deepEqual(refined, [11, 11, 64]);
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
