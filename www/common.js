@@ -210,7 +210,10 @@ export function pastedImages(event) {
   for (const item of event.clipboardData?.items ?? []) {
     if (item.kind === 'file' && item.type.startsWith('image/')) {
       const file = item.getAsFile();
-      if (file) files.push(file.name && file.name !== 'image.png' ? file : new File([file], `pasted-image.${file.type.split('/')[1] || 'png'}`, { type: file.type }));
+      if (!file) continue;
+      // Chromium names every pasted image image.png: say where it came from instead.
+      const generic = !file.name || file.name === 'image.png';
+      files.push(generic ? new File([file], `pasted-image.${file.type.split('/')[1] || 'png'}`, { type: file.type }) : file);
     }
   }
   return files;
