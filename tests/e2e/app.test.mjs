@@ -553,12 +553,21 @@ test('a GPU lost mid-run: the page keeps the photo and settings and goes on on t
  * editor's view of the photo. */
 async function paint(page, editor, points, size) {
   await editor.locator('.adc-mask-size').fill(String(size));
-  const box = await editor.locator('.adc-mask-canvas').boundingBox();
-  const at = ([fx, fy]) => [box.x + fx * box.width, box.y + fy * box.height];
-  await page.mouse.move(...at(points[0]));
+  // Each point goes through `hover`, which scrolls the canvas into view and waits for it to stand
+  // still: the page's layout can still be settling (a preview image loading) when the editor opens,
+  // and a pointer aimed by an earlier bounding box then lands beside the canvas.
+  const canvas = editor.locator('.adc-mask-canvas');
+  const box = await canvas.boundingBox();
+  const at = ([fx, fy]) => ({ position: { x: fx * box.width, y: fy * box.height } });
+  await canvas.hover(at(points[0]));
   await page.mouse.down();
-  for (const p of points.slice(1)) await page.mouse.move(...at(p), { steps: 4 });
+  for (let k = 1; k < points.length; k++) {
+    const [a, b] = [points[k - 1], points[k]];
+    for (let s = 1; s <= 4; s++) await canvas.hover(at([a[0] + (b[0] - a[0]) * s / 4, a[1] + (b[1] - a[1]) * s / 4]));
+  }
   await page.mouse.up();
+  await editor.locator('.adc-mask-undo:enabled').waitFor({ timeout: 10_000 })
+    .catch(() => { throw new Error('the stroke never reached the brush canvas (Undo stayed disabled)'); });
 }
 
 /** The cut-out preview's RGBA (what the studio keeps of the photo), read back through a canvas. */
