@@ -11,6 +11,7 @@ use crate::encoders::image::ImageEncoder;
 use crate::encoders::reference::ReferenceEncoder;
 use crate::encoders::text::TextEncoder;
 use crate::error::ModelError;
+use crate::input::layout::MAX_CANVAS_SIDE;
 use crate::pack::weights::{QuantizedWeights, Weights};
 use crate::pack::{Manifest, component_file};
 use crate::vae::preview::SharedPreview;
@@ -153,6 +154,16 @@ impl Model {
     }
 
     fn check_compatible(unet: &UNetConfig, vae: &VaeModelConfig) -> Result<(), ModelError> {
+        // The side the model makes by default (its sample size in pixels) must be one the studio
+        // can lay out; a manifest claiming more describes a model that is not in the file.
+        let native = unet.sample_size.checked_mul(vae.downscale()).filter(|&s| s <= MAX_CANVAS_SIDE as usize);
+        if native.is_none() || unet.sample_size == 0 {
+            return Err(ModelError::Unsupported(format!(
+                "the UNet's sample_size {} (× {} pixels a latent) is not an image side the studio makes (at most {MAX_CANVAS_SIDE} px)",
+                unet.sample_size,
+                vae.downscale()
+            )));
+        }
         let lat = vae.latent_channels();
         if unet.in_channels != 2 * lat + 1 || unet.out_channels != lat {
             return Err(ModelError::Unsupported(format!(

@@ -202,6 +202,27 @@ impl UNetConfig {
         {
             return Err(ModelError::Unsupported("attention_head_dim must have one entry per block".into()));
         }
+        // Counts that divide or size every layer: a zero or a remainder would not describe any
+        // model diffusers can save.
+        let groups = self.norm_num_groups;
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            let heads = self.heads(i);
+            if c == 0 || groups == 0 || c % groups != 0 || heads == 0 || c % heads != 0 {
+                return Err(ModelError::Unsupported(format!(
+                    "UNet block {i} has {c} channels, which {groups} norm groups and {heads} attention heads must divide (both non-zero)"
+                )));
+            }
+        }
+        if self.layers_per_block == 0
+            || self.in_channels == 0
+            || self.out_channels == 0
+            || self.cross_attention_dim == 0
+        {
+            return Err(ModelError::Unsupported(
+                "UNet config: layers_per_block, in_channels, out_channels and cross_attention_dim must be non-zero"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 

@@ -135,6 +135,10 @@ impl ControlNetConfig {
     /// Refuses a ControlNet that cannot steer `unet`, saying why.
     pub fn check_fits(&self, unet: &UNetConfig) -> Result<(), ModelError> {
         let trunk = self.trunk();
+        trunk.validate().map_err(|e| match e {
+            ModelError::Unsupported(why) => ModelError::Unsupported(format!("the ControlNet's config: {why}")),
+            other => other,
+        })?;
         let same = trunk.block_out_channels == unet.block_out_channels
             && trunk.layers_per_block == unet.layers_per_block
             && trunk.down_block_types == unet.down_block_types

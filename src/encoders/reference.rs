@@ -50,7 +50,7 @@ impl Reference {
     /// Decodes a reference and finds its foreground with the product-mask code. A reference
     /// with no foreground at all is pure background and is used whole.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ReferenceError> {
-        let image = decode(bytes)?;
+        let image = decode_picture(bytes)?;
         let foreground = match product_mask(&image, &MaskOptions::default()) {
             Ok(mask) => mask.alpha,
             Err(MaskError::Empty) => vec![0.0; image.rgba.len() / 4],
@@ -74,7 +74,7 @@ impl Reference {
 
     /// A reference used whole, with no foreground to hide (for PFV off, or a pure-background picture).
     pub fn whole(bytes: &[u8]) -> Result<Self, ReferenceError> {
-        let image = decode(bytes)?;
+        let image = decode_picture(bytes)?;
         let foreground = vec![0.0; image.rgba.len() / 4];
         Ok(Self { image: image.rgba, foreground })
     }
@@ -83,7 +83,7 @@ impl Reference {
     /// grey level: white/opaque = foreground),
     /// which must have the reference's size.
     pub fn with_mask(bytes: &[u8], mask_bytes: &[u8]) -> Result<Self, ReferenceError> {
-        let image = decode(bytes)?;
+        let image = decode_picture(bytes)?;
         let mask = decode(mask_bytes)?;
         if mask.rgba.dimensions() != image.rgba.dimensions() {
             let (w, h) = image.rgba.dimensions();
@@ -119,6 +119,18 @@ impl Reference {
 
 fn decode(bytes: &[u8]) -> Result<DecodedImage, ReferenceError> {
     Ok(decode_image(bytes, &DecodeLimits::default())?)
+}
+
+/// The reference picture itself, which must show something: a fully transparent one has no
+/// style to give (its colours are whatever the exporter left under alpha 0).
+fn decode_picture(bytes: &[u8]) -> Result<DecodedImage, ReferenceError> {
+    let image = decode(bytes)?;
+    if image.rgba.pixels().all(|p| p.0[3] == 0) {
+        return Err(ReferenceError::Unusable(
+            "The style reference is fully transparent: there is no picture to take a style from.".into(),
+        ));
+    }
+    Ok(image)
 }
 
 /// How the reference is used: the ablation switches of issue #4.

@@ -173,6 +173,9 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
             limit: format!("{alloc_budget} bytes of decoded pixels"),
         });
     }
+    if let Some(short) = png_data_too_short(bytes, w, h) {
+        return Err(ImageError::Corrupt(short));
+    }
     decoder.set_limits(lim).map_err(|e| map_err(e, Some((w, h)), limits))?;
     // A broken EXIF block should not make an otherwise good photo unusable.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -188,6 +191,13 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
         let s = f64::from(limits.working_max_side) / f64::from(longer);
         let nw = ((f64::from(ow) * s).round() as u32).clamp(1, limits.working_max_side);
         let nh = ((f64::from(oh) * s).round() as u32).clamp(1, limits.working_max_side);
+        // A very large photo is first averaged down by a whole factor to at most twice the
+        // working size, so the filter's float buffers are sized by that, not by the photo
+        // (a 100 MP cut-out would otherwise need 1.6 GB of them: more than a browser tab has).
+        let factor = longer / (2 * limits.working_max_side);
+        if factor >= 2 {
+            rgba = box_shrink(&rgba, factor);
+        }
         rgba = if has_alpha {
             resize_premultiplied(&rgba, nw, nh, FilterType::Lanczos3)
         } else {
@@ -195,6 +205,44 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
         };
     }
     Ok(DecodedImage { rgba, has_alpha, original_size })
+}
+
+/// Deflate packs at most 1032 bytes into one (258-byte matches in 2 bits' worth of codes, less
+/// overhead), so a PNG whose compressed data is far too short for the rows its header declares
+/// cannot be a picture: a damaged file, or a decompression bomb that would make the decoder
+/// allocate every declared pixel (hundreds of MB) before finding out. Refused from the chunk
+/// lengths alone, before any pixel buffer exists. `None` for anything that is not such a PNG.
+fn png_data_too_short(bytes: &[u8], width: u32, height: u32) -> Option<String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    const DEFLATE_MAX_RATIO: u64 = 1032;
+    let rest = bytes.strip_prefix(SIGNATURE)?;
+    if rest.get(4..8)? != b"IHDR" {
+        return None;
+    }
+    // IHDR comes first: bit depth and colour type give the bits per pixel.
+    let (depth, colour) = (*rest.get(16)?, *rest.get(17)?);
+    let channels: u64 = match colour {
+        0 | 3 => 1,
+        2 => 3,
+        4 => 2,
+        6 => 4,
+        _ => return None,
+    };
+    let row_bytes = (u64::from(width) * channels * u64::from(depth)).div_ceil(8) + 1;
+    let raw = row_bytes * u64::from(height);
+    let mut idat = 0u64;
+    let mut at = 0usize;
+    while let Some(head) = rest.get(at..at + 8) {
+        let len = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        if &head[4..8] == b"IDAT" {
+            idat += len;
+        }
+        at = at.saturating_add(12).saturating_add(usize::try_from(len).ok()?);
+    }
+    // A zlib stream carries 6 bytes of header and checksum, plus block headers.
+    (raw > (idat.saturating_sub(6) + 64) * DEFLATE_MAX_RATIO).then(|| {
+        format!("its {idat} bytes of compressed data cannot hold the {width}×{height} pixels its header declares")
+    })
 }
 
 /// True when a JPEG's main image is terminated by an EOI marker (FF D9).
@@ -228,6 +276,38 @@ fn jpeg_has_eoi(b: &[u8]) -> bool {
         i += 2 + len;
     }
     false
+}
+
+/// Averages `factor × factor` blocks (the last row and column of blocks may be smaller), with
+/// colours weighted by alpha so a transparent pixel's colour never reaches the product. Uses one
+/// row of integer sums besides the output.
+fn box_shrink(img: &RgbaImage, factor: u32) -> RgbaImage {
+    let (w, h) = img.dimensions();
+    let (nw, nh) = (w.div_ceil(factor), h.div_ceil(factor));
+    let mut out = RgbaImage::new(nw, nh);
+    // Per output column: alpha-weighted colour sums, alpha sum, pixel count.
+    let mut sums = vec![[0u64; 5]; nw as usize];
+    for oy in 0..nh {
+        sums.iter_mut().for_each(|s| *s = [0; 5]);
+        for y in oy * factor..((oy + 1) * factor).min(h) {
+            let row = &img.as_raw()[(y * w * 4) as usize..((y + 1) * w * 4) as usize];
+            for (x, p) in row.chunks_exact(4).enumerate() {
+                let [r, g, b, a] = [p[0], p[1], p[2], p[3]].map(u64::from);
+                let s = &mut sums[x / factor as usize];
+                s[0] += r * a;
+                s[1] += g * a;
+                s[2] += b * a;
+                s[3] += a;
+                s[4] += 1;
+            }
+        }
+        for (ox, s) in sums.iter().enumerate() {
+            let colour = |c: u64| if s[3] == 0 { 0 } else { ((c + s[3] / 2) / s[3]) as u8 };
+            let alpha = ((s[3] + s[4] / 2) / s[4]) as u8;
+            out.put_pixel(ox as u32, oy, image::Rgba([colour(s[0]), colour(s[1]), colour(s[2]), alpha]));
+        }
+    }
+    out
 }
 
 /// Resize straight-alpha RGBA through premultiplied alpha, so the colour of
@@ -352,6 +432,32 @@ mod tests {
         assert_eq!(d.rgba.dimensions(), (64, 64));
         assert_eq!(d.rgba.get_pixel(0, 0).0[3], 0);
         assert_eq!(d.rgba.get_pixel(32, 32).0[3], 255);
+        // More than twice the working size: averaged down by a whole factor first (128 → 32 by 4,
+        // then filtered to 16), with the same result at the corners and in the middle.
+        let lim = DecodeLimits { working_max_side: 16, ..Default::default() };
+        let d = decode_image(ALPHA128, &lim).unwrap();
+        assert_eq!(d.rgba.dimensions(), (16, 16));
+        assert_eq!(d.rgba.get_pixel(0, 0).0[3], 0);
+        assert_eq!(d.rgba.get_pixel(8, 8).0[3], 255);
+    }
+
+    #[test]
+    fn box_shrink_weights_colour_by_alpha() {
+        // A 3 × 2 image shrunk by 2: one full block, one half-width block at the edge.
+        let img = RgbaImage::from_raw(
+            3,
+            2,
+            vec![
+                200, 0, 0, 255, /**/ 0, 0, 200, 0, /**/ 10, 20, 30, 255, //
+                200, 0, 0, 255, /**/ 0, 0, 200, 0, /**/ 10, 20, 30, 255,
+            ],
+        )
+        .unwrap();
+        let out = box_shrink(&img, 2);
+        assert_eq!(out.dimensions(), (2, 1));
+        // The transparent blue adds nothing to the colour, half to the alpha.
+        assert_eq!(out.get_pixel(0, 0).0, [200, 0, 0, 128]);
+        assert_eq!(out.get_pixel(1, 0).0, [10, 20, 30, 255]);
     }
 
     #[test]
@@ -387,6 +493,10 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert!(e.to_string().starts_with("The image is 30000×30000 pixels; the largest accepted is"));
+        // Within the limits, but with next to no data for its pixels: refused from the chunk
+        // lengths, before the decoder allocates 9000 × 9000 × 4 bytes.
+        let e = decode_image(&fake_png(9_000, 9_000), &DecodeLimits::default()).unwrap_err();
+        assert!(e.to_string().contains("cannot hold the 9000×9000 pixels its header declares"), "{e}");
         // Under the per-side limit but over the pixel budget.
         let e = decode_image(&fake_png(15_000, 15_000), &DecodeLimits::default()).unwrap_err();
         assert!(matches!(e, ImageError::TooLarge { width: 15_000, .. }), "{e:?}");
