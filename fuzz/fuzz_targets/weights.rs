@@ -1,0 +1,6 @@
+#![no_main]
+//! `scripts/fuzz.sh weights SECONDS`: see `fuzz/targets.rs`.
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::weights(data));
