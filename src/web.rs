@@ -110,21 +110,46 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 
-struct Inner {
+/// A loaded model, shared by every studio made from it with [`Studio::share`] (several widgets
+/// on one page hold one copy of the weights).
+struct Loaded {
     model: Model,
     /// "gpu" or "cpu", and why not the GPU under `auto` (shown to the user).
     device: &'static str,
     device_note: Option<String>,
+    /// Which model load this is, for the page to see that its studios share one.
+    id: u32,
+    /// One generation at a time on the model: its step previews and the device's memory are
+    /// the model's, not one studio's.
+    turn: futures_util::lock::Mutex<()>,
+}
+
+struct Inner {
+    loaded: Rc<Loaded>,
     product: RefCell<Option<Rc<Product>>>,
     reference: RefCell<Option<Rc<Reference>>>,
     cancel: Cell<bool>,
     busy: Cell<bool>,
 }
 
-/// One loaded model and the current product photo.
+/// One loaded model (perhaps shared with other studios) and the current product photo.
 #[wasm_bindgen]
 pub struct Studio {
     inner: Rc<Inner>,
+}
+
+impl Studio {
+    fn on(loaded: Rc<Loaded>) -> Studio {
+        Studio {
+            inner: Rc::new(Inner {
+                loaded,
+                product: RefCell::new(None),
+                reference: RefCell::new(None),
+                cancel: Cell::new(false),
+                busy: Cell::new(false),
+            }),
+        }
+    }
 }
 
 #[wasm_bindgen]
@@ -172,24 +197,29 @@ impl Studio {
         if opened.kind() == "cpu" {
             calibrate(&model).await.map_err(|e| JsError::new(&e.to_string()))?;
         }
-        Ok(Studio {
-            inner: Rc::new(Inner {
-                model,
-                device: opened.kind(),
-                device_note: opened.note,
-                product: RefCell::new(None),
-                reference: RefCell::new(None),
-                cancel: Cell::new(false),
-                busy: Cell::new(false),
-            }),
-        })
+        static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let loaded = Loaded {
+            model,
+            device: opened.kind(),
+            device_note: opened.note,
+            id: LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            turn: futures_util::lock::Mutex::new(()),
+        };
+        Ok(Studio::on(Rc::new(loaded)))
+    }
+
+    /// Another studio on this one's model (no second copy): its own product, style reference and
+    /// cancel; generations on the shared model take turns.
+    pub fn share(&self) -> Studio {
+        Studio::on(self.inner.loaded.clone())
     }
 
     /// `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
-    /// depth_used, quantized_weights, device_weights_mb, device, device_note }`: `device` is
-    /// "gpu" or "cpu", `device_note` (or null) why `auto` did not take the GPU.
+    /// depth_used, quantized_weights, device_weights_mb, device, device_note, model_id }`: `device` is
+    /// "gpu" or "cpu", `device_note` (or null) why `auto` did not take the GPU; studios with the
+    /// same `model_id` share one copy of the model ([`Studio::share`]).
     pub fn model_info(&self) -> JsValue {
-        let m = &self.inner.model;
+        let m = &self.inner.loaded.model;
         let out = Object::new();
         set(&out, "name", m.manifest.name.as_str());
         set(&out, "trained", m.manifest.trained);
@@ -202,8 +232,9 @@ impl Studio {
         // Large q8/q4 packs stay quantised on the GPU (Manifest::quantized_weights).
         set(&out, "quantized_weights", if m.quantized == QuantizedWeights::Keep { "keep" } else { "expand" });
         set(&out, "device_weights_mb", m.device_weight_bytes as f64 / 1048576.0);
-        set(&out, "device", self.inner.device);
-        set(&out, "device_note", self.inner.device_note.as_deref().map_or(JsValue::NULL, JsValue::from_str));
+        set(&out, "device", self.inner.loaded.device);
+        set(&out, "device_note", self.inner.loaded.device_note.as_deref().map_or(JsValue::NULL, JsValue::from_str));
+        set(&out, "model_id", self.inner.loaded.id);
         out.into()
     }
 
@@ -251,7 +282,7 @@ impl Studio {
             *self.inner.reference.borrow_mut() = None;
             return Ok(JsValue::NULL);
         }
-        if self.inner.model.reference_encoder.is_none() {
+        if self.inner.loaded.model.reference_encoder.is_none() {
             return Err(JsError::new("This model takes no style reference (its pack has no image encoder)."));
         }
         let reference = if pfv { Reference::from_bytes(bytes) } else { Reference::whole(bytes) };
@@ -289,7 +320,7 @@ impl Studio {
             let cancel = inner.clone();
             let mut progress = |step: usize, total: usize| {
                 // Every `preview_every` steps, what the ad looks like so far: `{ width, height, rgba }`.
-                let preview = cancel.model.preview.lock().expect("preview lock").take_latest().map(|img| {
+                let preview = cancel.loaded.model.preview.lock().expect("preview lock").take_latest().map(|img| {
                     let p = Object::new();
                     set(&p, "width", img.width());
                     set(&p, "height", img.height());
@@ -304,7 +335,14 @@ impl Studio {
                 );
                 !cancel.cancel.get()
             };
-            let result = generate(&inner.model, &product, reference.as_deref(), &options, &mut progress).await;
+            let result = {
+                let _turn = inner.loaded.turn.lock().await;
+                if inner.cancel.get() {
+                    Err(PipelineError::Cancelled)
+                } else {
+                    generate(&inner.loaded.model, &product, reference.as_deref(), &options, &mut progress).await
+                }
+            };
             inner.busy.set(false);
             let generated = result.map_err(|e| match e {
                 PipelineError::Cancelled => JsError::new("cancelled"),

@@ -47,7 +47,7 @@ const PHOTOS: &[(&str, Expect)] = &[
     ("exif_rotated_product.jpg", Taken { size: (72, 96), cutout: false }),
     ("tiny_8x8.png", Taken { size: (8, 8), cutout: false }),
     ("huge_12000x9000.jpg", Refused(&["12000×9000 pixels", "largest accepted", "Resize the photo"])),
-    ("transparent.png", Refused(&["No product found"])),
+    ("transparent.png", Refused(&["fully transparent", "nothing in it"])),
     ("busy.jpg", Refused(&["not plain enough"])),
 ];
 

@@ -414,8 +414,9 @@ function showFatal(err) {
 // ---------- upload ----------
 
 /** Prepares `file` (the product photo), with `maskFile` as its mask when given (the user's own,
- * a file or the brush's: `painted`); resolves to whether it is ready to generate. When the automatic
- * cut-out finds no product (a busy background), the mask editor opens for the user to paint it. */
+ * a file or the brush's: `painted`); resolves to whether this file was taken (after a refusal the
+ * previous photo stays in use). When the automatic cut-out finds no product (a busy background), the
+ * mask editor opens for the user to paint it. */
 async function handleFile(file, maskFile = null, painted = false) {
   if (!file || state.generating) return false;
   if (!state.studio) {
@@ -423,12 +424,14 @@ async function handleFile(file, maskFile = null, painted = false) {
     return false;
   }
   if (!maskFile && maskEditor.isOpen) maskEditor.close();
+  // A photo the studio refuses loses nothing: the studio keeps the product it had, and so does
+  // the page (its name, cut-out and "More like this" ad), unless the brush takes over below.
+  const before = { prepared: state.prepared, shown: state.shown, name: el.fileName.textContent };
+  let taken = false;
   state.busy = true;
   state.prepared = false;
   state.candidate = file;
   state.shown = null; // More like this / Refine start from an ad of this product only
-  el.maskFigure.hidden = true;
-  replaceUrl('maskUrl', null);
   el.fileName.textContent = file.name;
   refreshControls();
   setStatus('loading', `Reading ${file.name}…`);
@@ -449,22 +452,31 @@ async function handleFile(file, maskFile = null, painted = false) {
     el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
     el.maskFigure.hidden = false;
     state.prepared = true;
+    taken = true;
     setStatus('ready', `Photo ready. Describe a scene and press Generate.${expectedTime()}`);
   } catch (err) {
     const msg = messageOf(err);
+    const kept = () => {
+      Object.assign(state, { prepared: before.prepared, shown: before.shown });
+      el.fileName.textContent = before.name;
+      return before.prepared && !state.batch?.running ? ` ${before.name} is still the photo in use.` : '';
+    };
     if (painted) {
-      setStatus('error', `Could not use the painted mask: ${msg}`);
+      setStatus('error', `Could not use the painted mask: ${msg}${kept()}`);
     } else if (!maskFile && !state.batch?.running && isCutoutFailure(msg)) {
+      el.maskFigure.hidden = true;
+      replaceUrl('maskUrl', null);
       setStatus('error', `${file.name}: ${msg} Or paint over the product below to cut it out yourself.`);
       openMaskEditor(file, null, 'The product could not be found automatically in this photo.');
     } else {
-      setStatus('error', `Could not use ${maskFile ? `${file.name} with ${maskFile.name}` : file.name}: ${msg}`);
+      const what = maskFile ? `${file.name} with ${maskFile.name}` : file.name;
+      setStatus('error', `Could not use ${what}: ${msg}${kept()}`);
     }
   } finally {
     state.busy = false;
     refreshControls();
   }
-  return state.prepared;
+  return taken;
 }
 
 // ---------- the mask editor ----------

@@ -15,18 +15,26 @@ const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
  * `open(modelUrl, options)` (options: `{ device: 'auto'|'gpu'|'cpu', quantized_weights }`) loads a
  * model pack and resolves to a studio:
  * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), cancel(),
- * zip(names, pngs) }`, each method a promise of what the wasm `Studio`'s method of that name returns
- * (src/web.rs); `zip` resolves to the bytes of one .zip of the PNGs (wasm `zip_files`).
+ * zip(names, pngs), close(), abandon() }`, each method a promise of what the wasm `Studio`'s method of
+ * that name returns (src/web.rs); `zip` resolves to the bytes of one .zip of the PNGs (wasm
+ * `zip_files`); `close` lets go of this studio, `abandon` of the whole engine after a fatal error.
+ * In a worker, studios of one model (same URL and options) share one copy of it: `info.model_id`.
  * `bindings`: an already-initialised wasm module (Trunk's loader) to run on the page with;
  * `inPage`: run on the page even where a worker would do (to compare the two).
  */
 export async function startEngine({ bindings = null, inPage = false } = {}) {
   if (!bindings && !inPage) {
-    const worker = await startWorker().catch(() => null);
+    // One worker for the page: every widget on it (and the page) opens its studio there, so
+    // widgets asking for the same model share one copy of it. A stopped worker is replaced.
+    if (!shared || (await shared)?.stopped) shared = startWorker().catch(() => null);
+    const worker = await shared;
     if (worker) return worker;
+    shared = null;
   }
   return pageEngine(bindings);
 }
+
+let shared = null; // the page's worker engine (a promise), once started
 
 /** The worker, once it has loaded the module; rejects when it cannot start, or when the page has
  * WebGPU that the worker lacks (the studio then runs on the page, on the GPU). */
@@ -69,6 +77,7 @@ function startWorker() {
 function workerEngine(worker, gpu) {
   const pending = new Map(); // id → { resolve, reject, onProgress }
   let nextId = 1;
+  let nextStudio = 1;
   let stopped = null;
   const stop = (message) => {
     stopped = `RuntimeError: the studio's worker stopped (${message})`;
@@ -89,30 +98,42 @@ function workerEngine(worker, gpu) {
     // A trap in the worker's module (a lost device, a panic) is named so isFatal() knows it.
     else call.reject(new Error(data.fatal && !isFatal(data.message) ? `RuntimeError: ${data.message}` : data.message));
   });
-  const request = (op, args, onProgress, transfer = []) => {
+  const request = (studio, op, args, onProgress, transfer = []) => {
     if (stopped) return Promise.reject(new Error(stopped));
     const id = nextId++;
     return new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject, onProgress });
-      worker.postMessage({ id, op, args }, transfer);
+      worker.postMessage({ id, op, args, studio }, transfer);
     });
+  };
+  const terminate = () => {
+    worker.terminate();
+    if (!stopped) stop('closed');
   };
   return {
     runsIn: 'worker',
     gpu,
+    get stopped() { return stopped !== null; },
     async open(modelUrl, options = {}) {
       // Relative URLs would resolve against the worker's script, not the page.
       const base = new URL(modelUrl, document.baseURI).href;
-      const info = await request('open', [base, options]);
+      const id = nextStudio++;
+      const info = await request(id, 'open', [id, base, options]);
       return {
         info,
         // The photo's bytes are copied, not moved: the caller may keep them (to save, to retry).
-        prepare: (bytes, mask) => request('prepare', [bytes, mask]),
-        setReference: (bytes, pfv) => request('setReference', [bytes, pfv]),
-        generate: (params, onProgress) => request('generate', [params], onProgress),
-        cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel' }); },
-        close: () => worker.terminate(),
-        zip: (names, pngs) => request('zip', [names, pngs]).then((v) => v.zip),
+        prepare: (bytes, mask) => request(id, 'prepare', [bytes, mask]),
+        setReference: (bytes, pfv) => request(id, 'setReference', [bytes, pfv]),
+        generate: (params, onProgress) => request(id, 'generate', [params], onProgress),
+        cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel', studio: id }); },
+        // This studio only; the worker goes with the page's last one.
+        close: async () => {
+          const left = await request(id, 'close', []).catch(() => null);
+          if (left?.studios === 0) terminate();
+        },
+        // After a trap or a lost device, the whole worker (every studio in it) is beyond use.
+        abandon: terminate,
+        zip: (names, pngs) => request(id, 'zip', [names, pngs]).then((v) => v.zip),
       };
     },
   };
@@ -135,7 +156,8 @@ async function pageEngine(bindings) {
         setReference: async (bytes, pfv) => studio.set_reference(bytes, pfv),
         generate: (params, onProgress) => studio.generate(params, onProgress),
         cancel: () => studio.cancel(),
-        close: () => studio.free(),
+        close: async () => studio.free(),
+        abandon: () => studio.free(),
         zip: async (names, pngs) => wasm.zip_files(names, pngs),
       };
     },

@@ -215,6 +215,20 @@ export class AdcanvasStudio extends HTMLElement {
     const name = photo && typeof photo.name === 'string' ? photo.name : 'photo';
     const painted = options.painted === true;
     if (!painted && this.#maskEditor.isOpen) this.#maskEditor.close();
+    // A refused photo loses nothing: the studio keeps its product, and the widget its photo, mask
+    // and name, unless the brush takes over (below).
+    const before = {
+      prepared: this.#prepared, productId: this.#productId, photo: this.#photo, mask: this.#mask,
+      name: this.#ui.fileName.textContent,
+    };
+    const kept = () => {
+      this.#prepared = before.prepared;
+      this.#productId = before.productId;
+      this.#photo = before.photo;
+      this.#mask = before.mask;
+      this.#ui.fileName.textContent = before.name;
+      return before.prepared && !this.#batching ? ` ${before.name} is still the photo in use.` : '';
+    };
     this.#prepared = false;
     this.#productId++;
     this.#photo = photo instanceof Blob ? photo : new Blob([await bytesOf(photo)]);
@@ -242,12 +256,16 @@ export class AdcanvasStudio extends HTMLElement {
     } catch (err) {
       const msg = messageOf(err);
       if (painted) {
-        this.#fail(`Could not use the painted mask: ${msg}`, 'bad-mask', err);
+        // The brush paints on the photo it was opened for: that stays the photo to paint on.
+        const photo = this.#photo;
+        const note = kept();
+        this.#photo = photo;
+        this.#fail(`Could not use the painted mask: ${msg}${note}`, 'bad-mask', err);
       } else if (options.mask == null && !this.#batching && isCutoutFailure(msg)) {
         this.#fail(`Could not cut out ${name}: ${msg} Or paint over the product below.`, 'bad-image', err);
         this.#openMaskEditor(null, 'The product could not be found automatically in this photo.');
       } else {
-        this.#fail(`Could not use ${name}: ${msg}`, options.mask != null ? 'bad-mask' : 'bad-image', err);
+        this.#fail(`Could not use ${name}: ${msg}${kept()}`, options.mask != null ? 'bad-mask' : 'bad-image', err);
       }
       throw err;
     } finally {
@@ -405,7 +423,7 @@ export class AdcanvasStudio extends HTMLElement {
     if (this.#bridge) return this.#bridge.call('continueOnCpu');
     if (!this.#crashed) throw new Error('The studio is running; nothing to recover.');
     this.#ui.recover.hidden = true;
-    this.#studio?.close?.(); // the old worker, with its lost device
+    this.#studio?.abandon?.(); // the old worker, with its lost device (and every studio in it)
     this.#studio = null;
     this.#crashed = false;
     this.#prepared = false;
@@ -598,6 +616,8 @@ export class AdcanvasStudio extends HTMLElement {
       nativeSize: this.#nativeSize,
       device: field(info, 'device'),
       deviceNote: field(info, 'device_note') ?? null,
+      // Widgets of one page with the same model (and options) share one copy of it.
+      modelId: field(info, 'model_id') ?? null,
     };
     // A style reference that cannot be used is reported, and the widget works without it.
     let withoutReference = '';

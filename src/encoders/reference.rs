@@ -67,7 +67,9 @@ impl Reference {
                 ));
             }
             // Only a given mask can be the wrong size; none is given here.
-            Err(e @ MaskError::SizeMismatch { .. }) => return Err(ReferenceError::Unusable(e.to_string())),
+            Err(e @ (MaskError::SizeMismatch { .. } | MaskError::Transparent)) => {
+                return Err(ReferenceError::Unusable(e.to_string()));
+            }
         };
         Ok(Self { image: image.rgba, foreground })
     }

@@ -93,6 +93,8 @@ impl Default for MaskOptions {
 pub enum MaskError {
     /// Nothing was recognised as product.
     Empty,
+    /// The image has transparency and every pixel is fully transparent: it shows nothing.
+    Transparent,
     /// ≥ 99.5 % of the photo is product: there is no background to replace.
     FullFrame,
     /// The photo's border is not a near-uniform colour, so the automatic mask would be a guess.
@@ -115,6 +117,10 @@ impl fmt::Display for MaskError {
             MaskError::Empty => write!(
                 f,
                 "No product found: the mask is empty. Use a PNG cut-out with transparency, or a photo with the product clearly visible on a plain light background."
+            ),
+            MaskError::Transparent => write!(
+                f,
+                "The image is fully transparent: there is nothing in it to use as the product. Choose the photo itself, or a cut-out in which the product is visible."
             ),
             MaskError::FullFrame => write!(
                 f,
@@ -156,6 +162,9 @@ pub fn product_mask(img: &DecodedImage, opts: &MaskOptions) -> Result<ProductMas
         return Err(MaskError::Empty);
     }
     let mask = if img.has_alpha {
+        if img.rgba.pixels().all(|p| p.0[3] == 0) {
+            return Err(MaskError::Transparent);
+        }
         ProductMask { width: w, height: h, alpha: coverage(img), source: MaskSource::Alpha }
     } else {
         auto_mask(&img.rgba, opts)?
@@ -893,6 +902,9 @@ mod tests {
         let mut img = solid(16, 16, |_, _| [0, 0, 0]);
         img.has_alpha = true;
         img.rgba.pixels_mut().for_each(|p| p.0[3] = 0);
+        assert_eq!(product_mask(&img, &MaskOptions::default()).unwrap_err(), MaskError::Transparent);
+        // A cut-out with only faint specks: nothing that counts as product.
+        img.rgba.get_pixel_mut(3, 3).0[3] = 1;
         assert_eq!(product_mask(&img, &MaskOptions::default()).unwrap_err(), MaskError::Empty);
         // Cut-out opaque everywhere except one pixel: the product fills the frame.
         let mut img = solid(16, 16, |_, _| [10, 20, 30]);

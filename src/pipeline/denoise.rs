@@ -84,7 +84,9 @@ pub(super) async fn denoise(
             None if preview => Some(values.clone()),
             None => None,
         };
-        model.preview.lock().expect("preview lock").step(values, shown.as_ref());
+        if options.preview_every > 0 {
+            model.preview.lock().expect("preview lock").step(values, shown.as_ref());
+        }
         crate::gpu::watchdog::beat("a denoising step");
         crate::gpu::let_host_run(device).await;
         if !progress(i + 1 - start, total - start) {

@@ -113,7 +113,10 @@ pub async fn generate_pass(
 
     // 8. Decode to pixels.
     let background = decode::decode(model, latents, &placed, &canvas, vae_tile).await?;
-    model.preview.lock().expect("preview lock").learn_last(&background);
+    if options.preview_every > 0 {
+        // The previews' colour fit learns from the ads made with previews (the studio's).
+        model.preview.lock().expect("preview lock").learn_last(&background);
+    }
     t = timings.record("decode", t);
 
     // 9. Paste the product's own pixels back.

@@ -549,6 +549,42 @@ test('a GPU lost mid-run: the page keeps the photo and settings and goes on on t
   }
 });
 
+test('the GPU device destroyed mid-generation: a message, and the page reloads on the CPU with the photo and settings', { timeout: 2 * LOAD_TIMEOUT + GENERATE_TIMEOUT }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines, '?device=gpu');
+    await setUpSmallAd(page, 2, 'on a wooden table');
+    // The device itself goes away the next time the studio records GPU work, as when the driver
+    // resets or the tab's GPU process dies: device.destroy(), and `lost` resolves.
+    const [worker] = page.workers();
+    await worker.evaluate(() => {
+      const record = GPUDevice.prototype.createCommandEncoder;
+      GPUDevice.prototype.createCommandEncoder = function (...args) {
+        this.destroy();
+        return record.apply(this, args);
+      };
+    });
+    await page.click('#generate');
+    const lost = await waitForAd(page);
+    assert.equal(lost.state, 'error', lost.text);
+    assert.match(lost.text, /photo and settings are kept/, lost.text);
+    const link = page.locator('#continue-on-cpu-link');
+    await link.waitFor({ state: 'visible', timeout: MINUTE });
+    await link.click();
+    await page.waitForFunction(() => /Photo ready/.test(document.getElementById('status').textContent), null,
+      { timeout: LOAD_TIMEOUT, polling: 250 });
+    assert.equal(await page.evaluate(() => document.body.dataset.device), 'cpu');
+    assert.equal(await page.locator('#prompt').inputValue(), 'on a wooden table', 'the prompt came along');
+    await page.click('#generate');
+    const st = await waitForAd(page);
+    assert.equal(st.state, 'done', st.text);
+    assert.equal(new URL(page.url()).searchParams.get('device'), 'cpu');
+  } finally {
+    await b.close();
+  }
+});
+
 /** Drags the mask editor's brush (`size` screen px) through `points`, given as fractions of the
  * editor's view of the photo. */
 async function paint(page, editor, points, size) {
@@ -1065,6 +1101,68 @@ test('corrupt upload shows an error and the page stays usable', { timeout: LOAD_
 // PFV in the browser: the wasm build computes exactly what the native build and the NumPy
 // reference do (tests/fixtures/pfv_cases.json, checked natively by tests/pfv_cases.rs).
 // PFV is plain Rust (no GPU), so this runs with WebGPU off.
+test('bad photos: each refused with its reason, the photo and settings before it kept; odd but real photos taken', { timeout: LOAD_TIMEOUT + GENERATE_TIMEOUT + 4 * MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await openReady(page, b.consoleLines);
+    const bad = (name) => path.join(FIXTURES, 'bad', name);
+    const good = await uploadAndWait(page, PRODUCT);
+    assert.equal(good.state, 'ready', good.text);
+    await page.fill('#prompt', 'on a marble counter');
+    await page.fill('#seed', '11');
+    await page.selectOption('#size', '64');
+    await page.fill('#steps', '2');
+    const caption = await page.locator('#mask-info').textContent();
+    // tests/bad_inputs.rs holds the studio's words for each; here the page must show them and keep
+    // everything else.
+    const refused = [
+      ['empty.jpg', /file is empty/],
+      ['truncated.jpg', /damaged or incomplete.*ends early/s],
+      ['text_named.jpg', /not a PNG, JPEG or WebP image/],
+      ['animated.gif', /not a PNG, JPEG or WebP image/],
+      ['huge_12000x9000.jpg', /12000×9000 pixels.*Resize the photo/s],
+      ['transparent.png', /fully transparent/],
+    ];
+    for (const [name, words] of refused) {
+      const st = await uploadAndWait(page, bad(name));
+      assert.equal(st.state, 'error', `${name}: ${st.text}`);
+      assert.match(st.text, words, `${name}: the reason`);
+      assert.match(st.text, /product_alpha_32\.png is still the photo in use/, `${name}: says which photo is kept`);
+      assert.equal(await page.locator('#file-name').textContent(), 'product_alpha_32.png', `${name}: the photo kept`);
+      assert.equal(await page.locator('#mask-info').textContent(), caption, `${name}: its cut-out kept`);
+      assert.equal(await page.locator('#mask-preview').isVisible(), true, `${name}: the cut-out still shown`);
+      assert.equal(await page.locator('#generate').isEnabled(), true, `${name}: Generate still works`);
+      assert.equal(await page.locator('#prompt').inputValue(), 'on a marble counter', `${name}: the prompt kept`);
+      assert.equal(await page.locator('#seed').inputValue(), '11', `${name}: the seed kept`);
+    }
+    // After all that, the kept photo still makes an ad with the settings as they were.
+    await page.click('#generate');
+    const done = await waitForAd(page);
+    assert.equal(done.state, 'done', `generation after the refusals: ${done.text}`);
+    const ad = await page.evaluate(() => ({ width: window.__adcanvas.width, height: window.__adcanvas.height, seed: window.__adcanvas.seed }));
+    assert.deepEqual([ad.width, ad.height], [64, 64]);
+
+    // Unusual but real photos are taken, upright and at their size.
+    const taken = [
+      ['cmyk.jpg', '96 × 72 px · mask from background removal'],
+      ['grey16.png', '96 × 72 px · mask from background removal'],
+      ['palette_transparent.png', '96 × 72 px · mask from the transparency'],
+      ['animated.webp', '96 × 72 px · mask from background removal'],
+      ['exif_rotated_product.jpg', '72 × 96 px · mask from background removal'],
+    ];
+    for (const [name, words] of taken) {
+      const st = await uploadAndWait(page, bad(name));
+      assert.equal(st.state, 'ready', `${name}: ${st.text}`);
+      assert.ok((await page.locator('#mask-info').textContent()).startsWith(words), `${name}: ${await page.locator('#mask-info').textContent()}`);
+      assert.equal(await page.locator('#file-name').textContent(), name);
+    }
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, async () => {
   const cases = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'pfv_cases.json'), 'utf8')).cases;
   const b = await launch(WEBGPU_OFF);
@@ -1128,7 +1226,7 @@ test('our GPU kernels agree with the tensor ops in Chromium WebGPU', { timeout: 
 
 /** A host page on its own origin (a second server) that embeds the widget from the app's origin;
  * `csp`: the host's Content-Security-Policy, if it has one. */
-async function startHost(widgetAttributes, { csp = null } = {}) {
+async function startHost(widgetAttributes, { csp = null, widgets = 1 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-host-'));
   // The host's own picture, for the reference attribute (a cut-out: PFV hides its object).
   fs.copyFileSync(REFERENCE_CUTOUT, path.join(dir, 'brand-style.png'));
@@ -1146,14 +1244,14 @@ ${csp ? `<meta http-equiv="Content-Security-Policy" content="${csp}">` : ''}
   for (const type of ['adcanvas-ready', 'adcanvas-product', 'adcanvas-progress', 'adcanvas-generated', 'adcanvas-error', 'adcanvas-batch']) {
     document.addEventListener(type, async (e) => {
       const { png, ...rest } = e.detail || {};
-      const entry = { type, detail: rest };
+      const entry = { type, detail: rest, widget: [...document.querySelectorAll('adcanvas-studio')].indexOf(e.target) };
       if (png) entry.png = Array.from(new Uint8Array(await png.arrayBuffer()));
       window.__events.push(entry);
     });
   }
 </script>
 <script type="module" src="${baseUrl}www/widget.js"></script>
-</head><body><h1>A shop</h1><adcanvas-studio ${widgetAttributes}></adcanvas-studio></body></html>`);
+</head><body><h1>A shop</h1>${`<adcanvas-studio ${widgetAttributes}></adcanvas-studio>`.repeat(widgets)}</body></html>`);
   const host = await startServer(dir);
   return { url: host.url, close: () => { host.proc.kill(); fs.rmSync(dir, { recursive: true, force: true }); } };
 }
@@ -1335,6 +1433,50 @@ test('widget: embedded in another site, makes a banner ad with the product exact
     const origins = new Set(requests.filter((u) => !u.startsWith('data:') && !u.startsWith('blob:')).map((u) => new URL(u).origin));
     assert.deepEqual([...origins].sort(), [new URL(host.url).origin, new URL(baseUrl).origin].sort());
     assert.ok(requests.some((u) => u.endsWith('.wasm')) && requests.some((u) => u.endsWith('models/default/manifest.json')));
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+    host.close();
+  }
+});
+
+test('widget: four on one page share one worker and one copy of the model, and each makes its ad', { timeout: LOAD_TIMEOUT + 4 * GENERATE_TIMEOUT }, async () => {
+  const host = await startHost('size="64x64" steps="2" prompt="on a wooden table"', { widgets: 4 });
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    await page.goto(host.url, { waitUntil: 'load' });
+    await page.waitForFunction(() => window.__events.filter((e) => e.type === 'adcanvas-ready').length === 4 ||
+      window.__events.some((e) => e.type === 'adcanvas-error'), null, { timeout: LOAD_TIMEOUT, polling: 250 });
+    const events = await page.evaluate(() => window.__events.slice());
+    const ready = events.filter((e) => e.type === 'adcanvas-ready');
+    assert.equal(ready.length, 4, `four widgets ready: ${JSON.stringify(events)}`);
+    assert.deepEqual(ready.map((e) => e.widget).sort(), [0, 1, 2, 3]);
+    const ids = new Set(ready.map((e) => e.detail.modelId));
+    assert.equal(ids.size, 1, `one model copy for all four: ${JSON.stringify(ready.map((e) => e.detail))}`);
+    assert.ok(Number.isInteger([...ids][0]), 'a model id');
+    assert.equal(page.workers().length, 1, 'one studio worker for the page');
+
+    // All four at once: each its own photo and seed, taking turns on the model.
+    const product = Array.from(fs.readFileSync(PRODUCT));
+    const ads = await page.evaluate(async (bytes) => {
+      const widgets = [...document.querySelectorAll('adcanvas-studio')];
+      return Promise.all(widgets.map(async (w, i) => {
+        await w.setProduct(new Uint8Array(bytes));
+        const ad = await w.generate({ seed: 20 + i });
+        const png = new Uint8Array(await ad.png.arrayBuffer());
+        return { seed: ad.seed, width: ad.width, height: ad.height, placement: ad.placement, png: Array.from(png) };
+      }));
+    }, product);
+    const fixture = decodePng(fs.readFileSync(PRODUCT));
+    const backgrounds = new Set();
+    ads.forEach((ad, i) => {
+      assert.equal(ad.seed, 20 + i, `widget ${i}: its own seed`);
+      const png = decodePng(Buffer.from(ad.png));
+      assertProductExact({ width: png.width, height: png.height, data: png.data }, fixture, ad.placement, `widget ${i}'s ad`);
+      backgrounds.add(Buffer.from(png.data).toString('base64'));
+    });
+    assert.equal(backgrounds.size, 4, 'four different ads (four seeds)');
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();

@@ -73,7 +73,7 @@ export function startServer(dir, port = 0, { verbose = false } = {}) {
   });
 }
 
-export /** Launch Chromium with a fresh profile; returns { context, page, pageErrors, console, close }. */
+export /** Launch Chromium with a fresh profile; returns { context, page, pageErrors, consoleLines, close, userDataDir }. */
 async function launch(args) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-e2e-'));
   // headless:false so Playwright does not add its own --headless; '--headless=new' is in args.
@@ -96,5 +96,5 @@ async function launch(args) {
     await context.close().catch(() => {});
     fs.rmSync(userDataDir, { recursive: true, force: true });
   };
-  return { context, page, pageErrors, consoleLines, close };
+  return { context, page, pageErrors, consoleLines, close, userDataDir };
 }
