@@ -225,3 +225,61 @@ fn a_manifest_that_lies_about_the_model_is_refused() {
         }
     }
 }
+
+/// Generation options as a hostile page could send them (the web glue casts whatever JavaScript
+/// gives it: NaN, infinities, huge counts): each refused with a sentence before any work, or, where
+/// the value is harmless, an ad. Never a panic.
+#[test]
+fn hostile_generation_options_are_refused_or_harmless() {
+    let (manifest, files) = default_pack();
+    let model = Model::from_pack(manifest, &files, &Device::flex()).unwrap();
+    let product = prepare_product(&fixture("product_alpha_32.png")).unwrap();
+    let base = GenerateOptions { width: 64, height: 64, steps: 1, seed: 1, ..Default::default() };
+    let cases: Vec<(&str, GenerateOptions)> = vec![
+        ("no steps", GenerateOptions { steps: 0, ..base.clone() }),
+        ("a billion steps", GenerateOptions { steps: 1_000_000_000, ..base.clone() }),
+        ("a zero width", GenerateOptions { width: 0, ..base.clone() }),
+        ("a 5000 px side", GenerateOptions { width: 5000, ..base.clone() }),
+        ("a side off the model's multiple", GenerateOptions { width: 65, ..base.clone() }),
+        ("a NaN fill", GenerateOptions { fill: f32::NAN, ..base.clone() }),
+        ("an infinite position", GenerateOptions { position: f32::INFINITY, ..base.clone() }),
+        ("a NaN guidance", GenerateOptions { guidance_scale: f32::NAN, ..base.clone() }),
+        (
+            "a NaN refining strength",
+            GenerateOptions { width: 128, height: 128, refine_strength: Some(f32::NAN), ..base.clone() },
+        ),
+        (
+            "a refining strength of 2",
+            GenerateOptions { width: 128, height: 128, refine_strength: Some(2.0), ..base.clone() },
+        ),
+        // At twice the model's size the refining pass runs, and checks its strength.
+        (
+            "a NaN refining strength at 512²",
+            GenerateOptions { width: 512, height: 512, refine_strength: Some(f32::NAN), ..base.clone() },
+        ),
+        ("a one-pixel VAE tile", GenerateOptions { vae_tile: Some(1), ..base.clone() }),
+        ("a huge VAE tile", GenerateOptions { vae_tile: Some(usize::MAX), ..base.clone() }),
+        ("a NaN depth scale", GenerateOptions { depth_scale: f32::NAN, ..base.clone() }),
+        ("a NaN text weight", GenerateOptions { text_weight: f32::NAN, ..base.clone() }),
+        ("an infinite guidance", GenerateOptions { guidance_scale: f32::INFINITY, ..base.clone() }),
+        ("previews every step", GenerateOptions { preview_every: 1, ..base.clone() }),
+        ("previews every 10⁹ steps", GenerateOptions { preview_every: 1_000_000_000, ..base.clone() }),
+    ];
+    for (what, options) in cases {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pollster::block_on(generate(&model, &product, None, &options, &mut |_, _| true))
+        }));
+        match run {
+            Err(_) => panic!("{what}: generate panicked"),
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                println!("{what}: {msg}");
+                assert!(msg.len() > 10, "{what}: {msg:?} says nothing");
+            }
+            Ok(Ok(ad)) => {
+                println!("{what}: an ad");
+                assert!(ad.image.pixels().all(|p| p.0[3] == 255), "{what}: an ad with holes in it");
+            }
+        }
+    }
+}

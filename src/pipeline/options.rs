@@ -115,6 +115,20 @@ impl Canvas {
         if options.steps == 0 || options.steps > 1000 {
             return Err(PipelineError::Options(format!("Steps must be between 1 and 1000; got {}.", options.steps)));
         }
+        // Weights a page may send as anything JavaScript has: a NaN or an infinity would turn
+        // every latent into NaN and the ad into a black square.
+        for (name, value) in [
+            ("guidance", options.guidance_scale),
+            ("text weight", options.text_weight),
+            ("depth scale", options.depth_scale),
+            ("style reference scale", options.reference.scale),
+        ] {
+            if !value.is_finite() || !(-100.0..=100.0).contains(&value) {
+                return Err(PipelineError::Options(format!(
+                    "The {name} must be a number between -100 and 100; got {value}."
+                )));
+            }
+        }
         let f = model.manifest.vae.downscale();
         let (w, h) = (options.width as usize, options.height as usize);
         Ok(Self { w, h, f, lw: w / f, lh: h / f })
