@@ -220,6 +220,15 @@ impl BertModel {
     }
 }
 
+/// Reads a `tokenizer.json`. Its JSON is checked first: tokenizers 0.22 panics (an abort in the
+/// browser) instead of failing when a decoder's JSON is malformed (found by `scripts/fuzz.sh
+/// tokenizer`; `tests/fuzz/tokenizer/crash-*` is the file).
+fn parse(json: &[u8]) -> Result<tokenizers::Tokenizer, ModelError> {
+    let corrupt = |reason: String| ModelError::Corrupt { file: "tokenizer.json".into(), reason };
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+    tokenizers::Tokenizer::from_bytes(json).map_err(|e| corrupt(e.to_string()))
+}
+
 /// The model's own tokenizer (`tokenizer.json`): WordPiece for BERT, byte-level BPE for CLIP.
 pub struct PromptTokenizer {
     inner: tokenizers::Tokenizer,
@@ -229,8 +238,7 @@ impl PromptTokenizer {
     /// Parses a `tokenizer.json` and drops the fixed padding it carries: prompts are encoded
     /// at their own length, truncated to 128 tokens (BERT/MiniLM).
     pub fn from_bytes(json: &[u8]) -> Result<Self, ModelError> {
-        let mut inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| ModelError::Corrupt { file: "tokenizer.json".into(), reason: e.to_string() })?;
+        let mut inner = parse(json)?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(tokenizers::TruncationParams { max_length: 128, ..Default::default() }))
@@ -242,8 +250,7 @@ impl PromptTokenizer {
     /// tokens (CLIP's 77, as [`super::clip::clip_tokenizer_json`] writes it); refuses one that
     /// does not, since the UNet was trained on padded contexts.
     pub fn fixed_length(json: &[u8], length: usize) -> Result<Self, ModelError> {
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| ModelError::Corrupt { file: "tokenizer.json".into(), reason: e.to_string() })?;
+        let inner = parse(json)?;
         let padded = matches!(inner.get_padding().map(|p| &p.strategy), Some(tokenizers::PaddingStrategy::Fixed(n)) if *n == length);
         let truncated = inner.get_truncation().is_some_and(|t| t.max_length == length);
         if !padded || !truncated {
