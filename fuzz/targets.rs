@@ -80,7 +80,7 @@ pub fn mask_layout_pfv(data: &[u8]) {
     let fill = f32::from_le_bytes([head[10], head[11], head[12], head[13]]);
     let position = f32::from_le_bytes([head[14], head[15], head[16], head[17]]);
     // Canvases past the studio's limit are refused by the layout; keep the rest cheap to render.
-    if u64::from(canvas_w) * u64::from(canvas_h) <= 1 << 20 || canvas_w > 4096 || canvas_h > 4096 {
+    if u64::from(canvas_w) * u64::from(canvas_h) <= 1 << 18 || canvas_w > 4096 || canvas_h > 4096 {
         place_and_hide(&img, &mask, canvas_w, canvas_h, fill, position);
     }
     let cfg = PfvConfig { patch: u32::from(head[18] % 40), threshold: f32::from(head[19]) / 200.0 };
