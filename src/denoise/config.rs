@@ -229,7 +229,7 @@ impl UNetConfig {
     /// Latent pixels per image pixel along one side is fixed by the VAE, not the UNet;
     /// the UNet only needs latent sides divisible by this.
     pub fn latent_multiple(&self) -> usize {
-        1 << (self.block_out_channels.len() - 1)
+        crate::nn::levels_scale(self.block_out_channels.len())
     }
 }
 

@@ -129,7 +129,7 @@ impl ControlNetConfig {
 
     /// Image pixels per latent pixel the conditioning embedding assumes (8 for SD's).
     pub fn downscale(&self) -> usize {
-        1 << self.conditioning_embedding_out_channels.len().saturating_sub(1)
+        crate::nn::levels_scale(self.conditioning_embedding_out_channels.len())
     }
 
     /// Refuses a ControlNet that cannot steer `unet`, saying why.

@@ -313,3 +313,10 @@ mod tests {
         assert_eq!(y, vec![1.0 + 2.0 + 6.0 + 10.0, -1.0 + 0.0 + 1.0 + 20.0]);
     }
 }
+
+/// The scale `levels` levels of 2× resampling make (`2^(levels − 1)`): what a config's block
+/// list implies before the config is checked, so a manifest with none or absurdly many is refused
+/// by its check rather than overflowing here.
+pub fn levels_scale(levels: usize) -> usize {
+    1 << levels.saturating_sub(1).min(usize::BITS as usize - 2)
+}

@@ -107,7 +107,7 @@ impl VaeConfig {
 
     /// Image pixels per latent pixel along one side.
     pub fn downscale(&self) -> usize {
-        1 << (self.block_out_channels.len() - 1)
+        crate::nn::levels_scale(self.block_out_channels.len())
     }
 
     /// Bytes of the largest f32 activation the decoder makes for one `h × w`-latent image: the

@@ -64,7 +64,7 @@ fn nearest() -> String {
 impl TinyVaeConfig {
     /// Image pixels per latent pixel along one side.
     pub fn downscale(&self) -> usize {
-        1 << (self.encoder_block_out_channels.len().max(1) - 1)
+        crate::nn::levels_scale(self.encoder_block_out_channels.len())
     }
 
     /// Bytes of the decoder's largest activation for `h × w` latents (batch 1): its widest level
