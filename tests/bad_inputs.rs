@@ -85,8 +85,8 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// A decompression bomb: a PNG whose header declares 9000 × 9000 RGBA pixels (within the pixel
-/// limit) over a few bytes of data, refused from its chunk lengths before any pixel buffer.
+/// A decompression bomb: a PNG or a JPEG whose header declares 9000 × 9000 pixels (within the
+/// pixel limit) over a few bytes of data, refused from its length before any pixel buffer.
 #[test]
 fn a_decompression_bomb_is_refused_before_allocation() {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -103,6 +103,13 @@ fn a_decompression_bomb_is_refused_before_allocation() {
     chunk(&mut png, b"IEND", &[]);
     let msg = prepare_product(&png).unwrap_err().to_string();
     assert!(msg.contains("damaged or incomplete") && msg.contains("cannot hold the 9000×9000 pixels"), "{msg}");
+    // The same lie in a JPEG: a 3 KB photo whose frame header says 9000 × 9000 (found by
+    // fuzzing: the decoder spent seconds and 324 MB filling it in).
+    let mut jpeg = fixture("product_white.jpg");
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG");
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0x23, 0x28, 0x23, 0x28]); // height, width: 9000
+    let msg = prepare_product(&jpeg).unwrap_err().to_string();
+    assert!(msg.contains("cannot hold the 9000×9000 pixels its header declares"), "{msg}");
 }
 
 #[test]

@@ -143,7 +143,8 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     }
     let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    match reader.format() {
+    let reader_format = reader.format();
+    match reader_format {
         Some(ImageFormat::Jpeg) => {
             // The JPEG decoder pads a truncated scan with grey instead of failing;
             // a half-uploaded photo must be refused, not turned into a grey product.
@@ -175,6 +176,16 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     }
     if let Some(short) = png_data_too_short(bytes, w, h) {
         return Err(ImageError::Corrupt(short));
+    }
+    // A JPEG spends at least one bit on each 8 × 8 block of its brightness (the shortest
+    // Huffman code for "no change"), so under a byte per 512 pixels it cannot be complete: the
+    // decoder would fill the declared pixels (up to 400 MB) from next to nothing. Half that, to
+    // be safe.
+    if reader_format == Some(ImageFormat::Jpeg) && (bytes.len() as u64) * 1024 < u64::from(w) * u64::from(h) {
+        return Err(ImageError::Corrupt(format!(
+            "its {} bytes cannot hold the {w}×{h} pixels its header declares",
+            bytes.len()
+        )));
     }
     decoder.set_limits(lim).map_err(|e| map_err(e, Some((w, h)), limits))?;
     // A broken EXIF block should not make an otherwise good photo unusable.
