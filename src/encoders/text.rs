@@ -220,13 +220,38 @@ impl BertModel {
     }
 }
 
-/// Reads a `tokenizer.json`. Its JSON is checked first: tokenizers 0.22 panics (an abort in the
-/// browser) instead of failing when a decoder's JSON is malformed (found by `scripts/fuzz.sh
-/// tokenizer`; `tests/fuzz/tokenizer/crash-*` is the file).
+/// Reads a `tokenizer.json`. Two things tokenizers 0.22 does not refuse but panics on (an abort
+/// in the browser) are checked first, both found by `scripts/fuzz.sh tokenizer` (the files are
+/// `tests/fuzz/tokenizer/crash-*`): malformed JSON inside a decoder, and a template that names a
+/// special token it does not define (the panic comes at the first prompt).
 fn parse(json: &[u8]) -> Result<tokenizers::Tokenizer, ModelError> {
     let corrupt = |reason: String| ModelError::Corrupt { file: "tokenizer.json".into(), reason };
-    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+    if let Some(post) = value.get("post_processor") {
+        undefined_special_token(post).map_or(Ok(()), |id| {
+            Err(corrupt(format!("its template uses the special token {id:?}, which it does not define")))
+        })?;
+    }
     tokenizers::Tokenizer::from_bytes(json).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The first special token a `TemplateProcessing` (here or in a `Sequence` of processors) uses in
+/// its `single` or `pair` template without defining it in `special_tokens`.
+fn undefined_special_token(processor: &serde_json::Value) -> Option<String> {
+    if let Some(list) = processor.get("processors").and_then(|p| p.as_array()) {
+        return list.iter().find_map(undefined_special_token);
+    }
+    if processor.get("type").and_then(|t| t.as_str()) != Some("TemplateProcessing") {
+        return None;
+    }
+    let defined = processor.get("special_tokens").and_then(|t| t.as_object());
+    ["single", "pair"]
+        .iter()
+        .filter_map(|k| processor.get(*k).and_then(|t| t.as_array()))
+        .flatten()
+        .filter_map(|piece| piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(|id| id.as_str()))
+        .find(|id| !defined.is_some_and(|d| d.contains_key(*id)))
+        .map(str::to_string)
 }
 
 /// The model's own tokenizer (`tokenizer.json`): WordPiece for BERT, byte-level BPE for CLIP.
