@@ -2,7 +2,7 @@ import * as import1 from "./snippets/adcanvas-0e8a9e9b522660a9/inline0.js"
 
 
 /**
- * One loaded model and the current product photo.
+ * One loaded model (perhaps shared with other studios) and the current product photo.
  */
 export class Studio {
     static __wrap(ptr) {
@@ -49,8 +49,9 @@ export class Studio {
     }
     /**
      * `{ name, trained, label, prompt_used, size_multiple, native_size, reference_used,
-     * depth_used, quantized_weights, device_weights_mb, device, device_note }`: `device` is
-     * "gpu" or "cpu", `device_note` (or null) why `auto` did not take the GPU.
+     * depth_used, quantized_weights, device_weights_mb, device, device_note, model_id }`: `device` is
+     * "gpu" or "cpu", `device_note` (or null) why `auto` did not take the GPU; studios with the
+     * same `model_id` share one copy of the model ([`Studio::share`]).
      * @returns {any}
      */
     model_info() {
@@ -132,6 +133,15 @@ export class Studio {
             throw takeFromExternrefTable0(ret[1]);
         }
         return takeFromExternrefTable0(ret[0]);
+    }
+    /**
+     * Another studio on this one's model (no second copy): its own product, style reference and
+     * cancel; generations on the shared model take turns.
+     * @returns {Studio}
+     */
+    share() {
+        const ret = wasm.studio_share(this.__wbg_ptr);
+        return Studio.__wrap(ret);
     }
 }
 if (Symbol.dispose) Studio.prototype[Symbol.dispose] = Studio.prototype.free;
@@ -1068,33 +1078,33 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 40335, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 40331, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 24425, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 24421, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 24426, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 24422, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24426, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_16);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 24422, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_17);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24425, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_17);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 24421, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24425, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 24421, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_19);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0) {
@@ -1132,8 +1142,8 @@ function wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_16(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_16(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_17(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h05a032d95e72d100_17(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__hd3be326253f7c5d8(arg0, arg1, arg2) {
@@ -1150,15 +1160,15 @@ function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd(arg0, arg
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_17(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_17(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_18(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_19(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h19e4ad2e3f3db2bd_19(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
