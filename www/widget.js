@@ -5,9 +5,10 @@
 //
 // A custom element with its own shadow DOM, so the host page's styles and the widget's do not mix.
 // It loads the wasm module and the model pack from where this script lives (or from `model`),
-// runs the same `Studio` the page runs, in a worker of its own where the browser allows
-// (www/studio.js) so the host page never freezes, and tells the host page what happened through DOM events:
-// adcanvas-ready, adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
+// runs the same `Studio` the page runs, in a worker where the browser allows (www/studio.js; one
+// for the page, and widgets with the same model share one copy of it) so the host page never
+// freezes, and tells the host page what happened through DOM events: adcanvas-ready,
+// adcanvas-product, adcanvas-progress, adcanvas-generated, adcanvas-error.
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
 import {
