@@ -113,6 +113,9 @@ pub fn weights(data: &[u8]) {
     // Every tensor the file names, at its own shape and as the flat vector of its values.
     if let Ok(tensors) = safetensors::SafeTensors::deserialize(data) {
         let w = Weights::from_safetensors("unet.safetensors", data, &device).expect("parsed above");
+        let keep = Weights::from_safetensors("unet.safetensors", data, &device)
+            .expect("parsed above")
+            .with_quantized(QuantizedWeights::Keep);
         for (name, view) in tensors.tensors() {
             let shape = view.shape().to_vec();
             if shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_none_or(|n| n > 1 << 20) {
@@ -121,9 +124,6 @@ pub fn weights(data: &[u8]) {
             let _ = w.values(&name, &shape, Init::Zeros);
             let n: usize = shape.iter().product();
             let _ = w.values(&name, &[n], Init::Zeros);
-            let keep = Weights::from_safetensors("unet.safetensors", data, &device)
-                .expect("parsed above")
-                .with_quantized(QuantizedWeights::Keep);
             if let [a, b] = shape[..] {
                 let _ = keep.param(&name, [a, b], Init::Zeros);
             }
