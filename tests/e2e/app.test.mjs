@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PNG } from 'pngjs';
+import { execFileSync } from 'node:child_process';
 import { DIST, REPO, WEBGPU_OFF, WEBGPU_ON, launch, startServer } from './harness.mjs';
 
 const FIXTURES = path.resolve(process.env.ADCANVAS_FIXTURES || path.join(REPO, 'tests', 'fixtures'));
@@ -153,6 +154,34 @@ function readStoredZip(buf) {
 
 function decodePng(buf) {
   return PNG.sync.read(buf);
+}
+
+// The native CLI that `cargo test --release` builds (scripts/test.sh runs those tests first).
+const CLI = process.env.ADCANVAS_BIN
+  || path.join(process.env.CARGO_TARGET_DIR || path.join(REPO, 'target'), 'release', 'adcanvas');
+
+/** Asserts that `adcanvas generate ARGS` on the CPU, with the pack the page serves, makes the page's
+ * ad `image` ({ width, height, data: RGBA }). wasm's f32 arithmetic (SIMD128, no fused multiply-add)
+ * and the native build's (AVX2/FMA) round differently, so a pixel may differ by a level or so (0.000 on average, 1 at most, measured);
+ * an ad from another seed, prompt or pack differs by tens. */
+function assertSameAsCli(image, args, what) {
+  assert.ok(fs.existsSync(CLI), `the native CLI is not built: ${CLI} (cargo build --release, or set ADCANVAS_BIN)`);
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'adcanvas-cli-')), 'ad.png');
+  execFileSync(CLI, ['generate', ...args, '--device', 'cpu', '--model', path.join(DIST, 'models', 'default'), '--out', out],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  const cli = decodePng(fs.readFileSync(out));
+  assert.deepEqual([cli.width, cli.height], [image.width, image.height], `${what}: the CLI's ad has the page's size`);
+  let sum = 0, max = 0, n = 0;
+  for (let o = 0; o < cli.data.length; o += 4) {
+    for (let c = 0; c < 3; c++) {
+      const d = Math.abs(cli.data[o + c] - image.data[o + c]);
+      sum += d; max = Math.max(max, d); n++;
+    }
+  }
+  const mean = sum / n;
+  console.log(`# ${what}: page vs CLI, mean ${mean.toFixed(3)} levels, max ${max}`);
+  assert.ok(mean <= 0.25 && max <= 8, `${what}: the page's ad and the CLI's differ by ${mean.toFixed(2)} levels on average, ${max} at most`);
+  return { mean, max };
 }
 
 /** Asserts that every opaque pixel of the fixture `product` (a decoded PNG) is exact in `image`
@@ -485,6 +514,10 @@ test('WebGPU off: the ad is made on the CPU, the page says so, the product pixel
     const colours = new Set();
     for (let o = 0; o < ad.data.length; o += 4) colours.add((ad.data[o] << 16) | (ad.data[o + 1] << 8) | ad.data[o + 2]);
     assert.ok(colours.size > 64, `the background is generated: ${colours.size} colours`);
+    // The native CLI makes the same ad from the same photo, prompt, seed and settings (the page's
+    // defaults are generate's): one pipeline and one pack, in the browser and on the command line.
+    assertSameAsCli(ad, ['--product', PRODUCT, '--prompt', 'on a wooden table in a sunny kitchen, product photography',
+      '--size', '64', '--steps', '4', '--seed', '7'], 'the CPU ad');
     // From now on the page says how long an ad takes here, before it is made.
     const again = await uploadAndWait(page, PRODUCT);
     assert.match(again.text, /An ad at 64 × 64 with 4 steps takes about [\d.]+ s on this computer's CPU/, again.text);
