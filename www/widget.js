@@ -133,6 +133,7 @@ export class AdcanvasStudio extends HTMLElement {
   #photo = null;     // the photo last given to setProduct, prepared or not: the brush paints on it
   #mask = null;      // its mask as prepared: { png (grey preview), width, height }
   #onConnected = null;
+  #released = false; // taken off the page: its studio closed (disconnectedCallback)
 
   constructor() {
     super();
@@ -163,6 +164,13 @@ export class AdcanvasStudio extends HTMLElement {
   }
 
   connectedCallback() {
+    if (this.#released) {
+      // Back on a page after #release: load again, and prepare the photo it had again.
+      this.#released = false;
+      this.ready.then(() => this.#photo && this.setProduct(this.#photo, this.#maskGiven ? { mask: this.#maskGiven } : {}))
+        .catch(() => { /* reported in the widget and by an adcanvas-error event */ });
+      return;
+    }
     if (this.#ui || this.#bridge) return;
     if ((this.getAttribute('mode') || '').trim().toLowerCase() === 'iframe') {
       const root = this.attachShadow({ mode: 'open' });
@@ -199,6 +207,28 @@ export class AdcanvasStudio extends HTMLElement {
     this.#ui.prompt.value = this.getAttribute('prompt') || '';
     this.#onConnected();
     this.ready.catch(() => { /* reported in the widget and by an adcanvas-error event */ });
+  }
+
+  disconnectedCallback() {
+    // Taken off the page, not moved (a move puts it back in the same task): the widget lets go of
+    // its share of the model, so the model and the worker go with the page's last widget (a page
+    // that mounts and unmounts widgets does not pile up models). Put back later, it loads again.
+    queueMicrotask(() => { if (!this.isConnected) this.#release().catch(() => { /* nothing left to free */ }); });
+  }
+
+  /** Cancels what runs, then closes this widget's studio; the photo, mask and settings stay. */
+  async #release() {
+    if (this.#bridge || this.#released) return; // iframe mode: the frame goes with the element
+    this.#released = true;
+    const loading = this.#ready;
+    this.#ready = null;
+    await loading?.catch(() => { /* a load that failed holds nothing */ });
+    this.cancel();
+    while (this.#generating || this.#batching) await new Promise((r) => setTimeout(r, 50));
+    const studio = this.#studio;
+    this.#studio = null;
+    this.#prepared = false;
+    if (studio && !this.#crashed) await studio.close();
   }
 
   attributeChangedCallback(name, _old, value) {

@@ -1473,7 +1473,7 @@ test('widget: embedded in another site, makes a banner ad with the product exact
   }
 });
 
-test('widget: four on one page share one worker and one copy of the model, and each makes its ad', { timeout: LOAD_TIMEOUT + 4 * GENERATE_TIMEOUT }, async () => {
+test('widget: four on one page share one worker and one copy of the model, each makes its ad, and removed they free it', { timeout: LOAD_TIMEOUT + 4 * GENERATE_TIMEOUT }, async () => {
   const host = await startHost('size="64x64" steps="2" prompt="on a wooden table"', { widgets: 4 });
   const b = await launch(WEBGPU_ON);
   try {
@@ -1510,6 +1510,33 @@ test('widget: four on one page share one worker and one copy of the model, and e
       backgrounds.add(Buffer.from(png.data).toString('base64'));
     });
     assert.equal(backgrounds.size, 4, 'four different ads (four seeds)');
+
+    // Taken off the page, widgets let go of the model; the worker (and the model) go with the last.
+    await page.evaluate(() => {
+      const widgets = [...document.querySelectorAll('adcanvas-studio')];
+      window.__gone = widgets;
+      widgets[0].remove();
+      widgets[1].remove();
+      widgets[2].parentNode.append(widgets[2]); // moved, not removed: it keeps its studio
+    });
+    await page.waitForTimeout(1000);
+    assert.equal(page.workers().length, 1, 'two widgets left on the page: the worker stays');
+    await page.evaluate(() => window.__gone.forEach((w) => w.remove()));
+    const gone = Date.now();
+    while (page.workers().length > 0 && Date.now() - gone < 30_000) await page.waitForTimeout(100);
+    assert.equal(page.workers().length, 0, 'the last widget removed: the worker and its model are gone');
+    // Put back, a widget loads the model again (a new worker) and makes an ad.
+    const again = await page.evaluate(async (bytes) => {
+      const w = window.__gone[3];
+      document.body.append(w);
+      await w.ready;
+      await w.setProduct(new Uint8Array(bytes));
+      const ad = await w.generate({ seed: 30 });
+      return { placement: ad.placement, png: Array.from(new Uint8Array(await ad.png.arrayBuffer())) };
+    }, product);
+    const png = decodePng(Buffer.from(again.png));
+    assertProductExact({ width: png.width, height: png.height, data: png.data }, fixture, again.placement, 'the widget put back');
+    assert.equal(page.workers().length, 1, 'one new worker');
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
