@@ -12,6 +12,7 @@ use crate::encoders::reference::ReferenceEncoder;
 use crate::encoders::text::TextEncoder;
 use crate::error::ModelError;
 use crate::input::layout::MAX_CANVAS_SIDE;
+use crate::input::segmenter::Segmenter;
 use crate::pack::weights::{QuantizedWeights, Weights};
 use crate::pack::{Manifest, component_file};
 use crate::vae::preview::SharedPreview;
@@ -29,6 +30,8 @@ pub struct Model {
     pub reference_encoder: Option<ReferenceEncoder>,
     /// The depth ControlNet; `None` for packs without one.
     pub controlnet: Option<ControlNetModel>,
+    /// The cut-out network for photos on busy backgrounds; `None` for packs without one.
+    pub segmenter: Option<Segmenter>,
     /// What loading did with the pack's quantised weights.
     pub quantized: QuantizedWeights,
     /// Bytes of weights the device holds (token embedding tables, kept on the CPU, excluded).
@@ -136,12 +139,22 @@ impl Model {
             }
             None => None,
         };
+        let segmenter = match &manifest.segmenter {
+            Some(config) => {
+                let w = weights("segmenter", get("segmenter")?)?;
+                let segmenter = Segmenter::load(&w, config, device)?;
+                other_bytes += w.device_bytes();
+                Some(segmenter)
+            }
+            None => None,
+        };
         let vae_encoder = LatentEncoder::load(&vae_w, &manifest.vae)?;
         let vae_decoder = LatentDecoder::load(&vae_w, &manifest.vae)?;
         Ok(Self {
             text_encoder,
             reference_encoder,
             controlnet,
+            segmenter,
             unet,
             vae_encoder,
             vae_decoder,
@@ -224,6 +237,7 @@ pub fn create_demo_pack(seed: u64, device: &Device) -> Result<(Manifest, BTreeMa
             "adcanvas demo-model --seed {seed}: seeded uniform init with PyTorch's default bounds; no training"
         ),
         smallest_product: None,
+        segmenter: None,
     };
     Ok((manifest, files))
 }

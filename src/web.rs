@@ -12,14 +12,15 @@ use wasm_bindgen_futures::JsFuture;
 use crate::denoise::scheduler::SchedulerError;
 use crate::encoders::reference::{Reference, ReferenceOptions};
 use crate::gpu::{DeviceChoice, open, open_device};
-use crate::input::mask::MaskSource;
+use crate::input::mask::{MaskError, MaskSource};
 use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::preview::calibrate;
 use crate::pipeline::{
-    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_with_mask,
+    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_segmented,
+    prepare_product_with_mask,
 };
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
@@ -238,40 +239,30 @@ impl Studio {
         out.into()
     }
 
-    /// Decodes the photo and finds the product mask; keeps the product for `generate`.
-    /// Returns `{ width, height, mask_source, mask_area, mask_png, cutout_png }`: the mask as
-    /// the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
-    pub fn prepare(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
-        self.keep_product(prepare_product(bytes))
+    /// Decodes the photo and finds the product mask (on a busy background, with the pack's cut-out
+    /// network: one pass of it, in turn with the model's other work); keeps the product for
+    /// `generate`. Resolves to `{ width, height, mask_source, mask_area, mask_png, cutout_png }`:
+    /// the mask as the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
+    pub fn prepare(&self, bytes: &[u8]) -> Promise {
+        let inner = self.inner.clone();
+        let bytes = bytes.to_vec();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let model = &inner.loaded.model;
+            let product = match prepare_product(&bytes) {
+                Err(PipelineError::Mask(MaskError::BusyBackground { .. })) if model.segmenter.is_some() => {
+                    let _turn = inner.loaded.turn.lock().await;
+                    prepare_product_segmented(&bytes, model.segmenter.as_ref(), &model.device).await
+                }
+                other => other,
+            };
+            keep_product(&inner, product).map_err(JsValue::from)
+        })
     }
 
     /// As `prepare`, with the user's own mask for the photo (white or opaque = product, at the
     /// photo's size), as the CLI's `--mask` takes it.
     pub fn prepare_with_mask(&self, bytes: &[u8], mask: &[u8]) -> Result<JsValue, JsError> {
-        self.keep_product(prepare_product_with_mask(bytes, mask))
-    }
-
-    fn keep_product(&self, product: Result<Product, PipelineError>) -> Result<JsValue, JsError> {
-        let product = product.map_err(|e| JsError::new(&e.to_string()))?;
-        let out = Object::new();
-        set(&out, "width", product.image.rgba.width());
-        set(&out, "height", product.image.rgba.height());
-        set(
-            &out,
-            "mask_source",
-            match product.mask.source {
-                MaskSource::Alpha => "alpha",
-                MaskSource::Given => "given",
-                MaskSource::Background { .. } => "background",
-            },
-        );
-        set(&out, "mask_area", product.mask.area_fraction());
-        let png = encode_png(&product.mask.to_preview_rgba()).map_err(|e| JsError::new(&e))?;
-        set(&out, "mask_png", Uint8Array::from(png.as_slice()));
-        let cutout = encode_png(&product.cutout()).map_err(|e| JsError::new(&e))?;
-        set(&out, "cutout_png", Uint8Array::from(cutout.as_slice()));
-        *self.inner.product.borrow_mut() = Some(Rc::new(product));
-        Ok(out.into())
+        keep_product(&self.inner, prepare_product_with_mask(bytes, mask))
     }
 
     /// Sets the style reference, or clears it when `bytes` is empty. With `pfv` its foreground is
@@ -478,6 +469,31 @@ fn init_image(opts: &JsValue, strength: Option<f64>) -> Result<Option<InitImage>
         .map_err(|e| JsError::new(&format!("The ad to refine could not be read as a PNG: {e}")))?
         .to_rgba8();
     Ok(Some(InitImage { image, strength: strength.map_or(0.5, |s| s as f32) }))
+}
+
+/// Keeps a prepared product in `inner` for `generate` and describes it to the page.
+fn keep_product(inner: &Inner, product: Result<Product, PipelineError>) -> Result<JsValue, JsError> {
+    let product = product.map_err(|e| JsError::new(&e.to_string()))?;
+    let out = Object::new();
+    set(&out, "width", product.image.rgba.width());
+    set(&out, "height", product.image.rgba.height());
+    set(
+        &out,
+        "mask_source",
+        match product.mask.source {
+            MaskSource::Alpha => "alpha",
+            MaskSource::Given => "given",
+            MaskSource::Background { .. } => "background",
+            MaskSource::Network { .. } => "network",
+        },
+    );
+    set(&out, "mask_area", product.mask.area_fraction());
+    let png = encode_png(&product.mask.to_preview_rgba()).map_err(|e| JsError::new(&e))?;
+    set(&out, "mask_png", Uint8Array::from(png.as_slice()));
+    let cutout = encode_png(&product.cutout()).map_err(|e| JsError::new(&e))?;
+    set(&out, "cutout_png", Uint8Array::from(cutout.as_slice()));
+    *inner.product.borrow_mut() = Some(Rc::new(product));
+    Ok(out.into())
 }
 
 /// Our GPU kernels against the tensor ops they replace, on this browser's WebGPU

@@ -448,7 +448,8 @@ async function handleFile(file, maskFile = null, painted = false) {
     // The cut-out as it will be pasted, over a checkerboard: what is kept, at the photo's size.
     el.maskPreview.src = replaceUrl('maskUrl', new Blob([toBytes(field(prep, 'cutout_png'))], { type: 'image/png' }));
     const from = source === 'alpha' ? 'the transparency (alpha channel)'
-      : painted ? 'your brush' : source === 'given' ? `your mask (${maskFile.name})` : 'background removal';
+      : painted ? 'your brush' : source === 'given' ? `your mask (${maskFile.name})`
+      : source === 'network' ? 'the cut-out network (a busy background: check the edges; Edit mask touches them up)' : 'background removal';
     el.maskInfo.textContent = `${width} × ${height} px · mask from ${from} · product covers ${(area * 100).toFixed(1)}% of the photo`;
     el.maskFigure.hidden = false;
     state.prepared = true;

@@ -39,7 +39,7 @@ export function workingSize(width, height) {
 /** Whether a failed prepare is the automatic cut-out's (the photo itself was read): the messages
  * of `MaskError` in src/input/mask.rs. The user can then paint the product instead. */
 export function isCutoutFailure(message) {
-  return /not plain enough|No product found|fills the whole photo/.test(String(message));
+  return /not plain enough|not sure where the product ends|No product found|fills the whole photo/.test(String(message));
 }
 
 function element(tag, props = {}, children = []) {

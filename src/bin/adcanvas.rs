@@ -7,14 +7,17 @@ use adcanvas::denoise::scheduler::SchedulerKind;
 use adcanvas::encoders::reference::{Reference, ReferenceError, ReferenceOptions};
 use adcanvas::gpu::select::{self, GpuOptions};
 use adcanvas::gpu::{DeviceChoice, OpenedDevice, watchdog};
-use adcanvas::input::mask::MaskSource;
+use adcanvas::input::mask::{MaskError, MaskSource};
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::convert::{PackDtype, convert_diffusers};
 use adcanvas::pack::map_pack_dir;
 use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::parity::{Part, Timing};
 use adcanvas::pfv::{PfvConfig, TokenMode};
-use adcanvas::pipeline::{GenerateOptions, Generated, Product, generate, prepare_product, prepare_product_with_mask};
+use adcanvas::pipeline::{
+    GenerateOptions, Generated, PipelineError, Product, generate, prepare_product, prepare_product_segmented,
+    prepare_product_with_mask,
+};
 
 #[path = "adcanvas/batch.rs"]
 mod batch;
@@ -458,6 +461,10 @@ enum Command {
         /// Also write the cut-out (the product's colours, the mask as alpha) as a PNG here.
         #[arg(long)]
         cutout: Option<PathBuf>,
+        /// The pack whose cut-out network finds the product when the photo's background is not
+        /// plain (loaded only for such a photo), and the device it runs on.
+        #[command(flatten)]
+        run: ModelArgs,
     },
     /// Say which device `--device` would run on, and why (opens it and runs the self-test).
     Device {
@@ -497,7 +504,7 @@ fn main() -> ExitCode {
             bench::run(&opened.device, &adapter, repeats, !default_only)
         }),
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
-        Command::Mask { product, out, cutout } => run_mask(&product, &out, cutout.as_deref()),
+        Command::Mask { product, out, cutout, run } => run_mask(&product, &out, cutout.as_deref(), &run),
         Command::Device { device } => device.open("device check").map(|opened| {
             println!(
                 "{}",
@@ -591,9 +598,12 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// `adcanvas mask`: the product's mask (and cut-out) as PNGs, and a one-line JSON report.
-fn run_mask(photo_path: &Path, out: &Path, cutout: Option<&Path>) -> Result<(), String> {
-    let photo = std::fs::read(photo_path).map_err(|e| format!("cannot read {}: {e}", photo_path.display()))?;
-    let product = prepare_product(&photo).map_err(|e| e.to_string())?;
+fn run_mask(photo_path: &Path, out: &Path, cutout: Option<&Path>, run: &ModelArgs) -> Result<(), String> {
+    let args = MaskArgs { mask: None, mask_out: None };
+    let product = match args.product(photo_path)? {
+        Photo::Ready(product) => product,
+        Photo::Busy(bytes) => segmented(&bytes, &run.load("the cut-out network")?.model)?,
+    };
     let (w, h) = (product.mask.width, product.mask.height);
     let grey = image::GrayImage::from_fn(w, h, |x, y| {
         image::Luma([(product.mask.alpha[(y * w + x) as usize].clamp(0.0, 1.0) * 255.0).round() as u8])
@@ -617,6 +627,7 @@ fn mask_source_name(source: &MaskSource) -> &'static str {
         MaskSource::Alpha => "alpha",
         MaskSource::Given => "given",
         MaskSource::Background { .. } => "background",
+        MaskSource::Network { .. } => "network",
     }
 }
 
@@ -633,14 +644,32 @@ struct MaskArgs {
     mask_out: Option<PathBuf>,
 }
 
+/// A product photo as read: masked, or waiting for the cut-out network (its background is busy).
+enum Photo {
+    Ready(Product),
+    Busy(Vec<u8>),
+}
+
+/// A busy photo's product from `model`'s cut-out network, or the reason there is none.
+fn segmented(photo: &[u8], model: &Model) -> Result<Product, String> {
+    pollster::block_on(prepare_product_segmented(photo, model.segmenter.as_ref(), &model.device))
+        .map_err(|e| e.to_string())
+}
+
 impl MaskArgs {
-    /// The product photo, decoded and masked.
-    fn product(&self, photo_path: &Path) -> Result<Product, String> {
+    /// The product photo, decoded and masked; one whose background is busy is handed back for
+    /// the cut-out network (the model loads only for it).
+    fn product(&self, photo_path: &Path) -> Result<Photo, String> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let photo = read(photo_path)?;
         match &self.mask {
-            None => prepare_product(&photo).map_err(|e| e.to_string()),
+            None => match prepare_product(&photo) {
+                Ok(product) => Ok(Photo::Ready(product)),
+                Err(PipelineError::Mask(MaskError::BusyBackground { .. })) => Ok(Photo::Busy(photo)),
+                Err(e) => Err(e.to_string()),
+            },
             Some(mask) => prepare_product_with_mask(&photo, &read(mask)?)
+                .map(Photo::Ready)
                 .map_err(|e| format!("{} (--mask {})", e, mask.display())),
         }
     }
@@ -649,12 +678,16 @@ impl MaskArgs {
 /// `adcanvas generate`: `count` ads of one product, each with its JSON report on stdout.
 fn run_generate(ad: &AdArgs, run: &ModelArgs) -> Result<(), String> {
     let started = web_time_now();
-    let product = ad.mask.product(&ad.product)?;
+    let photo = ad.mask.product(&ad.product)?;
     let reference = ad.reference.load()?;
+    let loaded = run.load("generation")?;
+    let product = match photo {
+        Photo::Ready(product) => product,
+        Photo::Busy(bytes) => segmented(&bytes, &loaded.model)?,
+    };
     if let Some(path) = &ad.mask.mask_out {
         product.mask.to_preview_rgba().save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let loaded = run.load("generation")?;
     let options = loaded.sized(ad.options());
     if !loaded.model.prompt_used() && !options.prompt.is_empty() {
         eprintln!("adcanvas: note: this model has no text encoder yet; the prompt is not used.");

@@ -66,8 +66,8 @@ impl Reference {
                     "The style reference is all foreground: there is no background style to take from it.".into(),
                 ));
             }
-            // Only a given mask can be the wrong size; none is given here.
-            Err(e @ (MaskError::SizeMismatch { .. } | MaskError::Transparent)) => {
+            // Only a given mask can be the wrong size, and only the network unsure; neither is here.
+            Err(e @ (MaskError::SizeMismatch { .. } | MaskError::Transparent | MaskError::Unsure { .. })) => {
                 return Err(ReferenceError::Unusable(e.to_string()));
             }
         };

@@ -3,8 +3,9 @@
 //! The product's pixels are pasted back unchanged after the diffusion model paints
 //! a new background, so the mask decides what is preserved. A cut-out PNG gives it
 //! directly; a photo on a plain background gets an automatic mask by region growing
-//! from the border. Busy photos are refused rather than guessed at, because a wrong
-//! mask would silently cut the product apart.
+//! from the border; a busy one, the cut-out network's ([`network_mask`], when the pack has one),
+//! unless the network is unsure: a wrong mask would silently cut the product apart, so then the
+//! user is asked to paint it.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -41,6 +42,11 @@ pub enum MaskSource {
         color: [u8; 3],
         /// Colour-distance tolerance used (see [`MaskOptions::tolerance`]).
         tolerance: f32,
+    },
+    /// The cut-out network ([`crate::input::segmenter`]), for a photo whose border is not plain.
+    Network {
+        /// How sure it was: the mean of |2p − 1| over the photo (1: every pixel certain).
+        confidence: f32,
     },
 }
 
@@ -102,6 +108,11 @@ pub enum MaskError {
         /// Measured border spread (same units as [`MaskOptions::max_border_spread`]).
         spread: f32,
     },
+    /// The cut-out network could not tell the product from a busy background with confidence.
+    Unsure {
+        /// Its mean |2p − 1| over the photo, below [`MIN_NETWORK_CONFIDENCE`].
+        confidence: f32,
+    },
     /// A given mask is not the photo's size.
     SizeMismatch {
         /// The photo's size (after EXIF rotation).
@@ -129,6 +140,10 @@ impl fmt::Display for MaskError {
             MaskError::BusyBackground { spread } => write!(
                 f,
                 "The background of this photo is not plain enough to separate the product automatically (border variation {spread:.2}). Use a PNG cut-out with transparency or a photo on a plain light background."
+            ),
+            MaskError::Unsure { confidence } => write!(
+                f,
+                "The background of this photo is busy and the cut-out network is not sure where the product ends (confidence {confidence:.2}). Paint the product with the brush (or give a mask with --mask), or use a photo on a plainer background."
             ),
             MaskError::SizeMismatch { photo, mask } => write!(
                 f,
@@ -195,6 +210,27 @@ pub fn coverage(mask: &DecodedImage) -> Vec<f32> {
             }
         })
         .collect()
+}
+
+/// Below this mean confidence (|2p − 1| over the photo) the cut-out network's mask is not used:
+/// the user is asked to paint the product instead (docs/EVAL.md, "The cut-out network").
+pub const MIN_NETWORK_CONFIDENCE: f32 = 0.80;
+
+/// The product from the cut-out network's per-pixel probabilities (`probability`, row-major at the
+/// photo's size): kept where p ≥ ½, specks dropped, the edge matted from the photo's own colours
+/// as the border-grown mask's is, so no fringe of the old background is pasted with it.
+pub fn network_mask(img: &DecodedImage, probability: &[f32], opts: &MaskOptions) -> Result<ProductMask, MaskError> {
+    let (w, h) = img.rgba.dimensions();
+    let (wu, hu) = (w as usize, h as usize);
+    assert_eq!(probability.len(), wu * hu, "one probability a pixel");
+    let confidence = probability.iter().map(|p| (2.0 * p - 1.0).abs()).sum::<f32>() / probability.len().max(1) as f32;
+    if confidence < MIN_NETWORK_CONFIDENCE {
+        return Err(MaskError::Unsure { confidence });
+    }
+    let mut prod: Vec<bool> = probability.iter().map(|&p| p >= 0.5).collect();
+    remove_specks(&mut prod, wu, hu, opts.min_area_fraction);
+    let alpha = matte(&img.rgba, &prod, opts.feather_px);
+    usable(ProductMask { width: w, height: h, alpha, source: MaskSource::Network { confidence } })
 }
 
 /// Refuses a mask with nothing to keep or nothing to replace.

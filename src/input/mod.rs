@@ -1,7 +1,8 @@
 //! The pipeline's first stages, on the CPU: the photo decoded ([`image_io`]), the product's mask
-//! ([`mask`]), its placement on the canvas ([`layout`]) and its pseudo-depth ([`depth`]).
+//! ([`mask`], or [`segmenter`]'s network where the background is busy), its placement on the canvas ([`layout`]) and its pseudo-depth ([`depth`]).
 
 pub mod depth;
 pub mod image_io;
 pub mod layout;
 pub mod mask;
+pub mod segmenter;

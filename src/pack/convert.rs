@@ -278,6 +278,7 @@ pub fn convert_diffusers(
     };
     let image_encoder = read_image_encoder_config(dir, &mut notes)?;
     let controlnet = read_controlnet_config(dir, &unet, &vae, &mut notes)?;
+    let segmenter = read_segmenter_config(dir, &mut notes)?;
     let mut skipped = vec!["safety_checker"];
     if image_encoder.is_none() {
         skipped.push("feature_extractor");
@@ -300,6 +301,9 @@ pub fn convert_diffusers(
     }
     if controlnet.is_some() {
         components.push(("controlnet", weight_files(&dir.join("controlnet"))?));
+    }
+    if segmenter.is_some() {
+        components.push(("segmenter", weight_files(&dir.join("segmenter"))?));
     }
     for (component, sources) in components {
         // BertModel's pooler is not part of the context the UNet attends to, nor are CLIP's pooled
@@ -342,6 +346,7 @@ pub fn convert_diffusers(
         files,
         provenance: format!("adcanvas convert --diffusers {} --dtype {}", dir.display(), dtype.name()),
         smallest_product: None,
+        segmenter,
     };
     let manifest_path = out.join("manifest.json");
     std::fs::write(&manifest_path, manifest.to_json() + "\n")
@@ -392,6 +397,23 @@ fn read_image_encoder_config(dir: &Path, notes: &mut Vec<String>) -> Result<Opti
         "image_encoder: CLIP vision, {}² input, {}-px patches, {} layers (style references enabled)",
         config.image_size, config.patch_size, config.num_hidden_layers
     ));
+    Ok(Some(config))
+}
+
+/// The cut-out network's config when the folder has `segmenter/` (training/train_segmenter.py's
+/// `UNet2DConditionModel`, 3 channels in, 1 out; not part of diffusers' layout, so it is copied
+/// there as `controlnet/` is).
+fn read_segmenter_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<UNetConfig>, ConvertError> {
+    let config_path = dir.join("segmenter/config.json");
+    if !config_path.exists() {
+        return Ok(None);
+    }
+    let json = read_config(&config_path)?;
+    check_unet_options(&json).map_err(|e| ConvertError(format!("segmenter/: {e}")))?;
+    let config: UNetConfig =
+        serde_json::from_value(json).map_err(|e| ConvertError(format!("segmenter/config.json: {e}")))?;
+    crate::input::segmenter::Segmenter::check(&config).map_err(|e| ConvertError(format!("segmenter/: {e}")))?;
+    notes.push(format!("segmenter: the cut-out network, {}² input", config.sample_size));
     Ok(Some(config))
 }
 

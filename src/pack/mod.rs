@@ -64,6 +64,11 @@ pub struct Manifest {
     /// The depth ControlNet (`controlnet` file), steering the UNet with the product's depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controlnet: Option<ControlNetConfig>,
+    /// The cut-out network (`segmenter` file, `input::segmenter`): a `UNet2DConditionModel` with
+    /// 3 channels in and 1 out that finds the product in a photo whose background is not plain.
+    /// Without it such photos need a mask (the brush, `--mask`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmenter: Option<UNetConfig>,
     /// Component name (`unet`, `vae`, …) → file.
     pub files: BTreeMap<String, ComponentFile>,
     /// How the pack was made (script and arguments), for reproducibility.
@@ -134,6 +139,9 @@ impl Manifest {
         }
         if m.image_encoder.is_some() {
             needed.push("image_encoder");
+        }
+        if m.segmenter.is_some() {
+            needed.push("segmenter");
         }
         for needed in needed {
             if !m.files.contains_key(needed) {

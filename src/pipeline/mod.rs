@@ -25,7 +25,7 @@ pub use denoise::{both, gaussian_noise, predict_noise};
 pub use error::PipelineError;
 pub use options::{GenerateOptions, InitImage};
 pub use pass::{Generated, Timings, generate_pass};
-pub use product::{Product, prepare_product, prepare_product_with_mask, product_size_note};
+pub use product::{Product, prepare_product, prepare_product_segmented, prepare_product_with_mask, product_size_note};
 pub use refine::{generate_refined, refines_at};
 
 use crate::encoders::reference::Reference;

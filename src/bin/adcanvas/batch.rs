@@ -17,7 +17,7 @@ use clap::{Args, FromArgMatches};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{AdArgs, ModelArgs, ad_report, web_time_now};
+use super::{AdArgs, ModelArgs, Photo, ad_report, segmented, web_time_now};
 use adcanvas::pipeline::{GenerateOptions, generate};
 
 /// This process's share of the rows: those whose hash is `index` modulo `count`.
@@ -327,7 +327,7 @@ pub fn run(manifest: &Path, out: &Path, shard: Shard, report: Option<PathBuf>, r
         // The model loads with the first ad that must be made, so a finished batch loads nothing.
         let product = ad.mask.product(&ad.product);
         let reference = ad.reference.load();
-        let (product, reference) = match (product, reference) {
+        let (mut photo, reference) = match (product, reference) {
             (Ok(p), Ok(r)) => (p, r),
             (Err(reason), _) | (_, Err(reason)) => {
                 record(json!({ "row": number, "status": "failed", "reason": reason }), &mut tally);
@@ -356,6 +356,20 @@ pub fn run(manifest: &Path, out: &Path, shard: Shard, report: Option<PathBuf>, r
                 loaded = Some(progress.suspend(|| run.load("batch"))?);
             }
             let model = loaded.as_ref().expect("loaded above");
+            if let Photo::Busy(bytes) = &photo {
+                // A busy background: the cut-out network finds the product, once for the row.
+                match segmented(bytes, &model.model) {
+                    Ok(product) => photo = Photo::Ready(product),
+                    Err(reason) => {
+                        record(json!({ "row": number, "status": "failed", "reason": reason }), &mut tally);
+                        for path in &paths[i..] {
+                            tick(path, &tally);
+                        }
+                        break;
+                    }
+                }
+            }
+            let Photo::Ready(product) = &photo else { unreachable!("masked above") };
             let options = model.sized(GenerateOptions { seed, ..ad.options() });
             if complete(path, options.width, options.height) {
                 record(json!({ "row": number, "status": "skipped", "output": path, "seed": seed }), &mut tally);
@@ -364,13 +378,13 @@ pub fn run(manifest: &Path, out: &Path, shard: Shard, report: Option<PathBuf>, r
             }
             let ad_started = web_time_now();
             let result =
-                pollster::block_on(generate(&model.model, &product, reference.as_ref(), &options, &mut |_, _| true))
+                pollster::block_on(generate(&model.model, product, reference.as_ref(), &options, &mut |_, _| true))
                     .map_err(|e| e.to_string())
                     .and_then(|generated| write_atomically(path, &generated.image).map(|()| generated));
             match result {
                 Ok(generated) => {
                     let mut line =
-                        ad_report(path, &options, &generated, &product, model, run.device.device, None, ad_started);
+                        ad_report(path, &options, &generated, product, model, run.device.device, None, ad_started);
                     line["row"] = json!(number);
                     line["status"] = json!("made");
                     record(line, &mut tally);

@@ -1,0 +1,138 @@
+//! The cut-out network: where the product is in a photo whose background is not plain (a cup on
+//! a café table), which the border-growing mask ([`super::mask`]) refuses.
+//!
+//! It is a `UNet2DConditionModel` with plain blocks (training/train_segmenter.py): RGB in, one
+//! logit out, run once at timestep 0 with a single zero context token, so the denoiser's own
+//! class, loader, quantisation and kernels run it. The photo is stretched to the network's square
+//! (`sample_size` pixels a side: it was trained on crops of every aspect ratio stretched so) and
+//! its logits are scaled back to the photo's size, bilinearly, before the sigmoid.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbaImage;
+use image::imageops::{FilterType, resize};
+
+use crate::denoise::config::UNetConfig;
+use crate::denoise::unet::UNet2DConditionModel;
+use crate::error::ModelError;
+use crate::pack::weights::Weights;
+
+/// The largest side a pack's segmenter may declare: its input is one image of that size.
+const MAX_SIDE: usize = 1024;
+
+pub struct Segmenter {
+    unet: UNet2DConditionModel,
+    side: usize,
+    context: Tensor<3>,
+}
+
+impl Segmenter {
+    /// Refuses a config that is not a cut-out network (3 channels in, 1 out, a side the image is
+    /// stretched to that its levels divide).
+    pub fn check(config: &UNetConfig) -> Result<(), ModelError> {
+        let side = config.sample_size;
+        if config.in_channels != 3 || config.out_channels != 1 {
+            return Err(ModelError::Unsupported(format!(
+                "the segmenter must read 3 channels (RGB) and write 1 (the product's logit); this one reads {} and writes {}",
+                config.in_channels, config.out_channels
+            )));
+        }
+        if side == 0 || side > MAX_SIDE || !side.is_multiple_of(config.latent_multiple()) {
+            return Err(ModelError::Unsupported(format!(
+                "the segmenter's sample_size {side} must be a side of at most {MAX_SIDE} px that its {} levels divide",
+                config.block_out_channels.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn load(w: &Weights, config: &UNetConfig, device: &Device) -> Result<Self, ModelError> {
+        Self::check(config)?;
+        Ok(Self {
+            unet: UNet2DConditionModel::load(w, config)?,
+            side: config.sample_size,
+            context: Tensor::zeros([1, 1, config.cross_attention_dim], device),
+        })
+    }
+
+    /// The side of the square the network reads.
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// The probability that each pixel of `photo` is product, row-major at the photo's size.
+    pub async fn probability(&self, photo: &RgbaImage, device: &Device) -> Result<Vec<f32>, String> {
+        let s = self.side as u32;
+        let small = resize(photo, s, s, FilterType::Triangle);
+        let n = (s * s) as usize;
+        let mut planar = vec![0f32; 3 * n];
+        for (i, p) in small.pixels().enumerate() {
+            for c in 0..3 {
+                planar[c * n + i] = f32::from(p.0[c]) / 127.5 - 1.0;
+            }
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(planar, [1, 3, self.side, self.side]), device);
+        let logits = self.unet.forward(x, 0.0, &self.context);
+        let logits = logits.into_data_async().await.map_err(|e| format!("{e:?}"))?;
+        let logits = logits.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        let (w, h) = photo.dimensions();
+        Ok(upsample_bilinear(&logits, self.side, w as usize, h as usize).into_iter().map(sigmoid).collect())
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `src` (`side`²) scaled to `w`×`h` as PyTorch's `interpolate(mode="bilinear",
+/// align_corners=False)` scales it (what training/evaluate_segmenter.py scores).
+fn upsample_bilinear(src: &[f32], side: usize, w: usize, h: usize) -> Vec<f32> {
+    let coords = |n: usize| -> Vec<(usize, usize, f32)> {
+        let scale = side as f32 / n as f32;
+        (0..n)
+            .map(|d| {
+                let s = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(side - 1);
+                let i1 = (i0 + 1).min(side - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (coords(w), coords(h));
+    let mut out = Vec::with_capacity(w * h);
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            let top = src[y0 * side + x0] * (1.0 - fx) + src[y0 * side + x1] * fx;
+            let bottom = src[y1 * side + x0] * (1.0 - fx) + src[y1 * side + x1] * fx;
+            out.push(top * (1.0 - fy) + bottom * fy);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Torch's values for `interpolate(arange(4.).view(1, 1, 2, 2), size=(4, 4), mode="bilinear")`.
+    #[test]
+    fn upsampling_matches_torch_bilinear() {
+        let out = upsample_bilinear(&[0.0, 1.0, 2.0, 3.0], 2, 4, 4);
+        let torch = [0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0];
+        for (a, b) in out.iter().zip(torch) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
+        assert_eq!(upsample_bilinear(&[0.0, 1.0, 2.0, 3.0], 2, 2, 2), vec![0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn a_denoiser_config_is_not_a_segmenter() {
+        let mut config = UNetConfig::demo();
+        assert!(Segmenter::check(&config).is_err());
+        config.in_channels = 3;
+        config.out_channels = 1;
+        config.sample_size = 64;
+        assert!(Segmenter::check(&config).is_ok(), "{:?}", Segmenter::check(&config));
+        config.sample_size = 65;
+        assert!(Segmenter::check(&config).is_err());
+    }
+}
