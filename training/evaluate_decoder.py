@@ -3,6 +3,7 @@ given, scored by region. Shows what a decoder alone can keep of the product, and
 the background next to it.
 
     python training/evaluate_decoder.py --vae training/runs/decoder/vae --vae training/runs/cond_decoder/vae
+    python training/evaluate_decoder.py --data PHOTO_DATA --vae models/default --vae RUN/vae --grid /tmp/rt.png
 
 Regions (mask ≥ 128 is the product): the product; its interior (8 px in from its edge); the
 band 8 px outside it, where a seam shows; the background beyond; the whole ad. A VAE with the
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
 from common import threads  # noqa: E402
+from evaluate_photo import sharpness  # noqa: E402
 from pack import load_condition, load_vae  # noqa: E402
 
 
@@ -60,13 +62,15 @@ def main():
     ap.add_argument("--vae", action="append", required=True, help="a VAE folder or pack (repeat to compare)")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--grid", default=None, help="write the first 6 ads and each VAE's round trip as a PNG here")
     args = ap.parse_args()
     threads()
     d = np.load(os.path.join(args.data, "heldout.npz"))
     n = min(args.n, len(d["images"]))
     images, masks = d["images"][:n], d["masks"][:n]
     parts = [regions(mk) for mk in masks]
-    results = {"n": n}
+    results = {"n": n, "size": int(images.shape[1])}
+    rows = [np.concatenate(list(images[:6]), 1)]
     for folder in args.vae:
         vae = load_vae(folder)
         condition = load_condition(vae, folder)
@@ -75,9 +79,17 @@ def main():
         for name in parts[0]:
             vals = [p for p in (psnr(decoded[k], images[k], parts[k][name]) for k in range(n)) if p is not None]
             scores[name + "_psnr_db"] = float(np.mean(vals))
+        # Background detail kept, as evaluate_photo.py scores generated ads: Laplacian energy ÷ the real ads'.
+        scores["background_sharpness_ratio"] = float(np.mean([sharpness(decoded[k], masks[k]) for k in range(n)])
+                                                     / np.mean([sharpness(images[k], masks[k]) for k in range(n)]))
         scores["conditioned"] = condition is not None
         results[folder] = scores
+        rows.append(np.concatenate(list(decoded[:6]), 1))
         print(folder, json.dumps(scores), flush=True)
+    if args.grid:
+        from PIL import Image
+
+        Image.fromarray(np.concatenate(rows, 0)).save(args.grid)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -16,7 +16,9 @@ only adds to them.
 
 With --condition the decoder also gets the product-condition branch (condition_decoder.py):
 --vae is then the shipped 64-wide VAE, kept as it is at step 0, and the branch and the decoder
-train together on the product's pixels and mask.
+train together on the product's pixels and mask. When --vae already has the branch (a pack, or a
+folder this script saved), the branch starts from it: the fine-tune on photographs (issue 26,
+`--data PHOTO_DATA --vae models/default --condition`) starts from exactly the shipped decoder.
 
 Loss: L1 + L1 on image gradients, product pixels weighted ×(1 + --product-weight) because the
 product's fidelity before paste-back is what the old decoder lost most; crops are centred on
@@ -36,7 +38,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import condition_decoder  # noqa: E402
 import loop  # noqa: E402
 from common import DECODER_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
-from pack import load_vae  # noqa: E402
+from pack import load_condition, load_vae  # noqa: E402
 
 
 @torch.no_grad()
@@ -143,6 +145,8 @@ def main():
     widen_decoder(old, vae)
     vae.encoder.requires_grad_(False)
     cond = condition_decoder.new(vae) if args.condition else None
+    if cond is not None and (kept := load_condition(old, args.vae)) is not None:
+        cond.load_state_dict(kept.state_dict())  # fine-tuning a decoder that already reads the product
     trained = torch.nn.ModuleDict({"decoder": vae.decoder, **({"condition": cond} if cond else {})})
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=0.0)
     ck = Checkpoint(args.run)
