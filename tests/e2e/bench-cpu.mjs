@@ -35,7 +35,7 @@ try {
     const studio = await wasm.Studio.open(new URL('/models/default/', document.baseURI).href, { device: 'auto' });
     const info = studio.model_info();
     const load = performance.now() - loadStarted;
-    studio.prepare(new Uint8Array(photo));
+    await studio.prepare(new Uint8Array(photo));
     const out = [];
     for (let i = 0; i < count; i++) {
       const started = performance.now();
