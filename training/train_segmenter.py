@@ -15,7 +15,10 @@ backdrop and film grain — and, when given (`--procedural`), make_dataset.py's 
 (studio sweeps, tables, beaches). Each sample is cropped to a random rectangle that keeps the whole
 product (other aspect ratios: the runtime stretches any photo to the square), flipped, colour-
 jittered, sometimes blurred or JPEG-compressed. Target: the product's alpha (the shadow is not
-product). Loss: binary cross-entropy + soft IoU (1 − Σpq / Σ(p + q − pq)).
+product). One sample in eight has no product at all (a crop beside the product, or coloured
+noise) and an empty target, so that a photo with nothing to cut out gets an empty mask (the
+runtime then asks for the brush) rather than a confident guess. Loss: binary cross-entropy +
+soft IoU (1 − (Σpq + 1) / (Σ(p + q − pq) + 1): an empty target asks for an empty mask).
 
 The held-out split (heldout.npz: products and photographs never trained on) is scored by
 evaluate_segmenter.py. The run saves EMA weights to RUN/segmenter (a diffusers folder) that
@@ -95,9 +98,28 @@ def augment(image, mask, rng, size=SIZE):
     return np.clip(x, 0, 1), np.asarray(m, np.float32) / 255
 
 
-def batch(images, masks, n, rng):
+def no_product(image, mask, rng, size=SIZE):
+    """A picture with nothing to cut out, so the network learns to say so (an empty mask: the
+    runtime then asks for the brush): a crop of an ad beside its product when there is room for
+    one, else coloured noise (smooth blobs and grain, like tests/fixtures/busy.jpg)."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask > 2)
+    for _ in range(8):
+        side = int(rng.integers(h // 4, h // 2 + 1))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        if not len(ys) or not ((ys >= top - 2) & (ys < top + side + 2) & (xs >= left - 2) & (xs < left + side + 2)).any():
+            empty = np.zeros_like(mask)
+            return augment(image[top:top + side, left:left + side], empty[top:top + side, left:left + side], rng, size)
+    cells = rng.uniform(0, 255, (int(rng.integers(3, 12)), int(rng.integers(3, 12)), 3)).astype(np.uint8)
+    x = np.asarray(Image.fromarray(cells).resize((size, size), Image.BICUBIC), np.float32) / 255
+    x = np.clip(x + rng.normal(0, rng.uniform(0.02, 0.15), x.shape), 0, 1)
+    return x, np.zeros((size, size), np.float32)
+
+
+def batch(images, masks, n, rng, negatives=0.12):
     idx = rng.integers(0, len(images), n)
-    pairs = [augment(images[i], masks[i], rng) for i in idx]
+    pairs = [no_product(images[i], masks[i], rng) if rng.random() < negatives else augment(images[i], masks[i], rng)
+             for i in idx]
     x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2) * 2 - 1
     y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
     return x.float(), y.float()
