@@ -62,7 +62,8 @@ impl Segmenter {
     /// The probability that each pixel of `photo` is product, row-major at the photo's size.
     pub async fn probability(&self, photo: &RgbaImage, device: &Device) -> Result<Vec<f32>, String> {
         let s = self.side as u32;
-        let small = if photo.dimensions() == (s, s) { photo.clone() } else { resize(photo, s, s, FilterType::Triangle) };
+        let small =
+            if photo.dimensions() == (s, s) { photo.clone() } else { resize(photo, s, s, FilterType::Triangle) };
         let n = (s * s) as usize;
         let mut planar = vec![0f32; 3 * n];
         for (i, p) in small.pixels().enumerate() {
