@@ -43,7 +43,7 @@ pub enum MaskSource {
         /// Colour-distance tolerance used (see [`MaskOptions::tolerance`]).
         tolerance: f32,
     },
-    /// The cut-out network ([`crate::input::segmenter`]), for a photo whose border is not plain.
+    /// The cut-out network ([`crate::encoders::segmenter`]), for a photo whose border is not plain.
     Network {
         /// How sure it was: the mean of |2p − 1| over the photo (1: every pixel certain).
         confidence: f32,

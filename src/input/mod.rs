@@ -1,8 +1,7 @@
 //! The pipeline's first stages, on the CPU: the photo decoded ([`image_io`]), the product's mask
-//! ([`mask`], or [`segmenter`]'s network where the background is busy), its placement on the canvas ([`layout`]) and its pseudo-depth ([`depth`]).
+//! ([`mask`]; on a busy background `encoders::segmenter`'s network finds it), its placement on the canvas ([`layout`]) and its pseudo-depth ([`depth`]).
 
 pub mod depth;
 pub mod image_io;
 pub mod layout;
 pub mod mask;
-pub mod segmenter;

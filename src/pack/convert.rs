@@ -412,7 +412,7 @@ fn read_segmenter_config(dir: &Path, notes: &mut Vec<String>) -> Result<Option<U
     check_unet_options(&json).map_err(|e| ConvertError(format!("segmenter/: {e}")))?;
     let config: UNetConfig =
         serde_json::from_value(json).map_err(|e| ConvertError(format!("segmenter/config.json: {e}")))?;
-    crate::input::segmenter::Segmenter::check(&config).map_err(|e| ConvertError(format!("segmenter/: {e}")))?;
+    crate::encoders::segmenter::Segmenter::check(&config).map_err(|e| ConvertError(format!("segmenter/: {e}")))?;
     notes.push(format!("segmenter: the cut-out network, {}² input", config.sample_size));
     Ok(Some(config))
 }

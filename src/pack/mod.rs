@@ -64,7 +64,7 @@ pub struct Manifest {
     /// The depth ControlNet (`controlnet` file), steering the UNet with the product's depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controlnet: Option<ControlNetConfig>,
-    /// The cut-out network (`segmenter` file, `input::segmenter`): a `UNet2DConditionModel` with
+    /// The cut-out network (`segmenter` file, `encoders::segmenter`): a `UNet2DConditionModel` with
     /// 3 channels in and 1 out that finds the product in a photo whose background is not plain.
     /// Without it such photos need a mask (the brush, `--mask`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

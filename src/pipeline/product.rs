@@ -2,12 +2,12 @@
 
 use super::error::PipelineError;
 use super::options::GenerateOptions;
+use crate::encoders::segmenter::Segmenter;
 use crate::input::image_io::{DecodeLimits, DecodedImage, decode_image};
 use crate::input::layout::{LayoutOptions, Placement, place_product};
 use crate::input::mask::{
     MaskError, MaskOptions, ProductMask, decontaminate_edges, given_mask, network_mask, product_mask,
 };
-use crate::input::segmenter::Segmenter;
 use crate::pack::ProductShare;
 use burn::tensor::Device;
 

@@ -1,5 +1,5 @@
 //! The cut-out network: where the product is in a photo whose background is not plain (a cup on
-//! a café table), which the border-growing mask ([`super::mask`]) refuses.
+//! a café table), which the border-growing mask ([`crate::input::mask`]) refuses.
 //!
 //! It is a `UNet2DConditionModel` with plain blocks (training/train_segmenter.py): RGB in, one
 //! logit out, run once at timestep 0 with a single zero context token, so the denoiser's own
