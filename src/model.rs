@@ -141,10 +141,11 @@ impl Model {
         };
         let segmenter = match &manifest.segmenter {
             Some(config) => {
-                let w = weights("segmenter", get("segmenter")?)?;
-                let segmenter = Segmenter::load(&w, config, device)?;
-                other_bytes += w.device_bytes();
-                Some(segmenter)
+                // On the CPU, expanded, whatever the model's device (encoders::segmenter says why);
+                // its bytes are not the device's.
+                let cpu = Device::flex();
+                let w = Weights::from_safetensors(&manifest.file("segmenter")?.file, get("segmenter")?, &cpu)?;
+                Some(Segmenter::load(&w, config)?)
             }
             None => None,
         };

@@ -240,18 +240,16 @@ impl Studio {
     }
 
     /// Decodes the photo and finds the product mask (on a busy background, with the pack's cut-out
-    /// network: one pass of it, in turn with the model's other work); keeps the product for
-    /// `generate`. Resolves to `{ width, height, mask_source, mask_area, mask_png, cutout_png }`:
+    /// network: one pass of it on the CPU); keeps the product for `generate`. Resolves to `{ width, height, mask_source, mask_area, mask_png, cutout_png }`:
     /// the mask as the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
     pub fn prepare(&self, bytes: &[u8]) -> Promise {
         let inner = self.inner.clone();
         let bytes = bytes.to_vec();
         wasm_bindgen_futures::future_to_promise(async move {
-            let model = &inner.loaded.model;
+            let segmenter = inner.loaded.model.segmenter.as_ref();
             let product = match prepare_product(&bytes) {
-                Err(PipelineError::Mask(MaskError::BusyBackground { .. })) if model.segmenter.is_some() => {
-                    let _turn = inner.loaded.turn.lock().await;
-                    prepare_product_segmented(&bytes, model.segmenter.as_ref(), &model.device).await
+                Err(PipelineError::Mask(MaskError::BusyBackground { .. })) if segmenter.is_some() => {
+                    prepare_product_segmented(&bytes, segmenter).await
                 }
                 other => other,
             };

@@ -36,7 +36,7 @@ fn busy_held_out_photos_are_cut_out_close_to_their_exact_alpha() {
             matches!(prepare_product(&photo), Err(PipelineError::Mask(MaskError::BusyBackground { .. }))),
             "heldout_{n}: expected the plain-background mask to refuse it"
         );
-        let product = pollster::block_on(prepare_product_segmented(&photo, Some(segmenter), &model.device))
+        let product = pollster::block_on(prepare_product_segmented(&photo, Some(segmenter)))
             .unwrap_or_else(|e| panic!("heldout_{n}: {e}"));
         assert!(matches!(product.mask.source, MaskSource::Network { .. }), "heldout_{n}: {:?}", product.mask.source);
         let alpha =
@@ -65,7 +65,7 @@ fn the_network_matches_pytorch() {
     let (side, every) = (expected["side"].as_u64().unwrap() as usize, expected["every"].as_u64().unwrap() as usize);
     assert_eq!(side, segmenter.side());
     let photo = decode_image(&fixture("segmenter_parity.png"), &DecodeLimits::default()).unwrap();
-    let ours = pollster::block_on(segmenter.probability(&photo.rgba, &model.device)).unwrap();
+    let ours = pollster::block_on(segmenter.probability(&photo.rgba)).unwrap();
     let mut worst = 0f64;
     for (r, row) in expected["probability"].as_array().unwrap().iter().enumerate() {
         for (c, p) in row.as_array().unwrap().iter().enumerate() {
@@ -79,10 +79,9 @@ fn the_network_matches_pytorch() {
 fn a_photo_with_no_product_is_refused_with_advice_to_paint_it() {
     let model = default_model();
     // Coloured noise: busy everywhere, and nothing in it a seller would call a product.
-    let err =
-        pollster::block_on(prepare_product_segmented(&fixture("busy.jpg"), model.segmenter.as_ref(), &model.device))
-            .err()
-            .expect("a photo of noise gave a product");
+    let err = pollster::block_on(prepare_product_segmented(&fixture("busy.jpg"), model.segmenter.as_ref()))
+        .err()
+        .expect("a photo of noise gave a product");
     let message = err.to_string();
     assert!(
         matches!(err, PipelineError::Mask(MaskError::Unsure { .. } | MaskError::Empty)),
@@ -94,6 +93,6 @@ fn a_photo_with_no_product_is_refused_with_advice_to_paint_it() {
 #[test]
 fn without_the_network_a_busy_photo_is_refused_as_before() {
     let photo = fixture("busy_photos/heldout_0.jpg");
-    let err = pollster::block_on(prepare_product_segmented(&photo, None, &Device::flex())).err().unwrap();
+    let err = pollster::block_on(prepare_product_segmented(&photo, None)).err().unwrap();
     assert!(matches!(err, PipelineError::Mask(MaskError::BusyBackground { .. })), "{err}");
 }

@@ -652,8 +652,7 @@ enum Photo {
 
 /// A busy photo's product from `model`'s cut-out network, or the reason there is none.
 fn segmented(photo: &[u8], model: &Model) -> Result<Product, String> {
-    pollster::block_on(prepare_product_segmented(photo, model.segmenter.as_ref(), &model.device))
-        .map_err(|e| e.to_string())
+    pollster::block_on(prepare_product_segmented(photo, model.segmenter.as_ref())).map_err(|e| e.to_string())
 }
 
 impl MaskArgs {

@@ -6,6 +6,10 @@
 //! class, loader, quantisation and kernels run it. The photo is stretched to the network's square
 //! (`sample_size` pixels a side: it was trained on crops of every aspect ratio stretched so) and
 //! its logits are scaled back to the photo's size, bilinearly, before the sigmoid.
+//!
+//! It always runs on the CPU, whatever device the model is on: one pass of a 2 M-parameter network
+//! takes about half a second there (native and in the browser), while on a GPU its first pass
+//! compiles kernels for shapes no other model part has (4 minutes on SwiftShader; BENCHMARKS.md).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbaImage;
@@ -23,6 +27,7 @@ pub struct Segmenter {
     unet: UNet2DConditionModel,
     side: usize,
     context: Tensor<3>,
+    device: Device,
 }
 
 impl Segmenter {
@@ -45,12 +50,15 @@ impl Segmenter {
         Ok(())
     }
 
-    pub fn load(w: &Weights, config: &UNetConfig, device: &Device) -> Result<Self, ModelError> {
+    /// Builds the network from `w`, whose weights must be on the CPU device (`Device::flex()`).
+    pub fn load(w: &Weights, config: &UNetConfig) -> Result<Self, ModelError> {
         Self::check(config)?;
+        let device = Device::flex();
         Ok(Self {
             unet: UNet2DConditionModel::load(w, config)?,
             side: config.sample_size,
-            context: Tensor::zeros([1, 1, config.cross_attention_dim], device),
+            context: Tensor::zeros([1, 1, config.cross_attention_dim], &device),
+            device,
         })
     }
 
@@ -60,7 +68,7 @@ impl Segmenter {
     }
 
     /// The probability that each pixel of `photo` is product, row-major at the photo's size.
-    pub async fn probability(&self, photo: &RgbaImage, device: &Device) -> Result<Vec<f32>, String> {
+    pub async fn probability(&self, photo: &RgbaImage) -> Result<Vec<f32>, String> {
         let s = self.side as u32;
         let small =
             if photo.dimensions() == (s, s) { photo.clone() } else { resize(photo, s, s, FilterType::Triangle) };
@@ -71,7 +79,7 @@ impl Segmenter {
                 planar[c * n + i] = f32::from(p.0[c]) / 127.5 - 1.0;
             }
         }
-        let x = Tensor::<4>::from_data(TensorData::new(planar, [1, 3, self.side, self.side]), device);
+        let x = Tensor::<4>::from_data(TensorData::new(planar, [1, 3, self.side, self.side]), &self.device);
         let logits = self.unet.forward(x, 0.0, &self.context);
         let logits = logits.into_data_async().await.map_err(|e| format!("{e:?}"))?;
         let logits = logits.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;

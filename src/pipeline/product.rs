@@ -9,7 +9,6 @@ use crate::input::mask::{
     MaskError, MaskOptions, ProductMask, decontaminate_edges, given_mask, network_mask, product_mask,
 };
 use crate::pack::ProductShare;
-use burn::tensor::Device;
 
 /// A decoded product photo and its mask: computed once per upload, shown to the user,
 /// reused for every generation.
@@ -41,18 +40,14 @@ pub fn prepare_product(bytes: &[u8]) -> Result<Product, PipelineError> {
 }
 
 /// [`prepare_product`], and where the photo's background is not plain (which it refuses), the
-/// cut-out network's mask when the model has the network: one pass of it at its own size on
-/// `device`. Without a network, or where it is unsure, the refusal says to paint the product.
-pub async fn prepare_product_segmented(
-    bytes: &[u8],
-    segmenter: Option<&Segmenter>,
-    device: &Device,
-) -> Result<Product, PipelineError> {
+/// cut-out network's mask when the model has the network: one pass of it at its own size, on the
+/// CPU. Without a network, or where it is unsure, the refusal says to paint the product.
+pub async fn prepare_product_segmented(bytes: &[u8], segmenter: Option<&Segmenter>) -> Result<Product, PipelineError> {
     let mut image = decode_image(bytes, &DecodeLimits::default())?;
     let opts = MaskOptions::default();
     let mask = match (product_mask(&image, &opts), segmenter) {
         (Err(MaskError::BusyBackground { .. }), Some(segmenter)) => {
-            let probability = segmenter.probability(&image.rgba, device).await.map_err(PipelineError::Gpu)?;
+            let probability = segmenter.probability(&image.rgba).await.map_err(PipelineError::Gpu)?;
             network_mask(&image, &probability, &opts)?
         }
         (mask, _) => mask?,
