@@ -4,9 +4,10 @@
 #   scripts/photo_candidate.sh [N] [MODE]      default 64 ads, 2pass (the runtime's 512² path)
 #
 # 1. exports a candidate pack from what scripts/train_photo.sh trained (ref_photo/state.pt: the
-#    UNet, MEPA and reference encoder, EMA weights) and, when there is one, the decoder fine-tuned
-#    on the same photographs (decoder_photo/vae: train_decoder.py --condition, encoder frozen, so
-#    the latent space is the shipped one); the ControlNet is the shipped pack's; q8 as shipped;
+#    UNet, MEPA and reference encoder, EMA weights) with the shipped VAE, or with PHOTO_DECODER=1
+#    the decoder fine-tuned on the same photographs (decoder_photo/vae: train_decoder.py
+#    --condition, encoder frozen, so the latent space is the shipped one); the ControlNet is the
+#    shipped pack's; q8 as shipped (the cut-out network is not part of it: pack_component.py);
 # 2. makes the 512² held-out photographic set once (photo-eval512: 128 ads, held-out photographs,
 #    textures and products only);
 # 3. scores the candidate with training/evaluate_photo.py on the first N of them, as the shipped
@@ -33,7 +34,8 @@ if [[ ! -f "$CAND/controlnet/config.json" ]]; then
 fi
 VAE=(--vae-pack models/default)
 NOTE="train_reference.py on make_photo_dataset.py's photographs"
-if [[ -f "$RUNS/decoder_photo/vae/config.json" ]]; then
+# The photographic decoder was tried and not shipped (docs/EVAL.md); PHOTO_DECODER=1 takes it.
+if [[ "${PHOTO_DECODER:-0}" == 1 && -f "$RUNS/decoder_photo/vae/config.json" ]]; then
   VAE=(--vae "$RUNS/decoder_photo/vae")
   NOTE="$NOTE; train_decoder.py --condition on the same photographs"
 fi
@@ -54,4 +56,4 @@ fi
 log "scoring the candidate on $N held-out photographic ads ($MODE)"
 nice -n 5 "$PY" training/evaluate_photo.py --data "$EVAL" --pack "$CAND/pack" --n "$N" --mode "$MODE" \
   --name "photo_candidate_$MODE"
-log "done: docs/eval/photo_candidate_${MODE}_results.json beside docs/eval/photo_shipped_${MODE}_results.json"
+log "done: docs/eval/photo_candidate_${MODE}_results.json; the shipped pack's, scored the same way: docs/eval/photo_shipped_${MODE}_results.json (2pass) or evaluate_photo.py --pack models/default"
