@@ -12,15 +12,14 @@ use wasm_bindgen_futures::JsFuture;
 use crate::denoise::scheduler::SchedulerError;
 use crate::encoders::reference::{Reference, ReferenceOptions};
 use crate::gpu::{DeviceChoice, open, open_device};
-use crate::input::mask::{MaskError, MaskSource};
+use crate::input::mask::MaskSource;
 use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::preview::calibrate;
 use crate::pipeline::{
-    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_segmented,
-    prepare_product_with_mask,
+    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product_segmented, prepare_product_with_mask,
 };
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
@@ -240,19 +239,14 @@ impl Studio {
     }
 
     /// Decodes the photo and finds the product mask (on a busy background, with the pack's cut-out
-    /// network: one pass of it on the CPU); keeps the product for `generate`. Resolves to `{ width, height, mask_source, mask_area, mask_png, cutout_png }`:
-    /// the mask as the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
+    /// network: one pass of it on the CPU); keeps the product for `generate`. Resolves to
+    /// `{ width, height, mask_source, mask_area, mask_png, cutout_png }`: the mask as the CLI's
+    /// `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
     pub fn prepare(&self, bytes: &[u8]) -> Promise {
         let inner = self.inner.clone();
         let bytes = bytes.to_vec();
         wasm_bindgen_futures::future_to_promise(async move {
-            let segmenter = inner.loaded.model.segmenter.as_ref();
-            let product = match prepare_product(&bytes) {
-                Err(PipelineError::Mask(MaskError::BusyBackground { .. })) if segmenter.is_some() => {
-                    prepare_product_segmented(&bytes, segmenter).await
-                }
-                other => other,
-            };
+            let product = prepare_product_segmented(&bytes, inner.loaded.model.segmenter.as_ref()).await;
             keep_product(&inner, product).map_err(JsValue::from)
         })
     }
