@@ -77,8 +77,9 @@ export class Studio {
     }
     /**
      * Decodes the photo and finds the product mask (on a busy background, with the pack's cut-out
-     * network: one pass of it on the CPU); keeps the product for `generate`. Resolves to `{ width, height, mask_source, mask_area, mask_png, cutout_png }`:
-     * the mask as the CLI's `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
+     * network: one pass of it on the CPU); keeps the product for `generate`. Resolves to
+     * `{ width, height, mask_source, mask_area, mask_png, cutout_png }`: the mask as the CLI's
+     * `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
      * @param {Uint8Array | number[]} bytes
      * @returns {Promise<any>}
      */
