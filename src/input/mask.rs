@@ -10,7 +10,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use image::RgbaImage;
+use image::{GrayImage, Luma, RgbaImage};
+use imageproc::distance_transform::{Norm, euclidean_squared_distance_transform};
+use imageproc::morphology;
+use imageproc::region_labelling::{Connectivity, connected_components};
 
 use crate::input::image_io::DecodedImage;
 
@@ -463,7 +466,7 @@ fn is_backdrop_hole(img: &RgbaImage, prod: &[bool], pixels: &[usize], color: [u8
     }
     // Its colour, away from its edge (≥ 2 px in, where the edge's mixed pixels are not), against
     // the backdrop near it.
-    let to_edge = chamfer(&inside.iter().map(|&b| !b).collect::<Vec<_>>(), ww, wh);
+    let to_edge = distance_to(&inside.iter().map(|&b| !b).collect::<Vec<_>>(), ww, wh);
     let mut colours: Vec<[u8; 3]> = (0..ww * wh).filter(|&j| inside[j] && to_edge[j] >= 2.0).map(at).collect();
     if colours.is_empty() {
         colours = (0..ww * wh).filter(|&j| inside[j]).map(at).collect();
@@ -472,7 +475,7 @@ fn is_backdrop_hole(img: &RgbaImage, prod: &[bool], pixels: &[usize], color: [u8
         return false;
     }
     // Sharp rim: pixels 2–3 px outside the region.
-    let d = chamfer(&inside, ww, wh);
+    let d = distance_to(&inside, ww, wh);
     let (mut rim, mut sharp) = (0usize, 0usize);
     for (j, &dj) in d.iter().enumerate() {
         if dj > 1.5 && dj <= 3.5 {
@@ -498,69 +501,38 @@ fn is_backdrop_hole(img: &RgbaImage, prod: &[bool], pixels: &[usize], color: [u8
     (enclosed as f32) < 0.02 * pixels.len() as f32
 }
 
-/// Separable square min/max filter with edge clamping (`max == true` dilates).
-fn morph(m: &[bool], w: usize, h: usize, r: usize, max: bool) -> Vec<bool> {
-    let mut tmp = vec![false; m.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
-            let row = &m[y * w + lo..=y * w + hi];
-            tmp[y * w + x] = if max { row.iter().any(|&b| b) } else { row.iter().all(|&b| b) };
-        }
-    }
-    let mut out = vec![false; m.len()];
-    for y in 0..h {
-        let (lo, hi) = (y.saturating_sub(r), (y + r).min(h - 1));
-        for x in 0..w {
-            let mut it = (lo..=hi).map(|yy| tmp[yy * w + x]);
-            out[y * w + x] = if max { it.any(|b| b) } else { it.all(|b| b) };
-        }
-    }
-    out
+/// A boolean mask as the 0/255 grey image `imageproc` works on.
+fn gray(m: &[bool], w: usize, h: usize, value: bool) -> GrayImage {
+    GrayImage::from_vec(w as u32, h as u32, m.iter().map(|&b| if b == value { 255 } else { 0 }).collect())
+        .expect("mask length is w·h")
 }
 
+fn bools(img: &GrayImage) -> Vec<bool> {
+    img.as_raw().iter().map(|&v| v != 0).collect()
+}
+
+/// Square (L∞) erosion of radius `r`; pixels beyond the border do not count.
 fn erode(m: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
-    morph(m, w, h, r, false)
+    bools(&morphology::erode(&gray(m, w, h, true), Norm::LInf, r.min(255) as u8))
 }
 
+/// Square (L∞) dilation of radius `r`.
 fn dilate(m: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
-    morph(m, w, h, r, true)
+    bools(&morphology::dilate(&gray(m, w, h, true), Norm::LInf, r.min(255) as u8))
 }
 
-/// Label connected components of pixels equal to `value` (4- or 8-connected).
+/// Label connected components of pixels equal to `value` (4- or 8-connected): a label per
+/// pixel (`u32::MAX` for the others) and each component's size, labels counted from 0.
 fn components(m: &[bool], w: usize, h: usize, value: bool, eight: bool) -> (Vec<u32>, Vec<usize>) {
-    let mut label = vec![u32::MAX; m.len()];
+    let connectivity = if eight { Connectivity::Eight } else { Connectivity::Four };
+    let labelled = connected_components(&gray(m, w, h, value), connectivity, Luma([0u8]));
+    let label: Vec<u32> = labelled.as_raw().iter().map(|&l| l.wrapping_sub(1)).collect();
     let mut sizes = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..m.len() {
-        if m[start] != value || label[start] != u32::MAX {
-            continue;
+    for &l in label.iter().filter(|&&l| l != u32::MAX) {
+        if l as usize >= sizes.len() {
+            sizes.resize(l as usize + 1, 0);
         }
-        let id = sizes.len() as u32;
-        let mut size = 0usize;
-        label[start] = id;
-        stack.push(start);
-        while let Some(i) = stack.pop() {
-            size += 1;
-            let (x, y) = ((i % w) as isize, (i / w) as isize);
-            for dy in -1isize..=1 {
-                for dx in -1isize..=1 {
-                    if (dx == 0 && dy == 0) || (!eight && dx != 0 && dy != 0) {
-                        continue;
-                    }
-                    let (nx, ny) = (x + dx, y + dy);
-                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
-                        continue;
-                    }
-                    let j = ny as usize * w + nx as usize;
-                    if m[j] == value && label[j] == u32::MAX {
-                        label[j] = id;
-                        stack.push(j);
-                    }
-                }
-            }
-        }
-        sizes.push(size);
+        sizes[l as usize] += 1;
     }
     (label, sizes)
 }
@@ -600,50 +572,15 @@ fn remove_specks(prod: &mut [bool], w: usize, h: usize, min_frac: f32) {
     }
 }
 
-/// Two-pass chamfer distance (1, √2) from every pixel to the nearest pixel where `target` is true.
-fn chamfer(target: &[bool], w: usize, h: usize) -> Vec<f32> {
-    const D: f32 = std::f32::consts::SQRT_2;
-    let big = (w + h) as f32 * 2.0;
-    let mut d: Vec<f32> = target.iter().map(|&t| if t { 0.0 } else { big }).collect();
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            let mut v = d[i];
-            if x > 0 {
-                v = v.min(d[i - 1] + 1.0);
-            }
-            if y > 0 {
-                v = v.min(d[i - w] + 1.0);
-                if x > 0 {
-                    v = v.min(d[i - w - 1] + D);
-                }
-                if x + 1 < w {
-                    v = v.min(d[i - w + 1] + D);
-                }
-            }
-            d[i] = v;
-        }
-    }
-    for y in (0..h).rev() {
-        for x in (0..w).rev() {
-            let i = y * w + x;
-            let mut v = d[i];
-            if x + 1 < w {
-                v = v.min(d[i + 1] + 1.0);
-            }
-            if y + 1 < h {
-                v = v.min(d[i + w] + 1.0);
-                if x + 1 < w {
-                    v = v.min(d[i + w + 1] + D);
-                }
-                if x > 0 {
-                    v = v.min(d[i + w - 1] + D);
-                }
-            }
-            d[i] = v;
-        }
-    }
-    d
+/// Euclidean distance from every pixel to the nearest pixel where `target` is true (`w + h`
+/// beyond any, where there is none).
+fn distance_to(target: &[bool], w: usize, h: usize) -> Vec<f32> {
+    let far = (w + h) as f32;
+    euclidean_squared_distance_transform(&gray(target, w, h, true))
+        .as_raw()
+        .iter()
+        .map(|&d2| if d2.is_finite() { (d2.sqrt() as f32).min(far) } else { far })
+        .collect()
 }
 
 /// Soft edge as a ramp of the signed distance to the boundary: coverage =
@@ -655,8 +592,8 @@ fn feather(prod: &[bool], w: usize, h: usize, feather_px: f32) -> Vec<f32> {
         return prod.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect();
     }
     let bg: Vec<bool> = prod.iter().map(|&p| !p).collect();
-    let d_to_bg = chamfer(&bg, w, h);
-    let d_to_prod = chamfer(prod, w, h);
+    let d_to_bg = distance_to(&bg, w, h);
+    let d_to_prod = distance_to(prod, w, h);
     prod.iter()
         .enumerate()
         .map(|(i, &p)| {
@@ -680,8 +617,8 @@ fn matte(img: &RgbaImage, prod: &[bool], feather_px: f32) -> Vec<f32> {
         return alpha;
     }
     let bg: Vec<bool> = prod.iter().map(|&p| !p).collect();
-    let d_to_bg = chamfer(&bg, w, h);
-    let d_to_prod = chamfer(prod, w, h);
+    let d_to_bg = distance_to(&bg, w, h);
+    let d_to_prod = distance_to(prod, w, h);
     let band = |i: usize| if prod[i] { d_to_bg[i] < 3.0 } else { d_to_prod[i] < 3.0 };
     let solid = |i: usize| prod[i] && !band(i);
     let clear = |i: usize| !prod[i] && !band(i);
