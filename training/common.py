@@ -120,6 +120,34 @@ def optimizer_to(opt, dev):
                 st[k] = v.to(dev)
 
 
+class Run:
+    """What every single-model training script sets up: the model, its EMA copy (when `ema`), AdamW,
+    the run's checkpoint resumed, all moved to the training device. `save(step)` is what
+    loop.train calls every few minutes; `key` names the model in state.pt (runs already saved
+    use "model", ControlNet's "controlnet")."""
+
+    def __init__(self, folder, model, *, lr, weight_decay, ema=True, key="model", frozen=()):
+        import copy
+
+        self.model = model
+        self.ema = copy.deepcopy(model).requires_grad_(False) if ema else None
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.checkpoint = Checkpoint(folder)
+        self.modules = {key: model, **({"ema": self.ema} if ema else {})}
+        self.step = self.checkpoint.resume(self.opt, **self.modules)
+        self.device = device()
+        for m in (*self.modules.values(), *frozen):
+            m.to(self.device)
+        optimizer_to(self.opt, self.device)
+
+    def save(self, step):
+        self.checkpoint.save_modules(step, self.opt, **self.modules)
+
+    def ema_pairs(self):
+        """loop.train's `ema` argument."""
+        return [(self.model, self.ema)] if self.ema is not None else []
+
+
 class LossLog:
     def __init__(self, folder, fields):
         self.path = os.path.join(folder, "losses.csv")

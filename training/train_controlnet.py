@@ -17,7 +17,6 @@ gives it the prompt at its own length.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loop  # noqa: E402
-from common import SCHEDULER_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, Run, threads  # noqa: E402
 from mepa import load_mepa_unet  # noqa: E402
 from train_unet import load_latents  # noqa: E402
 
@@ -109,14 +108,8 @@ def main():
         import pack
 
         net.load_state_dict(pack.controlnet(args.init_pack).state_dict())
-    ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-2)
-    ck = Checkpoint(args.run)
-    step = ck.resume(opt, controlnet=net, ema=ema)
-    dev = device()
-    for m in (unet, net, ema):
-        m.to(dev)
-    optimizer_to(opt, dev)
+    run = Run(args.run, net, lr=args.lr, weight_decay=1e-2, key="controlnet", frozen=(unet,))
+    ema, opt, step, dev = run.ema, run.opt, run.step, run.device
 
     g = torch.Generator().manual_seed(3000 + step)
     T = tr["context"].shape[1]
@@ -145,8 +138,8 @@ def main():
         return F.mse_loss(pred, noise), {}
 
     step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=net.parameters(), batch_loss=batch_loss,
-                      save=lambda step: ck.save_modules(step, opt, controlnet=net, ema=ema), step=step,
-                      base_lrs=[args.lr], warmup=100, ema=[(net, ema)], ema_decay=args.ema,
+                      save=run.save, step=step,
+                      base_lrs=[args.lr], warmup=100, ema=run.ema_pairs(), ema_decay=args.ema,
                       max_steps=args.max_steps)
     ema.cpu().save_pretrained(os.path.join(args.run, "controlnet"))
     print(f"done: step {step}, EMA weights saved to {args.run}/controlnet")

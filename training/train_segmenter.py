@@ -28,7 +28,6 @@ export.py adds to the pack as its `segmenter` file.
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import os
 import sys
@@ -39,7 +38,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loop  # noqa: E402
-from common import Checkpoint, device, optimizer_to, threads  # noqa: E402
+from common import Run, threads  # noqa: E402
 
 SIZE = 192  # the runtime stretches a photo to SIZE² for the network and scales its mask back
 SEGMENTER_CONFIG = dict(
@@ -157,15 +156,8 @@ def main():
     print("threads", threads())
     torch.manual_seed(0)
     images, masks = load_sets([args.data] + ([args.procedural] if args.procedural else []))
-    model = new_model()
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    ck = Checkpoint(args.run)
-    step = ck.resume(opt, model=model, ema=ema)
-    dev = device()
-    model.to(dev)
-    ema.to(dev)
-    optimizer_to(opt, dev)
+    run = Run(args.run, new_model(), lr=args.lr, weight_decay=1e-4)
+    model, ema, opt, step, dev = run.model, run.ema, run.opt, run.step, run.device
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     rng = np.random.default_rng(step)
 
@@ -175,8 +167,8 @@ def main():
         return total, {"bce": bce.item(), "iou_loss": iou.item()}
 
     step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=model.parameters(), batch_loss=batch_loss,
-                      save=lambda step: ck.save_modules(step, opt, model=model, ema=ema), step=step,
-                      extras=["bce", "iou_loss"], base_lrs=[args.lr], warmup=200, ema=[(model, ema)],
+                      save=run.save, step=step,
+                      extras=["bce", "iou_loss"], base_lrs=[args.lr], warmup=200, ema=run.ema_pairs(),
                       ema_decay=args.ema)
     ema.cpu().save_pretrained(os.path.join(args.run, "segmenter"))
     print(f"done: step {step}, EMA weights saved to {args.run}/segmenter")

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loop  # noqa: E402
-from common import TINY_VAE_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
+from common import TINY_VAE_CONFIG, Run, threads  # noqa: E402
 from train_vae import grad_l1  # noqa: E402
 
 K = 2.0  # latent = K · (colour − ½): colours in [0, 1] become latents in [−1, 1]
@@ -84,12 +84,8 @@ def main():
     images = np.load(os.path.join(args.data, "train.npz"))["images"]
     vae = AutoencoderTiny(**TINY_VAE_CONFIG)
     construct(vae)
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    ck = Checkpoint(args.run)
-    step = ck.resume(opt, model=vae)
-    dev = device()
-    vae.to(dev)
-    optimizer_to(opt, dev)
+    run = Run(args.run, vae, lr=args.lr, weight_decay=0.0, ema=False)
+    opt, step, dev = run.opt, run.step, run.device
     rng = np.random.default_rng(step)
 
     def batch_loss(step):
@@ -105,7 +101,7 @@ def main():
         return l1 + g, {"l1": l1.item(), "grad": g.item()}
 
     step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=vae.parameters(), batch_loss=batch_loss,
-                      save=lambda step: ck.save_modules(step, opt, model=vae), step=step, extras=["l1", "grad"])
+                      save=run.save, step=step, extras=["l1", "grad"])
 
     vae.eval().cpu()
     with torch.no_grad():

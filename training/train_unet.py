@@ -17,7 +17,6 @@ Inputs are built exactly as the runtime builds them (src/pipeline.rs, docs/METHO
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loop  # noqa: E402
-from common import SCHEDULER_CONFIG, UNET_CONFIG, Checkpoint, device, encode_latents, optimizer_to, threads  # noqa: E402
+from common import SCHEDULER_CONFIG, UNET_CONFIG, Run, device, encode_latents, threads  # noqa: E402
 from pack import load_vae  # noqa: E402
 
 
@@ -71,10 +70,6 @@ def load_latents(data_dir, vae_dir, cache):
     return out
 
 
-def save(ck, unet, ema, opt, step):
-    ck.save_modules(step, opt, model=unet, ema=ema)
-
-
 def main():
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -96,15 +91,8 @@ def main():
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
-    ck = Checkpoint(args.run)
-    step = ck.resume(opt, model=unet, ema=ema)
-    dev = device()
-    unet.to(dev)
-    ema.to(dev)
-    optimizer_to(opt, dev)
+    run = Run(args.run, UNet2DConditionModel(**UNET_CONFIG), lr=args.lr, weight_decay=1e-2)
+    unet, ema, opt, step, dev = run.model, run.ema, run.opt, run.step, run.device
     g = torch.Generator().manual_seed(1000 + step)
     T = tr["context"].shape[1]
 
@@ -127,8 +115,8 @@ def main():
         return F.mse_loss(pred, noise), {}
 
     step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=unet.parameters(), batch_loss=batch_loss,
-                      save=lambda step: save(ck, unet, ema, opt, step), step=step, base_lrs=[args.lr], warmup=200,
-                      ema=[(unet, ema)], ema_decay=args.ema)
+                      save=run.save, step=step, base_lrs=[args.lr], warmup=200,
+                      ema=run.ema_pairs(), ema_decay=args.ema)
     ema.cpu().save_pretrained(os.path.join(args.run, "unet"))
     print(f"done: step {step}, EMA weights saved to {args.run}/unet")
 

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loop  # noqa: E402
-from common import VAE_CONFIG, Checkpoint, device, optimizer_to, threads  # noqa: E402
+from common import VAE_CONFIG, Run, threads  # noqa: E402
 
 
 def grad_l1(a, b):
@@ -51,12 +51,8 @@ def main():
         # default std of 1 the sampled latents are mostly noise and a small VAE spends
         # its first thousand steps only growing the means past it.
         vae.encoder.conv_out.bias[VAE_CONFIG["latent_channels"]:] = -6.0
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    ck = Checkpoint(args.run)
-    step = ck.resume(opt, model=vae)
-    dev = device()
-    vae.to(dev)
-    optimizer_to(opt, dev)
+    run = Run(args.run, vae, lr=args.lr, weight_decay=0.0, ema=False)
+    opt, step, dev = run.opt, run.step, run.device
     rng = np.random.default_rng(step)
 
     def batch_loss(step):
@@ -77,7 +73,7 @@ def main():
         return l1 + g + 1e-6 * kl, {"l1": l1.item(), "grad": g.item(), "kl": kl.item()}
 
     step = loop.train(run=args.run, minutes=args.minutes, opt=opt, params=vae.parameters(), batch_loss=batch_loss,
-                      save=lambda step: ck.save_modules(step, opt, model=vae), step=step, extras=["l1", "grad", "kl"])
+                      save=run.save, step=step, extras=["l1", "grad", "kl"])
 
     # Scaling factor from full-size held-out-free training images.
     vae.eval().cpu()
