@@ -45,11 +45,15 @@ def jpeg(image, quality=85):
 
 
 @torch.no_grad()
-def predict(model, photo):
-    """The product probability at the photo's own size, as the runtime computes it."""
+def predict(model, photo, flip=False):
+    """The product probability at the photo's own size, as the runtime computes it (with `flip`, the
+    mean of the logits for the photo and its mirror image)."""
     h, w = photo.shape[:2]
     x = np.asarray(Image.fromarray(photo).resize((SIZE, SIZE), Image.BILINEAR), np.float32) / 127.5 - 1
-    out = logits(model, torch.from_numpy(x).permute(2, 0, 1)[None])
+    x = torch.from_numpy(x).permute(2, 0, 1)[None]
+    out = logits(model, x)
+    if flip:
+        out = (out + logits(model, x.flip(3)).flip(3)) / 2
     out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     return torch.sigmoid(out)[0, 0].numpy()
 
@@ -60,6 +64,7 @@ def main():
     ap.add_argument("--segmenter", required=True, help="a diffusers folder (train_segmenter.py's RUN/segmenter)")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--out", default="docs/eval/segmenter")
+    ap.add_argument("--flip", action="store_true", help="average with the mirror image's logits")
     args = ap.parse_args()
     threads()
     d = np.load(os.path.join(args.data, "heldout.npz"))
@@ -68,7 +73,7 @@ def main():
     rows, tiles = [], []
     for i in range(n):
         photo, alpha = jpeg(d["images"][i]), d["masks"][i]
-        p = predict(model, photo)
+        p = predict(model, photo, args.flip)
         pred, truth = p >= 0.5, alpha >= 128
         union = (pred | truth).sum()
         iou = float((pred & truth).sum() / union) if union else 1.0
@@ -80,7 +85,7 @@ def main():
     iou = np.array([r["iou"] for r in rows])
     bf = np.array([r["boundary_f"] for r in rows])
     summary = {
-        "segmenter": args.segmenter, "data": args.data, "n": n, "size": SIZE,
+        "segmenter": args.segmenter, "data": args.data, "n": n, "size": SIZE, "flip": args.flip,
         "iou_mean": float(iou.mean()), "iou_median": float(np.median(iou)), "share_iou_ge_0.9": float((iou >= 0.9).mean()),
         "boundary_f_mean": float(bf.mean()), "confidence_mean": float(np.mean([r["confidence"] for r in rows])),
     }
