@@ -19,7 +19,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "training"))
 import pack  # noqa: E402
-from train_segmenter import logits, new_model  # noqa: E402
+from train_segmenter import mirrored_logits, new_model  # noqa: E402
 
 PACK = os.path.join(ROOT, "models", "default")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -34,7 +34,7 @@ def main():
     square.save(os.path.join(FIXTURES, "segmenter_parity.png"))
     x = torch.from_numpy(np.asarray(square, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     with torch.no_grad():
-        p = torch.sigmoid(logits(model, x))[0, 0].numpy()
+        p = torch.sigmoid(mirrored_logits(model, x))[0, 0].numpy()
     every = 4
     with open(os.path.join(FIXTURES, "segmenter_parity.json"), "w") as f:
         json.dump({"side": side, "every": every,

@@ -5,8 +5,8 @@ it never trained on, with their exact alpha.
 
 Each held-out ad (make_photo_dataset.py's heldout.npz: a held-out product on a held-out photograph
 or texture, blurred backdrop or a ground in focus, contact shadow, grain) is saved as a JPEG
-(quality 85, as a phone would) and read back, stretched to the network's square as the runtime does,
-and its logits scaled back to the photo's size (bilinear). Scores, with the mask binarised at ½:
+(quality 85, as a phone would) and read back, stretched to the network's square and read with its
+mirror image as the runtime does (`--single`: one pass), and its logits scaled back to the photo's size (bilinear). Scores, with the mask binarised at ½:
 IoU and boundary F at 2 px against the exact alpha (evaluate_cutout.boundary_f), the share of
 photos with IoU ≥ 0.9, and the network's confidence (mean |2p − 1| over the photo), which the
 runtime uses to decide between the network's mask and asking for the brush. Writes OUT.json and
@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(__file__))
 from common import threads  # noqa: E402
 from evaluate_cutout import boundary_f  # noqa: E402
-from train_segmenter import SIZE, logits  # noqa: E402
+from train_segmenter import SIZE, logits, mirrored_logits  # noqa: E402
 
 
 def load(folder):
@@ -45,15 +45,13 @@ def jpeg(image, quality=85):
 
 
 @torch.no_grad()
-def predict(model, photo, flip=False):
-    """The product probability at the photo's own size, as the runtime computes it (with `flip`, the
-    mean of the logits for the photo and its mirror image)."""
+def predict(model, photo, single=False):
+    """The product probability at the photo's own size, as the runtime computes it (the mean of the
+    logits for the photo and its mirror image; with `single`, the photo's pass alone)."""
     h, w = photo.shape[:2]
     x = np.asarray(Image.fromarray(photo).resize((SIZE, SIZE), Image.BILINEAR), np.float32) / 127.5 - 1
     x = torch.from_numpy(x).permute(2, 0, 1)[None]
-    out = logits(model, x)
-    if flip:
-        out = (out + logits(model, x.flip(3)).flip(3)) / 2
+    out = logits(model, x) if single else mirrored_logits(model, x)
     out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     return torch.sigmoid(out)[0, 0].numpy()
 
@@ -64,7 +62,7 @@ def main():
     ap.add_argument("--segmenter", required=True, help="a diffusers folder (train_segmenter.py's RUN/segmenter)")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--out", default="docs/eval/segmenter")
-    ap.add_argument("--flip", action="store_true", help="average with the mirror image's logits")
+    ap.add_argument("--single", action="store_true", help="score one pass, without the mirror image's")
     args = ap.parse_args()
     threads()
     d = np.load(os.path.join(args.data, "heldout.npz"))
@@ -73,7 +71,7 @@ def main():
     rows, tiles = [], []
     for i in range(n):
         photo, alpha = jpeg(d["images"][i]), d["masks"][i]
-        p = predict(model, photo, args.flip)
+        p = predict(model, photo, args.single)
         pred, truth = p >= 0.5, alpha >= 128
         union = (pred | truth).sum()
         iou = float((pred & truth).sum() / union) if union else 1.0
@@ -85,7 +83,7 @@ def main():
     iou = np.array([r["iou"] for r in rows])
     bf = np.array([r["boundary_f"] for r in rows])
     summary = {
-        "segmenter": args.segmenter, "data": args.data, "n": n, "size": SIZE, "flip": args.flip,
+        "segmenter": args.segmenter, "data": args.data, "n": n, "size": SIZE, "mirrored": not args.single,
         "iou_mean": float(iou.mean()), "iou_median": float(np.median(iou)), "share_iou_ge_0.9": float((iou >= 0.9).mean()),
         "boundary_f_mean": float(bf.mean()), "confidence_mean": float(np.mean([r["confidence"] for r in rows])),
     }

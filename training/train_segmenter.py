@@ -58,9 +58,15 @@ def new_model():
 
 
 def logits(model, x):
-    """`x` [n, 3, h, w] in [-1, 1] → product logits [n, 1, h, w], as the runtime runs it."""
+    """`x` [n, 3, h, w] in [-1, 1] → product logits [n, 1, h, w] of one pass."""
     context = torch.zeros(x.shape[0], 1, SEGMENTER_CONFIG["cross_attention_dim"], device=x.device)
     return model(x, 0, encoder_hidden_states=context).sample
+
+
+def mirrored_logits(model, x):
+    """What the runtime computes (src/encoders/segmenter.rs): the mean of the logits for `x` and
+    for its mirror image, flipped back."""
+    return (logits(model, x) + logits(model, x.flip(3)).flip(3)) / 2
 
 
 def augment(image, mask, rng, size=SIZE):

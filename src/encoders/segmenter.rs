@@ -67,24 +67,34 @@ impl Segmenter {
         self.side
     }
 
-    /// The probability that each pixel of `photo` is product, row-major at the photo's size.
+    /// The probability that each pixel of `photo` is product, row-major at the photo's size. The
+    /// network reads the photo and its mirror image (one batch of two) and their logits are
+    /// averaged, the mirror's flipped back: a mistake the network makes on one side of an object
+    /// it rarely makes on both (+1 IoU point on the held-out photos, docs/EVAL.md).
     pub async fn probability(&self, photo: &RgbaImage) -> Result<Vec<f32>, String> {
-        let s = self.side as u32;
+        let side = self.side;
+        let s = side as u32;
         let small =
             if photo.dimensions() == (s, s) { photo.clone() } else { resize(photo, s, s, FilterType::Triangle) };
-        let n = (s * s) as usize;
-        let mut planar = vec![0f32; 3 * n];
+        let n = side * side;
+        let mut planar = vec![0f32; 2 * 3 * n];
         for (i, p) in small.pixels().enumerate() {
+            let mirrored = i - i % side + (side - 1 - i % side);
             for c in 0..3 {
-                planar[c * n + i] = f32::from(p.0[c]) / 127.5 - 1.0;
+                let v = f32::from(p.0[c]) / 127.5 - 1.0;
+                planar[c * n + i] = v;
+                planar[(3 + c) * n + mirrored] = v;
             }
         }
-        let x = Tensor::<4>::from_data(TensorData::new(planar, [1, 3, self.side, self.side]), &self.device);
-        let logits = self.unet.forward(x, 0.0, &self.context);
+        let x = Tensor::<4>::from_data(TensorData::new(planar, [2, 3, side, side]), &self.device);
+        let context = Tensor::cat(vec![self.context.clone(), self.context.clone()], 0);
+        let logits = self.unet.forward(x, 0.0, &context);
         let logits = logits.into_data_async().await.map_err(|e| format!("{e:?}"))?;
         let logits = logits.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        let (plain, mirror) = logits.split_at(n);
+        let mean: Vec<f32> = (0..n).map(|i| 0.5 * (plain[i] + mirror[i - i % side + (side - 1 - i % side)])).collect();
         let (w, h) = photo.dimensions();
-        Ok(upsample_bilinear(&logits, self.side, w as usize, h as usize).into_iter().map(sigmoid).collect())
+        Ok(upsample_bilinear(&mean, side, w as usize, h as usize).into_iter().map(sigmoid).collect())
     }
 }
 
