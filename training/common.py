@@ -3,6 +3,7 @@ runtime loads), checkpoints that resume, and loss logs."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import time
@@ -127,8 +128,6 @@ class Run:
     use "model", ControlNet's "controlnet")."""
 
     def __init__(self, folder, model, *, lr, weight_decay, ema=True, key="model", frozen=()):
-        import copy
-
         self.model = model
         self.ema = copy.deepcopy(model).requires_grad_(False) if ema else None
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -6,7 +6,8 @@ it never trained on, with their exact alpha.
 Each held-out ad (make_photo_dataset.py's heldout.npz: a held-out product on a held-out photograph
 or texture, blurred backdrop or a ground in focus, contact shadow, grain) is saved as a JPEG
 (quality 85, as a phone would) and read back, stretched to the network's square and read with its
-mirror image as the runtime does (`--single`: one pass), and its logits scaled back to the photo's size (bilinear). Scores, with the mask binarised at ½:
+mirror image as the runtime does (`--single`: one pass), and its logits scaled back to the photo's
+size (bilinear). Scores, with the mask binarised at ½:
 IoU and boundary F at 2 px against the exact alpha (evaluate_cutout.boundary_f), the share of
 photos with IoU ≥ 0.9, and the network's confidence (mean |2p − 1| over the photo), which the
 runtime uses to decide between the network's mask and asking for the brush. Writes OUT.json and

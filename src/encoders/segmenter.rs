@@ -77,13 +77,14 @@ impl Segmenter {
         let small =
             if photo.dimensions() == (s, s) { photo.clone() } else { resize(photo, s, s, FilterType::Triangle) };
         let n = side * side;
+        // Pixel `i`'s place in the mirror image (its row reversed); its own inverse.
+        let mirrored = |i: usize| i - i % side + (side - 1 - i % side);
         let mut planar = vec![0f32; 2 * 3 * n];
         for (i, p) in small.pixels().enumerate() {
-            let mirrored = i - i % side + (side - 1 - i % side);
             for c in 0..3 {
                 let v = f32::from(p.0[c]) / 127.5 - 1.0;
                 planar[c * n + i] = v;
-                planar[(3 + c) * n + mirrored] = v;
+                planar[(3 + c) * n + mirrored(i)] = v;
             }
         }
         let x = Tensor::<4>::from_data(TensorData::new(planar, [2, 3, side, side]), &self.device);
@@ -92,7 +93,7 @@ impl Segmenter {
         let logits = logits.into_data_async().await.map_err(|e| format!("{e:?}"))?;
         let logits = logits.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         let (plain, mirror) = logits.split_at(n);
-        let mean: Vec<f32> = (0..n).map(|i| 0.5 * (plain[i] + mirror[i - i % side + (side - 1 - i % side)])).collect();
+        let mean: Vec<f32> = (0..n).map(|i| 0.5 * (plain[i] + mirror[mirrored(i)])).collect();
         let (w, h) = photo.dimensions();
         Ok(upsample_bilinear(&mean, side, w as usize, h as usize).into_iter().map(sigmoid).collect())
     }
