@@ -54,6 +54,26 @@ fn implicit_gemm_conv2d_matches_burns_conv2d() {
 }
 
 #[test]
+fn implicit_gemm_conv2d_reading_packed_q8_and_q4_matches_the_expanded_weight() {
+    let checked = pollster::block_on(kernel_check::quantized_conv2d(&gpu())).unwrap();
+    assert_eq!(checked.len(), kernel_check::QUANTIZED_CONV2D_CASES.len());
+    for c in &checked {
+        assert!(c.ran_ours && c.agrees(), "{c:?}");
+    }
+}
+
+#[test]
+fn quantized_linear_reading_packed_q8_and_q4_matches_the_expanded_weight() {
+    let checked = pollster::block_on(kernel_check::quantized_linear(&gpu())).unwrap();
+    assert_eq!(checked.len(), kernel_check::QUANTIZED_LINEAR_CASES.len());
+    for c in &checked {
+        assert!(c.ran_ours && c.agrees(), "{c:?}");
+    }
+    let on_cpu = pollster::block_on(kernel_check::quantized_linear(&Device::flex())).unwrap();
+    assert!(on_cpu.iter().all(|c| !c.ran_ours && c.agrees()), "the CPU device runs the tensor ops");
+}
+
+#[test]
 fn fused_group_norm_on_the_gpu_matches_the_tensor_ops_on_the_cpu() {
     let (gpu, cpu) = (gpu(), Device::flex());
     for (shape, groups, eps) in GROUP_NORM_CASES {

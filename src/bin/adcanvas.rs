@@ -482,6 +482,9 @@ enum Command {
         /// Only the default model's shapes, not SD 1.5's (minutes per run on lavapipe).
         #[arg(long)]
         default_only: bool,
+        /// Only these kernels (comma-separated: group_norm, conv2d, linear); all when absent.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Write the untrained demo model pack (seeded random weights in the diffusers structure).
     DemoModel {
@@ -498,10 +501,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate { ad, run } => run_generate(&ad, &run),
         Command::Batch { manifest, out, shard, report, run } => batch::run(&manifest, &out, shard, report, &run),
-        Command::Bench { device, repeats, default_only } => device.open("kernel benchmark").and_then(|opened| {
+        Command::Bench { device, repeats, default_only, only } => device.open("kernel benchmark").and_then(|opened| {
             let adapter =
                 opened.adapter.as_ref().map_or("the CPU".to_string(), |a| format!("{} ({})", a.name, a.backend));
-            bench::run(&opened.device, &adapter, repeats, !default_only)
+            bench::run(&opened.device, &adapter, repeats, !default_only, &only)
         }),
         Command::DemoModel { out, seed } => run_demo_model(&out, seed),
         Command::Mask { product, out, cutout, run } => run_mask(&product, &out, cutout.as_deref(), &run),

@@ -16,6 +16,8 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
+use super::quantized_linear::element;
+
 /// Output pixels per cube (rows of the GEMM tile).
 const TILE_M: usize = 64;
 /// Output channels per cube (columns of the tile).
@@ -29,6 +31,8 @@ const UNITS: u32 = 256;
 fn conv2d_kernel(
     input: &Tensor<f32>,
     weight: &Tensor<f32>,
+    values: &Tensor<u32>,
+    scales: &Tensor<f32>,
     bias: &Tensor<f32>,
     output: &mut Tensor<f32>,
     c_in: u32,
@@ -43,7 +47,9 @@ fn conv2d_kernel(
     #[comptime] k_h: u32,
     #[comptime] k_w: u32,
     #[comptime] has_bias: bool,
+    #[comptime] weight_bits: u32,
 ) {
+    let quantized = comptime!(weight_bits > 0);
     let out_hw = out_h * out_w;
     let taps = comptime!(k_h * k_w);
     let k_total = c_in * taps;
@@ -102,7 +108,11 @@ fn conv2d_kernel(
             let k = k0 + kk;
             let mut value = f32::new(0.0);
             if co < c_out && k < k_total {
-                value = weight[(co * k_total + k) as usize];
+                if quantized {
+                    value = element(values, scales, co * k_total + k, weight_bits);
+                } else {
+                    value = weight[(co * k_total + k) as usize];
+                }
             }
             b_tile[(kk * 64 + nn) as usize] = value;
         }
@@ -165,11 +175,46 @@ pub fn launch(
     padding: [usize; 4],
     has_bias: bool,
 ) -> CubeTensor {
-    let x = burn_cubecl::kernel::into_contiguous(x);
     let weight = burn_cubecl::kernel::into_contiguous(weight);
+    let weight_shape = weight.meta.shape().clone();
+    let unused = || empty_device_dtype(x.client.clone(), x.device.clone(), Shape::new([1]), DType::U32);
+    let (values, scales) = (unused(), bias.clone());
+    run(x, Weight { weight, values, scales, shape: weight_shape, bits: 0 }, bias, stride, padding, has_bias)
+}
+
+/// Like [`launch`] with a block-quantised weight (flat, [`super::quantized_linear::readable_bits`]
+/// checked by the caller) of shape `weight_shape`, read packed in the kernel.
+pub fn launch_quantized(
+    x: CubeTensor,
+    weight: CubeTensor,
+    weight_shape: [usize; 4],
+    bias: CubeTensor,
+    stride: usize,
+    padding: [usize; 4],
+    has_bias: bool,
+) -> CubeTensor {
+    let DType::QFloat(scheme) = weight.dtype else { panic!("conv2d: the weight is not quantised") };
+    let bits = super::quantized_linear::readable_bits(&scheme).expect("conv2d: a layout the kernel reads");
+    let (values, scales) = weight.quantized_handles().expect("a quantised tensor has values and scales");
+    let shape = Shape::new(weight_shape);
+    run(x, Weight { weight: bias.clone(), values, scales, shape, bits }, bias, stride, padding, has_bias)
+}
+
+/// The weight as the kernel binds it: f32 (`bits` 0) or packed values and scales; the other
+/// bindings hold a placeholder the kernel never reads.
+struct Weight {
+    weight: CubeTensor,
+    values: CubeTensor,
+    scales: CubeTensor,
+    shape: Shape,
+    bits: u32,
+}
+
+fn run(x: CubeTensor, w: Weight, bias: CubeTensor, stride: usize, padding: [usize; 4], has_bias: bool) -> CubeTensor {
+    let x = burn_cubecl::kernel::into_contiguous(x);
     let bias = burn_cubecl::kernel::into_contiguous(bias);
     let xs = x.meta.shape().clone();
-    let ws = weight.meta.shape().clone();
+    let ws = w.shape;
     let shape = output_shape(&xs, &ws, stride, padding);
     let (m_total, c_out) = (shape[0] * shape[2] * shape[3], shape[1]);
     let output = empty_device_dtype(x.client.clone(), x.device.clone(), shape.clone(), DType::F32);
@@ -178,7 +223,9 @@ pub fn launch(
         CubeCount::Static(m_total.div_ceil(TILE_M) as u32, c_out.div_ceil(TILE_N) as u32, 1),
         CubeDim::new_1d(UNITS),
         x.into_tensor_arg(),
-        weight.into_tensor_arg(),
+        w.weight.into_tensor_arg(),
+        w.values.into_tensor_arg(),
+        w.scales.into_tensor_arg(),
         bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
         xs[1] as u32,
@@ -193,6 +240,7 @@ pub fn launch(
         ws[2] as u32,
         ws[3] as u32,
         has_bias,
+        w.bits,
     );
     output
 }

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{Conv2d, GroupNorm, LayerNorm, silu};
+use super::{Conv2d, GroupNorm, LayerNorm, Linear, silu};
 use crate::kernels;
 use crate::pack::weights::Param;
 use burn::tensor::ops::ConvOptions;
@@ -37,6 +37,29 @@ pub const CONV2D_CASES: [([usize; 4], usize, usize, usize, [usize; 4], bool); 6]
     ([1, 8, 10, 10], 8, 3, 2, [0, 1, 0, 1], true),
     ([3, 5, 6, 33], 3, 3, 1, [1, 1, 1, 1], false),
     ([1, 130, 5, 5], 129, 3, 1, [1, 1, 1, 1], true),
+];
+
+/// [`CONV2D_CASES`]' fields and q4 (else q8): a UNet conv, a 1×1 projection and a 3×3 conv
+/// whose rows (17 and 45 values) straddle the 32-value blocks and the packed words, the VAE
+/// downsampler's padding, a stride-2 conv without bias.
+pub const QUANTIZED_CONV2D_CASES: [([usize; 4], usize, usize, usize, [usize; 4], bool, bool); 5] = [
+    ([2, 32, 16, 16], 32, 3, 1, [1, 1, 1, 1], true, false),
+    ([1, 17, 13, 11], 64, 1, 1, [0, 0, 0, 0], true, true),
+    ([1, 8, 10, 10], 8, 3, 2, [0, 1, 0, 1], true, false),
+    ([2, 64, 9, 7], 64, 3, 2, [1, 1, 1, 1], false, true),
+    ([1, 5, 6, 33], 96, 3, 1, [1, 1, 1, 1], true, false),
+];
+
+/// `[batch, tokens, d_in]`, d_out, q4 (else q8), bias: a default-model attention projection
+/// (32 wide), MEPA's k/v projections of 384-wide text tokens, SD 1.5's 320 → 1280
+/// feed-forward, outputs and rows that are not multiples of the 64 × 64 tile, one row.
+pub const QUANTIZED_LINEAR_CASES: [([usize; 3], usize, bool, bool); 6] = [
+    ([2, 1024, 32], 32, false, true),
+    ([2, 77, 384], 64, false, false),
+    ([2, 77, 384], 64, true, false),
+    ([1, 64, 320], 1280, true, true),
+    ([3, 7, 48], 70, false, true),
+    ([1, 1, 96], 33, true, true),
 ];
 
 /// One kernel run against its tensor-op version.
@@ -183,10 +206,72 @@ pub async fn conv2d(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
+/// Every quantised-convolution case: the kernel reading the packed weight against burn's
+/// convolution of the same weight expanded.
+pub async fn quantized_conv2d(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    for (shape, c_out, kernel, stride, padding, bias, q4) in QUANTIZED_CONV2D_CASES {
+        let mut conv = conv2d_layer(shape[1], c_out, kernel, stride, padding, bias, device);
+        let weight = host(conv.weight.value()).await?;
+        conv.weight = Param::quantize(&weight, [c_out, shape[1], kernel, kernel], q4, device);
+        let Param::Quantized { blocks, shape: weight_shape } = &conv.weight else { unreachable!("built quantised") };
+        let x = input(shape, device);
+        let (ran_ours, ours) =
+            match kernels::quantized_conv2d(x.clone(), blocks, *weight_shape, conv.bias.as_ref(), stride, padding) {
+                Ok(y) => (true, host(y).await?),
+                Err(x) => (false, host(conv.forward_ops(x)).await?),
+            };
+        let ops = host(conv.forward_ops(x)).await?;
+        let bits = if q4 { "q4" } else { "q8" };
+        let case =
+            format!("conv2d {bits} {shape:?} -> {c_out}, {kernel}x{kernel}/{stride}, pad {padding:?}, bias {bias}");
+        out.push(Checked::compare(case, ran_ours, &ours, &ops));
+    }
+    Ok(out)
+}
+
+/// A linear layer whose weight (a fixed wave) is quantised as a pack stores it, and its bias.
+pub fn quantized_linear_layer(d_in: usize, d_out: usize, q4: bool, bias: bool, device: &Device) -> Linear {
+    let scale = 1.0 / (d_in as f32).sqrt();
+    let weight: Vec<f32> = (0..d_out * d_in).map(|i| scale * ((i as f32) * 0.377).sin()).collect();
+    let shift: Vec<f32> = (0..d_out).map(|c| (c as f32 * 0.9).cos()).collect();
+    Linear {
+        weight: Param::quantize(&weight, [d_out, d_in], q4, device),
+        bias: bias.then(|| Tensor::from_data(TensorData::new(shift, [d_out]), device)),
+    }
+}
+
+/// Every quantised-linear case: the kernel reading the packed weight against burn's matmul
+/// on the same weight expanded (the same quantised values, so only f32 rounding differs).
+pub async fn quantized_linear(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    for (shape, d_out, q4, bias) in QUANTIZED_LINEAR_CASES {
+        let layer = quantized_linear_layer(shape[2], d_out, q4, bias, device);
+        let n: usize = shape.iter().product();
+        let x = input([1, 1, 1, n], device).reshape(shape);
+        let Param::Quantized { blocks, .. } = &layer.weight else { unreachable!("built quantised") };
+        let (ran_ours, ours) = match kernels::quantized_linear(x.clone(), blocks, d_out, layer.bias.as_ref()) {
+            Ok(y) => (true, host(y).await?),
+            Err(x) => (false, host(layer.forward_ops(x)).await?),
+        };
+        let ops = host(layer.forward_ops(x)).await?;
+        let bits = if q4 { "q4" } else { "q8" };
+        out.push(Checked::compare(
+            format!("quantized_linear {bits} {shape:?} -> {d_out}, bias {bias}"),
+            ran_ours,
+            &ours,
+            &ops,
+        ));
+    }
+    Ok(out)
+}
+
 /// Every kernel's cases.
 pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = group_norm(device).await?;
     out.extend(layer_norm(device).await?);
     out.extend(conv2d(device).await?);
+    out.extend(quantized_conv2d(device).await?);
+    out.extend(quantized_linear(device).await?);
     Ok(out)
 }

@@ -80,13 +80,20 @@ impl Conv2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let o = &self.options;
         let [(top, bottom), (left, right)] = o.padding;
-        if kernels::layers_use_conv2d() && o.groups == 1 && o.dilation == [1, 1] && o.stride[0] == o.stride[1] {
-            match kernels::conv2d(x, self.weight.value(), self.bias.as_ref(), o.stride[0], [top, bottom, left, right]) {
-                Ok(y) => return y,
-                Err(x) => return self.forward_ops(x),
-            }
+        if o.groups != 1 || o.dilation != [1, 1] || o.stride[0] != o.stride[1] {
+            return self.forward_ops(x);
         }
-        self.forward_ops(x)
+        let (stride, padding) = (o.stride[0], [top, bottom, left, right]);
+        let ours = match &self.weight {
+            Param::Quantized { blocks, shape } if kernels::layers_use_quantized_conv2d() => {
+                kernels::quantized_conv2d(x, blocks, *shape, self.bias.as_ref(), stride, padding)
+            }
+            Param::Float(w) if kernels::layers_use_conv2d() => {
+                kernels::conv2d(x, w.clone(), self.bias.as_ref(), stride, padding)
+            }
+            _ => Err(x),
+        };
+        ours.unwrap_or_else(|x| self.forward_ops(x))
     }
 
     /// The weights `[c_out, c_in, k, k]` as f32 (expanded when quantised).
@@ -121,7 +128,29 @@ impl Linear {
 
     /// # Shapes
     /// - x: `[..., d_in]` → `[..., d_out]`
+    ///
+    /// A quantised weight on a GPU device is read packed by our kernel, never expanded.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if !kernels::layers_use_quantized_linear() {
+            return self.forward_ops(x);
+        }
+        self.forward_quantized(x).unwrap_or_else(|x| self.forward_ops(x))
+    }
+
+    /// Our quantised-weight kernel whatever `ADCANVAS_KERNELS` says (for the benchmark), or
+    /// `x` back where it does not run.
+    pub fn forward_quantized<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+        match &self.weight {
+            Param::Quantized { blocks, shape: [d_out, _] } => {
+                kernels::quantized_linear(x, blocks, *d_out, self.bias.as_ref())
+            }
+            Param::Float(_) => Err(x),
+        }
+    }
+
+    /// The tensor-op version (the weight expanded to f32 when quantised, then burn's matmul):
+    /// the CPU path, and the kernel's reference.
+    pub fn forward_ops<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         linear(x, self.weight.value().transpose(), self.bias.clone())
     }
 }

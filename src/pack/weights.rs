@@ -342,8 +342,12 @@ fn burn_blocks(
     view: &safetensors::tensor::TensorView<'_>,
     shape: &[usize],
 ) -> Result<TensorData, ModelError> {
-    use burn::tensor::DType;
     let b = read_blocks(file, tensors, key, view, shape)?;
+    Ok(blocks_data(&b))
+}
+
+fn blocks_data(b: &Blocks<'_>) -> TensorData {
+    use burn::tensor::DType;
     let scheme = QuantScheme::default()
         .with_value(if b.q4 { QuantValue::Q4S } else { QuantValue::Q8S })
         .with_store(QuantStore::PackedU32(0))
@@ -351,7 +355,24 @@ fn burn_blocks(
     // n is a multiple of 32, so the values fill whole u32 words and the scales need no padding.
     let mut bytes: Vec<u8> = if b.q4 { b.values.iter().map(|v| v ^ 0x88).collect() } else { b.values.to_vec() };
     bytes.extend(b.scales.iter().flat_map(|s| s.to_f32().to_ne_bytes()));
-    Ok(TensorData::from_bytes_vec(bytes, [b.n], DType::QFloat(scheme)))
+    TensorData::from_bytes_vec(bytes, [b.n], DType::QFloat(scheme))
+}
+
+impl<const D: usize> Param<D> {
+    /// `values` (row-major, `shape`) quantised as a pack stores them (`q4`, else q8) and kept
+    /// quantised on `device`, as [`QuantizedWeights::Keep`] loads them: for the kernel checks
+    /// and benchmarks, which need a quantised layer without a pack file.
+    pub fn quantize(values: &[f32], shape: [usize; D], q4: bool, device: &Device) -> Self {
+        use crate::pack::quant::{quantize_q4, quantize_q8};
+        let (bytes, scales) = if q4 {
+            quantize_q4(values)
+        } else {
+            let (q, s) = quantize_q8(values);
+            (q.into_iter().map(|v| v as u8).collect(), s)
+        };
+        let data = blocks_data(&Blocks { n: values.len(), values: &bytes, scales, q4 });
+        Param::Quantized { blocks: Tensor::from_data(data, device), shape }
+    }
 }
 
 /// Decodes little-endian F32/F16/BF16 bytes to f32 (also used by the converter).

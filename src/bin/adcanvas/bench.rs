@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use adcanvas::kernels;
-use adcanvas::nn::kernel_check::conv2d_layer;
+use adcanvas::nn::kernel_check::{conv2d_layer, quantized_linear_layer};
 use adcanvas::nn::{GroupNorm, silu};
 use adcanvas::pack::weights::Weights;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -33,6 +33,17 @@ const CONVS: [(&str, [usize; 4], usize); 6] = [
     ("SD 1.5 UNet, 64² latent", [2, 320, 64, 64], 320),
     ("SD 1.5 UNet, 16² latent", [2, 1280, 16, 16], 1280),
     ("SD 1.5 VAE decoder, 128²", [1, 512, 128, 128], 512),
+];
+
+/// `(what, [batch, tokens, d_in], d_out)` of linear layers: the default model's attention
+/// projections at a 256² ad and its text encoder's feed-forward, SD 1.5's at 512² (batch 2),
+/// each with q8 and q4 weights.
+const LINEARS: [(&str, [usize; 3], usize); 5] = [
+    ("default UNet attention, 32²", [2, 1024, 32], 32),
+    ("default text encoder FF", [2, 77, 384], 1536),
+    ("SD 1.5 attention, 64²", [2, 4096, 320], 320),
+    ("SD 1.5 GEGLU, 64²", [2, 4096, 320], 2560),
+    ("SD 1.5 cross-attn k/v", [2, 77, 768], 320),
 ];
 
 fn header(kernel: &str, shape: &str, rate: &str) {
@@ -72,8 +83,8 @@ impl Row<'_> {
 }
 
 /// Median milliseconds of `repeats` runs of `f`, after one untimed run (kernel compilation).
-fn time(device: &Device, repeats: usize, mut f: impl FnMut() -> Tensor<4>) -> f64 {
-    let finish = |t: Tensor<4>| {
+fn time<const D: usize>(device: &Device, repeats: usize, mut f: impl FnMut() -> Tensor<D>) -> f64 {
+    let finish = |t: Tensor<D>| {
         // Each result read tells the watchdog the GPU still answers.
         adcanvas::gpu::watchdog::beat("kernel benchmark");
         let _ = t.into_data();
@@ -91,8 +102,14 @@ fn time(device: &Device, repeats: usize, mut f: impl FnMut() -> Tensor<4>) -> f6
     ms[ms.len() / 2]
 }
 
-/// `sd` too: SD 1.5's shapes take minutes per run on a software adapter.
-pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(), String> {
+/// `sd` too: SD 1.5's shapes take minutes per run on a software adapter. `only`: the kernel
+/// families to time (`group_norm`, `conv2d`, `linear`), all when empty.
+pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool, only: &[String]) -> Result<(), String> {
+    const FAMILIES: [&str; 3] = ["group_norm", "conv2d", "linear"];
+    if let Some(unknown) = only.iter().find(|k| !FAMILIES.contains(&k.as_str())) {
+        return Err(format!("--only {unknown}: the kernels are {}", FAMILIES.join(", ")));
+    }
+    let family = |name: &str| only.is_empty() || only.iter().any(|k| k == name);
     let wanted = |what: &str| sd || what.starts_with("default");
     let repeats = repeats.max(1);
     let probe = Tensor::<4>::zeros([1, 1, 1, 1], device);
@@ -102,8 +119,10 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(
     }
     println!("adapter: {adapter}; median of {repeats} runs after a first (compiling) run");
     let mut rows = Vec::new();
-    header("GroupNorm + SiLU", "shape / groups", "ours GB/s");
-    for (what, shape, groups, eps) in GROUP_NORMS.into_iter().filter(|row| wanted(row.0)) {
+    if family("group_norm") {
+        header("GroupNorm + SiLU", "shape / groups", "ours GB/s");
+    }
+    for (what, shape, groups, eps) in GROUP_NORMS.into_iter().filter(|row| family("group_norm") && wanted(row.0)) {
         let [_, c, _, _] = shape;
         let (w, _) = Weights::random(1, device);
         let norm = GroupNorm::load(&w, groups, c, eps).map_err(|e| e.to_string())?;
@@ -117,8 +136,10 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(
         rows.push(row.print());
     }
     println!();
-    header("conv 3×3 + bias", "shape → c_out", "ours GFLOP/s");
-    for (what, shape, c_out) in CONVS.into_iter().filter(|row| wanted(row.0)) {
+    if family("conv2d") {
+        header("conv 3×3 + bias", "shape → c_out", "ours GFLOP/s");
+    }
+    for (what, shape, c_out) in CONVS.into_iter().filter(|row| family("conv2d") && wanted(row.0)) {
         let [n, c_in, h, w] = shape;
         let conv = conv2d_layer(c_in, c_out, 3, 1, [1, 1, 1, 1], true, device);
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
@@ -130,6 +151,25 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool) -> Result<(
         let label = format!("{shape:?}→{c_out}");
         let row = Row { kernel: "conv2d_3x3", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
         rows.push(row.print());
+    }
+    println!();
+    if family("linear") {
+        header("linear, quantised weight", "shape → d_out", "ours GFLOP/s");
+    }
+    for (what, shape, d_out) in LINEARS.into_iter().filter(|row| family("linear") && wanted(row.0)) {
+        let [b, t, d_in] = shape;
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        for q4 in [false, true] {
+            let layer = quantized_linear_layer(d_in, d_out, q4, true, device);
+            // Stock: the weight expanded to f32 by burn's dequantise kernel, then burn's matmul.
+            let stock = time(device, repeats, || layer.forward_ops(x.clone()));
+            let ours = time(device, repeats, || layer.forward_quantized(x.clone()).expect("on the GPU"));
+            let gflop = 2.0 * (b * t * d_in * d_out) as f64 / 1e9;
+            let label = format!("{}{shape:?}→{d_out}", if q4 { "q4 " } else { "q8 " });
+            let row =
+                Row { kernel: "quantized_linear", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
+            rows.push(row.print());
+        }
     }
     println!("{}", serde_json::json!({ "adapter": adapter, "repeats": repeats, "kernels": rows }));
     Ok(())
