@@ -7,7 +7,7 @@
 //! `[d_out, d_in]` row-major and flat, its values packed into u32 words lowest bits first (four
 //! two's-complement bytes for q8, eight two's-complement nibbles for q4), one f32 scale per 32
 //! consecutive values. The GEMM is tiled like [`super::conv2d`]: one cube computes a
-//! 64-row × 64-output tile with 256 units, each a 4 × 4 block in registers; per step along K
+//! 64-row × 64-output tile with 64 units, each an 8 × 8 block in registers; per step along K
 //! (16 at a time) it stages a 16 × 64 slice of `x` and a 16 × 64 slice of the expanded weight
 //! in shared memory (8 KiB, within every WebGPU adapter's 16 KiB).
 
@@ -23,8 +23,8 @@ const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 /// K staged per step; `d_in` must be a multiple of it.
 pub const TILE_K: usize = 16;
-/// Units per cube: 16 × 16, each a 4 × 4 block of the tile.
-const UNITS: u32 = 256;
+/// Units per cube: 8 × 8, each an 8 × 8 block of the tile.
+const UNITS: u32 = 64;
 
 #[cube(launch)]
 fn quantized_linear_kernel(
@@ -43,32 +43,26 @@ fn quantized_linear_kernel(
     let n0 = CUBE_POS_Y * 64;
     let unit = UNIT_POS;
     // tx picks outputs (fastest across units, so writes are contiguous), ty rows.
-    let tx = unit % 16;
-    let ty = unit / 16;
+    let tx = unit % 8;
+    let ty = unit / 8;
 
     let mut a_tile = Shared::<[f32]>::new_slice(TILE_K * TILE_M);
     let mut b_tile = Shared::<[f32]>::new_slice(TILE_K * TILE_N);
-    let mut acc = Array::<f32>::new(16usize);
+    let mut acc = Array::<f32>::new(64usize);
     #[unroll]
-    for i in 0..16usize {
+    for i in 0..64usize {
         acc[i] = f32::new(0.0);
     }
 
     let per_word = comptime!(32 / bits);
-    // Words holding one row's 16-value slice, and the units that stage them (one word each).
+    // Words holding one row's 16-value slice; the tile's 64 rows need 64 × that many.
     let words_per_row = comptime!(16 / (32 / bits));
-    let staging_units = comptime!(64 * (16 / (32 / bits)));
-
-    // The weight word a unit stages: row n0 + unit / words_per_row, values
-    // (unit % words_per_row) * per_word .. + per_word of the step.
-    let nn_own = unit / words_per_row;
-    let kk_own = (unit % words_per_row) * per_word;
-    let row_own = n0 + nn_own;
+    let words_per_unit = comptime!(16 / (32 / bits));
 
     for k0 in range_stepped(0u32, k_total, 16u32) {
         // Stage x: element e is (mm = e / 16, kk = e % 16), K contiguous in memory.
         #[unroll]
-        for r in 0..4u32 {
+        for r in 0..16u32 {
             let e = unit + r * UNITS;
             let mm = e / 16;
             let kk = e % 16;
@@ -79,51 +73,57 @@ fn quantized_linear_kernel(
             }
             a_tile[(kk * 64 + mm) as usize] = value;
         }
-        // Stage the weight: one packed word per unit, expanded with its block's scale.
-        if unit < staging_units {
+        // Stage the weight, one packed word at a time, expanded with its block's scale.
+        #[unroll]
+        for r in 0..words_per_unit {
+            let w = unit + r * UNITS;
+            let nn = w / words_per_row;
+            let kk0 = (w % words_per_row) * per_word;
+            let row = n0 + nn;
             let mut word = 0u32;
             let mut scale = f32::new(0.0);
-            if row_own < n_total {
+            if row < n_total {
                 // `d_in` is a multiple of 16, so a word never straddles two rows and the
                 // values of one word share one 32-value block.
-                let flat = row_own * k_total + k0 + kk_own;
+                let flat = row * k_total + k0 + kk0;
                 word = values[(flat / per_word) as usize];
                 scale = scales[(flat / 32) as usize];
             }
             #[unroll]
             for j in 0..per_word {
-                b_tile[((kk_own + j) * 64 + nn_own) as usize] = field_value(word, j, bits) * scale;
+                b_tile[((kk0 + j) * 64 + nn) as usize] = field_value(word, j, bits) * scale;
             }
         }
         sync_cube();
 
         #[unroll]
         for kk in 0..16u32 {
-            let b0 = b_tile[(kk * 64 + tx) as usize];
-            let b1 = b_tile[(kk * 64 + tx + 16) as usize];
-            let b2 = b_tile[(kk * 64 + tx + 32) as usize];
-            let b3 = b_tile[(kk * 64 + tx + 48) as usize];
+            let mut b = Array::<f32>::new(8usize);
             #[unroll]
-            for i in 0..4u32 {
-                let a = a_tile[(kk * 64 + ty + 16 * i) as usize];
-                acc[(i * 4) as usize] += a * b0;
-                acc[(i * 4 + 1) as usize] += a * b1;
-                acc[(i * 4 + 2) as usize] += a * b2;
-                acc[(i * 4 + 3) as usize] += a * b3;
+            for j in 0..8u32 {
+                b[j as usize] = b_tile[(kk * 64 + tx + 8 * j) as usize];
+            }
+            #[unroll]
+            for i in 0..8u32 {
+                let a = a_tile[(kk * 64 + ty + 8 * i) as usize];
+                #[unroll]
+                for j in 0..8u32 {
+                    acc[(i * 8 + j) as usize] += a * b[j as usize];
+                }
             }
         }
         sync_cube();
     }
 
     #[unroll]
-    for i in 0..4u32 {
-        let m = m0 + ty + 16 * i;
+    for i in 0..8u32 {
+        let m = m0 + ty + 8 * i;
         if m < m_total {
             #[unroll]
-            for j in 0..4u32 {
-                let n = n0 + tx + 16 * j;
+            for j in 0..8u32 {
+                let n = n0 + tx + 8 * j;
                 if n < n_total {
-                    let mut y = acc[(i * 4 + j) as usize];
+                    let mut y = acc[(i * 8 + j) as usize];
                     if has_bias {
                         y += bias[n as usize];
                     }
