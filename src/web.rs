@@ -19,7 +19,8 @@ use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::preview::calibrate;
 use crate::pipeline::{
-    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product_segmented, prepare_product_with_mask,
+    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_segmented,
+    prepare_product_with_mask,
 };
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
@@ -130,6 +131,8 @@ struct Inner {
     reference: RefCell<Option<Rc<Reference>>>,
     cancel: Cell<bool>,
     busy: Cell<bool>,
+    /// Set by a generation that wants the model's turn while [`Studio::warm_up`] holds it.
+    stop_warm_up: Cell<bool>,
 }
 
 /// One loaded model (perhaps shared with other studios) and the current product photo.
@@ -147,6 +150,7 @@ impl Studio {
                 reference: RefCell::new(None),
                 cancel: Cell::new(false),
                 busy: Cell::new(false),
+                stop_warm_up: Cell::new(false),
             }),
         }
     }
@@ -300,6 +304,9 @@ impl Studio {
             let reference = inner.reference.borrow().clone();
             inner.busy.set(true);
             inner.cancel.set(false);
+            // A warm-up holding the turn gives it up after its current step: what it compiled
+            // stays compiled, and the seller's ad compiles the rest.
+            inner.stop_warm_up.set(true);
             let cancel = inner.clone();
             let mut progress = |step: usize, total: usize| {
                 // Every `preview_every` steps, what the ad looks like so far: `{ width, height, rgba }`.
@@ -363,10 +370,58 @@ impl Studio {
         })
     }
 
+    /// Compiles the GPU kernels an ad with these `opts` (as [`Studio::generate`] takes them)
+    /// needs, while the seller is still choosing a photo: one denoising step of such an ad for a
+    /// synthetic product, the result dropped. On a GPU a first ad is mostly kernel compilation
+    /// (BENCHMARKS.md); on the CPU there is nothing to compile and it returns at once. Takes the
+    /// model's turn like a generation, leaves the studio's product and reference as they are,
+    /// and stops after its current step when a generation starts. Resolves to `{ warmed, ms }`
+    /// (`warmed` false: skipped on the CPU, or stopped early).
+    pub fn warm_up(&self, opts: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let out = Object::new();
+            let started = js_sys::Date::now();
+            if inner.loaded.device == "cpu" || inner.busy.get() {
+                set(&out, "warmed", false);
+                set(&out, "ms", 0.0);
+                return Ok(out.into());
+            }
+            let mut options = generate_options(&opts)?;
+            options.steps = 1;
+            options.preview_every = 0;
+            let product = warm_up_product().map_err(|e| JsError::new(&e))?;
+            let _turn = inner.loaded.turn.lock().await;
+            inner.stop_warm_up.set(false);
+            let stop = inner.clone();
+            let mut progress = |_: usize, _: usize| !stop.stop_warm_up.get();
+            let result = generate(&inner.loaded.model, &product, None, &options, &mut progress).await;
+            let warmed = match result {
+                Ok(_) => true,
+                Err(PipelineError::Cancelled) => false,
+                Err(other) => return Err(JsError::new(&other.to_string()).into()),
+            };
+            set(&out, "warmed", warmed);
+            set(&out, "ms", js_sys::Date::now() - started);
+            Ok(out.into())
+        })
+    }
+
     /// Stops the running generation after its current step.
     pub fn cancel(&self) {
         self.inner.cancel.set(true);
     }
+}
+
+/// The warm-up's product: a 64² photo with alpha, an opaque rounded block on transparency,
+/// so that its mask comes from the alpha channel without the cut-out network.
+fn warm_up_product() -> Result<Product, String> {
+    let img = image::RgbaImage::from_fn(64, 64, |x, y| {
+        let (dx, dy) = ((x as f32 - 31.5).abs(), (y as f32 - 31.5).abs());
+        let inside = dx.max(dy) < 20.0 && (dx - 12.0).max(0.0).hypot((dy - 12.0).max(0.0)) < 8.0;
+        if inside { image::Rgba([180, 90, 40, 255]) } else { image::Rgba([0, 0, 0, 0]) }
+    });
+    prepare_product(&encode_png(&img)?).map_err(|e| e.to_string())
 }
 
 fn encode_png(img: &image::RgbaImage) -> Result<Vec<u8>, String> {

@@ -272,8 +272,31 @@ async function start() {
   showModelInfo();
   setStatus('ready', 'Ready. Drop in a product photo to start.');
   refreshControls();
+  warmUp(engine.gpu.available === true);
   const photo = restoredPhoto();
   if (photo) await handleFile(photo);
+}
+
+/** On a GPU a first ad is mostly the compiling of its kernels: compile them now, for an ad of the
+ * size and settings on the form, while the seller picks a photo. A generation started meanwhile
+ * takes over after the warm-up's current step. `body[data-warm-up]`: running, done, stopped,
+ * failed (the ad then compiles what it needs itself). On by default on a hardware GPU only: on a
+ * software adapter (which the page takes only when asked, `?device=gpu`) the warm-up holds the
+ * studio for minutes, so an upload would wait behind it. `?warmup=on|off` overrides. */
+function warmUp(hardwareGpu) {
+  const asked = new URLSearchParams(location.search).get('warmup');
+  if (state.device !== 'gpu' || asked === 'off' || (!hardwareGpu && asked !== 'on')) return;
+  const params = readParams();
+  if (!params) return;
+  document.body.dataset.warmUp = 'running';
+  // With a prompt, as most ads have: guidance's two halves are what gets compiled.
+  state.studio.warmUp({ ...params, prompt: params.prompt || 'a product on a table' }).then(
+    (r) => {
+      document.body.dataset.warmUp = field(r, 'warmed') ? 'done' : 'stopped';
+      document.body.dataset.warmUpMs = String(Math.round(Number(field(r, 'ms')) || 0));
+    },
+    () => { document.body.dataset.warmUp = 'failed'; },
+  );
 }
 
 function showModelInfo() {

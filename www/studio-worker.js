@@ -40,6 +40,9 @@ const ops = {
   setReference([bytes, pfv], studio) {
     return studio.set_reference(bytes, pfv);
   },
+  warmUp([params], studio) {
+    return studio.warm_up(params);
+  },
   generate([params], studio, id) {
     // The step preview (a few KB, every few steps) is copied along with the progress.
     return studio.generate(params, (step, total, preview) => postMessage({ id, progress: [step, total, preview] }));

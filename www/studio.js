@@ -14,7 +14,7 @@ const MODULE_URL = new URL('../pkg/adcanvas.js', import.meta.url).href;
  * (`gpu.available`: a hardware GPU the studio can use; without one it runs on the CPU).
  * `open(modelUrl, options)` (options: `{ device: 'auto'|'gpu'|'cpu', quantized_weights }`) loads a
  * model pack and resolves to a studio:
- * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), cancel(),
+ * `{ info, prepare(bytes[, maskBytes]), setReference(bytes, pfv), generate(params, onProgress), warmUp(params), cancel(),
  * zip(names, pngs), close(), abandon() }`, each method a promise of what the wasm `Studio`'s method of
  * that name returns (src/web.rs); `zip` resolves to the bytes of one .zip of the PNGs (wasm
  * `zip_files`); `close` lets go of this studio, `abandon` of the whole engine after a fatal error.
@@ -125,6 +125,7 @@ function workerEngine(worker, gpu) {
         prepare: (bytes, mask) => request(id, 'prepare', [bytes, mask]),
         setReference: (bytes, pfv) => request(id, 'setReference', [bytes, pfv]),
         generate: (params, onProgress) => request(id, 'generate', [params], onProgress),
+        warmUp: (params) => request(id, 'warmUp', [params]),
         cancel: () => { if (!stopped) worker.postMessage({ op: 'cancel', studio: id }); },
         // This studio only; the worker goes with the page's last one.
         close: async () => {
@@ -155,6 +156,7 @@ async function pageEngine(bindings) {
         prepare: async (bytes, mask) => (mask ? studio.prepare_with_mask(bytes, mask) : studio.prepare(bytes)),
         setReference: async (bytes, pfv) => studio.set_reference(bytes, pfv),
         generate: (params, onProgress) => studio.generate(params, onProgress),
+        warmUp: (params) => studio.warm_up(params),
         cancel: () => studio.cancel(),
         close: async () => studio.free(),
         abandon: () => studio.free(),

@@ -674,7 +674,25 @@ export class AdcanvasStudio extends HTMLElement {
     this.#setStatus('ready', `Ready${withoutReference}. Drop in a product photo.${cpu}`);
     this.#refresh();
     this.#emit('adcanvas-ready', detail);
+    this.#warmUp(detail.device, engine.gpu.available === true);
     return detail;
+  }
+
+  /** On a GPU, compiles the kernels of an ad at the widget's size while the seller picks a photo
+   * (as the page does: www/app.js `warmUp`; on by default on a hardware GPU only);
+   * `warmup="off"` leaves that to the first ad, `warmup="on"` asks for it on a software adapter
+   * too. `data-warm-up` on the element: running, done, stopped, failed. */
+  #warmUp(device, hardwareGpu) {
+    const asked = this.getAttribute('warmup');
+    if (device !== 'gpu' || asked === 'off' || (!hardwareGpu && asked !== 'on')) return;
+    const size = parseSize(String(this.getAttribute('size') ?? this.#nativeSize));
+    if (!size) return;
+    this.dataset.warmUp = 'running';
+    const prompt = this.#ui.prompt.value.trim() || 'a product on a table';
+    this.#studio.warmUp({ prompt, ...size, steps: 1 }).then(
+      (r) => { this.dataset.warmUp = field(r, 'warmed') ? 'done' : 'stopped'; },
+      () => { this.dataset.warmUp = 'failed'; },
+    );
   }
 
   #wire() {
