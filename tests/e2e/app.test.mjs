@@ -1059,6 +1059,46 @@ test('progress: step previews of the ad appear on the canvas before it is done',
   }
 });
 
+test('warm-up: asked for on WebGPU, the page compiles an ad\'s kernels before a photo is chosen; the ad after it is the seller\'s', { timeout: LOAD_TIMEOUT + 2 * GENERATE_TIMEOUT + MINUTE }, async () => {
+  const b = await launch(WEBGPU_ON);
+  try {
+    const { page } = b;
+    // A returning seller's settings: the warm-up compiles an ad of these.
+    await page.addInitScript(() => {
+      localStorage.setItem('adcanvas.settings', JSON.stringify({ size: '64', steps: '2', seed: '7', prompt: 'a jar on a marble table' }));
+    });
+    // On a software adapter the warm-up is off unless asked for (?warmup=on).
+    await openReady(page, b.consoleLines, '?device=gpu&warmup=on');
+    await page.waitForFunction(() => ['done', 'stopped', 'failed'].includes(document.body.dataset.warmUp), null,
+      { timeout: GENERATE_TIMEOUT, polling: 250 });
+    const warm = await page.evaluate(() => ({ state: document.body.dataset.warmUp, ms: Number(document.body.dataset.warmUpMs) }));
+    assert.equal(warm.state, 'done', `the warm-up finished: ${JSON.stringify(warm)}\nconsole:\n${b.consoleLines.join('\n')}`);
+    assert.ok(warm.ms > 0, `the warm-up took time: ${warm.ms} ms`);
+    console.log(`# warm-up: ${(warm.ms / 1000).toFixed(1)} s`);
+    // Its made-up product is not the studio's: there is none until the seller chooses one.
+    assert.equal(await page.locator('#generate').isEnabled(), false, 'Generate waits for a photo after the warm-up');
+    const up = await uploadAndWait(page, PRODUCT);
+    assert.equal(up.state, 'ready', `uploading the product failed: ${up.text}`);
+    const clicked = Date.now();
+    await page.click('#generate');
+    const st = await waitForAd(page);
+    assert.equal(st.state, 'done', `status after generation: ${st.text}`);
+    console.log(`# the first ad after the warm-up: ${((Date.now() - clicked) / 1000).toFixed(1)} s`);
+    const ad = await page.evaluate(() => {
+      const r = window.__adcanvas;
+      return { width: r.width, height: r.height, placement: r.placement, data: Array.from(r.rgba) };
+    });
+    assert.deepEqual([ad.width, ad.height], [64, 64], 'the ad has the settings\' size');
+    assertProductExact(ad, decodePng(fs.readFileSync(PRODUCT)), ad.placement, 'the ad after the warm-up');
+    const colours = new Set();
+    for (let o = 0; o < ad.data.length; o += 4) colours.add((ad.data[o] << 16) | (ad.data[o + 1] << 8) | ad.data[o + 2]);
+    assert.ok(colours.size > 64, `the background is generated: ${colours.size} colours`);
+    assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
+  } finally {
+    await b.close();
+  }
+});
+
 test('privacy: only GETs of the app\'s own files, never a body, the model not fetched again, and the page runs under its CSP', { timeout: 2 * LOAD_TIMEOUT + GENERATE_TIMEOUT + MINUTE }, async () => {
   // A server of its own whose log is every request it answered.
   const own = await startServer(DIST, 0, { verbose: true });
