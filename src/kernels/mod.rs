@@ -253,7 +253,7 @@ fn enabled() -> bool {
 }
 
 /// Whether the layers run [`conv2d`]: only under `ADCANVAS_KERNELS=all` until it is measured
-/// faster than burn's convolution (on lavapipe it is 0.55–1.15×; BENCHMARKS.md).
+/// faster than burn's convolution (on lavapipe it is 0.6–1.0×; BENCHMARKS.md).
 pub fn layers_use_conv2d() -> bool {
     kernel_use() == KernelUse::All
 }
