@@ -61,6 +61,10 @@ else
   if [[ "${KERNEL_BENCH:-1}" == 1 ]]; then
     # Our kernels beside stock burn at the default model's and SD 1.5's shapes (issue 19).
     timeout 120 "$ADCANVAS_BIN" bench --device gpu --repeats 10 > "$R/kernels.txt" 2>&1; echo "kernel bench done $(el)"; grep -v '^{' "$R/kernels.txt"
+    # The default model quantised end to end: q8 weights kept on the GPU and read packed by our
+    # kernels (all of ours on), beside the bench above (weights expanded at load).
+    ADCANVAS_KERNELS=all BENCH_WEIGHTS=keep BENCH_COUNT=3 timeout 90 bash scripts/bench.sh gpu 256 > "$R/bench_kept.txt" 2>&1
+    echo "kept-weights bench done $(el)"; cat "$R/bench_kept.txt"
   fi
   if [[ -n "${SMOKE_LATENTS:-}" ]]; then
     run=$(mktemp -d) && cp "$SMOKE_LATENTS" "$run/latents.pt"
