@@ -21,6 +21,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
 use super::quantized_linear::element;
+use super::tile::multiply_tiles;
 
 /// Output pixels per cube (rows of the GEMM tile).
 const TILE_M: usize = 64;
@@ -122,22 +123,7 @@ fn conv2d_kernel(
         }
         sync_cube();
 
-        #[unroll]
-        for kk in 0..16u32 {
-            let mut b = Array::<f32>::new(8usize);
-            #[unroll]
-            for j in 0..8u32 {
-                b[j as usize] = b_tile[(kk * 64 + tx + 8 * j) as usize];
-            }
-            #[unroll]
-            for i in 0..8u32 {
-                let a = a_tile[(kk * 64 + ty + 8 * i) as usize];
-                #[unroll]
-                for j in 0..8u32 {
-                    acc[(i * 8 + j) as usize] += a * b[j as usize];
-                }
-            }
-        }
+        multiply_tiles(&a_tile, &b_tile, &mut acc, ty, tx);
         sync_cube();
     }
 

@@ -11,6 +11,7 @@
 pub mod conv2d;
 pub mod group_norm;
 pub mod quantized_linear;
+pub mod tile;
 
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor, tensor::QuantizedTensor};

@@ -17,6 +17,8 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
+use super::tile::multiply_tiles;
+
 /// Rows of `x` per cube.
 const TILE_M: usize = 64;
 /// Outputs per cube.
@@ -96,22 +98,7 @@ fn quantized_linear_kernel(
         }
         sync_cube();
 
-        #[unroll]
-        for kk in 0..16u32 {
-            let mut b = Array::<f32>::new(8usize);
-            #[unroll]
-            for j in 0..8u32 {
-                b[j as usize] = b_tile[(kk * 64 + tx + 8 * j) as usize];
-            }
-            #[unroll]
-            for i in 0..8u32 {
-                let a = a_tile[(kk * 64 + ty + 8 * i) as usize];
-                #[unroll]
-                for j in 0..8u32 {
-                    acc[(i * 8 + j) as usize] += a * b[j as usize];
-                }
-            }
-        }
+        multiply_tiles(&a_tile, &b_tile, &mut acc, ty, tx);
         sync_cube();
     }
 
