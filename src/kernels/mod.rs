@@ -163,7 +163,8 @@ pub fn quantized_conv2d(
         return Err(x);
     }
     let has_bias = bias.is_some();
-    let bias = bias.cloned().unwrap_or_else(|| Tensor::<1>::zeros([1], &x.device()));
+    // Never read when `has_bias` is false: the input itself binds there, with no allocation.
+    let bias = bias.cloned().unwrap_or_else(|| x.clone().reshape([-1]));
     let out = <Dispatch as Kernels>::quantized_conv2d(
         x.into_dispatch(),
         weight.clone().into_dispatch(),
@@ -205,8 +206,8 @@ pub fn quantized_linear<const D: usize>(
     out_dims[D - 1] = d_out;
     let rows = x.shape().num_elements() / d_in;
     let has_bias = bias.is_some();
-    // Never read when `has_bias` is false; any f32 tensor on the device binds.
-    let bias = bias.cloned().unwrap_or_else(|| Tensor::<1>::zeros([1], &x.device()));
+    // Never read when `has_bias` is false: the input itself binds there, with no allocation.
+    let bias = bias.cloned().unwrap_or_else(|| x.clone().reshape([-1]));
     let out = <Dispatch as Kernels>::quantized_linear(
         x.reshape([rows, d_in]).into_dispatch(),
         weight.clone().into_dispatch(),
