@@ -543,12 +543,18 @@ fn keep_product(inner: &Inner, product: Result<Product, PipelineError>) -> Resul
     Ok(out.into())
 }
 
-/// Our GPU kernels against the tensor ops they replace, on this browser's WebGPU
-/// ([`crate::nn::kernel_check`]): an array of `{ case, ran_ours, max_abs_diff, largest, agrees }`.
-/// The browser test calls it; a seller's page never needs to.
+/// Our kernels against the tensor ops they replace ([`crate::nn::kernel_check`]), on this
+/// browser's WebGPU, or on the wasm CPU path when `device` is `"cpu"`: an array of
+/// `{ case, ran_ours, max_abs_diff, largest, agrees }`. The browser test calls it; a seller's
+/// page never needs to.
 #[wasm_bindgen]
-pub async fn check_kernels() -> Result<JsValue, JsError> {
-    let device = open_device(DeviceChoice::Gpu).await.map_err(|e| JsError::new(&e.to_string()))?;
+pub async fn check_kernels(device: Option<String>) -> Result<JsValue, JsError> {
+    let choice = match device.as_deref() {
+        None | Some("gpu") => DeviceChoice::Gpu,
+        Some("cpu") => DeviceChoice::Cpu,
+        Some(other) => return Err(JsError::new(&format!("check_kernels: no device '{other}' (gpu or cpu)"))),
+    };
+    let device = open_device(choice).await.map_err(|e| JsError::new(&e.to_string()))?;
     let checked = crate::nn::kernel_check::all(&device).await.map_err(|e| JsError::new(&e))?;
     let out = Array::new();
     for c in checked {

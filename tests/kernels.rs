@@ -1,7 +1,7 @@
-//! Our own GPU kernels against the plain-tensor versions they replace, on a real wgpu adapter
-//! (Mesa lavapipe in CI, scripts/setup.sh), odd shapes included: against the layer's tensor ops
-//! on the same device (`nn::kernel_check`, which the browser test runs in Chromium too) and on
-//! the CPU.
+//! Our own kernels against the plain-tensor versions they replace, on a real wgpu adapter
+//! (Mesa lavapipe in CI, scripts/setup.sh) and on the CPU, odd shapes included: against the
+//! layer's tensor ops on the same device (`nn::kernel_check`, which the browser test runs in
+//! Chromium too) and, for the GPU, on the CPU.
 
 use adcanvas::gpu::DeviceChoice;
 use adcanvas::gpu::select::{GpuOptions, open};
@@ -33,8 +33,6 @@ fn fused_group_norm_matches_the_tensor_ops_on_the_same_gpu() {
         assert!(c.ran_ours, "{}: our kernel did not run on the GPU device", c.case);
         assert!(c.agrees(), "{c:?}");
     }
-    let on_cpu = pollster::block_on(kernel_check::group_norm(&Device::flex())).unwrap();
-    assert!(on_cpu.iter().all(|c| !c.ran_ours), "the CPU device runs the tensor ops");
 }
 
 #[test]
@@ -69,8 +67,36 @@ fn quantized_linear_reading_packed_q8_and_q4_matches_the_expanded_weight() {
     for c in &checked {
         assert!(c.ran_ours && c.agrees(), "{c:?}");
     }
-    let on_cpu = pollster::block_on(kernel_check::quantized_linear(&Device::flex())).unwrap();
-    assert!(on_cpu.iter().all(|c| !c.ran_ours && c.agrees()), "the CPU device runs the tensor ops");
+}
+
+/// The CPU's kernels (src/kernels/cpu.rs: convolution, GroupNorm, the quantised layers expanded,
+/// attention on unsplit heads) against burn's tensor ops on the same CPU device, every case.
+#[test]
+fn cpu_kernels_match_the_tensor_ops() {
+    let checked = pollster::block_on(kernel_check::all(&Device::flex())).unwrap();
+    let cases = 2 * GROUP_NORM_CASES.len()
+        + kernel_check::LAYER_NORM_CASES.len()
+        + kernel_check::CONV2D_CASES.len()
+        + kernel_check::QUANTIZED_CONV2D_CASES.len()
+        + kernel_check::QUANTIZED_LINEAR_CASES.len()
+        + kernel_check::ATTENTION_CASES.len();
+    assert_eq!(checked.len(), cases);
+    for c in &checked {
+        assert!(c.ran_ours, "{}: our kernel did not run on the CPU device", c.case);
+        assert!(c.agrees(), "{c:?}");
+    }
+}
+
+/// The CPU's GroupNorm of a constant group is its shift too.
+#[test]
+fn cpu_group_norm_of_a_constant_group_is_its_shift() {
+    let cpu = Device::flex();
+    let norm = group_norm_layer(2, 4, 1e-5, &cpu);
+    let x = Tensor::<4>::from_data(TensorData::new(vec![3.0f32; 4 * 5 * 3], [1, 4, 5, 3]), &cpu);
+    let ours = values(norm.forward(x.clone()));
+    let ops = values(norm.forward_ops(x));
+    assert!(ours.iter().all(|v| v.is_finite()), "NaN or inf from a constant group");
+    assert!(max_abs_diff(&ours, &ops) < 1e-6);
 }
 
 #[test]

@@ -46,7 +46,7 @@ impl MepaProcessor {
 impl AttentionProcessor for MepaProcessor {
     /// `Σ_k λ_k · M_k ⊙ Attn(Q, K_k, V_k)` over the text prompt (`prompts[0]`) and the image
     /// prompt (`prompts[1]`, when given with λ ≠ 0).
-    fn attend(&self, layer: &Attention, q: &Tensor<4>, prompts: &[RegionPrompt]) -> Tensor<3> {
+    fn attend(&self, layer: &Attention, q: &Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3> {
         let text = PlainProcessor.attend(layer, q, &prompts[..1]);
         match prompts.get(1) {
             Some(image) if image.scale != 0.0 => text + layer.attend(q, image, &self.to_k_ip, &self.to_v_ip),

@@ -1,14 +1,16 @@
-//! Our own GPU kernels, plugged into burn as a backend extension.
+//! Our own kernels, plugged into burn as a backend extension.
 //!
-//! Each kernel is a CubeCL `#[cube]` function (compiled to WGSL for the browser and for
-//! native wgpu alike), launched on burn's `CubeBackend`; `#[backend_extension(Cube, Fusion)]`
+//! On the GPU each kernel is a CubeCL `#[cube]` function (compiled to WGSL for the browser and
+//! for native wgpu alike), launched on burn's `CubeBackend`; on the CPU (burn's `Flex`) it is
+//! Rust on the same slices burn-flex uses ([`cpu`]). `#[backend_extension(Cube, Flex, Fusion)]`
 //! generates the routing from burn's runtime-dispatched `Tensor<D>` and a lazy `Fusion`
-//! operation, so a kernel sits in burn's fused graph like any built-in op. The layers in
-//! [`crate::nn`] call the functions below, which hand the input back (`Err`) on a device
-//! without our kernels (the `flex` CPU device): the layer then runs its tensor-op version, which is also
-//! each kernel's reference in the tests. `shaders/README.md` lists the kernels.
+//! operation, so a GPU kernel sits in burn's fused graph like any built-in op. The layers in
+//! [`crate::nn`] call the functions below, which hand the input back (`Err`) where ours do not
+//! run: the layer then runs its tensor-op version, which is also each kernel's reference in the
+//! tests. `shaders/README.md` lists the kernels.
 
 pub mod conv2d;
+pub mod cpu;
 pub mod group_norm;
 pub mod quantized_linear;
 pub mod tile;
@@ -18,7 +20,7 @@ use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor, t
 use burn::tensor::{DType, Shape, Tensor};
 
 /// The operations we write kernels for, beside burn's own.
-#[backend_extension(Cube, Fusion)]
+#[backend_extension(Cube, Flex, Fusion)]
 pub trait Kernels: Backend {
     /// GroupNorm over `[batch, channels, h, w]` with per-channel scale and shift, then SiLU
     /// when `silu`.
@@ -57,6 +59,11 @@ pub trait Kernels: Backend {
         has_bias: bool,
     ) -> FloatTensor<Self>;
 
+    /// softmax(Q Kᵀ/√d) V for each of `heads` heads, on `[batch, tokens, heads × dim]` tensors
+    /// as the projections make them (heads neither split nor merged by a copy).
+    #[fusion(dtype = q, shape = attention_shape(q, v))]
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+
     /// `x` `[rows, d_in]` times a block-quantised weight `[d_out, d_in]` (flat, as the pack
     /// stores it) transposed, plus `bias` when `has_bias`; the weight is expanded in the kernel.
     #[fusion(dtype = x, shape = quantized_linear::output_shape(x, *d_out))]
@@ -71,6 +78,10 @@ pub trait Kernels: Backend {
 
 fn conv2d_shape(x: &Shape, weight: &Shape, stride: &usize, padding: &[usize; 4]) -> Shape {
     conv2d::output_shape(x, weight, *stride, *padding)
+}
+
+fn attention_shape(q: &Shape, v: &Shape) -> Shape {
+    Shape::new([q[0], q[1], v[2]])
 }
 
 fn quantized_conv2d_shape(x: &Shape, weight: &[usize; 4], stride: &usize, padding: &[usize; 4]) -> Shape {
@@ -121,6 +132,21 @@ impl Kernels for CubeBackend {
     ) -> FloatTensor<Self> {
         quantized_linear::launch(x, weight, bias, d_out, has_bias)
     }
+
+    /// burn's own attention with the heads split and merged around it: the layers call
+    /// [`attention`] on the CPU only, so this is for completeness of the extension.
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        use burn::backend::TensorMetadata;
+        use burn::backend::ops::{FloatTensorOps, ModuleOps};
+        let split = |t: FloatTensor<Self>| {
+            let [b, n, c] = std::array::from_fn(|i| t.shape()[i]);
+            Self::float_swap_dims(Self::float_reshape(t, Shape::new([b, n, heads, c / heads])), 1, 2)
+        };
+        let (b, n) = (q.shape()[0], q.shape()[1]);
+        let c_v = v.shape()[2];
+        let out = <Self as ModuleOps<Self>>::attention(split(q), split(k), split(v), None, None, Default::default());
+        Self::float_reshape(Self::float_swap_dims(out, 1, 2), Shape::new([b, n, c_v]))
+    }
 }
 
 /// A convolution as an implicit GEMM, or `x` back where our kernel does not run. `padding`
@@ -132,11 +158,12 @@ pub fn conv2d(
     stride: usize,
     padding: [usize; 4],
 ) -> Result<Tensor<4>, Tensor<4>> {
-    if !runs_ours(&x) || weight.dtype() != DType::F32 {
+    if runs_on(&x).is_none() || weight.dtype() != DType::F32 {
         return Err(x);
     }
     let has_bias = bias.is_some();
-    let bias = bias.cloned().unwrap_or_else(|| weight.clone().reshape([-1]));
+    // Never read when `has_bias` is false: the input itself binds there, with no allocation.
+    let bias = bias.cloned().unwrap_or_else(|| x.clone().reshape([-1]));
     let out = <Dispatch as Kernels>::conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -159,7 +186,8 @@ pub fn quantized_conv2d(
     stride: usize,
     padding: [usize; 4],
 ) -> Result<Tensor<4>, Tensor<4>> {
-    if !runs_ours(&x) || !readable(weight) || weight.dims()[0] != weight_shape.iter().product::<usize>() {
+    let Some(place) = runs_on(&x) else { return Err(x) };
+    if !readable(weight, place) || weight.dims()[0] != weight_shape.iter().product::<usize>() {
         return Err(x);
     }
     let has_bias = bias.is_some();
@@ -177,10 +205,12 @@ pub fn quantized_conv2d(
     Ok(Tensor::from_dispatch(out))
 }
 
-/// Whether our kernels read this quantised weight's layout where it lies.
-fn readable(weight: &Tensor<1>) -> bool {
-    match weight.dtype() {
-        DType::QFloat(scheme) => quantized_linear::readable_bits(&scheme).is_some(),
+/// Whether our kernels read this quantised weight's layout where it lies: the GPU kernels read
+/// burn's packed block layouts in place; the CPU expands any quantised layout first.
+fn readable(weight: &Tensor<1>, place: Place) -> bool {
+    match (weight.dtype(), place) {
+        (DType::QFloat(scheme), Place::Gpu) => quantized_linear::readable_bits(&scheme).is_some(),
+        (DType::QFloat(_), Place::Cpu) => true,
         _ => false,
     }
 }
@@ -195,9 +225,9 @@ pub fn quantized_linear<const D: usize>(
     bias: Option<&Tensor<1>>,
 ) -> Result<Tensor<D>, Tensor<D>> {
     let d_in = x.dims()[D - 1];
-    if !runs_ours(&x)
-        || !readable(weight)
-        || !d_in.is_multiple_of(quantized_linear::TILE_K)
+    let Some(place) = runs_on(&x) else { return Err(x) };
+    if !readable(weight, place)
+        || (place == Place::Gpu && !d_in.is_multiple_of(quantized_linear::TILE_K))
         || weight.dims()[0] != d_out * d_in
     {
         return Err(x);
@@ -218,9 +248,41 @@ pub fn quantized_linear<const D: usize>(
     Ok(Tensor::<2>::from_dispatch(out).reshape(out_dims))
 }
 
-/// Whether `x` lives where our kernels run: a CubeCL (wgpu/WebGPU) device, in f32.
-fn runs_ours<const D: usize>(x: &Tensor<D>) -> bool {
-    enabled() && x.dtype() == DType::F32 && matches!(x.device().as_dispatch(), burn::backend::DispatchDevice::Cube(_))
+/// softmax(Q Kᵀ/√d) V per head on `[batch, tokens, heads × dim]` tensors, merged heads out,
+/// where our CPU kernel runs; `q` back elsewhere (the GPU runs burn's fused attention).
+pub fn attention(q: Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
+    if runs_on(&q) != Some(Place::Cpu) || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
+        return Err(q);
+    }
+    let out = <Dispatch as Kernels>::attention(
+        q.into_dispatch(),
+        k.clone().into_dispatch(),
+        v.clone().into_dispatch(),
+        heads,
+    );
+    Ok(Tensor::from_dispatch(out))
+}
+
+/// Where our kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A CubeCL device: wgpu natively, WebGPU in the browser.
+    Gpu,
+    /// burn's `Flex` CPU device, natively and in wasm.
+    Cpu,
+}
+
+/// Where `x` lives if our kernels run there (they are on and it is f32), else `None`.
+pub fn runs_on<const D: usize>(x: &Tensor<D>) -> Option<Place> {
+    if !enabled() || x.dtype() != DType::F32 {
+        return None;
+    }
+    match x.device().as_dispatch() {
+        burn::backend::DispatchDevice::Cube(_) => Some(Place::Gpu),
+        burn::backend::DispatchDevice::Flex(_) => Some(Place::Cpu),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
 }
 
 /// Which of our kernels run, from `ADCANVAS_KERNELS` natively: `stock` none (stock burn on the
@@ -254,16 +316,21 @@ fn enabled() -> bool {
     kernel_use() != KernelUse::Stock
 }
 
-/// Whether the layers run [`conv2d`]: only under `ADCANVAS_KERNELS=all` until it is measured
-/// faster than burn's convolution (on lavapipe it is 0.6–1.0×; BENCHMARKS.md).
-pub fn layers_use_conv2d() -> bool {
-    kernel_use() == KernelUse::All
+/// Whether the layers run [`conv2d`] on `x`: on the CPU by default (1.?–?× burn-flex's, and
+/// ahead of PyTorch's; BENCHMARKS.md); on the GPU only under `ADCANVAS_KERNELS=all` until it is
+/// measured faster than burn's convolution (on lavapipe it is 0.8–1.0×).
+pub fn layers_use_conv2d(x: &Tensor<4>) -> bool {
+    match kernel_use() {
+        KernelUse::Stock => false,
+        KernelUse::Proven => runs_on(x) == Some(Place::Cpu),
+        KernelUse::All => true,
+    }
 }
 
 /// Whether the layers run [`quantized_conv2d`] for their quantised weights: with
 /// [`layers_use_conv2d`], whose kernel it is.
-pub fn layers_use_quantized_conv2d() -> bool {
-    layers_use_conv2d()
+pub fn layers_use_quantized_conv2d(x: &Tensor<4>) -> bool {
+    layers_use_conv2d(x)
 }
 
 /// Whether the layers run [`quantized_linear`] for their quantised weights: only under
@@ -282,7 +349,7 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor<4>, Tensor<4>> {
-    if !runs_ours(&x) {
+    if runs_on(&x).is_none() {
         return Err(x);
     }
     let out = <Dispatch as Kernels>::group_norm(

@@ -12,6 +12,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use super::Linear;
 use crate::error::ModelError;
+use crate::kernels;
 use crate::pack::weights::Weights;
 
 /// One prompt a layer attends to: its tokens, its weight λ and its region mask at the layer's
@@ -38,9 +39,9 @@ impl RegionPrompt {
 /// through projections of its own.
 pub trait AttentionProcessor: Send + Sync {
     /// # Shapes
-    /// - q: `[batch, heads, queries, head_dim]` (the layer's `to_q`, heads split)
+    /// - q: `[batch, queries, heads × head_dim]` (the layer's `to_q`)
     /// - output: `[batch, queries, heads × head_dim]`
-    fn attend(&self, layer: &Attention, q: &Tensor<4>, prompts: &[RegionPrompt]) -> Tensor<3>;
+    fn attend(&self, layer: &Attention, q: &Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3>;
 
     /// Whether the processor takes an image prompt (`prompts[1]`).
     fn takes_image_prompt(&self) -> bool {
@@ -54,7 +55,7 @@ pub trait AttentionProcessor: Send + Sync {
 pub struct PlainProcessor;
 
 impl AttentionProcessor for PlainProcessor {
-    fn attend(&self, layer: &Attention, q: &Tensor<4>, prompts: &[RegionPrompt]) -> Tensor<3> {
+    fn attend(&self, layer: &Attention, q: &Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3> {
         layer.attend(q, &prompts[0], &layer.to_k, &layer.to_v)
     }
 }
@@ -120,16 +121,23 @@ impl Attention {
     ///   masks `[batch, queries, 1]`
     /// - output: `[batch, queries, query_dim]`
     pub fn forward_prompts(&self, x: Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3> {
-        let q = self.split_heads(self.to_q.forward(x));
+        let q = self.to_q.forward(x);
         self.to_out.forward(self.processor.attend(self, &q, prompts))
     }
 
     /// `λ · M ⊙ softmax(Q Kᵀ/√d) V` for one prompt through the projections `to_k`, `to_v` (the
-    /// layer's own, or a processor's), heads merged: the term every processor sums.
-    pub fn attend(&self, q: &Tensor<4>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
-        let k = self.split_heads(to_k.forward(prompt.tokens.clone()));
-        let v = self.split_heads(to_v.forward(prompt.tokens.clone()));
-        let mut out = merge_heads(scaled_dot_product_attention(q.clone(), k, v));
+    /// layer's own, or a processor's), heads merged: the term every processor sums. On the CPU
+    /// our kernel reads the heads in place ([`kernels::attention`]); elsewhere they are split
+    /// for burn's fused attention and merged after.
+    pub fn attend(&self, q: &Tensor<3>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
+        let k = to_k.forward(prompt.tokens.clone());
+        let v = to_v.forward(prompt.tokens.clone());
+        let mut out = match kernels::attention(q.clone(), &k, &v, self.heads) {
+            Ok(out) => out,
+            Err(q) => {
+                merge_heads(scaled_dot_product_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v)))
+            }
+        };
         if let Some(mask) = &prompt.mask {
             out = out * mask.clone();
         }

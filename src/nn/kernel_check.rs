@@ -1,10 +1,11 @@
-//! Our GPU kernels against the tensor ops of the layers that call them, on whatever device
-//! is given: the browser's WebGPU (the wasm export `check_kernels`, run by the browser test)
-//! and native wgpu (tests/kernels.rs). Inputs are fixed formulas, not a random generator, so
+//! Our kernels against the tensor ops of the layers that call them, on whatever device is
+//! given: the browser's WebGPU and its wasm CPU path (the wasm export `check_kernels`, run by the
+//! browser test), native wgpu and the native CPU (tests/kernels.rs). Inputs are fixed formulas, not a random generator, so
 //! every platform checks the same numbers.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::attention::explicit_attention;
 use super::{Conv2d, GroupNorm, LayerNorm, Linear, silu};
 use crate::kernels;
 use crate::pack::weights::Param;
@@ -60,6 +61,20 @@ pub const QUANTIZED_LINEAR_CASES: [([usize; 3], usize, bool, bool); 6] = [
     ([1, 64, 320], 1280, true, true),
     ([3, 7, 48], 70, false, true),
     ([1, 1, 96], 33, true, true),
+];
+
+/// `[batch, queries, keys]`, heads, query/key width of a head, value width of a head: the
+/// default model's self-attention at 32² (8 heads of 8), its cross-attention to 128 text
+/// tokens, SD 1.5's 8 heads of 40 over 77 tokens, one query, key counts that are not multiples
+/// of the 16 lanes, a value width unlike the key's, one head.
+pub const ATTENTION_CASES: [([usize; 3], usize, usize, usize); 7] = [
+    ([2, 1024, 1024], 8, 8, 8),
+    ([2, 1024, 128], 8, 8, 8),
+    ([2, 64, 77], 8, 40, 40),
+    ([1, 1, 5], 2, 4, 4),
+    ([3, 33, 17], 3, 16, 16),
+    ([1, 20, 31], 2, 8, 12),
+    ([1, 50, 50], 1, 64, 64),
 ];
 
 /// One kernel run against its tensor-op version.
@@ -266,12 +281,45 @@ pub async fn quantized_linear(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
-/// Every kernel's cases.
+/// Every attention case: [`kernels::attention`] on `[batch, tokens, heads × width]` against
+/// [`explicit_attention`] on the heads split and merged by tensor ops. Ours runs on the CPU
+/// only (the GPU runs burn's fused attention).
+pub async fn attention(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    for ([b, nq, nk], heads, d, d_v) in ATTENTION_CASES {
+        let wave = |n: usize, shape: [usize; 3], phase: f32| {
+            let values: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.173 + phase).sin() * 1.5).collect();
+            Tensor::<3>::from_data(TensorData::new(values, shape), device)
+        };
+        let q = wave(b * nq * heads * d, [b, nq, heads * d], 0.0);
+        let k = wave(b * nk * heads * d, [b, nk, heads * d], 1.0);
+        let v = wave(b * nk * heads * d_v, [b, nk, heads * d_v], 2.0);
+        let split = |t: Tensor<3>, width: usize| {
+            let [b, n, _] = t.dims();
+            t.reshape([b, n, heads, width]).swap_dims(1, 2)
+        };
+        let merged = |t: Tensor<4>| t.swap_dims(1, 2).reshape([b, nq, heads * d_v]);
+        let ops = merged(explicit_attention(split(q.clone(), d), split(k.clone(), d), split(v.clone(), d_v)));
+        let ops = host(ops).await?;
+        let (ran_ours, ours) = match kernels::attention(q, &k, &v, heads) {
+            Ok(y) => (true, host(y).await?),
+            Err(_) => (false, ops.clone()),
+        };
+        let case = format!("attention [{b}, {nq}, {nk}], {heads} heads of {d}/{d_v}");
+        out.push(Checked::compare(case, ran_ours, &ours, &ops));
+    }
+    Ok(out)
+}
+
+/// Every kernel's cases that run ours on `device` (attention only on the CPU).
 pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = group_norm(device).await?;
     out.extend(layer_norm(device).await?);
     out.extend(conv2d(device).await?);
     out.extend(quantized_conv2d(device).await?);
     out.extend(quantized_linear(device).await?);
+    if kernels::runs_on(&Tensor::<1>::zeros([1], device)) == Some(kernels::Place::Cpu) {
+        out.extend(attention(device).await?);
+    }
     Ok(out)
 }

@@ -85,10 +85,10 @@ impl Conv2d {
         }
         let (stride, padding) = (o.stride[0], [top, bottom, left, right]);
         let ours = match &self.weight {
-            Param::Quantized { blocks, shape } if kernels::layers_use_quantized_conv2d() => {
+            Param::Quantized { blocks, shape } if kernels::layers_use_quantized_conv2d(&x) => {
                 kernels::quantized_conv2d(x, blocks, *shape, self.bias.as_ref(), stride, padding)
             }
-            Param::Float(w) if kernels::layers_use_conv2d() => {
+            Param::Float(w) if kernels::layers_use_conv2d(&x) => {
                 kernels::conv2d(x, w.clone(), self.bias.as_ref(), stride, padding)
             }
             _ => Err(x),

@@ -1314,9 +1314,10 @@ test('PFV in wasm matches the native/NumPy cases', { timeout: 3 * MINUTE }, asyn
 });
 
 // Our own GPU kernels (src/kernels, listed in shaders/) compiled by cubecl to WGSL and run by
-// Chromium's WebGPU, against the tensor ops they replace on the same device (src/nn/kernel_check.rs;
-// natively tests/kernels.rs runs the same cases on lavapipe). Odd shapes included.
-test('our GPU kernels agree with the tensor ops in Chromium WebGPU', { timeout: 10 * MINUTE }, async () => {
+// Chromium's WebGPU, and our CPU kernels compiled to wasm, each against the tensor ops they replace
+// on the same device (src/nn/kernel_check.rs; natively tests/kernels.rs runs the same cases on
+// lavapipe and the CPU). Odd shapes included.
+test('our GPU kernels agree with the tensor ops in Chromium WebGPU, and our CPU kernels in wasm', { timeout: 10 * MINUTE }, async () => {
   const b = await launch(WEBGPU_ON);
   try {
     const { page } = b;
@@ -1324,12 +1325,18 @@ test('our GPU kernels agree with the tensor ops in Chromium WebGPU', { timeout: 
     const got = await page.evaluate(async () => {
       const wasm = await import(new URL('pkg/adcanvas.js', document.baseURI).href);
       await wasm.default();
-      return await wasm.check_kernels();
+      return { gpu: await wasm.check_kernels('gpu'), cpu: await wasm.check_kernels('cpu') };
     });
-    assert.ok(got.length >= 12, `every case ran: ${JSON.stringify(got)}`);
-    for (const c of got) {
+    assert.ok(got.gpu.length >= 12, `every case ran: ${JSON.stringify(got.gpu)}`);
+    for (const c of got.gpu) {
       assert.ok(c.ran_ours, `${c.case}: our kernel ran on WebGPU`);
       assert.ok(c.agrees, `${c.case}: differs from the tensor ops by ${c.max_abs_diff} (largest ${c.largest})`);
+    }
+    // The CPU path's kernels (src/kernels/cpu.rs) in wasm with SIMD128, attention included.
+    assert.ok(got.cpu.length > got.gpu.length, `the CPU checks attention too: ${JSON.stringify(got.cpu)}`);
+    for (const c of got.cpu) {
+      assert.ok(c.ran_ours, `${c.case}: our kernel ran on the wasm CPU path`);
+      assert.ok(c.agrees, `${c.case} (CPU): differs from the tensor ops by ${c.max_abs_diff} (largest ${c.largest})`);
     }
     assert.deepEqual(b.pageErrors, [], 'no page errors');
   } finally {
