@@ -5,7 +5,7 @@
 # 40-minute build. SOURCE_HASH names the sources it was built from; scripts/serve.sh serves the
 # bundle only when the sources still hash to it, and builds otherwise: a stale bundle is never served.
 #
-#   scripts/bundle.sh hash          print the sources' hash (src/, Cargo.toml, Cargo.lock, build-web.sh)
+#   scripts/bundle.sh hash          print the sources' hash (src/, crates/, the Cargo.tomls, Cargo.lock, build-web.sh)
 #   scripts/bundle.sh fresh         exit 0 when web-bundle/ was built from these sources
 #   scripts/bundle.sh update DIST   take DIST/pkg (from scripts/build-web.sh) as the new bundle
 #   scripts/bundle.sh check DIST    fail when the bundle is stale; say whether DIST's fresh build of
@@ -17,7 +17,7 @@ BUNDLE="$ROOT/web-bundle"
 
 source_hash() {
   # Content, not timestamps: the same sources give the same hash on any machine.
-  (cd "$ROOT" && { find src -name '*.rs' -type f; echo Cargo.toml; echo Cargo.lock; echo scripts/build-web.sh; } \
+  (cd "$ROOT" && { find src crates -name '*.rs' -type f; find crates -name Cargo.toml -type f; echo Cargo.toml; echo Cargo.lock; echo scripts/build-web.sh; } \
     | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
 }
 

@@ -24,7 +24,7 @@ if [[ $WEB_BUILD == bundle ]]; then scripts/setup.sh --no-web-build; else script
 stamp "format"
 cargo fmt --check
 stamp "native tests"
-CUBECL_AUTOTUNE_LEVEL=minimal cargo test --release --locked
+CUBECL_AUTOTUNE_LEVEL=minimal cargo test --release --locked --workspace
 DIST="$(mktemp -d)/dist"
 if [[ $WEB_BUILD == bundle ]]; then
   stamp "web app from the prebuilt bundle (built from these sources)"

@@ -70,7 +70,7 @@ fn quantized_linear_reading_packed_q8_and_q4_matches_the_expanded_weight() {
 }
 
 /// The CPU's kernels (src/kernels/cpu.rs: convolution, GroupNorm, the quantised layers expanded,
-/// attention on unsplit heads) against burn's tensor ops on the same CPU device, every case.
+/// attention on unsplit heads, GEGLU) against burn's tensor ops on the same CPU device, every case.
 #[test]
 fn cpu_kernels_match_the_tensor_ops() {
     let checked = pollster::block_on(kernel_check::all(&Device::flex())).unwrap();
@@ -79,7 +79,8 @@ fn cpu_kernels_match_the_tensor_ops() {
         + kernel_check::CONV2D_CASES.len()
         + kernel_check::QUANTIZED_CONV2D_CASES.len()
         + kernel_check::QUANTIZED_LINEAR_CASES.len()
-        + kernel_check::ATTENTION_CASES.len();
+        + kernel_check::ATTENTION_CASES.len()
+        + kernel_check::GEGLU_CASES.len();
     assert_eq!(checked.len(), cases);
     for c in &checked {
         assert!(c.ran_ours, "{}: our kernel did not run on the CPU device", c.case);

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::config::UNetConfig;
 use super::mepa::{Conditioning, MepaProcessor};
 use crate::error::ModelError;
+use crate::kernels;
 use crate::nn::attention::{Attention, RegionPrompt};
 use crate::nn::resnet::ResnetBlock2D;
 use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear, gelu, silu, upsample_nearest_2x};
@@ -29,11 +30,13 @@ impl FeedForward {
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let projected = self.proj.forward(x);
-        let [b, n, c2] = projected.dims();
-        let hidden = projected.clone().narrow(2, 0, c2 / 2);
-        let gate = projected.narrow(2, c2 / 2, c2 / 2);
-        let _ = (b, n);
-        self.out.forward(hidden * gelu(gate))
+        let activated = kernels::geglu(projected).unwrap_or_else(|projected| {
+            let c2 = projected.dims()[2];
+            let hidden = projected.clone().narrow(2, 0, c2 / 2);
+            let gate = projected.narrow(2, c2 / 2, c2 / 2);
+            hidden * gelu(gate)
+        });
+        self.out.forward(activated)
     }
 }
 

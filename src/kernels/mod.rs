@@ -59,6 +59,22 @@ pub trait Kernels: Backend {
         has_bias: bool,
     ) -> FloatTensor<Self>;
 
+    /// `x` `[batch, rows, d_in]` times `weight` `[d_out, d_in]` (PyTorch's layout) transposed,
+    /// plus `bias` when `has_bias`; `x` may be a strided view (the transformer's tokens are the
+    /// feature map's channels swapped last).
+    #[fusion(dtype = x, shape = linear_shape(x, weight))]
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+    ) -> FloatTensor<Self>;
+
+    /// GEGLU's activation: `x` `[batch, rows, 2f]` → `x[.., :f] · gelu(x[.., f:])` (exact, erf
+    /// GELU), the transformer feed-forward's middle, in one pass.
+    #[fusion(dtype = x, shape = geglu_shape(x))]
+    fn geglu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// softmax(Q Kᵀ/√d) V for each of `heads` heads, on `[batch, tokens, heads × dim]` tensors
     /// as the projections make them (heads neither split nor merged by a copy).
     #[fusion(dtype = q, shape = attention_shape(q, v))]
@@ -78,6 +94,14 @@ pub trait Kernels: Backend {
 
 fn conv2d_shape(x: &Shape, weight: &Shape, stride: &usize, padding: &[usize; 4]) -> Shape {
     conv2d::output_shape(x, weight, *stride, *padding)
+}
+
+fn geglu_shape(x: &Shape) -> Shape {
+    Shape::new([x[0], x[1], x[2] / 2])
+}
+
+fn linear_shape(x: &Shape, weight: &Shape) -> Shape {
+    Shape::new([x[0], x[1], weight[0]])
 }
 
 fn attention_shape(q: &Shape, v: &Shape) -> Shape {
@@ -131,6 +155,36 @@ impl Kernels for CubeBackend {
         has_bias: bool,
     ) -> FloatTensor<Self> {
         quantized_linear::launch(x, weight, bias, d_out, has_bias)
+    }
+
+    /// burn's slice, GELU and multiply: the layers call [`geglu`] on the CPU only.
+    fn geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::backend::TensorMetadata;
+        use burn::backend::ops::{ActivationOps, FloatTensorOps};
+        use burn::tensor::Slice;
+        let [b, n, c2] = std::array::from_fn(|i| x.shape()[i]);
+        let half = |from: usize| [Slice::from(0..b), Slice::from(0..n), Slice::from(from..from + c2 / 2)];
+        let hidden = Self::float_slice(x.clone(), &half(0));
+        let gate = Self::float_slice(x, &half(c2 / 2));
+        Self::float_mul(hidden, <Self as ActivationOps<Self>>::gelu(gate))
+    }
+
+    /// burn's matmul and add: the layers call [`linear`] on the CPU only.
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+    ) -> FloatTensor<Self> {
+        use burn::backend::TensorMetadata;
+        use burn::backend::ops::FloatTensorOps;
+        let [d_out, d_in] = std::array::from_fn(|i| weight.shape()[i]);
+        let weight = Self::float_reshape(Self::float_swap_dims(weight, 0, 1), Shape::new([1, d_in, d_out]));
+        let out = Self::float_matmul(x, weight);
+        match has_bias {
+            true => Self::float_add(out, Self::float_reshape(bias, Shape::new([1, 1, d_out]))),
+            false => out,
+        }
     }
 
     /// burn's own attention with the heads split and merged around it: the layers call
@@ -246,6 +300,45 @@ pub fn quantized_linear<const D: usize>(
         has_bias,
     );
     Ok(Tensor::<2>::from_dispatch(out).reshape(out_dims))
+}
+
+/// GEGLU's `x[.., :f] · gelu(x[.., f:])` of `x` `[batch, rows, 2f]` where our CPU kernel runs;
+/// `x` back elsewhere.
+pub fn geglu(x: Tensor<3>) -> Result<Tensor<3>, Tensor<3>> {
+    if runs_on(&x) != Some(Place::Cpu) || !x.dims()[2].is_multiple_of(2) {
+        return Err(x);
+    }
+    Ok(Tensor::from_dispatch(<Dispatch as Kernels>::geglu(x.into_dispatch())))
+}
+
+/// `x` `[..., d_in]` times `weight` `[d_out, d_in]` transposed, plus `bias`, where our CPU
+/// kernel runs (reading a strided `x` in place); `x` back elsewhere.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) -> Result<Tensor<D>, Tensor<D>> {
+    if D < 2 || D > 3 || runs_on(&x) != Some(Place::Cpu) || weight.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let dims = x.dims();
+    let [d_out, _] = weight.dims();
+    let x3: Tensor<3> = match D {
+        2 => x.reshape([1, dims[0], dims[1]]),
+        _ => x.reshape([dims[0], dims[1], dims[2]]),
+    };
+    let has_bias = bias.is_some();
+    // Never read when `has_bias` is false: the weight itself binds there, with no allocation.
+    let bias = bias.cloned().unwrap_or_else(|| weight.clone().reshape([-1]));
+    let out = <Dispatch as Kernels>::linear(
+        x3.into_dispatch(),
+        weight.clone().into_dispatch(),
+        bias.into_dispatch(),
+        has_bias,
+    );
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    Ok(Tensor::<3>::from_dispatch(out).reshape(out_dims))
 }
 
 /// softmax(Q Kᵀ/√d) V per head on `[batch, tokens, heads × dim]` tensors, merged heads out,

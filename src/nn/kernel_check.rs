@@ -77,6 +77,10 @@ pub const ATTENTION_CASES: [([usize; 3], usize, usize, usize); 7] = [
     ([1, 50, 50], 1, 64, 64),
 ];
 
+/// `[batch, rows, 2f]` for GEGLU: the default model's feed-forward (2 × 256 wide at 32²), SD
+/// 1.5's (2 × 1280), an odd width and one row.
+pub const GEGLU_CASES: [[usize; 3]; 4] = [[2, 1024, 512], [1, 64, 2560], [3, 7, 34], [1, 1, 2]];
+
 /// One kernel run against its tensor-op version.
 #[derive(Debug, Clone)]
 pub struct Checked {
@@ -311,7 +315,25 @@ pub async fn attention(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
-/// Every kernel's cases that run ours on `device` (attention only on the CPU).
+/// Every GEGLU case: [`kernels::geglu`] against `hidden · gelu(gate)` in tensor ops (erf GELU).
+/// Ours runs on the CPU only.
+pub async fn geglu(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    for shape in GEGLU_CASES {
+        let n: usize = shape.iter().product();
+        let x = input([1, 1, 1, n], device).reshape(shape).mul_scalar(1.7);
+        let f = shape[2] / 2;
+        let ops = host(x.clone().narrow(2, 0, f) * super::gelu(x.clone().narrow(2, f, f))).await?;
+        let (ran_ours, ours) = match kernels::geglu(x) {
+            Ok(y) => (true, host(y).await?),
+            Err(_) => (false, ops.clone()),
+        };
+        out.push(Checked::compare(format!("geglu {shape:?}"), ran_ours, &ours, &ops));
+    }
+    Ok(out)
+}
+
+/// Every kernel's cases that run ours on `device` (attention and GEGLU only on the CPU).
 pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = group_norm(device).await?;
     out.extend(layer_norm(device).await?);
@@ -320,6 +342,7 @@ pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     out.extend(quantized_linear(device).await?);
     if kernels::runs_on(&Tensor::<1>::zeros([1], device)) == Some(kernels::Place::Cpu) {
         out.extend(attention(device).await?);
+        out.extend(geglu(device).await?);
     }
     Ok(out)
 }

@@ -129,8 +129,22 @@ impl Linear {
     /// # Shapes
     /// - x: `[..., d_in]` → `[..., d_out]`
     ///
-    /// A quantised weight on a GPU device is read packed by our kernel, never expanded.
+    /// On the CPU an f32 weight goes to our GEMM, which reads `x` through its strides; a
+    /// quantised weight on a GPU device is read packed by our kernel under
+    /// `ADCANVAS_KERNELS=all`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        // On the CPU a quantised weight is expanded and takes the same GEMM as an f32 one, so
+        // kept and expanded packs make the same bytes.
+        let on_cpu = kernels::runs_on(&x) == Some(kernels::Place::Cpu);
+        let x = match &self.weight {
+            Param::Float(w) => kernels::linear(x, w, self.bias.as_ref()),
+            Param::Quantized { .. } if on_cpu => kernels::linear(x, &self.weight.value(), self.bias.as_ref()),
+            Param::Quantized { .. } => Err(x),
+        };
+        let x = match x {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         if !kernels::layers_use_quantized_linear() {
             return self.forward_ops(x);
         }
