@@ -88,6 +88,58 @@ fn cpu_kernels_match_the_tensor_ops() {
     }
 }
 
+/// The extension's GPU side of the ops the layers call ours on the CPU only (linear on strided
+/// tokens, GEGLU, attention on unsplit heads) is burn's own ops: the same results as the layer's
+/// tensor ops, so a caller that routes them to the GPU gets the same numbers.
+#[test]
+fn gpu_side_of_the_cpu_only_ops_matches_the_tensor_ops() {
+    use adcanvas::kernels::Kernels;
+    use adcanvas::nn::attention::explicit_attention;
+    use burn::backend::Dispatch;
+    let gpu = gpu();
+    let wave = |shape: [usize; 3], phase: f32| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37 + phase).sin()).collect();
+        Tensor::<3>::from_data(TensorData::new(v, shape), &gpu)
+    };
+    let close = |ours: Tensor<3>, ops: Tensor<3>, what: &str| {
+        let (ours, ops) = (ours.into_data().to_vec::<f32>().unwrap(), ops.into_data().to_vec::<f32>().unwrap());
+        let d = max_abs_diff(&ours, &ops);
+        assert!(d < 1e-5, "{what}: {d}");
+    };
+
+    // linear: tokens as the transformer makes them (a transposed view), weight [d_out, d_in].
+    let x = wave([2, 24, 5], 0.0).swap_dims(1, 2);
+    let (weight, bias) = (wave([1, 7, 24], 1.0).reshape([7, 24]), wave([1, 1, 7], 2.0).reshape([7]));
+    let ours = Tensor::<3>::from_dispatch(<Dispatch as Kernels>::linear(
+        x.clone().into_dispatch(),
+        weight.clone().into_dispatch(),
+        bias.clone().into_dispatch(),
+        true,
+    ));
+    close(ours, x.matmul(weight.transpose().unsqueeze()) + bias.unsqueeze(), "linear");
+
+    // GEGLU.
+    let x = wave([2, 3, 10], 0.5);
+    let ours = Tensor::<3>::from_dispatch(<Dispatch as Kernels>::geglu(x.clone().into_dispatch()));
+    close(ours, x.clone().narrow(2, 0, 5) * adcanvas::nn::gelu(x.narrow(2, 5, 5)), "geglu");
+
+    // Attention: 2 heads of 4 over 6 keys.
+    let (q, k, v) = (wave([1, 5, 8], 0.1), wave([1, 6, 8], 0.2), wave([1, 6, 8], 0.3));
+    let ours = Tensor::<3>::from_dispatch(<Dispatch as Kernels>::attention(
+        q.clone().into_dispatch(),
+        k.clone().into_dispatch(),
+        v.clone().into_dispatch(),
+        2,
+    ));
+    let split = |t: Tensor<3>| {
+        let [b, n, _] = t.dims();
+        t.reshape([b, n, 2, 4]).swap_dims(1, 2)
+    };
+    let ops = explicit_attention(split(q), split(k), split(v)).swap_dims(1, 2).reshape([1, 5, 8]);
+    close(ours, ops, "attention");
+}
+
 /// The CPU's GroupNorm of a constant group is its shift too.
 #[test]
 fn cpu_group_norm_of_a_constant_group_is_its_shift() {
