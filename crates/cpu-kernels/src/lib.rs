@@ -71,8 +71,8 @@ fn for_each_job(count: usize, job: impl Fn(usize) + Send + Sync) {
     (0..count).for_each(job);
 }
 
-/// `dst = lhs · rhs (+ dst when accumulate)`, row-major operands given by their row strides, on
-/// this thread.
+/// `dst = scale · lhs · rhs (+ dst when accumulate)`, each operand given by its column and row
+/// strides (the destination's columns contiguous), on this thread.
 ///
 /// # Safety
 /// `dst` must hold `m` rows of `n` at stride `dst_rs`, and be written by no one else meanwhile.
@@ -90,6 +90,7 @@ unsafe fn gemm_rows(
     rhs: &[f32],
     rhs_cs: usize,
     rhs_rs: usize,
+    scale: f32,
 ) {
     // SAFETY: the caller vouches for `dst`; `lhs`/`rhs` are slices the strides stay within.
     unsafe {
@@ -108,7 +109,7 @@ unsafe fn gemm_rows(
             rhs_cs as isize,
             rhs_rs as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -164,7 +165,7 @@ pub fn conv2d(
             // SAFETY: columns p0..p0+n of image b's c_out rows are this job's alone.
             unsafe {
                 let dst = dst.at(b * c_out * pixels + p0);
-                gemm_rows(c_out, n, c_in, dst, pixels, accumulate, weight, 1, c_in, rhs, 1, pixels);
+                gemm_rows(c_out, n, c_in, dst, pixels, accumulate, weight, 1, c_in, rhs, 1, pixels, 1.0);
             }
         });
         return (out, [batch, c_out, oh, ow]);
@@ -196,7 +197,7 @@ pub fn conv2d(
             // SAFETY: rows y0..y0+rows of image b's c_out planes are this job's alone.
             unsafe {
                 let dst = dst.at(b * c_out * pixels + y0 * ow);
-                gemm_rows(c_out, n, k, dst, pixels, accumulate, weight, 1, k, col, 1, n);
+                gemm_rows(c_out, n, k, dst, pixels, accumulate, weight, 1, k, col, 1, n, 1.0);
             }
         });
     });
@@ -279,7 +280,7 @@ pub fn linear(
         // SAFETY: rows r0..r0+m of the output are this job's alone.
         unsafe {
             let dst = dst.at(r0 * d_out);
-            gemm_rows(m, d_out, d_in, dst, d_out, accumulate, &x[r0 * d_in..], 1, d_in, weight, d_in, 1);
+            gemm_rows(m, d_out, d_in, dst, d_out, accumulate, &x[r0 * d_in..], 1, d_in, weight, d_in, 1, 1.0);
         }
     });
     out
@@ -318,7 +319,7 @@ pub fn linear_strided(
         // lies in `data` (checked above).
         unsafe {
             let dst = dst.at((b * rows + r0) * d_out);
-            gemm_rows(m, d_out, d_in, dst, d_out, accumulate, &data[b * sb + r0 * sr..], sc, sr, weight, d_in, 1);
+            gemm_rows(m, d_out, d_in, dst, d_out, accumulate, &data[b * sb + r0 * sr..], sc, sr, weight, d_in, 1, 1.0);
         }
     });
     out
@@ -481,6 +482,7 @@ pub fn attention(
     if out.is_empty() {
         return out;
     }
+    assert!(nk > 0, "attention: no keys to attend to (softmax over nothing)");
     let scale = 1.0 / (d as f32).sqrt();
     let per_image = (batch * heads).max(1);
     let rows =
@@ -496,7 +498,7 @@ pub fn attention(
         let k_head = &k[b * nk * c + h * d..];
         let v_head = &v[b * nk * c_v + h * d_v..];
         // SAFETY: `scores` is this job's own m × nk buffer.
-        unsafe { gemm_scaled(m, nk, d, scores.as_mut_ptr(), nk, q_block, 1, c, k_head, c, 1, scale) };
+        unsafe { gemm_rows(m, nk, d, scores.as_mut_ptr(), nk, false, q_block, 1, c, k_head, c, 1, scale) };
         let mut sums = Vec::with_capacity(m);
         for row in scores.chunks_exact_mut(nk) {
             sums.push(softmax_numerator(row));
@@ -504,7 +506,7 @@ pub fn attention(
         // SAFETY: head h's columns of rows r0..r0+m are this job's alone.
         unsafe {
             let o = dst.at((b * nq + r0) * c_v + h * d_v);
-            gemm_rows(m, d_v, nk, o, c_v, false, &scores, 1, nk, v_head, 1, c_v);
+            gemm_rows(m, d_v, nk, o, c_v, false, &scores, 1, nk, v_head, 1, c_v, 1.0);
             for (i, sum) in sums.iter().enumerate() {
                 let row = std::slice::from_raw_parts_mut(o.add(i * c_v), d_v);
                 let inv = 1.0 / sum;
@@ -513,51 +515,6 @@ pub fn attention(
         }
     });
     out
-}
-
-/// `dst = scale · lhs · rhs` (see [`gemm_rows`]).
-///
-/// # Safety
-/// As [`gemm_rows`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_scaled(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: &[f32],
-    lhs_cs: usize,
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_cs: usize,
-    rhs_rs: usize,
-    scale: f32,
-) {
-    // SAFETY: as gemm_rows.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 multiversion! {
