@@ -216,8 +216,9 @@ pub fn conv2d(
         return Err(x);
     }
     let has_bias = bias.is_some();
-    // Never read when `has_bias` is false: the input itself binds there, with no allocation.
-    let bias = bias.cloned().unwrap_or_else(|| x.clone().reshape([-1]));
+    // Never read when `has_bias` is false: the (contiguous) weight binds there, with no copy,
+    // where the input, a view on the CPU, might be copied to flatten it.
+    let bias = bias.cloned().unwrap_or_else(|| weight.clone().reshape([-1]));
     let out = <Dispatch as Kernels>::conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -409,9 +410,10 @@ fn enabled() -> bool {
     kernel_use() != KernelUse::Stock
 }
 
-/// Whether the layers run [`conv2d`] on `x`: on the CPU by default (1.?–?× burn-flex's, and
-/// ahead of PyTorch's; BENCHMARKS.md); on the GPU only under `ADCANVAS_KERNELS=all` until it is
-/// measured faster than burn's convolution (on lavapipe it is 0.8–1.0×).
+/// Whether the layers run [`conv2d`] on `x`: on the CPU by default (with it the default model's
+/// VAE decode, almost all convolution, went from 2.03× PyTorch's time to 1.04×; BENCHMARKS.md,
+/// 2026-12-07); on the GPU only under `ADCANVAS_KERNELS=all` until it is measured faster than
+/// burn's convolution (on lavapipe it is 0.8–1.0×).
 pub fn layers_use_conv2d(x: &Tensor<4>) -> bool {
     match kernel_use() {
         KernelUse::Stock => false,
