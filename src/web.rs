@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -19,8 +19,8 @@ use crate::pack::weights::QuantizedWeights;
 use crate::pfv::{PfvConfig, patch_visibility};
 use crate::pipeline::preview::calibrate;
 use crate::pipeline::{
-    GenerateOptions, InitImage, PipelineError, Product, generate, prepare_product, prepare_product_segmented,
-    prepare_product_with_mask,
+    GenerateOptions, GuidancePartner, Half, InitImage, PipelineError, Product, SwapFuture, generate,
+    generate_in_lockstep, prepare_product, prepare_product_segmented, prepare_product_with_mask,
 };
 
 // Two browser-only gaps between cubecl's WGSL and what Chrome's WebGPU accepts:
@@ -292,9 +292,16 @@ impl Studio {
     /// `{ width, height, rgba }` (one pixel per latent cell) every `preview_every` steps, else null. Resolves to
     /// `{ width, height, rgba, png, placement: {x, y, w, h}, timings_ms, depth_used, vae_tile, notes }`
     /// (`vae_tile` 0: untiled).
-    pub fn generate(&self, opts: JsValue, on_progress: Function) -> Promise {
+    ///
+    /// `partner` (may be undefined): on the CPU, another worker's studio making the same ad in
+    /// lockstep, sharing the guidance ([`crate::pipeline::partner`]): `{ half: "cond"|"uncond",
+    /// exchange(step, fingerprint, Float32Array) }`, `exchange` sending this studio's half and
+    /// resolving to the partner's `{ fingerprint, half: Float32Array }`. The "uncond" studio is
+    /// the helper: it resolves to null once its share is done. Ignored on a GPU.
+    pub fn generate(&self, opts: JsValue, on_progress: Function, partner: JsValue) -> Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
+            let partner = if inner.loaded.device == "cpu" { JsPartner::from_js(&partner)? } else { None };
             let product =
                 inner.product.borrow().clone().ok_or_else(|| JsError::new("Choose a product photo first."))?;
             if inner.busy.get() {
@@ -330,14 +337,18 @@ impl Studio {
                 if inner.cancel.get() {
                     Err(PipelineError::Cancelled)
                 } else {
-                    generate(&inner.loaded.model, &product, reference.as_deref(), &options, &mut progress).await
+                    let model = &inner.loaded.model;
+                    let partner = partner.as_ref().map(|p| p as &dyn GuidancePartner);
+                    generate_in_lockstep(model, &product, reference.as_deref(), &options, partner, &mut progress).await
                 }
             };
             inner.busy.set(false);
-            let generated = result.map_err(|e| match e {
-                PipelineError::Cancelled => JsError::new("cancelled"),
-                other => JsError::new(&other.to_string()),
-            })?;
+            let generated = match result {
+                Ok(generated) => generated,
+                Err(PipelineError::ShareDone) => return Ok(JsValue::NULL),
+                Err(PipelineError::Cancelled) => return Err(JsError::new("cancelled").into()),
+                Err(other) => return Err(JsError::new(&other.to_string()).into()),
+            };
             let out = Object::new();
             set(&out, "width", generated.image.width());
             set(&out, "height", generated.image.height());
@@ -410,6 +421,55 @@ impl Studio {
     /// Stops the running generation after its current step.
     pub fn cancel(&self) {
         self.inner.cancel.set(true);
+    }
+}
+
+/// The other worker of a lockstep pair, as [`Studio::generate`] takes it.
+struct JsPartner {
+    half: Half,
+    exchange: Function,
+}
+
+impl JsPartner {
+    fn from_js(partner: &JsValue) -> Result<Option<JsPartner>, JsError> {
+        if partner.is_undefined() || partner.is_null() {
+            return Ok(None);
+        }
+        let half = match get(partner, "half").as_string().as_deref() {
+            Some("cond") => Half::Conditional,
+            Some("uncond") => Half::Unconditional,
+            other => return Err(JsError::new(&format!("partner half {other:?}: expected cond or uncond"))),
+        };
+        let exchange = get(partner, "exchange")
+            .dyn_into::<Function>()
+            .map_err(|_| JsError::new("partner.exchange is not a function"))?;
+        Ok(Some(JsPartner { half, exchange }))
+    }
+}
+
+impl GuidancePartner for JsPartner {
+    fn half(&self) -> Half {
+        self.half
+    }
+
+    fn exchange(&self, step: usize, fingerprint: u32, mine: Vec<f32>) -> SwapFuture<'_> {
+        let sent = self.exchange.call3(
+            &JsValue::NULL,
+            &JsValue::from(step as u32),
+            &JsValue::from(fingerprint),
+            &Float32Array::from(mine.as_slice()),
+        );
+        Box::pin(async move {
+            let why = |e: JsValue| {
+                e.as_string().or_else(|| get(&e, "message").as_string()).unwrap_or_else(|| format!("{e:?}"))
+            };
+            let promise =
+                sent.map_err(why)?.dyn_into::<Promise>().map_err(|_| "exchange returned no promise".to_string())?;
+            let theirs = JsFuture::from(promise).await.map_err(why)?;
+            let fingerprint = get(&theirs, "fingerprint").as_f64().ok_or("the partner sent no fingerprint")? as u32;
+            let half = get(&theirs, "half").dyn_into::<Float32Array>().map_err(|_| "the partner sent no half")?;
+            Ok((fingerprint, half.to_vec()))
+        })
     }
 }
 

@@ -12,7 +12,10 @@ use adcanvas::error::ModelError;
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::{Model, create_demo_pack};
 use adcanvas::pack::{Manifest, read_pack_dir};
-use adcanvas::pipeline::{GenerateOptions, Generated, InitImage, PipelineError, generate, prepare_product};
+use adcanvas::pipeline::{
+    GenerateOptions, Generated, GuidancePartner, Half, InitImage, PipelineError, Product, SwapFuture, generate,
+    generate_in_lockstep, prepare_product,
+};
 use adcanvas::vae::VaeModelConfig;
 use burn::tensor::Device;
 
@@ -163,6 +166,143 @@ fn cpu_guidance_halves_on_two_threads_give_the_one_thread_ads() {
         let diff = a.image.as_raw().iter().zip(b.image.as_raw()).map(|(x, y)| x.abs_diff(*y)).max();
         assert!(diff <= Some(1), "{what}: two threads vs one, max channel difference {diff:?}");
     }
+}
+
+/// A posted half: its input's fingerprint and its values.
+type Swap = (u32, Vec<f32>);
+
+/// Two instances of the pipeline in one process, as the browser's two workers run it: each
+/// guidance half's instance posts its half of a step and waits for the other's.
+#[derive(Default)]
+struct Mailbox {
+    /// What each half's instance posted and the other has not taken yet, in order (a two-pass
+    /// ad repeats step numbers).
+    posted: std::cell::RefCell<[std::collections::VecDeque<Swap>; 2]>,
+    waiting: std::cell::RefCell<Vec<std::task::Waker>>,
+    /// One side's run has finished (the browser's workers then end their channel): the other's
+    /// waiting swap fails instead of waiting for ever.
+    ended: std::cell::Cell<bool>,
+}
+
+impl Mailbox {
+    fn end(&self) {
+        self.ended.set(true);
+        self.waiting.borrow_mut().drain(..).for_each(|w| w.wake());
+    }
+}
+
+struct Twin<'a> {
+    half: Half,
+    mailbox: &'a Mailbox,
+    /// Corrupts the fingerprint sent (a partner on another photo or seed).
+    diverged: bool,
+    swaps: std::cell::Cell<usize>,
+}
+
+impl<'a> Twin<'a> {
+    fn new(half: Half, mailbox: &'a Mailbox) -> Self {
+        Twin { half, mailbox, diverged: false, swaps: Default::default() }
+    }
+}
+
+impl GuidancePartner for Twin<'_> {
+    fn half(&self) -> Half {
+        self.half
+    }
+
+    fn exchange(&self, _step: usize, fingerprint: u32, mine: Vec<f32>) -> SwapFuture<'_> {
+        let (own, other) = if self.half == Half::Conditional { (1, 0) } else { (0, 1) };
+        let fingerprint = if self.diverged { !fingerprint } else { fingerprint };
+        self.mailbox.posted.borrow_mut()[own].push_back((fingerprint, mine));
+        self.mailbox.waiting.borrow_mut().drain(..).for_each(|w| w.wake());
+        self.swaps.set(self.swaps.get() + 1);
+        Box::pin(std::future::poll_fn(move |cx| match self.mailbox.posted.borrow_mut()[other].pop_front() {
+            Some(theirs) => std::task::Poll::Ready(Ok(theirs)),
+            None if self.mailbox.ended.get() => std::task::Poll::Ready(Err("the other side finished".into())),
+            None => {
+                self.mailbox.waiting.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }))
+    }
+}
+
+/// A partner that has stopped (its worker crashed or was closed).
+struct Gone;
+
+impl GuidancePartner for Gone {
+    fn half(&self) -> Half {
+        Half::Conditional
+    }
+
+    fn exchange(&self, _: usize, _: u32, _: Vec<f32>) -> SwapFuture<'_> {
+        Box::pin(async { Err("the helper worker stopped".to_string()) })
+    }
+}
+
+/// Both instances' runs in this thread, each polled until it waits for the other's half.
+fn pair(
+    model: &Model,
+    product: &Product,
+    options: &GenerateOptions,
+    leader: &Twin,
+    helper: &Twin,
+) -> (Result<Generated, PipelineError>, Result<Generated, PipelineError>) {
+    async fn run(
+        model: &Model,
+        product: &Product,
+        options: &GenerateOptions,
+        twin: &Twin<'_>,
+    ) -> Result<Generated, PipelineError> {
+        let out = generate_in_lockstep(model, product, None, options, Some(twin), &mut |_, _| true).await;
+        twin.mailbox.end();
+        out
+    }
+    pollster::block_on(futures_util::future::join(
+        run(model, product, options, leader),
+        run(model, product, options, helper),
+    ))
+}
+
+/// The browser's two workers on the CPU (pipeline/partner.rs): each computes one guidance half
+/// per step and they swap halves, so the ad is exactly the one instance's, in one and in two
+/// passes; the helper's run ends once its share is done. A partner that began from other values
+/// (another seed) or has stopped leaves the ad exactly as one instance makes it.
+#[test]
+fn lockstep_pair_makes_exactly_the_ad_one_instance_makes() {
+    let model = load_default(&Device::flex());
+    let product = prepare_product(PRODUCT_32).unwrap();
+    let two_pass = GenerateOptions { width: 512, height: 512, steps: 2, ..tiny_options(5) };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a thread pool");
+    pool.install(|| {
+        let alone = |options: &GenerateOptions, partner: Option<&dyn GuidancePartner>| {
+            pollster::block_on(generate_in_lockstep(&model, &product, None, options, partner, &mut |_, _| true))
+        };
+        for (what, options) in [("one pass", tiny_options(5)), ("two passes", two_pass)] {
+            let one = alone(&options, None).expect("one instance");
+            let mailbox = Mailbox::default();
+            let (leader, helper) = (Twin::new(Half::Conditional, &mailbox), Twin::new(Half::Unconditional, &mailbox));
+            let (ad, helped) = pair(&model, &product, &options, &leader, &helper);
+            assert_eq!(helped.err(), Some(PipelineError::ShareDone), "{what}: the helper stops after its share");
+            let ad = ad.expect("the pair's ad");
+            let steps = if what == "two passes" { options.steps + 1 } else { options.steps };
+            assert_eq!((leader.swaps.get(), helper.swaps.get()), (steps, steps), "{what}: one swap per step");
+            assert!(ad.image == one.image, "{what}: the pair's ad is not one instance's");
+            assert_composite_exact(&ad);
+        }
+
+        let options = tiny_options(5);
+        let one = alone(&options, None).expect("one instance");
+        let mailbox = Mailbox::default();
+        let leader = Twin::new(Half::Conditional, &mailbox);
+        let helper = Twin { diverged: true, ..Twin::new(Half::Unconditional, &mailbox) };
+        let (ad, helped) = pair(&model, &product, &options, &leader, &helper);
+        assert_eq!(helped.err(), Some(PipelineError::ShareDone), "a diverged helper stops once the ad is done");
+        assert_eq!(leader.swaps.get(), 1, "the leader goes on alone after the first mismatch");
+        assert!(ad.expect("the leader's ad").image == one.image, "a diverged helper changed the ad");
+        let ad = alone(&options, Some(&Gone)).expect("an ad without the stopped helper");
+        assert!(ad.image == one.image, "a stopped helper changed the ad");
+    });
 }
 
 /// Every sampler runs the whole pipeline, Euler-Karras with its fractional timesteps included:

@@ -167,6 +167,11 @@ function quantizedWeightsOption() {
   return new URLSearchParams(location.search).get('weights') || 'auto';
 }
 
+/** `?helper=0`: on the CPU, no second worker sharing each ad (www/studio-worker.js); to compare. */
+function helperOption() {
+  return new URLSearchParams(location.search).get('helper') !== '0';
+}
+
 /** `?device=auto|gpu|cpu`: where the studio computes. auto (the default) takes a hardware GPU
  * through WebGPU and this computer's CPU otherwise; gpu insists on WebGPU, software adapters
  * included; cpu never touches the GPU. */
@@ -263,7 +268,7 @@ async function start() {
   const base = modelBaseUrl();
   setStatus('loading', `Loading the model from ${base}…`);
   try {
-    state.studio = await engine.open(base, { device, quantized_weights: quantizedWeightsOption() });
+    state.studio = await engine.open(base, { device, quantized_weights: quantizedWeightsOption(), helper: helperOption() });
   } catch (err) {
     setStatus('error', `Could not load the model pack at ${base}: ${messageOf(err)}`);
     return;
@@ -605,6 +610,8 @@ function adOf(out, params) {
     seconds: Number.isFinite(total) ? total / 1000 : null,
     reference: ref ? { patches: field(ref, 'patches'), hidden_patches: field(ref, 'hidden_patches'), tokens: field(ref, 'tokens') } : null,
     depthUsed: field(out, 'depth_used') === true,
+    // Steps whose guidance half the helper worker computed (www/studio-worker.js).
+    helperSteps: field(out, 'helper_steps') ?? 0,
   };
 }
 
@@ -642,7 +649,7 @@ function showAd(ad) {
 
   canvas.dataset.placement = `${placement.x},${placement.y},${placement.w},${placement.h}`;
   canvas.dataset.ready = '1';
-  window.__adcanvas = { width, height, rgba, placement, reference: ad.reference, notes, depth_used: ad.depthUsed, seed: ad.params.seed };
+  window.__adcanvas = { width, height, rgba, placement, reference: ad.reference, notes, depth_used: ad.depthUsed, seed: ad.params.seed, helper_steps: ad.helperSteps };
   for (const li of el.variants.children) li.querySelector('button').setAttribute('aria-pressed', String(li.ad === ad));
   refreshControls();
 }

@@ -65,7 +65,9 @@ export function deviceOf(value) {
 export function deviceSentence(info) {
   if (field(info, 'device') !== 'cpu') return 'Runs on your GPU (WebGPU).';
   const why = field(info, 'device_note');
-  return `Runs on this computer's CPU (one thread): slower than a GPU, but it needs none.${why ? ` ${why}` : ''}`;
+  // A second worker shares each ad's work when there is a second core (www/studio-worker.js).
+  const cores = field(info, 'workers') === 2 ? 'two cores' : 'one core';
+  return `Runs on this computer's CPU (${cores}): slower than a GPU, but it needs none.${why ? ` ${why}` : ''}`;
 }
 
 /**

@@ -649,6 +649,8 @@ export class AdcanvasStudio extends HTMLElement {
       deviceNote: field(info, 'device_note') ?? null,
       // Widgets of one page with the same model (and options) share one copy of it.
       modelId: field(info, 'model_id') ?? null,
+      // 2: on the CPU, a helper worker shares each ad's work (www/studio-worker.js).
+      workers: field(info, 'workers') ?? 1,
     };
     // A style reference that cannot be used is reported, and the widget works without it.
     let withoutReference = '';

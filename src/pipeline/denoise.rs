@@ -8,12 +8,15 @@ use super::conditioning::{Depth, Guidance};
 use super::error::PipelineError;
 use super::inpaint::{InpaintInputs, cells_inside, rgba_tensor};
 use super::options::{Canvas, GenerateOptions, first_refining_step};
+use super::partner::{GuidancePartner, Half, fingerprint};
 use crate::denoise::mepa::{Conditioning, ImagePrompt};
 use crate::denoise::scheduler::Scheduler;
 use crate::model::Model;
 
 /// Runs the schedule's steps (from the first an [`InitImage`] asks for) and returns the clean
-/// latents. `progress(step, total)` after every step; `false` cancels.
+/// latents. `progress(step, total)` after every step; `false` cancels. With a `partner`, each
+/// guided step computes only this instance's half ([`super::partner`]); a partner that fails is
+/// dropped and its half computed here (a helper, whose ad nobody uses, stops instead).
 #[allow(clippy::too_many_arguments)] // the loop's inputs, each made by its own stage
 pub(super) async fn denoise(
     model: &Model,
@@ -24,6 +27,7 @@ pub(super) async fn denoise(
     depth: Option<&Depth>,
     options: &GenerateOptions,
     vae_tile: Option<usize>,
+    mut partner: Option<&dyn GuidancePartner>,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Tensor<4>, PipelineError> {
     let device = &model.device;
@@ -59,7 +63,20 @@ pub(super) async fn denoise(
         // Only the noisy latents are scaled (Euler), as diffusers' inpainting pipeline does.
         let scaled = scheduler.scale_model_input(latents.clone(), step_t);
         let input = Tensor::cat(vec![scaled, inputs.mask_latent.clone(), inputs.masked_latents.clone()], 1);
-        let eps = predict_noise(model, input, step_t, &guidance.cond, &guidance.uncond, guidance.scale, depth);
+        let eps = match partner.filter(|_| guidance.scale != 1.0) {
+            None => predict_noise(model, input, step_t, &guidance.cond, &guidance.uncond, guidance.scale, depth),
+            Some(p) => {
+                let (eps, lost) = shared_noise(p, model, input, step_t, i, guidance, depth).await?;
+                if let Some(why) = lost {
+                    if p.half() == Half::Unconditional {
+                        return Err(PipelineError::ShareDone);
+                    }
+                    log_warning(&format!("The helper worker stopped sharing the work ({why}); going on alone."));
+                    partner = None;
+                }
+                eps
+            }
+        };
         let done = i + 1 - start;
         let preview = options.preview_every > 0 && done % options.preview_every == 0 && i + 1 < total;
         // The step preview shows the clean image this step predicts, x̂₀ = (x_t − b·ε̂)/a, far
@@ -96,6 +113,54 @@ pub(super) async fn denoise(
     Ok(latents)
 }
 
+/// ε̂ with this instance computing its half and `partner` the other; when the partner gives
+/// none (or one for a different input), the other half computed here, and why, returned beside.
+async fn shared_noise(
+    partner: &dyn GuidancePartner,
+    model: &Model,
+    input: Tensor<4>,
+    t: f32,
+    step: usize,
+    guidance: &Guidance,
+    depth: Option<&Depth>,
+) -> Result<(Tensor<4>, Option<String>), PipelineError> {
+    let read = |d: Result<TensorData, _>| {
+        d.map_err(|e| PipelineError::Gpu(format!("{e:?}")))
+            .and_then(|d| d.try_to_vec::<f32>().map_err(|e| PipelineError::Gpu(format!("{e:?}"))))
+    };
+    let half = partner.half();
+    let (own_c, other_c) = match half {
+        Half::Unconditional => (&guidance.uncond, &guidance.cond),
+        Half::Conditional => (&guidance.cond, &guidance.uncond),
+    };
+    let ours = fingerprint(&read(input.clone().into_data_async().await)?);
+    let own = noise_of(model, input.clone(), t, own_c, depth);
+    let values = read(own.clone().into_data_async().await)?;
+    let (other, lost) = match partner.exchange(step, ours, values).await {
+        Ok((theirs, values)) if theirs == ours && values.len() == own.shape().num_elements() => {
+            (Tensor::from_data(TensorData::new(values, own.dims()), &own.device()), None)
+        }
+        Ok((theirs, _)) => (
+            noise_of(model, input, t, other_c, depth),
+            Some(format!("its step {step} began from other values: {theirs:08x}, ours {ours:08x}")),
+        ),
+        Err(why) => (noise_of(model, input, t, other_c, depth), Some(why)),
+    };
+    let (uncond, cond) = match half {
+        Half::Unconditional => (own, other),
+        Half::Conditional => (other, own),
+    };
+    Ok((guide(uncond, cond, guidance.scale), lost))
+}
+
+/// Tells the developer console (or stderr) what the user need not see.
+fn log_warning(message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    web_sys::console::warn_1(&message.into());
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{message}");
+}
+
 /// ε̂ = ε_uncond + s·(ε_cond − ε_uncond); with `s == 1` only the conditional half is
 /// computed. The halves batch into one UNet call when their text contexts have the same
 /// token count; otherwise they run as two calls (the runtime never pads prompts, so attention
@@ -110,23 +175,7 @@ pub fn predict_noise(
     scale: f32,
     depth: Option<&Depth>,
 ) -> Tensor<4> {
-    let unet = |input: Tensor<4>, c: &Conditioning| {
-        let residuals = match (&model.controlnet, depth) {
-            (Some(controlnet), Some(depth)) => {
-                // The ControlNet reads the noisy latents (4 channels) or the whole inpainting input.
-                let sample = input.clone().narrow(1, 0, controlnet.config().in_channels);
-                Some(controlnet.forward_embedded(
-                    sample,
-                    t,
-                    &Conditioning::text(c.text.clone()),
-                    depth.embedding.clone(),
-                    depth.scale,
-                ))
-            }
-            _ => None,
-        };
-        model.unet.forward_controlled(input, t, c, residuals.as_ref())
-    };
+    let unet = |input: Tensor<4>, c: &Conditioning| noise_of(model, input, t, c, depth);
     if scale == 1.0 {
         return unet(input, cond);
     }
@@ -138,7 +187,32 @@ pub fn predict_noise(
         }
         None => both(|| unet(input.clone(), uncond), || unet(input.clone(), cond)),
     };
+    guide(eps_uncond, eps_cond, scale)
+}
+
+/// Classifier-free guidance: ε_uncond + s·(ε_cond − ε_uncond).
+fn guide(eps_uncond: Tensor<4>, eps_cond: Tensor<4>, scale: f32) -> Tensor<4> {
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
+}
+
+/// The UNet's noise prediction for one conditioning, steered by the ControlNet's residuals
+/// when there is `depth`.
+fn noise_of(model: &Model, input: Tensor<4>, t: f32, c: &Conditioning, depth: Option<&Depth>) -> Tensor<4> {
+    let residuals = match (&model.controlnet, depth) {
+        (Some(controlnet), Some(depth)) => {
+            // The ControlNet reads the noisy latents (4 channels) or the whole inpainting input.
+            let sample = input.clone().narrow(1, 0, controlnet.config().in_channels);
+            Some(controlnet.forward_embedded(
+                sample,
+                t,
+                &Conditioning::text(c.text.clone()),
+                depth.embedding.clone(),
+                depth.scale,
+            ))
+        }
+        _ => None,
+    };
+    model.unet.forward_controlled(input, t, c, residuals.as_ref())
 }
 
 /// Natively on the CPU with two or more threads, the halves run as two calls at once (never as

@@ -21,6 +21,9 @@ pub enum PipelineError {
     Options(String),
     /// The user pressed Cancel.
     Cancelled,
+    /// Not a failure: a helper's run ([`super::partner`]) stops once its share of the guidance is
+    /// computed (or its partner is gone); its own ad is never used.
+    ShareDone,
     /// The GPU failed or was lost mid-run (driver reset, tab in background too long, …).
     Gpu(String),
 }
@@ -36,6 +39,7 @@ impl std::fmt::Display for PipelineError {
             PipelineError::Composite(e) => e.fmt(f),
             PipelineError::Options(m) => f.write_str(m),
             PipelineError::Cancelled => f.write_str("cancelled"),
+            PipelineError::ShareDone => f.write_str("the helper's share of the work is done"),
             PipelineError::Gpu(m) => write!(
                 f,
                 "The GPU stopped responding ({m}). Your photo and settings are kept: reload the page (or rerun) to try again."

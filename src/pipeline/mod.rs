@@ -15,6 +15,7 @@ mod denoise;
 mod error;
 mod inpaint;
 mod options;
+mod partner;
 mod pass;
 pub mod preview;
 mod product;
@@ -24,7 +25,8 @@ pub use conditioning::{Depth, Guidance};
 pub use denoise::{both, gaussian_noise, predict_noise};
 pub use error::PipelineError;
 pub use options::{GenerateOptions, InitImage};
-pub use pass::{Generated, Timings, generate_pass};
+pub use partner::{GuidancePartner, Half, SwapFuture, fingerprint};
+pub use pass::{Generated, Lockstep, Timings, generate_pass};
 pub use product::{Product, prepare_product, prepare_product_segmented, prepare_product_with_mask, product_size_note};
 pub use refine::{generate_refined, refines_at};
 
@@ -44,10 +46,29 @@ pub async fn generate(
     options: &GenerateOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Generated, PipelineError> {
+    generate_in_lockstep(model, product, reference, options, None, progress).await
+}
+
+/// [`generate`] sharing classifier-free guidance with a `partner` instance that runs the same
+/// generation ([`partner`]). The conditional half's instance makes the ad; the unconditional
+/// half's (the helper) ends with [`PipelineError::ShareDone`] once its share is computed.
+pub async fn generate_in_lockstep(
+    model: &Model,
+    product: &Product,
+    reference: Option<&Reference>,
+    options: &GenerateOptions,
+    partner: Option<&dyn GuidancePartner>,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Generated, PipelineError> {
+    // Without guidance there are no halves to share: the helper has nothing to do.
+    if partner.is_some_and(|p| p.half() == Half::Unconditional) && options.guidance_scale == 1.0 {
+        return Err(PipelineError::ShareDone);
+    }
+    let lockstep = partner.map(|partner| Lockstep { partner, image_needed: false });
     match options.refine_strength {
         Some(strength) if options.init.is_none() && refines_at(model, options.width, options.height) => {
-            generate_refined(model, product, reference, options, strength, progress).await
+            generate_refined(model, product, reference, options, strength, lockstep.as_ref(), progress).await
         }
-        _ => generate_pass(model, product, reference, options, progress).await,
+        _ => generate_pass(model, product, reference, options, lockstep.as_ref(), progress).await,
     }
 }

@@ -9,6 +9,7 @@ use super::denoise;
 use super::error::PipelineError;
 use super::inpaint::InpaintInputs;
 use super::options::{Canvas, GenerateOptions};
+use super::partner::{GuidancePartner, Half};
 use super::product::{Product, placement_for, product_size_note};
 use crate::composite::composite;
 use crate::denoise::scheduler::Scheduler;
@@ -48,12 +49,23 @@ pub struct Generated {
     pub notes: Vec<String>,
 }
 
-/// Runs layout → encoders → denoise → decode → composite once, at the requested size.
+/// A run in lockstep with a [`GuidancePartner`].
+#[derive(Clone, Copy)]
+pub struct Lockstep<'a> {
+    pub partner: &'a dyn GuidancePartner,
+    /// Whether this pass's image is used even on the helper (the first of two passes, which the
+    /// second refines); a helper stops after denoising a pass that is not.
+    pub image_needed: bool,
+}
+
+/// Runs layout → encoders → denoise → decode → composite once, at the requested size; with
+/// `lockstep`, sharing the guidance with a partner ([`super::partner`]).
 pub async fn generate_pass(
     model: &Model,
     product: &Product,
     reference: Option<&Reference>,
     options: &GenerateOptions,
+    lockstep: Option<&Lockstep<'_>>,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Generated, PipelineError> {
     let mut timings = Timings::default();
@@ -106,10 +118,14 @@ pub async fn generate_pass(
         depth.as_ref(),
         options,
         vae_tile,
+        lockstep.map(|l| l.partner),
         progress,
     )
     .await?;
     t = timings.record("denoise", t);
+    if lockstep.is_some_and(|l| l.partner.half() == Half::Unconditional && !l.image_needed) {
+        return Err(PipelineError::ShareDone);
+    }
 
     // 8. Decode to pixels.
     let background = decode::decode(model, latents, &placed, &canvas, vae_tile).await?;

@@ -4,7 +4,7 @@ use web_time::Instant;
 
 use super::error::PipelineError;
 use super::options::{GenerateOptions, InitImage, refining_steps};
-use super::pass::{Generated, generate_pass};
+use super::pass::{Generated, Lockstep, generate_pass};
 use super::product::{Product, placement_for};
 use crate::encoders::reference::Reference;
 use crate::model::Model;
@@ -20,6 +20,7 @@ pub async fn generate_refined(
     reference: Option<&Reference>,
     options: &GenerateOptions,
     strength: f32,
+    lockstep: Option<&Lockstep<'_>>,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Generated, PipelineError> {
     let multiple = 2 * model.size_multiple() as u32;
@@ -42,7 +43,11 @@ pub async fn generate_refined(
         placement: Some(placement.halved()),
         ..options.clone()
     };
-    let first = generate_pass(model, product, reference, &half, &mut |i, _| progress(i, total)).await?;
+    // A helper needs the first pass's image too: the second pass refines it.
+    let first_lockstep = lockstep.map(|l| Lockstep { image_needed: true, ..*l });
+    let first =
+        generate_pass(model, product, reference, &half, first_lockstep.as_ref(), &mut |i, _| progress(i, total))
+            .await?;
     let t = Instant::now();
     let image =
         image::imageops::resize(&first.image, options.width, options.height, image::imageops::FilterType::CatmullRom);
@@ -50,7 +55,7 @@ pub async fn generate_refined(
     let full =
         GenerateOptions { init: Some(InitImage { image, strength }), placement: Some(placement), ..options.clone() };
     let mut second =
-        generate_pass(model, product, reference, &full, &mut |i, _| progress(first_steps + i, total)).await?;
+        generate_pass(model, product, reference, &full, lockstep, &mut |i, _| progress(first_steps + i, total)).await?;
     let first_ms = first.timings.0.iter().map(|(_, ms)| ms).sum::<f64>();
     second.timings.0.splice(0..0, [("first pass", first_ms), ("upscale", upscale_ms)]);
     Ok(second)
