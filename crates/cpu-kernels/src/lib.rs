@@ -8,6 +8,8 @@
 //! whole output rows is unfolded (im2col by row copies with zero edges) into a
 //! `[c_in·kh·kw, pixels]` block and one GEMM per tile writes straight into the output, on top
 //! of the bias it was filled with; the weight `[c_out, c_in·kh·kw]` is already its left matrix.
+//! 3×3 convolutions with padding 1 on images of 64² or more take Winograd's F(2×2, 3×3)
+//! instead ([`winograd`]): 2.25× fewer multiplications and no unfolded copy.
 
 /// Defines `fn $name(args) -> ret` that runs `$body` (an `#[inline(always)]` function written
 /// in independent lanes) compiled for AVX-512 or AVX2 + FMA where the processor has them (the
@@ -39,6 +41,8 @@ macro_rules! multiversion {
         }
     };
 }
+
+mod winograd;
 
 /// Output pixels per im2col tile: the unfolded block (`c_in·kh·kw` values a pixel) stays
 /// within ~256 KB, well inside one core's L2.
@@ -130,7 +134,22 @@ pub fn conv2d(
     stride: usize,
     padding: [usize; 4],
 ) -> (Vec<f32>, [usize; 4]) {
-    let (x, weight) = (x.as_ref(), weight.as_ref());
+    conv2d_by(x.as_ref(), x_dims, weight.as_ref(), w_dims, bias.as_ref().map(|b| b.as_ref()), stride, padding, true)
+}
+
+/// [`conv2d`], with Winograd's algorithm where it applies only when `winograd` (the tests
+/// compare the two).
+#[allow(clippy::too_many_arguments)]
+fn conv2d_by(
+    x: &[f32],
+    x_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: [usize; 4],
+    winograd: bool,
+) -> (Vec<f32>, [usize; 4]) {
     let [batch, c_in, h, w] = x_dims;
     let [c_out, w_c_in, kh, kw] = w_dims;
     assert_eq!(c_in, w_c_in, "conv2d: the input has {c_in} channels, the weight {w_c_in}");
@@ -143,7 +162,7 @@ pub fn conv2d(
     let (pixels, k) = (oh * ow, c_in * kh * kw);
     let mut out = vec![0.0f32; batch * c_out * pixels];
     if let Some(bias) = &bias {
-        for (plane, &b) in out.chunks_exact_mut(pixels).zip(bias.as_ref().iter().cycle()) {
+        for (plane, &b) in out.chunks_exact_mut(pixels).zip(bias.iter().cycle()) {
             plane.fill(b);
         }
     }
@@ -168,6 +187,12 @@ pub fn conv2d(
                 gemm_rows(c_out, n, c_in, dst, pixels, accumulate, weight, 1, c_in, rhs, 1, pixels, 1.0);
             }
         });
+        return (out, [batch, c_out, oh, ow]);
+    }
+
+    // 3×3, stride 1, padding 1: Winograd's F(2×2, 3×3), 2.25× fewer multiplications.
+    if winograd && winograd::applies(c_in, c_out, h, w, [kh, kw], stride, padding) {
+        winograd::conv3x3(x, batch, c_in, h, w, weight, c_out, &mut out, accumulate);
         return (out, [batch, c_out, oh, ow]);
     }
 
@@ -577,6 +602,37 @@ pub fn exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Winograd's F(2×2, 3×3) against the im2col GEMM on the same convolutions: odd sides (a
+    /// last block half outside the image), two images, with and without bias, and a band split.
+    #[test]
+    fn winograd_convolution_matches_im2col() {
+        for (batch, c_in, c_out, h, w, bias) in [
+            (2, 16, 24, 67, 65, true),
+            (1, 32, 16, 64, 64, false),
+            (1, 16, 16, 129, 64, true),
+            (2, 64, 64, 64, 70, true),
+        ] {
+            let values = |n: usize, seed: f32| {
+                (0..n).map(|i| ((i as f32 * 0.7548 + seed).sin() * 43758.55).fract() - 0.5).collect::<Vec<f32>>()
+            };
+            let x = values(batch * c_in * h * w, 0.3);
+            let weight = values(c_out * c_in * 9, 1.7);
+            let b = values(c_out, 2.9);
+            let bias = bias.then_some(b.as_slice());
+            assert!(winograd::applies(c_in, c_out, h, w, [3, 3], 1, [1; 4]));
+            let run =
+                |winograd| conv2d_by(&x, [batch, c_in, h, w], &weight, [c_out, c_in, 3, 3], bias, 1, [1; 4], winograd);
+            let ((ours, dims), (direct, direct_dims)) = (run(true), run(false));
+            assert_eq!(dims, direct_dims);
+            let worst = ours.iter().zip(&direct).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let scale = direct.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(
+                worst <= 2e-6 * scale.max(1.0),
+                "{batch}×{c_in}→{c_out} at {h}×{w}: {worst} (values up to {scale})"
+            );
+        }
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_libm_over_softmaxs_range() {
