@@ -7,8 +7,8 @@
 // script, with its own copy of the model, to which it forwards every studio's open, prepare and
 // style reference. Each ad then runs in both in lockstep, the helper computing the unconditional
 // half of every guided step (src/pipeline/partner.rs): wasm here has no shared-memory threads,
-// and the two halves are two UNet calls anyway, so two cores make the same ad in about half the
-// denoising time. A helper that fails, or is not ready yet, only means an ad runs on one core.
+// and the two halves are two UNet calls anyway, so two cores make the same ad in 0.6–0.75× the
+// denoising time (BENCHMARKS.md). A helper that fails, or is not ready yet, only means an ad runs on one core.
 
 import init, { Studio, webgpu_status as webgpuStatusOf, zip_files as zipFiles } from '../pkg/adcanvas.js';
 import { field, isFatal, messageOf } from './common.js';
@@ -40,6 +40,7 @@ const ops = {
       first = await model.loading;
     } catch (err) {
       if (--model.users === 0 && models.get(key) === model) models.delete(key); // a failed load is not kept
+      helping.then(() => helperForget(studioId)); // nor the helper's copy
       throw err;
     }
     model.first = first;
@@ -127,11 +128,11 @@ function startHelper() {
     }
     const pending = new Map(); // id → { resolve, reject }
     let nextId = 1;
-    const self = {
+    const api = {
       lost: null,
       sides: new Set(), // this worker's lockstep sides paired with the helper
       request(studioId, op, args, transfer = []) {
-        if (self.lost) return Promise.reject(new Error(self.lost));
+        if (api.lost) return Promise.reject(new Error(api.lost));
         const id = nextId++;
         return new Promise((resolve, reject) => {
           pending.set(id, { resolve, reject });
@@ -139,22 +140,22 @@ function startHelper() {
         });
       },
       cancel(studioId) {
-        if (!self.lost) worker.postMessage({ op: 'cancel', studio: studioId });
+        if (!api.lost) worker.postMessage({ op: 'cancel', studio: studioId });
       },
     };
     const lose = (why) => {
-      if (self.lost) return;
-      self.lost = `the helper worker stopped (${why})`;
-      console.warn(`adcanvas: ${self.lost}; ads run on one core`);
-      for (const { reject } of pending.values()) reject(new Error(self.lost));
+      if (api.lost) return;
+      api.lost = `the helper worker stopped (${why})`;
+      console.warn(`adcanvas: ${api.lost}; ads run on one core`);
+      for (const { reject } of pending.values()) reject(new Error(api.lost));
       pending.clear();
-      for (const side of self.sides) side.fail(self.lost);
+      for (const side of api.sides) side.fail(api.lost);
       worker.terminate();
     };
     worker.addEventListener('error', (e) => { lose(e.message || 'uncaught error'); resolve(null); });
     worker.addEventListener('message', ({ data }) => {
       if (data.hello) {
-        if (data.failed) { lose(data.failed); resolve(null); } else resolve(self);
+        if (data.failed) { lose(data.failed); resolve(null); } else resolve(api);
         return;
       }
       const call = pending.get(data.id);

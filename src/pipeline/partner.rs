@@ -5,7 +5,7 @@
 //! guided step (the partner's "helper" the unconditional one), they swap halves, and both
 //! combine them identically. The halves are two UNet calls anyway when the prompt's token count
 //! differs from the empty prompt's, so the two instances compute exactly what one would, in
-//! about half the time on two cores.
+//! 0.6–0.75× the denoising time on two cores (BENCHMARKS.md, 2026-12-07 03:45).
 //!
 //! The swap carries a fingerprint of the step's input: a partner whose photo, options or model
 //! differ is caught at the first step, and any failure of the partner (stopped, crashed,
