@@ -2,7 +2,8 @@
 """PyTorch's side of the CPU comparison (issue 30): a pack's own UNet and VAE decoder, its real
 weights dequantised to f32, run by diffusers in PyTorch eager on the CPU at a fixed thread count,
 on the shapes a 256² ad runs: one UNet call at batch 2 (classifier-free guidance) with 128 text
-tokens and no ControlNet, and one whole VAE decode. Saves the inputs and outputs for
+tokens and no ControlNet, the depth ControlNet's call on the same batch (its residuals, with the
+control image at the ad's size), and one whole VAE decode. Saves the inputs and outputs for
 `adcanvas parity` (which times ours on the same inputs and checks the outputs agree) and prints
 PyTorch's timings as JSON. scripts/bench_cpu.sh runs both and prints the ratio.
 
@@ -76,18 +77,33 @@ def main():
     timestep = 501.0
     unet_out = unet(sample, timestep, encoder_hidden_states=context).sample
     decoded = vae.decode(latents).sample
-    save_file({
+    io = {
         "sample": sample, "context": context, "timestep": torch.tensor([timestep]), "latents": latents,
         "unet_out": unet_out.contiguous(), "decoded": decoded.contiguous(),
-    }, out / "io.safetensors")
+    }
+    # The depth ControlNet on the UNet's batch, as a step with the product's depth runs it: its
+    # residuals (down blocks in order, then the mid block) flattened into one row, at scale 1.
+    controlnet = pack.controlnet(args.pack).eval() if "controlnet" in pack.manifest(args.pack) else None
+    if controlnet is not None:
+        control_image = torch.rand(2, controlnet.config.conditioning_channels, args.size, args.size, generator=g)
+
+        def control():
+            down, mid = controlnet(sample[:, :controlnet.config.in_channels], timestep, encoder_hidden_states=context,
+                                   controlnet_cond=control_image, conditioning_scale=1.0, return_dict=False)
+            return torch.cat([r.flatten() for r in [*down, mid]]).reshape(1, 1, 1, -1)
+
+        io.update({"control_image": control_image, "control_out": control().contiguous()})
+    save_file(io, out / "io.safetensors")
 
     unet_ms = timed(lambda: unet(sample, timestep, encoder_hidden_states=context), args.repeats)
+    controlnet_ms = timed(control, args.repeats) if controlnet is not None else None
     vae_ms = timed(lambda: vae.decode(latents), args.repeats)
     report = {
         "pack": args.pack, "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "diffusers": diffusers.__version__,
         "shapes": {"sample": list(sample.shape), "context": list(context.shape), "latents": list(latents.shape)},
         "unet_ms": unet_ms, "unet_median_ms": statistics.median(unet_ms),
+        "controlnet_ms": controlnet_ms, "controlnet_median_ms": controlnet_ms and statistics.median(controlnet_ms),
         "vae_decode_ms": vae_ms, "vae_decode_median_ms": statistics.median(vae_ms),
     }
     (out / "torch.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -12,7 +12,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
-use crate::denoise::unet::UNet2DConditionModel;
+use crate::denoise::controlnet::ControlNetModel;
+use crate::denoise::mepa::Conditioning;
+use crate::denoise::unet::{ControlResiduals, UNet2DConditionModel};
 use crate::gpu::max_buffer_bytes;
 use crate::pack::Manifest;
 use crate::pack::map_pack_dir;
@@ -81,6 +83,12 @@ pub enum Part {
     /// The same batch, one call per sample at once: how the pipeline runs guidance's two halves
     /// on a CPU with threads (`pipeline::denoise`). Not in [`Part::ALL`]: asked for by name.
     UnetHalves,
+    /// One call of the depth ControlNet on the UNet's inputs and `control_image`: its residuals.
+    /// Not in [`Part::ALL`] (SD 1.5's parity inputs have no ControlNet): asked for by name.
+    ControlNet,
+    /// The ControlNet's batch as one call per sample at once, as the pipeline runs it beside
+    /// each guidance half on the CPU.
+    ControlNetHalves,
     /// The whole VAE decode.
     VaeDecode,
     /// The tiled VAE decode, with the tile side the reference saved.
@@ -140,6 +148,22 @@ fn timed(label: &str, timing: &Timing, want: &[f32], run: impl Fn() -> Tensor<4>
         eprintln!("adcanvas parity: {label}: warm run {}: {:.1} ms", i + 1, warm_ms[i]);
     }
     Ok(Timed { max_abs_diff, max_abs_reference, first_ms, warm_ms })
+}
+
+/// ControlNet residuals as PyTorch's script saves them: each residual (down blocks in order,
+/// then the mid block) flattened, in one row `[1, 1, 1, n]`; `parts` are the batch's pieces in
+/// order, whose residuals are joined along the batch first.
+fn flat_residuals(parts: Vec<ControlResiduals>) -> Tensor<4> {
+    let joined = |pick: &dyn Fn(&ControlResiduals) -> Tensor<4>| Tensor::cat(parts.iter().map(pick).collect(), 0);
+    let count = parts[0].down.len();
+    let rows = (0..count).map(|i| joined(&|r| r.down[i].clone())).chain(std::iter::once(joined(&|r| r.mid.clone())));
+    let flat: Vec<Tensor<4>> = rows
+        .map(|t| {
+            let n = t.shape().num_elements();
+            t.reshape([1, 1, 1, n])
+        })
+        .collect();
+    Tensor::cat(flat, 3)
 }
 
 /// Peak and current resident memory of this process in MiB, and the anonymous part of the
@@ -236,6 +260,13 @@ pub fn check_pack(
         true => Some(UNet2DConditionModel::load(&weights("unet")?, &manifest.unet).map_err(|e| e.to_string())?),
         false => None,
     };
+    let controlnet = match parts.iter().any(|p| matches!(p, Part::ControlNet | Part::ControlNetHalves)) {
+        true => {
+            let config = manifest.controlnet.as_ref().ok_or("this pack has no ControlNet")?;
+            Some(ControlNetModel::load(&weights("controlnet")?, config).map_err(|e| e.to_string())?)
+        }
+        false => None,
+    };
     let decoder = match parts.iter().any(|p| matches!(p, Part::VaeDecode | Part::VaeDecodeTiled)) {
         true => Some(LatentDecoder::load(&weights("vae")?, &manifest.vae).map_err(|e| e.to_string())?),
         false => None,
@@ -274,6 +305,31 @@ pub fn check_pack(
         }
     }
     let device_after_unet = device_memory_mb(device);
+
+    let (mut control_run, mut control_halves_run) = (None, None);
+    if let Some(controlnet) = &controlnet {
+        let sample: Tensor<4> = reference.tensor("sample", device)?;
+        let sample = sample.narrow(1, 0, controlnet.config().in_channels);
+        let context: Tensor<3> = reference.tensor("context", device)?;
+        let image: Tensor<4> = reference.tensor("control_image", device)?;
+        let (t, _) = reference.values("timestep")?;
+        let timestep = *t.first().ok_or("`timestep` is empty")?;
+        let want = reference.values("control_out")?.0;
+        let call = |i: usize, n: usize| {
+            let context = Conditioning::text(context.clone().narrow(0, i, n));
+            controlnet.forward(sample.clone().narrow(0, i, n), timestep, &context, image.clone().narrow(0, i, n), 1.0)
+        };
+        if parts.contains(&Part::ControlNet) {
+            let batch = sample.dims()[0];
+            control_run = Some(timed("ControlNet", timing, &want, || flat_residuals(vec![call(0, batch)]))?);
+        }
+        if parts.contains(&Part::ControlNetHalves) {
+            control_halves_run = Some(timed("ControlNet, halves at once", timing, &want, || {
+                let (a, b) = crate::pipeline::both(|| call(0, 1), || call(1, 1));
+                flat_residuals(vec![a, b])
+            })?);
+        }
+    }
 
     let (mut vae_run, mut tiled_run) = (None, None);
     if let Some(decoder) = &decoder {
@@ -325,6 +381,8 @@ pub fn check_pack(
         "load_ms": { "read_files": ms(read_ms), "total": ms(load_ms) },
         "unet": unet_run.map(|r| r.to_json()),
         "unet_halves": halves_run.map(|r| r.to_json()),
+        "controlnet": control_run.map(|r| r.to_json()),
+        "controlnet_halves": control_halves_run.map(|r| r.to_json()),
         "vae_decode": vae_run.map(|r| r.to_json()),
         "vae_decode_tiled": tiled_run,
         "device_binding_limit_mb": max_buffer_bytes(device).map(mb),

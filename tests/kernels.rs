@@ -124,6 +124,11 @@ fn gpu_side_of_the_cpu_only_ops_matches_the_tensor_ops() {
     let ours = Tensor::<3>::from_dispatch(<Dispatch as Kernels>::geglu(x.clone().into_dispatch()));
     close(ours, x.clone().narrow(2, 0, 5) * adcanvas::nn::gelu(x.narrow(2, 5, 5)), "geglu");
 
+    // SiLU.
+    let x = wave([2, 3, 10], 3.0).mul_scalar(6.0);
+    let ours = Tensor::<3>::from_dispatch(<Dispatch as Kernels>::silu(x.clone().into_dispatch()));
+    close(ours, adcanvas::nn::silu_ops(x), "silu");
+
     // Attention: 2 heads of 4 over 6 keys.
     let (q, k, v) = (wave([1, 5, 8], 0.1), wave([1, 6, 8], 0.2), wave([1, 6, 8], 0.3));
     let ours = Tensor::<3>::from_dispatch(<Dispatch as Kernels>::attention(
@@ -138,6 +143,16 @@ fn gpu_side_of_the_cpu_only_ops_matches_the_tensor_ops() {
     };
     let ops = explicit_attention(split(q), split(k), split(v)).swap_dims(1, 2).reshape([1, 5, 8]);
     close(ours, ops, "attention");
+}
+
+/// The CPU's SiLU (ours, with its own `exp`) is burn's, on a strided view too.
+#[test]
+fn cpu_silu_matches_the_tensor_ops() {
+    let cpu = Device::flex();
+    let v: Vec<f32> = (0..2 * 3 * 40 * 50).map(|i| ((i as f32) * 0.37).sin() * 12.0).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 40, 50]), &cpu).swap_dims(2, 3);
+    let (ours, ops) = (values(adcanvas::nn::silu(x.clone())), values(adcanvas::nn::silu_ops(x)));
+    assert!(max_abs_diff(&ours, &ops) < 2e-6, "{}", max_abs_diff(&ours, &ops));
 }
 
 /// The CPU's GroupNorm of a constant group is its shift too.

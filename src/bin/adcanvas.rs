@@ -124,6 +124,12 @@ enum PartArg {
     /// The same batch as one call per sample, at once (as the pipeline runs guidance's halves
     /// on the CPU): its own timing; the output is checked like `unet`'s.
     UnetHalves,
+    /// One call of the depth ControlNet on the UNet's batch (its residuals).
+    #[value(name = "controlnet")]
+    ControlNet,
+    /// The ControlNet's batch as one call per sample, at once (as the pipeline runs it).
+    #[value(name = "controlnet-halves")]
+    ControlNetHalves,
     /// The whole VAE decode.
     VaeDecode,
     /// The tiled VAE decode.
@@ -135,6 +141,8 @@ impl PartArg {
         match self {
             Self::Unet => Part::Unet,
             Self::UnetHalves => Part::UnetHalves,
+            Self::ControlNet => Part::ControlNet,
+            Self::ControlNetHalves => Part::ControlNetHalves,
             Self::VaeDecode => Part::VaeDecode,
             Self::VaeDecodeTiled => Part::VaeDecodeTiled,
         }

@@ -93,6 +93,11 @@ impl Kernels for Flex {
         tensor(kernels::geglu(values(&x), b * n, c2 / 2), [b, n, c2 / 2])
     }
 
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = x.layout().shape().clone();
+        FlexTensor::from_data(TensorData::new(kernels::silu(values(&x)), shape))
+    }
+
     fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         let ([b, nq, c], [_, nk, _], [_, _, c_v]) = (dims::<3>(&q), dims::<3>(&k), dims::<3>(&v));
         let out = kernels::attention(values(&q), values(&k), values(&v), [b, nq, nk], c / heads, c_v / heads, heads);

@@ -75,6 +75,10 @@ pub trait Kernels: Backend {
     #[fusion(dtype = x, shape = geglu_shape(x))]
     fn geglu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// SiLU, `x·σ(x)`, of every value.
+    #[fusion(dtype = x, shape = x)]
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// softmax(Q Kᵀ/√d) V for each of `heads` heads, on `[batch, tokens, heads × dim]` tensors
     /// as the projections make them (heads neither split nor merged by a copy).
     #[fusion(dtype = q, shape = attention_shape(q, v))]
@@ -167,6 +171,12 @@ impl Kernels for CubeBackend {
         let hidden = Self::float_slice(x.clone(), &half(0));
         let gate = Self::float_slice(x, &half(c2 / 2));
         Self::float_mul(hidden, <Self as ActivationOps<Self>>::gelu(gate))
+    }
+
+    /// burn's sigmoid and multiply: the layers call [`silu`] on the CPU only.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::backend::ops::{ActivationOps, FloatTensorOps};
+        Self::float_mul(x.clone(), <Self as ActivationOps<Self>>::sigmoid(x))
     }
 
     /// burn's matmul and add: the layers call [`linear`] on the CPU only.
@@ -310,6 +320,15 @@ pub fn geglu(x: Tensor<3>) -> Result<Tensor<3>, Tensor<3>> {
         return Err(x);
     }
     Ok(Tensor::from_dispatch(<Dispatch as Kernels>::geglu(x.into_dispatch())))
+}
+
+/// SiLU of `x` where our CPU kernel runs (burn's is a scalar `expf` per value there); `x` back
+/// elsewhere (the GPU fuses burn's).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    if runs_on(&x) != Some(Place::Cpu) {
+        return Err(x);
+    }
+    Ok(Tensor::from_dispatch(<Dispatch as Kernels>::silu(x.into_dispatch())))
 }
 
 /// `x` `[..., d_in]` times `weight` `[d_out, d_in]` transposed, plus `bias`, where our CPU

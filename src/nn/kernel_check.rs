@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::attention::explicit_attention;
-use super::{Conv2d, GroupNorm, LayerNorm, Linear, silu};
+use super::{Conv2d, GroupNorm, LayerNorm, Linear, silu_ops};
 use crate::kernels;
 use crate::pack::weights::Param;
 use burn::tensor::ops::ConvOptions;
@@ -158,7 +158,7 @@ pub async fn group_norm(device: &Device) -> Result<Vec<Checked>, String> {
             let ran_ours = kernels::group_norm(x.clone(), &one, &one, groups, eps, false).is_ok();
             let ours = host(if then_silu { norm.forward_silu(x.clone()) } else { norm.forward(x.clone()) }).await?;
             let ops = norm.forward_ops(x.clone());
-            let ops = host(if then_silu { silu(ops) } else { ops }).await?;
+            let ops = host(if then_silu { silu_ops(ops) } else { ops }).await?;
             let kernel = if then_silu { "group_norm_silu" } else { "group_norm" };
             out.push(Checked::compare(format!("{kernel} {shape:?}/{groups}"), ran_ours, &ours, &ops));
         }

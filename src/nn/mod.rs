@@ -265,8 +265,14 @@ impl LayerNorm {
     }
 }
 
-/// SiLU (swish), the activation of every diffusers resnet.
+/// SiLU (swish), the activation of every diffusers resnet: our kernel on the CPU, burn's
+/// elsewhere.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    kernels::silu(x).unwrap_or_else(silu_ops)
+}
+
+/// burn's SiLU: the GPU's, and the CPU kernel's reference.
+pub fn silu_ops<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     activation::silu(x)
 }
 

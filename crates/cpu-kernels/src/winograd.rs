@@ -24,8 +24,10 @@ pub(crate) fn applies(
     stride: usize,
     padding: [usize; 4],
 ) -> bool {
-    // Below 64² (the UNet's levels at 256²) the band GEMMs are too narrow: measured slower there.
-    kernel == [3, 3] && stride == 1 && padding == [1; 4] && c_in >= 16 && c_out >= 16 && h * w >= 64 * 64
+    // Below 64² (the UNet's levels at 256²) the band GEMMs are too narrow, and from 16 input
+    // channels (the ControlNet's 256² control embedding) the transforms outweigh them: both
+    // measured slower.
+    kernel == [3, 3] && stride == 1 && padding == [1; 4] && c_in >= 32 && c_out >= 16 && h * w >= 64 * 64
 }
 
 /// `U_ξ = G g Gᵀ` for every output and input channel, as 16 matrices `[c_out, c_in]`.
