@@ -105,11 +105,14 @@ const ops = {
 };
 
 /** Whether a studio opened with `options` should have the helper: this worker is not one,
- * the ads will run on the CPU, there is a second core, and the page did not turn it off
- * (`helper: false`, the page's `?helper=0`). */
+ * the ads will run on the CPU, there is a second core, the device is not short of memory (the
+ * helper holds a second copy of the model: Chromium's `deviceMemory`, in GB, is under 2 only on
+ * low-end phones), and the page did not turn it off (`helper: false`, the page's `?helper=0`). */
 function wantsHelper(options = {}) {
   const cpu = options.device === 'cpu' || (options.device !== 'gpu' && field(gpuStatus, 'available') !== true);
-  return !IS_HELPER && cpu && options.helper !== false && (navigator.hardwareConcurrency ?? 1) >= 2;
+  const cores = navigator.hardwareConcurrency ?? 1;
+  const memory = navigator.deviceMemory ?? 8; // not reported by every browser
+  return !IS_HELPER && cpu && options.helper !== false && cores >= 2 && memory >= 2;
 }
 
 /** The helper worker, started once: `{ request(studioId, op, args, transfer), cancel(studioId),
@@ -143,7 +146,7 @@ function startHelper() {
         if (!api.lost) worker.postMessage({ op: 'cancel', studio: studioId });
       },
     };
-    const lose = (why) => {
+    const lose = api.lose = (why) => {
       if (api.lost) return;
       api.lost = `the helper worker stopped (${why})`;
       console.warn(`adcanvas: ${api.lost}; ads run on one core`);
@@ -218,6 +221,9 @@ async function helperPair(studioId, params) {
   const side = lockstepSide(channel.port1, 'cond');
   h.sides.add(side);
   side.onEnd = () => h.sides.delete(side);
+  // A helper that went quiet (closed, or killed without an error event) is let go for good,
+  // so later ads do not wait for it.
+  side.onSilent = (why) => h.lose(why);
   h.request(studioId, 'generate', [params, channel.port2], [channel.port2])
     .catch((err) => side.fail(`the helper failed: ${messageOf(err)}`));
   return side;
@@ -228,12 +234,16 @@ async function helperPair(studioId, params) {
  * studio's `generate` takes its partner (src/web.rs). Each side has at most one swap waiting at
  * a time, so the halves pair up in order; `end` tells the other side this one is done (its
  * waiting swap fails, and its studio goes on alone, or, the helper, stops), `fail` fails this
- * side's own waiting swap.
+ * side's own waiting swap. A swap the other side leaves unanswered for 10 s plus four times this
+ * side's slowest step so far fails too (`onSilent` is told): a worker that dies without a word
+ * never leaves an ad waiting.
  */
 function lockstepSide(port, half) {
   const arrived = [];
   let waiting = null;
   let over = null;
+  let lastCall = null;
+  let slowestStep = 0;
   const fail = (why) => {
     over ??= why;
     waiting?.reject(new Error(over));
@@ -247,11 +257,24 @@ function lockstepSide(port, half) {
     half,
     swaps: 0, // halves received
     onEnd: null,
+    onSilent: null,
     exchange(step, fingerprint, mine) {
       if (over) return Promise.reject(new Error(over));
+      const now = performance.now();
+      if (lastCall !== null) slowestStep = Math.max(slowestStep, now - lastCall);
+      lastCall = now;
       port.postMessage({ step, fingerprint, half: mine }, [mine.buffer]);
       if (arrived.length) { side.swaps++; return Promise.resolve(arrived.shift()); }
-      return new Promise((resolve, reject) => { waiting = { resolve, reject }; });
+      const limit = 10_000 + 4 * slowestStep;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          const why = `the other worker did not answer for ${Math.round(limit / 1000)} s`;
+          fail(why);
+          side.onSilent?.(why);
+        }, limit);
+        const done = (settle) => (value) => { clearTimeout(timer); settle(value); };
+        waiting = { resolve: done(resolve), reject: done(reject) };
+      });
     },
     end(why) {
       port.postMessage({ end: why });

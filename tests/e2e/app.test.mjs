@@ -526,6 +526,36 @@ test('WebGPU off: the ad is made on the CPU, the page says so, the product pixel
     const again = await uploadAndWait(page, PRODUCT);
     assert.match(again.text, /An ad at 64 × 64 with 4 steps takes about [\d.]+ s on this computer's CPU/, again.text);
 
+    // The helper dies mid-ad without a word (it closes itself after sending its second half, so
+    // no error event reaches the studio's worker): the studio's worker stops waiting for it,
+    // computes the missing halves itself, and makes the same ad to the byte; later ads do not
+    // wait for the lost helper.
+    const named = await Promise.all(page.workers().map(async (w) => [await w.evaluate(() => self.name), w]));
+    const helper = named.find(([name]) => name === 'adcanvas helper')?.[1];
+    assert.ok(helper, `the helper worker is listed: ${named.map(([n]) => n)}`);
+    await helper.evaluate(() => {
+      const post = MessagePort.prototype.postMessage;
+      let halves = 0;
+      MessagePort.prototype.postMessage = function (data, transfer) {
+        post.call(this, data, transfer);
+        if (data?.half && ++halves === 2) self.close();
+      };
+    });
+    await setUpSmallAd(page, 6, 'on a wooden table in a sunny kitchen, product photography');
+    await page.click('#generate');
+    const alone = await waitForAd(page);
+    assert.equal(alone.state, 'done', `status after the helper died: ${alone.text}\nconsole:\n${b.consoleLines.join('\n')}`);
+    const rescued = await page.evaluate(() => ({ ...window.__adcanvas, data: Array.from(window.__adcanvas.rgba), helperSteps: window.__adcanvas.helper_steps }));
+    assert.ok(rescued.helperSteps >= 1 && rescued.helperSteps < 6, `the helper computed some halves, not all: ${rescued.helperSteps}`);
+    assertProductExact(rescued, decodePng(fs.readFileSync(PRODUCT)), rescued.placement, 'the ad whose helper died');
+    assertSameAsCli(rescued, ['--product', PRODUCT, '--prompt', 'on a wooden table in a sunny kitchen, product photography',
+      '--size', '64', '--steps', '6', '--seed', '7'], 'the ad whose helper died');
+    assert.ok(b.consoleLines.some((l) => /did not answer/.test(l)), `the worker says why it went on alone:\n${b.consoleLines.join('\n')}`);
+    await page.click('#generate');
+    const after = await waitForAd(page);
+    assert.equal(after.state, 'done', after.text);
+    assert.equal(await page.evaluate(() => window.__adcanvas.helper_steps), 0, 'the next ad does not pair with the lost helper');
+
     // Asked for the GPU only (?device=gpu), the page explains what is missing instead.
     await page.goto(`${baseUrl}?device=gpu`, { waitUntil: 'load' });
     const box = page.locator('#webgpu-error');
