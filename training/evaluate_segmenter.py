@@ -46,15 +46,18 @@ def jpeg(image, quality=85):
 
 
 @torch.no_grad()
-def predict(model, photo, single=False):
+def predict(model, photo, single=False, sizes=(SIZE,)):
     """The product probability at the photo's own size, as the runtime computes it (the mean of the
-    logits for the photo and its mirror image; with `single`, the photo's pass alone)."""
+    logits for the photo and its mirror image; with `single`, the photo's pass alone); with several
+    `sizes`, the mean of the logits read at each, scaled to the photo's size."""
     h, w = photo.shape[:2]
-    x = np.asarray(Image.fromarray(photo).resize((SIZE, SIZE), Image.BILINEAR), np.float32) / 127.5 - 1
-    x = torch.from_numpy(x).permute(2, 0, 1)[None]
-    out = logits(model, x) if single else mirrored_logits(model, x)
-    out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-    return torch.sigmoid(out)[0, 0].numpy()
+    total = 0
+    for size in sizes:
+        x = np.asarray(Image.fromarray(photo).resize((size, size), Image.BILINEAR), np.float32) / 127.5 - 1
+        x = torch.from_numpy(x).permute(2, 0, 1)[None]
+        out = logits(model, x) if single else mirrored_logits(model, x)
+        total = total + torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.sigmoid(total / len(sizes))[0, 0].numpy()
 
 
 def main():
@@ -64,15 +67,18 @@ def main():
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--out", default="docs/eval/segmenter")
     ap.add_argument("--single", action="store_true", help="score one pass, without the mirror image's")
+    ap.add_argument("--sizes", default=None, help="the network's input side(s), comma-separated, the logits of "
+                    "several averaged (default: its config's sample_size, the side the runtime reads it at)")
     args = ap.parse_args()
     threads()
     d = np.load(os.path.join(args.data, "heldout.npz"))
     n = min(args.n, len(d["images"]))
     model = load(args.segmenter)
+    sizes = tuple(int(v) for v in (args.sizes or str(model.config.sample_size)).split(","))
     rows, tiles = [], []
     for i in range(n):
         photo, alpha = jpeg(d["images"][i]), d["masks"][i]
-        p = predict(model, photo, args.single)
+        p = predict(model, photo, args.single, sizes)
         pred, truth = p >= 0.5, alpha >= 128
         union = (pred | truth).sum()
         iou = float((pred & truth).sum() / union) if union else 1.0
@@ -84,7 +90,7 @@ def main():
     iou = np.array([r["iou"] for r in rows])
     bf = np.array([r["boundary_f"] for r in rows])
     summary = {
-        "segmenter": args.segmenter, "data": args.data, "n": n, "size": SIZE, "mirrored": not args.single,
+        "segmenter": args.segmenter, "data": args.data, "n": n, "sizes": list(sizes), "mirrored": not args.single,
         "iou_mean": float(iou.mean()), "iou_median": float(np.median(iou)), "share_iou_ge_0.9": float((iou >= 0.9).mean()),
         "boundary_f_mean": float(bf.mean()), "confidence_mean": float(np.mean([r["confidence"] for r in rows])),
     }
