@@ -125,10 +125,10 @@ def no_product(image, mask, rng, size=SIZE):
     return x, np.zeros((size, size), np.float32)
 
 
-def batch(images, masks, n, rng, negatives=0.12):
+def batch(images, masks, n, rng, negatives=0.12, size=SIZE):
     idx = rng.integers(0, len(images), n)
-    pairs = [no_product(images[i], masks[i], rng) if rng.random() < negatives else augment(images[i], masks[i], rng)
-             for i in idx]
+    pairs = [no_product(images[i], masks[i], rng, size) if rng.random() < negatives
+             else augment(images[i], masks[i], rng, size) for i in idx]
     x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2) * 2 - 1
     y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
     return x.float(), y.float()
@@ -162,6 +162,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--crop", type=int, default=SIZE, help="the side training crops are stretched to (the network "
+                    "is read at READ_SIZE; a run may continue at READ_SIZE to train where it is read, 1.8x the time)")
     args = ap.parse_args()
     print("threads", threads())
     torch.manual_seed(0)
@@ -172,7 +174,7 @@ def main():
     rng = np.random.default_rng(step)
 
     def batch_loss(step):
-        x, y = batch(images, masks, args.batch, rng)
+        x, y = batch(images, masks, args.batch, rng, size=args.crop)
         total, bce, iou = loss_of(logits(model, x.to(dev)), y.to(dev))
         return total, {"bce": bce.item(), "iou_loss": iou.item()}
 
