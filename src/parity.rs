@@ -324,6 +324,10 @@ pub fn check_pack(
             control_run = Some(timed("ControlNet", timing, &want, || flat_residuals(vec![call(0, batch)]))?);
         }
         if parts.contains(&Part::ControlNetHalves) {
+            let batch = sample.dims()[0];
+            if batch != 2 {
+                return Err(format!("--part controlnet-halves needs a batch of 2, the inputs have {batch}"));
+            }
             control_halves_run = Some(timed("ControlNet, halves at once", timing, &want, || {
                 let (a, b) = crate::pipeline::both(|| call(0, 1), || call(1, 1));
                 flat_residuals(vec![a, b])
