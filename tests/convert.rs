@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use adcanvas::gpu::{DeviceChoice, open_device};
 use adcanvas::model::Model;
-use adcanvas::pack::convert::{PackDtype, convert_diffusers};
+use adcanvas::pack::convert::{PackDtype, convert_diffusers, convert_diffusers_with, is_token_embedding};
 use adcanvas::pack::read_pack_dir;
 use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::pipeline::{GenerateOptions, generate, prepare_product};
@@ -293,6 +293,87 @@ fn clip_text_encoder_converts_with_its_bpe_tokenizer() {
     };
     assert!(model.prompt_used());
     assert_ne!(run(prompt).as_raw(), run("").as_raw(), "the prompt must reach the UNet");
+}
+
+/// `--embedding-dtype`: a q8 pack whose text encoder's token table is q4 (as the default model's):
+/// the table is stored q4, no other tensor is, and the prompt context stays close to transformers'.
+#[test]
+fn token_embeddings_take_their_own_dtype() {
+    let parity = root().join("tests/parity");
+    let src = out_dir("clip-emb-src");
+    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
+    let te = src.join("text_encoder");
+    std::fs::create_dir_all(&te).unwrap();
+    copy_dir(&root().join("tests/fixtures/clip_tokenizer"), &src.join("tokenizer"));
+    // The parity CLIP's table (2562 × 12) padded with 6 rows no token reaches, so that it comes in
+    // whole blocks of 32 and is quantised (its layers are too small to be).
+    let table = "text_model.embeddings.token_embedding.weight";
+    let bytes = std::fs::read(parity.join("clip_text.weights.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut padded = st.tensor(table).unwrap().data().to_vec();
+    assert_eq!(st.tensor(table).unwrap().dtype(), safetensors::Dtype::F32);
+    padded.resize(padded.len() + 6 * 12 * 4, 0);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| match name == table {
+            true => (name, safetensors::tensor::TensorView::new(view.dtype(), vec![2568, 12], &padded).unwrap()),
+            false => (name, view),
+        })
+        .collect();
+    std::fs::write(te.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(parity.join("clip_text.config.json")).unwrap()).unwrap();
+    cfg["vocab_size"] = 2568.into();
+    std::fs::write(te.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
+    let prompt = cases["prompts"][1].as_str().unwrap();
+    let io = std::fs::read(parity.join("clip_text.io.safetensors")).unwrap();
+    let want: Vec<f32> = SafeTensors::deserialize(&io)
+        .unwrap()
+        .tensor("last_hidden_state")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let context_error = |out: &Path| -> f32 {
+        let device = Device::flex();
+        let (manifest, files) = read_pack_dir(out).unwrap();
+        let model = Model::from_pack(manifest, &files, &device).unwrap();
+        let got: Vec<f32> =
+            model.text_encoder.unwrap().encode(prompt, &device).unwrap().into_data().try_to_vec().unwrap();
+        got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    };
+
+    let mixed = out_dir("clip-emb-q4");
+    let report = convert_diffusers_with(&src, &mixed, PackDtype::Q8, PackDtype::Q4, None, true).unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("q8 (token embeddings q4)")), "{:?}", report.notes);
+    assert!(report.manifest.provenance.ends_with("--dtype q8 --embedding-dtype q4"), "{}", report.manifest.provenance);
+    let dtypes = |file: &str| -> Vec<(String, safetensors::Dtype)> {
+        let bytes = std::fs::read(mixed.join(file)).unwrap();
+        SafeTensors::deserialize(&bytes).unwrap().tensors().into_iter().map(|(n, v)| (n, v.dtype())).collect()
+    };
+    let q4: Vec<String> = dtypes("text_encoder.safetensors")
+        .into_iter()
+        .filter(|(_, d)| *d == safetensors::Dtype::U8)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(q4, [table], "only the token table is q4");
+    assert!(is_token_embedding(table) && is_token_embedding("embeddings.word_embeddings.weight"));
+    // The UNet is not the text encoder: q8 (and f16) as --dtype says.
+    let unet = dtypes("unet.safetensors");
+    assert!(unet.iter().any(|(_, d)| *d == safetensors::Dtype::I8));
+    assert!(unet.iter().all(|(_, d)| *d != safetensors::Dtype::U8));
+
+    let q8 = out_dir("clip-emb-q8");
+    convert_diffusers(&src, &q8, PackDtype::Q8, None, false).unwrap();
+    let (e8, e4) = (context_error(&q8), context_error(&mixed));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!("context max error: q8 {e8:.5}, q4 table {e4:.5} (outputs up to {scale:.2})");
+    assert!(e8 < e4 && e4 <= 0.05 * scale, "q8 {e8}, q4 table {e4}, outputs up to {scale}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

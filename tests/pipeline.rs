@@ -468,9 +468,11 @@ fn trained_model_follows_the_scene_in_the_prompt() {
     assert!((floor[0] - floor[2]).abs() < 30.0, "studio floor should not be sand: {floor:?}");
 }
 
-/// The default pack's q8 text encoder against the real all-MiniLM-L6-v2 in f32
-/// (transformers; tests/parity/minilm_hidden.safetensors from scripts/make_minilm_fixture.py).
-/// Stated bound: cosine similarity ≥ 0.995 per token and max-abs ≤ 0.1 (hidden values are O(1)).
+/// The default pack's text encoder (q8 layers, q4 token table) against the real all-MiniLM-L6-v2
+/// in f32 (transformers; tests/parity/minilm_hidden.safetensors from scripts/make_minilm_fixture.py).
+/// Stated bound: cosine similarity ≥ 0.995 per token and max-abs ≤ 0.2 (hidden values are O(1);
+/// the q4 table's contexts come to 0.996 and 0.15 here, q8's to 0.9996 and 0.06, and its ads stay
+/// within 42–49 dB PSNR of an f32 text encoder's: BENCHMARKS.md 2026-12-07).
 #[test]
 fn default_text_encoder_stays_close_to_minilm() {
     let model = load_default(&Device::flex());
@@ -499,8 +501,8 @@ fn default_text_encoder_stays_close_to_minilm() {
             worst_abs = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(worst_abs, f32::max);
         }
     }
-    eprintln!("q8 MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}");
-    assert!(worst_cos >= 0.995 && worst_abs <= 0.1, "cosine {worst_cos}, max abs {worst_abs}");
+    eprintln!("the pack's MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}");
+    assert!(worst_cos >= 0.995 && worst_abs <= 0.2, "cosine {worst_cos}, max abs {worst_abs}");
 }
 
 /// Mean RGB of the generated background (pixels with no product at all).

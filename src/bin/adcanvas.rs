@@ -9,7 +9,7 @@ use adcanvas::gpu::select::{self, GpuOptions};
 use adcanvas::gpu::{DeviceChoice, OpenedDevice, watchdog};
 use adcanvas::input::mask::{MaskError, MaskSource};
 use adcanvas::model::{Model, create_demo_pack};
-use adcanvas::pack::convert::{PackDtype, convert_diffusers};
+use adcanvas::pack::convert::{PackDtype, convert_diffusers_with};
 use adcanvas::pack::map_pack_dir;
 use adcanvas::pack::weights::QuantizedWeights;
 use adcanvas::parity::{Part, Timing};
@@ -423,6 +423,10 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
         dtype: DtypeArg,
+        /// The text encoder's token embedding table in another dtype (default: --dtype); q4 halves
+        /// a q8 MiniLM's download for a few percent of its output (docs/PACKS.md).
+        #[arg(long, value_enum)]
+        embedding_dtype: Option<DtypeArg>,
         /// Name shown by the app and CLI (default: the folder name).
         #[arg(long)]
         name: Option<String>,
@@ -540,14 +544,15 @@ fn main() -> ExitCode {
                 })
                 .map(|report| println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")))
         }
-        Command::Convert { diffusers, out, dtype, name, no_verify } => {
-            let dtype = match dtype {
+        Command::Convert { diffusers, out, dtype, embedding_dtype, name, no_verify } => {
+            let pack_dtype = |dtype| match dtype {
                 DtypeArg::F32 => PackDtype::F32,
                 DtypeArg::F16 => PackDtype::F16,
                 DtypeArg::Q8 => PackDtype::Q8,
                 DtypeArg::Q4 => PackDtype::Q4,
             };
-            convert_diffusers(&diffusers, &out, dtype, name, !no_verify)
+            let embeddings = pack_dtype(embedding_dtype.unwrap_or(dtype));
+            convert_diffusers_with(&diffusers, &out, pack_dtype(dtype), embeddings, name, !no_verify)
                 .map(|report| {
                     for note in &report.notes {
                         eprintln!("adcanvas: {note}");

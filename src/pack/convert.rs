@@ -180,11 +180,19 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
     err(format!("{} has no diffusion_pytorch_model.safetensors", dir.display()))
 }
 
-/// Reads every tensor of a component, casts or quantises it to `dtype`, and serialises
-/// one safetensors file. `keep` filters tensor names (the text encoder drops its pooler).
+/// Whether a text encoder tensor is its token embedding table (BERT's `word_embeddings`, CLIP's
+/// `token_embedding`): rows looked up by token, not multiplied, so they take a coarser dtype than
+/// the layers with little effect on the encoder's output ([`convert_diffusers_with`]).
+pub fn is_token_embedding(name: &str) -> bool {
+    name.ends_with("word_embeddings.weight") || name.ends_with("token_embedding.weight")
+}
+
+/// Reads every tensor of a component, casts or quantises it to `dtype` (`dtype_of` may choose
+/// another for a tensor by name), and serialises one safetensors file. `keep` filters tensor names
+/// (the text encoder drops its pooler).
 fn convert_weights(
     files: &[PathBuf],
-    dtype: PackDtype,
+    dtype_of: &dyn Fn(&str) -> PackDtype,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<(Vec<u8>, usize), ConvertError> {
     let mut tensors: BTreeMap<String, Encoded> = BTreeMap::new();
@@ -199,7 +207,7 @@ fn convert_weights(
             }
             let values = decode_f32(&name, view.dtype(), view.data())
                 .map_err(|e| ConvertError(format!("{} ({}): {e}", path.display(), name)))?;
-            encode_tensor(&name, view.shape(), &values, dtype, &mut tensors);
+            encode_tensor(&name, view.shape(), &values, dtype_of(&name), &mut tensors);
             count += 1;
         }
     }
@@ -242,6 +250,20 @@ pub fn convert_diffusers(
     dir: &Path,
     out: &Path,
     dtype: PackDtype,
+    name: Option<String>,
+    verify: bool,
+) -> Result<ConvertReport, ConvertError> {
+    convert_diffusers_with(dir, out, dtype, dtype, name, verify)
+}
+
+/// [`convert_diffusers`] with the text encoder's token embedding table in `embeddings` (e.g. q4
+/// in a q8 pack: the default model's table is half its download, and its q4 rows move the
+/// encoder's output a few percent where q4 layers move it by a quarter; BENCHMARKS.md 2026-12-07).
+pub fn convert_diffusers_with(
+    dir: &Path,
+    out: &Path,
+    dtype: PackDtype,
+    embeddings: PackDtype,
     name: Option<String>,
     verify: bool,
 ) -> Result<ConvertReport, ConvertError> {
@@ -316,11 +338,19 @@ pub fn convert_diffusers(
             };
             !(unused || name.ends_with("position_ids"))
         };
-        let (bytes, count) = convert_weights(&sources, dtype, &keep)?;
+        let dtype_of = |name: &str| match component == "text_encoder" && is_token_embedding(name) {
+            true => embeddings,
+            false => dtype,
+        };
+        let (bytes, count) = convert_weights(&sources, &dtype_of, &keep)?;
         let file = format!("{component}.safetensors");
         write_file(&out.join(&file), &bytes)?;
         files.insert(component.to_string(), component_file(&file, &bytes, dtype.name()));
-        notes.push(format!("{component}: {count} tensors, {:.1} MB as {}", bytes.len() as f64 / 1e6, dtype.name()));
+        let as_what = match component == "text_encoder" && embeddings != dtype {
+            true => format!("{} (token embeddings {})", dtype.name(), embeddings.name()),
+            false => dtype.name().to_string(),
+        };
+        notes.push(format!("{component}: {count} tensors, {:.1} MB as {as_what}", bytes.len() as f64 / 1e6));
     }
     if text_encoder.is_some() {
         let bytes = tokenizer_json.expect("read with the text encoder's config");
@@ -344,7 +374,12 @@ pub fn convert_diffusers(
         image_encoder,
         controlnet,
         files,
-        provenance: format!("adcanvas convert --diffusers {} --dtype {}", dir.display(), dtype.name()),
+        provenance: format!(
+            "adcanvas convert --diffusers {} --dtype {}{}",
+            dir.display(),
+            dtype.name(),
+            if embeddings != dtype { format!(" --embedding-dtype {}", embeddings.name()) } else { String::new() }
+        ),
         smallest_product: None,
         segmenter,
     };
