@@ -139,15 +139,11 @@ impl Model {
             }
             None => None,
         };
-        let segmenter = match &manifest.segmenter {
-            Some(config) => {
-                // On the CPU, expanded, whatever the model's device (encoders::segmenter says why);
-                // its bytes are not the device's.
-                let cpu = Device::flex();
-                let w = Weights::from_safetensors(&manifest.file("segmenter")?.file, get("segmenter")?, &cpu)?;
-                Some(Segmenter::load(&w, config)?)
-            }
-            None => None,
+        // The cut-out network may be left out of `files`: the browser fetches it for the first
+        // busy photo instead of on every first visit ([`Model::load_segmenter`]).
+        let segmenter = match files.contains_key("segmenter") {
+            true => Self::segmenter_from(&manifest, get("segmenter")?)?,
+            false => None,
         };
         let vae_encoder = LatentEncoder::load(&vae_w, &manifest.vae)?;
         let vae_decoder = LatentDecoder::load(&vae_w, &manifest.vae)?;
@@ -165,6 +161,22 @@ impl Model {
             device: device.clone(),
             preview: SharedPreview::default(),
         })
+    }
+
+    /// The pack's cut-out network from its file's bytes (checked against the manifest), for a
+    /// model loaded without it; `None` when the pack has none.
+    pub fn load_segmenter(&self, bytes: &[u8]) -> Result<Option<Segmenter>, ModelError> {
+        self.manifest.verify("segmenter", bytes)?;
+        Self::segmenter_from(&self.manifest, bytes)
+    }
+
+    fn segmenter_from(manifest: &Manifest, bytes: &[u8]) -> Result<Option<Segmenter>, ModelError> {
+        let Some(config) = &manifest.segmenter else { return Ok(None) };
+        // On the CPU, expanded, whatever the model's device (encoders::segmenter says why); its
+        // bytes are not the device's.
+        let cpu = Device::flex();
+        let w = Weights::from_safetensors(&manifest.file("segmenter")?.file, bytes, &cpu)?;
+        Ok(Some(Segmenter::load(&w, config)?))
     }
 
     fn check_compatible(unet: &UNetConfig, vae: &VaeModelConfig) -> Result<(), ModelError> {

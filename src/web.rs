@@ -11,8 +11,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::denoise::scheduler::SchedulerError;
 use crate::encoders::reference::{Reference, ReferenceOptions};
+use crate::encoders::segmenter::Segmenter;
 use crate::gpu::{DeviceChoice, open, open_device};
-use crate::input::mask::MaskSource;
+use crate::input::mask::{MaskError, MaskSource};
 use crate::model::Model;
 use crate::pack::Manifest;
 use crate::pack::weights::QuantizedWeights;
@@ -115,6 +116,12 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
 /// on one page hold one copy of the weights).
 struct Loaded {
     model: Model,
+    /// The pack's folder URL (ending in `/`).
+    base_url: String,
+    /// The pack's cut-out network, fetched for the first photo on a busy background rather than
+    /// on every first visit (most product photos are on a plain one); locked while it downloads,
+    /// so two widgets' photos fetch it once.
+    segmenter: futures_util::lock::Mutex<Option<Rc<Segmenter>>>,
     /// "gpu" or "cpu", and why not the GPU under `auto` (shown to the user).
     device: &'static str,
     device_note: Option<String>,
@@ -123,6 +130,20 @@ struct Loaded {
     /// One generation at a time on the model: its step previews and the device's memory are
     /// the model's, not one studio's.
     turn: futures_util::lock::Mutex<()>,
+}
+
+impl Loaded {
+    /// The pack's cut-out network, fetched and loaded the first time a photo needs it; `None`
+    /// for a pack without one.
+    async fn fetch_segmenter(&self) -> Result<Option<Rc<Segmenter>>, String> {
+        let mut slot = self.segmenter.lock().await;
+        if slot.is_none() && self.model.manifest.segmenter.is_some() {
+            let file = &self.model.manifest.file("segmenter").map_err(|e| e.to_string())?.file;
+            let bytes = fetch_bytes(&format!("{}{file}", self.base_url)).await?;
+            *slot = self.model.load_segmenter(&bytes).map_err(|e| e.to_string())?.map(Rc::new);
+        }
+        Ok(slot.clone())
+    }
 }
 
 struct Inner {
@@ -187,7 +208,7 @@ impl Studio {
             .map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| JsError::new(&e.to_string()))?;
         let mut files = BTreeMap::new();
-        for (component, entry) in &manifest.files {
+        for (component, entry) in manifest.files.iter().filter(|(component, _)| *component != "segmenter") {
             let bytes = fetch_bytes(&format!("{base}{}", entry.file))
                 .await
                 .map_err(|e| JsError::new(&format!("The model could not be loaded: {e}")))?;
@@ -204,6 +225,8 @@ impl Studio {
         static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let loaded = Loaded {
             model,
+            base_url: base,
+            segmenter: futures_util::lock::Mutex::new(None),
             device: opened.kind(),
             device_note: opened.note,
             id: LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
@@ -243,14 +266,32 @@ impl Studio {
     }
 
     /// Decodes the photo and finds the product mask (on a busy background, with the pack's cut-out
-    /// network: one pass of it on the CPU); keeps the product for `generate`. Resolves to
+    /// network: fetched for the first such photo, then one pass of it on the CPU); keeps the product for `generate`. Resolves to
     /// `{ width, height, mask_source, mask_area, mask_png, cutout_png }`: the mask as the CLI's
     /// `--mask-out` writes it, and the cut-out (product colours, mask as alpha).
     pub fn prepare(&self, bytes: &[u8]) -> Promise {
         let inner = self.inner.clone();
         let bytes = bytes.to_vec();
         wasm_bindgen_futures::future_to_promise(async move {
-            let product = prepare_product_segmented(&bytes, inner.loaded.model.segmenter.as_ref()).await;
+            let loaded = &inner.loaded;
+            let fetched = loaded.segmenter.lock().await.clone();
+            let product = match prepare_product_segmented(&bytes, fetched.as_deref()).await {
+                Err(busy @ PipelineError::Mask(MaskError::BusyBackground { .. })) if fetched.is_none() => {
+                    match loaded.fetch_segmenter().await {
+                        Ok(Some(segmenter)) => prepare_product_segmented(&bytes, Some(&segmenter)).await,
+                        Ok(None) => Err(busy),
+                        // Still the busy photo's message (the page opens the brush for it), and why
+                        // the network could not help.
+                        Err(why) => {
+                            return Err(JsError::new(&format!(
+                                "{busy} (The cut-out network for busy backgrounds could not be loaded: {why}.)"
+                            ))
+                            .into());
+                        }
+                    }
+                }
+                other => other,
+            };
             keep_product(&inner, product).map_err(JsValue::from)
         })
     }

@@ -97,13 +97,26 @@ async function modelFile(request, url) {
     if ((await sha256(bytes)) === entry.sha256) return withHeader(cached, bytes, HASH_HEADER, entry.sha256);
     await cache.delete(url.href); // corrupt or from another pack: fetched again below
   }
-  const { bytes, response } = await download(request, name, entry?.bytes ?? null);
-  const hash = await sha256(bytes);
-  // Only what the manifest vouches for is kept; anything else is passed on as it came (the
-  // studio's own check then names the file).
-  if (response.ok && entry && hash === entry.sha256) await cache.put(url.href, withHeader(response, bytes, HASH_HEADER, hash));
+  // Two workers asking at once (the studio's and its helper's, both cutting out the same busy
+  // photo) share one download.
+  let pending = downloading.get(url.href);
+  if (!pending) {
+    pending = (async () => {
+      const { bytes, response } = await download(request, name, entry?.bytes ?? null);
+      const hash = await sha256(bytes);
+      // Only what the manifest vouches for is kept; anything else is passed on as it came (the
+      // studio's own check then names the file).
+      if (response.ok && entry && hash === entry.sha256) await cache.put(url.href, withHeader(response, bytes, HASH_HEADER, hash));
+      return { bytes, response, hash };
+    })().finally(() => downloading.delete(url.href));
+    downloading.set(url.href, pending);
+  }
+  const { bytes, response, hash } = await pending;
   return withHeader(response, bytes, HASH_HEADER, hash);
 }
+
+/** Model files being downloaded: URL → the download's promise. */
+const downloading = new Map();
 
 /** Fetches the whole body, telling the page how many bytes have arrived. */
 async function download(request, file, total) {

@@ -579,12 +579,18 @@ test('a photo on a busy background: the cut-out network finds the product, as th
   // exact alpha is known; the border-grown mask refuses it (tests/cutout_network.rs).
   const photo = path.join(FIXTURES, 'busy_photos', 'heldout_17.jpg');
   const exact = decodePng(fs.readFileSync(path.join(FIXTURES, 'busy_photos', 'heldout_17_alpha.png')));
+  // A server of its own, to see when the network's file is downloaded.
+  const own = await startServer(DIST, 0, { verbose: true });
   const b = await launch(WEBGPU_OFF);
   try {
     const { page } = b;
-    await openReady(page, b.consoleLines);
+    await page.goto(own.url, { waitUntil: 'load' });
+    await waitForState(page, ['ready'], LOAD_TIMEOUT, 'loading the page');
+    const segmenterGets = () => own.requests.filter((l) => /"GET \/models\/default\/segmenter\.safetensors/.test(l)).length;
+    assert.equal(segmenterGets(), 0, 'the cut-out network is not part of the first visit\'s download');
     const up = await uploadAndWait(page, photo);
     assert.equal(up.state, 'ready', `the busy photo was refused: ${up.text}`);
+    assert.equal(segmenterGets(), 1, 'the first busy photo fetches the cut-out network, once');
     assert.match(await page.locator('#mask-info').textContent(), /cut-out network/);
     const { width, height, alpha } = await previewAlpha(page);
     assert.deepEqual([width, height], [exact.width, exact.height]);
@@ -613,6 +619,7 @@ test('a photo on a busy background: the cut-out network finds the product, as th
     assert.deepEqual(b.pageErrors.map(String), [], 'no uncaught page errors');
   } finally {
     await b.close();
+    own.proc.kill();
   }
 });
 
@@ -946,8 +953,10 @@ test('offline: a second visit loads the app and the model from the cache with th
     assert.ok(statuses.some((t) => new RegExp(`Downloading text_encoder\\.safetensors: [\\d.]+ of ${mb} MB`).test(t)),
       `byte-level progress on the first visit:\n${statuses.join('\n')}`);
     assert.equal(await page.evaluate(() => Boolean(navigator.serviceWorker.controller)), true, 'the service worker serves the page');
-    for (const entry of Object.values(manifest.files)) {
-      assert.equal(await cachedSha256(page, `models/default/${entry.file}`), entry.sha256, `${entry.file} is kept, checked`);
+    for (const [component, entry] of Object.entries(manifest.files)) {
+      // The cut-out network is fetched (and kept) with the first busy photo only.
+      const want = component === 'segmenter' ? null : entry.sha256;
+      assert.equal(await cachedSha256(page, `models/default/${entry.file}`), want, `${entry.file} is kept, checked`);
     }
     assert.ok(await cachedSha256(page, 'pkg/adcanvas_bg.wasm'), 'the wasm module is kept');
 
@@ -962,6 +971,11 @@ test('offline: a second visit loads the app and the model from the cache with th
     assert.equal(done.state, 'done', `an ad offline: ${done.text}`);
     const ad = await page.evaluate(() => ({ ...window.__adcanvas, rgba: Array.from(window.__adcanvas.rgba) }));
     assertProductExact({ width: ad.width, data: ad.rgba }, decodePng(fs.readFileSync(PRODUCT)), ad.placement, 'offline ad');
+    // A busy photo offline, the cut-out network never fetched: the reason, and the brush.
+    const busy = await uploadAndWait(page, path.join(FIXTURES, 'busy_photos', 'heldout_17.jpg'));
+    assert.equal(busy.state, 'error');
+    assert.match(busy.text, /not plain enough.*cut-out network for busy backgrounds could not be loaded.*paint over the product below/s, busy.text);
+    assert.equal(await page.locator('#mask-editor').isVisible(), true, 'the brush opens');
 
     // A cached file gone bad is found by its hash, dropped and fetched again.
     await page.evaluate(async () => {
