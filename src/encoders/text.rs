@@ -236,12 +236,14 @@ fn parse(json: &[u8]) -> Result<tokenizers::Tokenizer, ModelError> {
 }
 
 /// The first special token a `TemplateProcessing` (here or in a `Sequence` of processors) uses in
-/// its `single` or `pair` template without defining it in `special_tokens`.
+/// its `single` or `pair` template without defining it under that key in `special_tokens`.
 fn undefined_special_token(processor: &serde_json::Value) -> Option<String> {
     if let Some(list) = processor.get("processors").and_then(|p| p.as_array()) {
         return list.iter().find_map(undefined_special_token);
     }
-    if processor.get("type").and_then(|t| t.as_str()) != Some("TemplateProcessing") {
+    // A template by its shape, not its `type`: tokenizers' untagged parsing takes a template whose
+    // type is misspelt ("TamplateProcessing", tests/fuzz/tokenizer/crash-fca4…).
+    if processor.get("single").is_none() && processor.get("pair").is_none() {
         return None;
     }
     let defined = processor.get("special_tokens").and_then(|t| t.as_object());

@@ -597,6 +597,12 @@ fn dilate(m: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
 /// Label connected components of pixels equal to `value` (4- or 8-connected): a label per
 /// pixel (`u32::MAX` for the others) and each component's size, labels counted from 0.
 fn components(m: &[bool], w: usize, h: usize, value: bool, eight: bool) -> (Vec<u32>, Vec<usize>) {
+    // imageproc 0.27 indexes its union-find forest (one entry a pixel) by label, counted from 1:
+    // a one-pixel image of the value asks for entry 1 of 1 and panics (found by fuzzing,
+    // tests/fuzz/mask_layout_pfv/crash-753a…). Any larger image has fewer labels than pixels.
+    if let [pixel] = m {
+        return if *pixel == value { (vec![0], vec![1]) } else { (vec![u32::MAX], Vec::new()) };
+    }
     let connectivity = if eight { Connectivity::Eight } else { Connectivity::Four };
     let labelled = connected_components(&gray(m, w, h, value), connectivity, Luma([0u8]));
     let label: Vec<u32> = labelled.as_raw().iter().map(|&l| l.wrapping_sub(1)).collect();
@@ -999,6 +1005,14 @@ mod tests {
         let hard = product_mask(&img, &MaskOptions { feather_px: 0.0, ..Default::default() }).unwrap();
         assert!(hard.alpha.iter().all(|&a| a == 0.0 || a == 1.0));
         assert!((hard.area_fraction() - 400.0 / 3600.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn one_pixel_images_are_labelled() {
+        assert_eq!(components(&[true], 1, 1, true, false), (vec![0], vec![1]));
+        assert_eq!(components(&[true], 1, 1, false, true), (vec![u32::MAX], vec![]));
+        assert_eq!(components(&[true, true], 2, 1, true, false), (vec![0, 0], vec![2]));
+        assert_eq!(components(&[true, false], 1, 2, false, false), (vec![u32::MAX, 0], vec![1]));
     }
 
     #[test]
