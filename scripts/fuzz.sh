@@ -62,7 +62,9 @@ set -e
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$LOG" | tail -1)
 rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$LOG" | tail -1)
 secs=$(( ${execs:-0} / (${rate:-1} > 0 ? ${rate:-1} : 1) ))
-if [[ $rc == 0 ]]; then
+if [[ $rc != 0 ]] && grep -q 'libFuzzer: run interrupted' "$LOG"; then
+  echo "fuzz $TARGET: stopped by hand after ${execs:-?} executions (${rate:-?}/s), no crash, hang or out-of-memory until then"
+elif [[ $rc == 0 ]]; then
   echo "fuzz $TARGET: ${execs:-?} executions in about ${secs} s (${rate:-?}/s), no crash, hang or out-of-memory"
 else
   echo "fuzz $TARGET: FOUND A FAILURE after ${execs:-?} executions (exit $rc); the input is in tests/fuzz/$TARGET/ (log: $LOG)" >&2
