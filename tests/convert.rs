@@ -147,10 +147,7 @@ fn quantised_weights_kept_on_the_device_give_the_same_output() {
 #[test]
 fn text_encoder_must_fit_the_unet() {
     // The parity BERT (24 wide) beside the tiny UNet (cross_attention_dim 12).
-    let src = out_dir("te-src");
-    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
-    let te = src.join("text_encoder");
-    std::fs::create_dir_all(&te).unwrap();
+    let (src, te) = tiny_with("te-src", "text_encoder");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root().join("tests/parity/bert.config.json")).unwrap()).unwrap();
     cfg["model_type"] = "bert".into();
@@ -195,10 +192,7 @@ fn refuses_what_it_cannot_convert() {
 fn controlnet_converts_and_must_fit_the_unet() {
     use adcanvas::denoise::mepa::Conditioning;
     let parity = root().join("tests/parity");
-    let src = out_dir("cn-src");
-    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
-    let cn = src.join("controlnet");
-    std::fs::create_dir_all(&cn).unwrap();
+    let (src, cn) = tiny_with("cn-src", "controlnet");
     std::fs::copy(parity.join("controlnet.config.json"), cn.join("config.json")).unwrap();
     std::fs::copy(parity.join("controlnet.weights.safetensors"), cn.join("diffusion_pytorch_model.safetensors"))
         .unwrap();
@@ -251,10 +245,7 @@ fn controlnet_converts_and_must_fit_the_unet() {
 #[test]
 fn clip_text_encoder_converts_with_its_bpe_tokenizer() {
     let parity = root().join("tests/parity");
-    let src = out_dir("clip-src");
-    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
-    let te = src.join("text_encoder");
-    std::fs::create_dir_all(&te).unwrap();
+    let (src, te) = tiny_with("clip-src", "text_encoder");
     std::fs::copy(parity.join("clip_text.config.json"), te.join("config.json")).unwrap();
     std::fs::copy(parity.join("clip_text.weights.safetensors"), te.join("model.safetensors")).unwrap();
     let err = convert_diffusers(&src, &out_dir("clip1"), PackDtype::F32, None, false).unwrap_err();
@@ -268,19 +259,9 @@ fn clip_text_encoder_converts_with_its_bpe_tokenizer() {
     let (manifest, files) = read_pack_dir(&out).unwrap();
     let model = Model::from_pack(manifest, &files, &device).unwrap();
     let encoder = model.text_encoder.as_ref().expect("the pack's CLIP text encoder loads");
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
-    let prompt = cases["prompts"][1].as_str().unwrap();
+    let (prompt, want) = clip_context();
+    let prompt = prompt.as_str();
     let got: Vec<f32> = encoder.encode(prompt, &device).unwrap().into_data().try_to_vec().unwrap();
-    let bytes = std::fs::read(parity.join("clip_text.io.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let want: Vec<f32> = st
-        .tensor("last_hidden_state")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
     assert_eq!(got.len(), 77 * 12, "a CLIP context is 77 tokens");
     let diff = got.iter().zip(&want[..got.len()]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(diff <= 1e-4, "converted CLIP context differs from transformers by {diff}");
@@ -300,10 +281,7 @@ fn clip_text_encoder_converts_with_its_bpe_tokenizer() {
 #[test]
 fn token_embeddings_take_their_own_dtype() {
     let parity = root().join("tests/parity");
-    let src = out_dir("clip-emb-src");
-    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
-    let te = src.join("text_encoder");
-    std::fs::create_dir_all(&te).unwrap();
+    let (src, te) = tiny_with("clip-emb-src", "text_encoder");
     copy_dir(&root().join("tests/fixtures/clip_tokenizer"), &src.join("tokenizer"));
     // The parity CLIP's table (2562 × 12) padded with 6 rows no token reaches, so that it comes in
     // whole blocks of 32 and is quantised (its layers are too small to be).
@@ -327,24 +305,13 @@ fn token_embeddings_take_their_own_dtype() {
     cfg["vocab_size"] = 2568.into();
     std::fs::write(te.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
 
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
-    let prompt = cases["prompts"][1].as_str().unwrap();
-    let io = std::fs::read(parity.join("clip_text.io.safetensors")).unwrap();
-    let want: Vec<f32> = SafeTensors::deserialize(&io)
-        .unwrap()
-        .tensor("last_hidden_state")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let (prompt, want) = clip_context();
     let context_error = |out: &Path| -> f32 {
         let device = Device::flex();
         let (manifest, files) = read_pack_dir(out).unwrap();
         let model = Model::from_pack(manifest, &files, &device).unwrap();
         let got: Vec<f32> =
-            model.text_encoder.unwrap().encode(prompt, &device).unwrap().into_data().try_to_vec().unwrap();
+            model.text_encoder.unwrap().encode(&prompt, &device).unwrap().into_data().try_to_vec().unwrap();
         got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
     };
 
@@ -374,6 +341,33 @@ fn token_embeddings_take_their_own_dtype() {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     eprintln!("context max error: q8 {e8:.5}, q4 table {e4:.5} (outputs up to {scale:.2})");
     assert!(e8 < e4 && e4 <= 0.05 * scale, "q8 {e8}, q4 table {e4}, outputs up to {scale}");
+}
+
+/// A copy of tests/fixtures/diffusers_tiny named `name`, with an empty `component/` folder to fill:
+/// (the copy, the component's folder).
+fn tiny_with(name: &str, component: &str) -> (PathBuf, PathBuf) {
+    let src = out_dir(name);
+    copy_dir(&root().join("tests/fixtures/diffusers_tiny"), &src);
+    let dir = src.join(component);
+    std::fs::create_dir_all(&dir).unwrap();
+    (src, dir)
+}
+
+/// The parity CLIP's context for `clip_tokens.json`'s second prompt, as transformers computed it.
+fn clip_context() -> (String, Vec<f32>) {
+    let parity = root().join("tests/parity");
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(parity.join("clip_tokens.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(parity.join("clip_text.io.safetensors")).unwrap();
+    let want = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .tensor("last_hidden_state")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (cases["prompts"][1].as_str().unwrap().to_string(), want)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
