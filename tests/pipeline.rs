@@ -468,11 +468,14 @@ fn trained_model_follows_the_scene_in_the_prompt() {
     assert!((floor[0] - floor[2]).abs() < 30.0, "studio floor should not be sand: {floor:?}");
 }
 
-/// The default pack's text encoder (q8 layers, q4 token table) against the real all-MiniLM-L6-v2
-/// in f32 (transformers; tests/parity/minilm_hidden.safetensors from scripts/make_minilm_fixture.py).
-/// Stated bound: cosine similarity ≥ 0.995 per token and max-abs ≤ 0.2 (hidden values are O(1);
-/// the q4 table's contexts come to 0.996 and 0.15 here, q8's to 0.9996 and 0.06, and its ads stay
-/// within 42–49 dB PSNR of an f32 text encoder's: BENCHMARKS.md 2026-12-07).
+/// The default pack's text encoder (GPTQ q4 layers, q4 token table) against the real
+/// all-MiniLM-L6-v2 in f32 (transformers; tests/parity/minilm_hidden.safetensors from
+/// scripts/make_minilm_fixture.py). Stated bounds: cosine similarity ≥ 0.95 per token and max-abs
+/// ≤ 0.5 (hidden values are O(1); these prompts come to 0.963 and 0.41, with q8 layers they came
+/// to 0.996 and 0.15; ads stay within 35–45 dB PSNR of an f32 text encoder's, the same pictures:
+/// BENCHMARKS.md 2026-12-07 13:00); and for the empty prompt, the unconditional half of every
+/// ad's guidance that training/quantize_gptq.py weights for that reason, ≥ 0.99 and ≤ 0.25
+/// (0.996 and 0.16).
 #[test]
 fn default_text_encoder_stays_close_to_minilm() {
     let model = load_default(&Device::flex());
@@ -490,6 +493,7 @@ fn default_text_encoder_stays_close_to_minilm() {
         st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     };
     let (mut worst_cos, mut worst_abs) = (1f32, 0f32);
+    let (mut empty_cos, mut empty_abs) = (1f32, 0f32);
     for (k, prompt) in prompts.iter().enumerate() {
         let want = f32s(&format!("hidden_{k}"));
         let got: Vec<f32> = encoder.encode(prompt, &model.device).unwrap().into_data().try_to_vec().unwrap();
@@ -497,12 +501,16 @@ fn default_text_encoder_stays_close_to_minilm() {
         for (g, w) in got.chunks(384).zip(want.chunks(384)) {
             let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
             let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
-            worst_cos = worst_cos.min(dot / (norm(g) * norm(w)));
-            worst_abs = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(worst_abs, f32::max);
+            let (cos, abs) = (dot / (norm(g) * norm(w)), g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
+            (worst_cos, worst_abs) = (worst_cos.min(cos), worst_abs.max(abs));
+            if prompt.is_empty() {
+                (empty_cos, empty_abs) = (empty_cos.min(cos), empty_abs.max(abs));
+            }
         }
     }
-    eprintln!("the pack's MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}");
-    assert!(worst_cos >= 0.995 && worst_abs <= 0.2, "cosine {worst_cos}, max abs {worst_abs}");
+    eprintln!("the pack's MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}; empty prompt {empty_cos}, {empty_abs}");
+    assert!(worst_cos >= 0.95 && worst_abs <= 0.5, "cosine {worst_cos}, max abs {worst_abs}");
+    assert!(empty_cos >= 0.99 && empty_abs <= 0.25, "empty prompt: cosine {empty_cos}, max abs {empty_abs}");
 }
 
 /// Mean RGB of the generated background (pixels with no product at all).

@@ -2,7 +2,10 @@
 hidden states the UNet attends to) from the f32 weights', over 64 seller-style prompts:
 relative L2 error (mean, max over prompts) and the least per-token cosine similarity.
 
-    ~/.cache/adcanvas-py/bin/python training/evaluate_text_quant.py
+    ~/.cache/adcanvas-py/bin/python training/evaluate_text_quant.py [PACK ...]
+
+With PACK folders, also each pack's own text encoder as it is stored (e.g. GPTQ's q4 layers from
+training/quantize_gptq.py, which these rules cannot reproduce).
 
 The q8 and q4 schemes are src/pack/quant.rs's (blocks of 32, f16 scales; q4's scale the block's
 least-squares choice, or max|w|/7 as before 2026-12-07); which tensors are quantised is the
@@ -62,6 +65,12 @@ def main():
             return [model(**tok(p, return_tensors="pt")).last_hidden_state[0].numpy() for p in PROMPTS]
 
     reference = contexts()
+
+    def report(name, got):
+        rel = [np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(got, reference)]
+        cos = [np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)) for a, b in zip(got, reference)]
+        print(f"{name:34s} relative error mean {np.mean(rel):.4f} max {np.max(rel):.4f}   least token cosine {np.min(cos):.5f}")
+
     table = lambda k: "word_embeddings" in k  # noqa: E731
     ffn = lambda k: "intermediate.dense" in k or ("output.dense" in k and "attention" not in k)  # noqa: E731
     variants = {
@@ -80,10 +89,11 @@ def main():
             quantised = w.size % 32 == 0 and w.size >= 4096 and w.ndim == 2
             state[k] = torch.from_numpy(np.ascontiguousarray(rule(k, w) if quantised else w, dtype=np.float32))
         model.load_state_dict(state)
-        got = contexts()
-        rel = [np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(got, reference)]
-        cos = [np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)) for a, b in zip(got, reference)]
-        print(f"{name:34s} relative error mean {np.mean(rel):.4f} max {np.max(rel):.4f}   least token cosine {np.min(cos):.5f}")
+        report(name, contexts())
+    for pack in sys.argv[1:]:
+        _, stored = text_encoder(pack)
+        model.load_state_dict(stored.state_dict())
+        report(f"pack {pack}", contexts())
 
 
 if __name__ == "__main__":
