@@ -124,8 +124,10 @@ fn default_pack_is_the_trained_model_within_budget() {
     assert!(total <= 50_000_000, "the default pack is {total} bytes; the budget is 50 MB");
     assert!(model.reference_encoder.is_some(), "the default model takes a style reference");
     assert!(model.controlnet.is_some(), "the default model carries a depth ControlNet");
-    for component in ["unet", "vae", "text_encoder", "image_encoder", "controlnet"] {
-        assert_eq!(m.files[component].dtype, "q8", "{component}");
+    for (component, dtype) in
+        [("unet", "q8"), ("vae", "q8"), ("image_encoder", "q8"), ("text_encoder", "q4"), ("controlnet", "q4")]
+    {
+        assert_eq!(m.files[component].dtype, dtype, "{component}");
     }
 }
 

@@ -1,11 +1,13 @@
 """Puts one component into a pack, leaving every other file of the pack byte for byte as it is:
 the cut-out network (train_segmenter.py's RUN/segmenter), a VAE trained in the pack's latent
-space (train_decoder.py's RUN/vae: a new decoder for the same encoder), or the text encoder
-(the frozen MiniLM, e.g. again with its token embeddings in q4).
+space (train_decoder.py's RUN/vae: a new decoder for the same encoder), the text encoder
+(the frozen MiniLM, e.g. again with its token embeddings in q4), or the depth ControlNet (by
+default the pack's own, requantised, e.g. to q4).
 
     python training/pack_component.py --pack models/default --component segmenter --folder RUN/segmenter --adcanvas BIN
     python training/pack_component.py --pack models/default --component vae --folder RUN/vae --adcanvas BIN
     python training/pack_component.py --pack models/default --component text_encoder --embedding-dtype q4 --adcanvas BIN
+    python training/pack_component.py --pack models/default --component controlnet --dtype q4 --adcanvas BIN
 
 The weights go through our converter like every other component (`adcanvas convert`, q8 as the
 pack's other files): a diffusers folder holding the pack's own UNet and VAE (needed by the
@@ -32,9 +34,9 @@ import pack  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack", default="models/default")
-    ap.add_argument("--component", choices=["segmenter", "vae", "text_encoder"], required=True)
+    ap.add_argument("--component", choices=["segmenter", "vae", "text_encoder", "controlnet"], required=True)
     ap.add_argument("--folder", help="the component as a diffusers folder (config.json + safetensors); "
-                                     "default for text_encoder: the MiniLM wheel's")
+                                     "default for text_encoder: the MiniLM wheel's; for controlnet: the pack's own")
     ap.add_argument("--dtype", default="q8")
     ap.add_argument("--embedding-dtype", default=None, help="the text encoder's token embeddings (default: --dtype)")
     ap.add_argument("--note", required=True, help="what made it, for the manifest's provenance")
@@ -44,9 +46,12 @@ def main():
         from make_dataset import minilm_dir
 
         args.folder = minilm_dir()
+    scratch = tempfile.mkdtemp(prefix="adcanvas-component-")
+    if args.component == "controlnet" and args.folder is None:
+        args.folder = os.path.join(scratch, "own-controlnet")
+        pack.controlnet(args.pack).save_pretrained(args.folder)
     if args.folder is None:
         ap.error("--folder is needed for this component")
-    scratch = tempfile.mkdtemp(prefix="adcanvas-component-")
     folder, out = os.path.join(scratch, "diffusers"), os.path.join(scratch, "pack")
     os.makedirs(folder)
     pack.mepa_unet(args.pack).save_pretrained(os.path.join(folder, "unet"))

@@ -182,6 +182,8 @@ def main():
         data = f.read()
     entry = manifest["files"]["text_encoder"]
     entry["bytes"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    if args.layers == "all":
+        entry["dtype"] = "q4"  # every layer and (with --embedding-dtype q4) the token table
     note = f"{args.note} (--layers {args.layers}{' --act-order' if args.act_order else ''})"
     manifest["provenance"] = manifest["provenance"].replace("; see models/", f", {note}; see models/")
     with open(mpath, "w") as f:
