@@ -503,14 +503,17 @@ fn default_text_encoder_stays_close_to_minilm() {
         for (g, w) in got.chunks(384).zip(want.chunks(384)) {
             let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
             let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
-            let (cos, abs) = (dot / (norm(g) * norm(w)), g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
+            let (cos, abs) =
+                (dot / (norm(g) * norm(w)), g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
             (worst_cos, worst_abs) = (worst_cos.min(cos), worst_abs.max(abs));
             if prompt.is_empty() {
                 (empty_cos, empty_abs) = (empty_cos.min(cos), empty_abs.max(abs));
             }
         }
     }
-    eprintln!("the pack's MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}; empty prompt {empty_cos}, {empty_abs}");
+    eprintln!(
+        "the pack's MiniLM vs f32: worst token cosine {worst_cos}, max abs {worst_abs}; empty prompt {empty_cos}, {empty_abs}"
+    );
     assert!(worst_cos >= 0.95 && worst_abs <= 0.5, "cosine {worst_cos}, max abs {worst_abs}");
     assert!(empty_cos >= 0.99 && empty_abs <= 0.25, "empty prompt: cosine {empty_cos}, max abs {empty_abs}");
 }
