@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from make_dataset import text_encoder  # noqa: E402
+from quantize_gptq import q4_scales  # noqa: E402
 
 COLOURS = ["white", "pink", "navy", "mint", "gold", "red", "beige", "black"]
 PLACES = ["on a marble counter", "on a rustic wooden table", "on the sand of a beach at sunset", "in a modern kitchen",
@@ -41,19 +42,10 @@ def q8(w):
 
 
 def q4(w, search=True):
+    """q4 values: the converter's least-squares scales (quantize_gptq.q4_scales), or max|w|/7."""
     b = w.reshape(-1, 32)
-    amax = np.abs(b).max(1, keepdims=True)
-    best, best_err = None, None
-    for f in ([1.0] + list(0.6 + 0.025 * np.arange(23))) if search else [1.0]:
-        s = (amax * f / 7).astype(np.float16).astype(np.float32)
-        v = np.clip(np.round(b / np.where(s == 0, 1, s)), -8, 7) * s
-        err = ((v - b) ** 2).sum(1, keepdims=True)
-        if best is None:
-            best, best_err = v, err
-        else:
-            better = err < best_err
-            best, best_err = np.where(better, v, best), np.where(better, err, best_err)
-    return best.reshape(w.shape)
+    s = q4_scales(b) if search else (np.abs(b).max(1) / 7).astype(np.float16).astype(np.float32)
+    return (np.clip(np.round(b / np.where(s == 0, 1, s)[:, None]), -8, 7) * s[:, None]).reshape(w.shape)
 
 
 def main():
@@ -76,7 +68,7 @@ def main():
     variants = {
         "q8 (the pack before 2026-12-07)": lambda k, w: q8(w),
         "q8, token table q4, max|w|/7": lambda k, w: q4(w, search=False) if table(k) else q8(w),
-        "q8, token table q4 (shipped)": lambda k, w: q4(w) if table(k) else q8(w),
+        "q8, token table q4 (shipped 12-07 am)": lambda k, w: q4(w) if table(k) else q8(w),
         "q8, token table and FFN q4": lambda k, w: q4(w) if table(k) or ffn(k) else q8(w),
         "q4, max|w|/7": lambda k, w: q4(w, search=False),
         "q4": lambda k, w: q4(w),

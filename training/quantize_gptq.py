@@ -5,7 +5,7 @@ arXiv 2210.17323, with groups). The format stays src/pack/quant.rs's q4 (blocks 
 row, one f16 scale each, chosen as the converter does), so the runtime reads it unchanged; only
 which of the 16 levels each weight takes differs.
 
-    python training/quantize_gptq.py --pack models/default --layers ffn|attention|all [--note TEXT]
+    python training/quantize_gptq.py --pack models/default --layers ffn|attention|all [--act-order] [--note TEXT]
 
 The inputs come from seller-style captions written here (CALIBRATION_*), distinct from
 training/evaluate_text_quant.py's prompts, run through the pack's own text encoder as it is
@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from make_dataset import text_encoder  # noqa: E402
+from pack import BLOCK, dequantize  # noqa: E402
 
-BLOCK = 32
 EMPTY_PROMPT_SHARE = 0.1
 CALIBRATION_PRODUCTS = [
     "a ceramic mug", "a leather handbag", "a wristwatch", "a glass bottle of olive oil", "a scented candle",
@@ -117,12 +117,6 @@ def gptq_q4(weight: torch.Tensor, hessian: torch.Tensor, act_order=False, percda
     return codes, scales.astype(np.float16)
 
 
-def dequantize(codes: torch.Tensor, scales: np.ndarray) -> torch.Tensor:
-    rows, cols = codes.shape
-    s = torch.from_numpy(scales.astype(np.float32)).repeat_interleave(BLOCK, 1)
-    return codes.float() * s.reshape(rows, cols)
-
-
 def pack_nibbles(codes: torch.Tensor) -> np.ndarray:
     """src/pack/quant.rs's q4 bytes: row-major, two codes a byte, low nibble first, code + 8."""
     flat = (codes.numpy().astype(np.int16).reshape(-1) + 8).astype(np.uint8)
@@ -166,13 +160,14 @@ def main():
         x = torch.cat(inputs).double()
         w0 = f32[name + ".weight"]
         codes, scales = gptq_q4(w0, 2 * x.T @ x / x.shape[0], act_order=args.act_order)
-        q = dequantize(codes, scales)
+        stored = pack_nibbles(codes), scales.reshape(-1)
+        # Read back as the pack's reader does: what the layer computes with is what is stored.
+        q = torch.from_numpy(dequantize(*stored, tuple(w0.shape)))
         before = ((layer.weight.double() - w0.double()) @ x.T).pow(2).sum() / (w0.double() @ x.T).pow(2).sum()
         after = ((q.double() - w0.double()) @ x.T).pow(2).sum() / (w0.double() @ x.T).pow(2).sum()
         print(f"{name}: relative output error² {before:.2e} (pack) -> {after:.2e} (GPTQ q4)", flush=True)
         layer.weight.data = q
-        tensors[name + ".weight"] = pack_nibbles(codes)
-        tensors[name + ".weight.q_scale"] = scales.reshape(-1)
+        tensors[name + ".weight"], tensors[name + ".weight.q_scale"] = stored
     save_file(tensors, path)
 
     mpath = os.path.join(args.pack, "manifest.json")
