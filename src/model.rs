@@ -1,5 +1,6 @@
 //! The loaded foundation model: UNet, VAE encoder and decoder, scheduler config.
 
+use burn::module::Module;
 use std::collections::BTreeMap;
 
 use burn::tensor::Device;
@@ -19,7 +20,9 @@ use crate::vae::preview::SharedPreview;
 use crate::vae::{LatentDecoder, LatentEncoder, VaeConfig, VaeDecoder, VaeEncoder, VaeModelConfig};
 
 /// Everything the denoising pipeline runs, on one burn device.
+#[derive(Module, Debug)]
 pub struct Model {
+    #[module(skip)]
     pub manifest: Manifest,
     pub unet: UNet2DConditionModel,
     pub vae_encoder: LatentEncoder,
@@ -33,11 +36,14 @@ pub struct Model {
     /// The cut-out network for photos on busy backgrounds; `None` for packs without one.
     pub segmenter: Option<Segmenter>,
     /// What loading did with the pack's quantised weights.
+    #[module(skip)]
     pub quantized: QuantizedWeights,
     /// Bytes of weights the device holds (token embedding tables, kept on the CPU, excluded).
     pub device_weight_bytes: u64,
+    #[module(skip)]
     pub device: Device,
     /// The step previews' latent-to-colour fit, learnt from this model's own ads.
+    #[module(skip)]
     pub preview: SharedPreview,
 }
 

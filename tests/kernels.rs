@@ -103,7 +103,7 @@ fn gpu_side_of_the_cpu_only_ops_matches_the_tensor_ops() {
         Tensor::<3>::from_data(TensorData::new(v, shape), &gpu)
     };
     let close = |ours: Tensor<3>, ops: Tensor<3>, what: &str| {
-        let (ours, ops) = (ours.into_data().to_vec::<f32>().unwrap(), ops.into_data().to_vec::<f32>().unwrap());
+        let (ours, ops) = (ours.into_data().try_to_vec::<f32>().unwrap(), ops.into_data().try_to_vec::<f32>().unwrap());
         let d = max_abs_diff(&ours, &ops);
         assert!(d < 1e-5, "{what}: {d}");
     };

@@ -2,6 +2,7 @@
 //! `scripts/make_parity_fixtures.py`, versions in `tests/parity/VERSIONS.txt`).
 //! Tolerance: 1e-4 max-abs for models (f32), on burn's CPU device and on wgpu.
 
+use burn::config::Config;
 use std::path::PathBuf;
 
 use adcanvas::denoise::scheduler::{DdimScheduler, SchedulerConfig};
@@ -63,7 +64,7 @@ fn devices() -> Vec<(&'static str, Device)> {
 }
 
 fn unet_parity(case: &str) {
-    let config: UNetConfig = serde_json::from_slice(&fixture(&format!("{case}.config.json"))).unwrap();
+    let config = UNetConfig::load_binary(&fixture(&format!("{case}.config.json"))).unwrap();
     let weights = weights_of(case);
     let io = Io(fixture(&format!("{case}.io.safetensors")));
     let (want, _) = io.get("output");
@@ -90,7 +91,7 @@ fn unet_with_linear_projections_and_per_block_heads_matches_diffusers() {
 
 #[test]
 fn vae_matches_diffusers() {
-    let config: VaeConfig = serde_json::from_slice(&fixture("vae.config.json")).unwrap();
+    let config = VaeConfig::load_binary(&fixture("vae.config.json")).unwrap();
     let weights = weights_of("vae");
     let io = Io(fixture("vae.io.safetensors"));
     let (mean, _) = io.get("latent_mean");
@@ -112,7 +113,7 @@ fn vae_matches_diffusers() {
 /// the last row and column cut short, blended across their overlaps.
 #[test]
 fn tiled_vae_matches_diffusers() {
-    let config: VaeConfig = serde_json::from_slice(&fixture("vae.config.json")).unwrap();
+    let config = VaeConfig::load_binary(&fixture("vae.config.json")).unwrap();
     let weights = weights_of("vae");
     let io = Io(fixture("vae.io.safetensors"));
     let (mean, _) = io.get("tiled_latent_mean");
@@ -169,7 +170,7 @@ fn wide_head_attention_matches_the_fused_op_on_every_device() {
 #[test]
 fn tiny_vae_matches_diffusers() {
     use adcanvas::vae::tiny::{TinyDecoder, TinyEncoder, TinyVaeConfig};
-    let config: TinyVaeConfig = serde_json::from_slice(&fixture("tiny_vae.config.json")).unwrap();
+    let config = TinyVaeConfig::load_binary(&fixture("tiny_vae.config.json")).unwrap();
     let weights = fixture("tiny_vae.weights.safetensors");
     let io = Io(fixture("tiny_vae.io.safetensors"));
     let (raw, _) = io.get("latents_raw");
@@ -193,7 +194,7 @@ fn tiny_vae_matches_diffusers() {
 #[test]
 fn conditioned_tiny_decoder_matches_its_reference() {
     use adcanvas::vae::tiny::{ProductPixels, TinyDecoder, TinyVaeConfig};
-    let config: TinyVaeConfig = serde_json::from_slice(&fixture("tiny_vae_condition.config.json")).unwrap();
+    let config = TinyVaeConfig::load_binary(&fixture("tiny_vae_condition.config.json")).unwrap();
     assert!(config.mask_condition);
     let weights = fixture("tiny_vae_condition.weights.safetensors");
     let io = Io(fixture("tiny_vae_condition.io.safetensors"));
@@ -217,7 +218,7 @@ fn conditioned_tiny_decoder_matches_its_reference() {
 
 #[test]
 fn ddim_trace_matches_diffusers() {
-    let config: SchedulerConfig = serde_json::from_slice(&fixture("ddim.config.json")).unwrap();
+    let config = SchedulerConfig::load_binary(&fixture("ddim.config.json")).unwrap();
     let io = Io(fixture("ddim.io.safetensors"));
     let (timesteps, _) = io.get("timesteps");
     let scheduler = DdimScheduler::new(&config, timesteps.len()).unwrap();
@@ -307,7 +308,7 @@ fn minilm_tokenizer_matches_transformers() {
 #[test]
 fn bert_matches_transformers() {
     use adcanvas::encoders::text::{BertConfig, BertModel};
-    let config: BertConfig = serde_json::from_slice(&fixture("bert.config.json")).unwrap();
+    let config = BertConfig::load_binary(&fixture("bert.config.json")).unwrap();
     let weights = fixture("bert.weights.safetensors");
     let io = Io(fixture("bert.io.safetensors"));
     let (ids, _) = io.get("input_ids");
@@ -327,7 +328,7 @@ fn bert_matches_transformers() {
 #[test]
 fn clip_vision_matches_transformers() {
     use adcanvas::encoders::image::{ImageEncoder, ImageEncoderConfig};
-    let mut config: ImageEncoderConfig = serde_json::from_slice(&fixture("clip_vision.config.json")).unwrap();
+    let mut config = ImageEncoderConfig::load_binary(&fixture("clip_vision.config.json")).unwrap();
     let weights = fixture("clip_vision.weights.safetensors");
     let io = Io(fixture("clip_vision.io.safetensors"));
     for (name, device) in devices() {
@@ -369,7 +370,7 @@ fn image_projection_matches_diffusers() {
 #[test]
 fn unet_with_mepa_matches_diffusers_and_training() {
     use adcanvas::denoise::mepa::{Conditioning, ImagePrompt};
-    let config: UNetConfig = serde_json::from_slice(&fixture("mepa_unet.config.json")).unwrap();
+    let config = UNetConfig::load_binary(&fixture("mepa_unet.config.json")).unwrap();
     let weights = fixture("mepa_unet.weights.safetensors");
     let io = Io(fixture("mepa_unet.io.safetensors"));
     let (t, _) = io.get("timestep");
@@ -414,7 +415,7 @@ fn controlnet_matches_diffusers() {
     use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
     use adcanvas::denoise::mepa::Conditioning;
     for case in ["controlnet", "controlnet_linear_bgr"] {
-        let config: ControlNetConfig = serde_json::from_slice(&fixture(&format!("{case}.config.json"))).unwrap();
+        let config = ControlNetConfig::load_binary(&fixture(&format!("{case}.config.json"))).unwrap();
         let weights = fixture(&format!("{case}.weights.safetensors"));
         let io = Io(fixture(&format!("{case}.io.safetensors")));
         let (t, _) = io.get("timestep");
@@ -442,10 +443,10 @@ fn controlnet_matches_diffusers() {
 fn unet_with_controlnet_residuals_matches_diffusers() {
     use adcanvas::denoise::controlnet::{ControlNetConfig, ControlNetModel};
     use adcanvas::denoise::mepa::Conditioning;
-    let cn_config: ControlNetConfig = serde_json::from_slice(&fixture("controlnet.config.json")).unwrap();
+    let cn_config = ControlNetConfig::load_binary(&fixture("controlnet.config.json")).unwrap();
     let cn_weights = fixture("controlnet.weights.safetensors");
     let cn_io = Io(fixture("controlnet.io.safetensors"));
-    let config: UNetConfig = serde_json::from_slice(&fixture("controlnet_unet.config.json")).unwrap();
+    let config = UNetConfig::load_binary(&fixture("controlnet_unet.config.json")).unwrap();
     let weights = fixture("controlnet_unet.weights.safetensors");
     let io = Io(fixture("controlnet_unet.io.safetensors"));
     let (t, _) = io.get("timestep");
@@ -478,8 +479,8 @@ fn unet_with_controlnet_residuals_matches_diffusers() {
 #[test]
 fn controlnet_for_another_unet_is_refused() {
     use adcanvas::denoise::controlnet::ControlNetConfig;
-    let cn_config: ControlNetConfig = serde_json::from_slice(&fixture("controlnet.config.json")).unwrap();
-    let other: UNetConfig = serde_json::from_slice(&fixture("unet_conv_proj.config.json")).unwrap();
+    let cn_config = ControlNetConfig::load_binary(&fixture("controlnet.config.json")).unwrap();
+    let other = UNetConfig::load_binary(&fixture("unet_conv_proj.config.json")).unwrap();
     let message = cn_config.check_fits(&other).unwrap_err().to_string();
     assert!(message.contains("another UNet"), "{message}");
 }
@@ -512,7 +513,7 @@ fn clip_tokenizer_matches_transformers() {
 #[test]
 fn clip_text_model_matches_transformers() {
     use adcanvas::encoders::clip::{ClipTextConfig, ClipTextModel};
-    let config: ClipTextConfig = serde_json::from_slice(&fixture("clip_text.config.json")).unwrap();
+    let config = ClipTextConfig::load_binary(&fixture("clip_text.config.json")).unwrap();
     let weights = fixture("clip_text.weights.safetensors");
     let io = Io(fixture("clip_text.io.safetensors"));
     let (ids, shape) = io.get("input_ids");

@@ -113,6 +113,34 @@ fn demo_pack_script_is_deterministic_and_loads() {
     assert_composite_exact(&g);
 }
 
+/// The whole model is one burn module: every weight of the pack is one of its parameters
+/// (the token-embedding table aside: host memory, looked up row by row), all on the device it
+/// was loaded on, and a copy of it moves to another device by burn's own `to_device`.
+#[test]
+fn the_default_model_is_one_burn_module_holding_every_pack_weight() {
+    use burn::module::Module;
+    let device = Device::flex();
+    let model = load_default(&device);
+    let (_, files) = read_pack_dir(pack_dir()).unwrap();
+    let mut expected = 0;
+    for (component, bytes) in files.iter().filter(|(c, _)| c.as_str() != "tokenizer") {
+        let tensors = safetensors::SafeTensors::deserialize(bytes).unwrap_or_else(|e| panic!("{component}: {e}"));
+        for (name, view) in tensors.tensors() {
+            let host_table = name.ends_with("word_embeddings.weight") || name.ends_with("token_embedding.weight");
+            if name.ends_with(adcanvas::pack::quant::SCALE_SUFFIX) || host_table {
+                continue;
+            }
+            let n: usize = view.shape().iter().product();
+            // q4 packs two values a byte.
+            expected += if view.dtype() == safetensors::Dtype::U8 { 2 * n } else { n };
+        }
+    }
+    assert_eq!(model.num_params(), expected, "burn's parameter count is not the pack's");
+    assert_eq!(model.devices(), vec![device.clone()]);
+    let moved = model.clone().to_device(&device);
+    assert_eq!(moved.num_params(), expected);
+}
+
 #[test]
 fn default_pack_is_the_trained_model_within_budget() {
     let model = load_default(&Device::flex());

@@ -2,10 +2,11 @@
 //! block): diffusers' `Transformer2DModel` (self-attention, cross-attention through each layer's
 //! processor, GEGLU feed-forward), the down, mid and up blocks, and the timestep embedding.
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::UNetConfig;
-use super::mepa::{Conditioning, MepaProcessor};
+use super::mepa::{Conditioning, CrossAttentionProcessor, MepaProcessor};
 use crate::error::ModelError;
 use crate::kernels;
 use crate::nn::attention::{Attention, RegionPrompt};
@@ -14,6 +15,7 @@ use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear, gelu, silu, upsample_neare
 use crate::pack::weights::Weights;
 
 /// diffusers' `FeedForward` with GEGLU (`ff.net.0.proj`, `ff.net.2`).
+#[derive(Module, Debug)]
 struct FeedForward {
     proj: Linear,
     out: Linear,
@@ -41,11 +43,12 @@ impl FeedForward {
 }
 
 /// diffusers' `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
+#[derive(Module, Debug)]
 struct BasicTransformerBlock {
     norm1: LayerNorm,
     attn1: Attention,
     norm2: LayerNorm,
-    attn2: Attention,
+    attn2: Attention<CrossAttentionProcessor>,
     norm3: LayerNorm,
     ff: FeedForward,
 }
@@ -72,12 +75,14 @@ impl BasicTransformerBlock {
 }
 
 /// Either projection diffusers uses around the transformer blocks.
+#[derive(Module, Debug)]
 enum Projection {
     Conv(Conv2d),
     Linear(Linear),
 }
 
 /// diffusers' `Transformer2DModel` (one transformer layer, continuous input).
+#[derive(Module, Debug)]
 pub(crate) struct Transformer2DModel {
     norm: GroupNorm,
     proj_in: Projection,
@@ -160,6 +165,7 @@ fn unet_transformer(
 
 /// One resolution level going down: resnets (each optionally followed by attention),
 /// then a stride-2 conv unless it is the last level. The ControlNet reuses it as is.
+#[derive(Module, Debug)]
 pub(crate) struct DownBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
@@ -218,6 +224,7 @@ impl DownBlock {
 
 /// One resolution level going up: resnets over concatenated skips (each optionally
 /// followed by attention), then nearest 2× + conv unless it is the last level.
+#[derive(Module, Debug)]
 pub(crate) struct UpBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
@@ -279,6 +286,7 @@ impl UpBlock {
 }
 
 /// `UNetMidBlock2DCrossAttn`: resnet, attention, resnet at the lowest resolution.
+#[derive(Module, Debug)]
 pub(crate) struct MidBlock {
     resnets: [ResnetBlock2D; 2],
     attention: Transformer2DModel,
@@ -310,6 +318,7 @@ impl MidBlock {
 }
 
 /// diffusers' `TimestepEmbedding` over the sinusoidal `Timesteps` projection.
+#[derive(Module, Debug)]
 pub(crate) struct TimeEmbedding {
     linear_1: Linear,
     linear_2: Linear,

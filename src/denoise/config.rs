@@ -99,6 +99,9 @@ pub struct UNetConfig {
     pub freq_shift: usize,
 }
 
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for UNetConfig {}
+
 fn default_sample_size() -> usize {
     64
 }

@@ -5,6 +5,7 @@
 //! [`UNet2DConditionModel::forward_controlled`](super::unet::UNet2DConditionModel::forward_controlled)
 //! adds them. The region masking MEPA applies to the depth prompt is in docs/METHOD.md §7.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,9 @@ pub struct ControlNetConfig {
     #[serde(default)]
     pub global_pool_conditions: bool,
 }
+
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for ControlNetConfig {}
 
 fn four() -> usize {
     4
@@ -166,6 +170,7 @@ impl ControlNetConfig {
 
 /// `ControlNetConditioningEmbedding`: conv_in, then (conv, stride-2 conv) pairs, SiLU after
 /// each, then the zero conv to the UNet's first width.
+#[derive(Module, Debug)]
 struct ConditioningEmbedding {
     conv_in: Conv2d,
     blocks: Vec<Conv2d>,
@@ -200,7 +205,9 @@ impl ConditioningEmbedding {
 }
 
 /// The ControlNet: the UNet's down path and mid block over latents + embedded control image.
+#[derive(Module, Debug)]
 pub struct ControlNetModel {
+    #[module(skip)]
     config: ControlNetConfig,
     conv_in: Conv2d,
     time_embedding: TimeEmbedding,

@@ -7,6 +7,7 @@
 //! the adapter's `to_k_ip`/`to_v_ip` (IP-Adapter's decoupled cross-attention). With only
 //! the text prompt and no mask it is exactly Stable Diffusion's cross-attention.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
@@ -19,34 +20,62 @@ use crate::pack::weights::Weights;
 /// MEPA's attention processor: the text prompt through the layer's own `to_k`/`to_v`, plus the
 /// image prompt through the adapter's projections, stored under diffusers' names
 /// (`<attn>.processor.to_k_ip.0`, `<attn>.processor.to_v_ip.0`, no bias).
+#[derive(Module, Debug)]
 pub struct MepaProcessor {
     to_k_ip: Linear,
     to_v_ip: Linear,
 }
 
+/// The processor of a UNet cross-attention layer: MEPA's, or the plain one for a layer whose
+/// weights carry no adapter (a Stable Diffusion checkpoint). Chosen per layer at load.
+#[derive(Module, Debug)]
+pub enum CrossAttentionProcessor {
+    Plain(PlainProcessor),
+    Mepa(MepaProcessor),
+}
+
 impl MepaProcessor {
     /// The processor for the attention layer under `attn`: MEPA's when the weights carry its
     /// projections, else the plain one (a Stable Diffusion layer).
-    pub fn for_layer(
-        attn: &Weights,
-        token_dim: usize,
-        inner: usize,
-    ) -> Result<Box<dyn AttentionProcessor>, ModelError> {
+    pub fn for_layer(attn: &Weights, token_dim: usize, inner: usize) -> Result<CrossAttentionProcessor, ModelError> {
         let p = attn.pp("processor");
         if !p.contains("to_k_ip.0.weight") {
-            return Ok(Box::new(PlainProcessor));
+            return Ok(CrossAttentionProcessor::Plain(PlainProcessor));
         }
-        Ok(Box::new(Self {
+        Ok(CrossAttentionProcessor::Mepa(Self {
             to_k_ip: Linear::load(&p.pp("to_k_ip").pp(0), token_dim, inner, false)?,
             to_v_ip: Linear::load(&p.pp("to_v_ip").pp(0), token_dim, inner, false)?,
         }))
     }
 }
 
+impl AttentionProcessor for CrossAttentionProcessor {
+    fn attend<P: AttentionProcessor>(
+        &self,
+        layer: &Attention<P>,
+        q: &Tensor<3>,
+        prompts: &[RegionPrompt],
+    ) -> Tensor<3> {
+        match self {
+            Self::Plain(p) => p.attend(layer, q, prompts),
+            Self::Mepa(p) => p.attend(layer, q, prompts),
+        }
+    }
+
+    fn takes_image_prompt(&self) -> bool {
+        matches!(self, Self::Mepa(_))
+    }
+}
+
 impl AttentionProcessor for MepaProcessor {
     /// `Σ_k λ_k · M_k ⊙ Attn(Q, K_k, V_k)` over the text prompt (`prompts[0]`) and the image
     /// prompt (`prompts[1]`, when given with λ ≠ 0).
-    fn attend(&self, layer: &Attention, q: &Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3> {
+    fn attend<P: AttentionProcessor>(
+        &self,
+        layer: &Attention<P>,
+        q: &Tensor<3>,
+        prompts: &[RegionPrompt],
+    ) -> Tensor<3> {
         let text = PlainProcessor.attend(layer, q, &prompts[..1]);
         match prompts.get(1) {
             Some(image) if image.scale != 0.0 => text + layer.attend(q, image, &self.to_k_ip, &self.to_v_ip),
@@ -77,6 +106,7 @@ pub fn region_mask(mask: &Tensor<4>, h_r: usize, w_r: usize) -> Tensor<3> {
 /// diffusers' `IPAdapterFullImageProjection` (stored in the UNet as
 /// `encoder_hid_proj.image_projection_layers.0`): each image-encoder token is mapped on its own
 /// to the cross-attention width, `LayerNorm(W₂ gelu(W₁ t + b₁) + b₂)`, so PFV's token grid survives.
+#[derive(Module, Debug)]
 pub struct ImageProjection {
     proj: Linear,
     out: Linear,

@@ -62,6 +62,9 @@ pub struct SchedulerConfig {
     pub timestep_scaling: f64,
 }
 
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for SchedulerConfig {}
+
 fn train_steps() -> usize {
     1000
 }

@@ -6,6 +6,7 @@
 //! `UNetMidBlock2DCrossAttn`, `UpBlock2D`, `CrossAttnUpBlock2D`), 4- or 9-channel input
 //! (inpainting), conv or linear projections, per-block head counts.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::blocks::{DownBlock, MidBlock, TimeEmbedding, UpBlock};
@@ -24,7 +25,9 @@ pub struct ControlResiduals {
 }
 
 /// The denoiser ε_θ(x_t, t, c).
+#[derive(Module, Debug)]
 pub struct UNet2DConditionModel {
+    #[module(skip)]
     config: UNetConfig,
     conv_in: Conv2d,
     time_embedding: TimeEmbedding,
@@ -138,6 +141,49 @@ mod tests {
 
     fn max_abs(t: Tensor<4>) -> f32 {
         t.abs().max().into_scalar()
+    }
+
+    /// The UNet is a burn module whose parameter paths are diffusers' keys: burn counts every
+    /// weight the checkpoint has, a snapshot saved through burn's safetensors store holds
+    /// exactly the checkpoint's keys, and another UNet loaded from that snapshot by burn
+    /// computes the same.
+    #[test]
+    fn is_a_burn_module_whose_snapshot_is_the_diffusers_checkpoint() {
+        use burn::module::Module;
+        use burn::store::ModuleSnapshot;
+        use std::collections::BTreeSet;
+
+        let device = Device::flex();
+        let (w, created) = Weights::random(11, &device);
+        let unet = UNet2DConditionModel::load(&w, &UNetConfig::demo()).unwrap();
+        let (count, checkpoint) = {
+            let created = created.lock().unwrap();
+            (created.parameter_count(), created.to_safetensors())
+        };
+        assert_eq!(unet.num_params(), count, "burn's parameter count is not the checkpoint's");
+
+        let keys = |bytes: &[u8]| -> BTreeSet<String> {
+            safetensors::SafeTensors::deserialize(bytes).unwrap().names().into_iter().map(str::to_string).collect()
+        };
+        let mut store = crate::pack::snapshot::saving_store();
+        unet.save_into(&mut store).unwrap();
+        let snapshot = store.get_bytes().unwrap();
+        let (ours, theirs) = (keys(&snapshot), keys(&checkpoint));
+        let only_ours: Vec<_> = ours.difference(&theirs).collect();
+        let only_theirs: Vec<_> = theirs.difference(&ours).collect();
+        assert!(
+            only_ours.is_empty() && only_theirs.is_empty(),
+            "burn's paths {only_ours:?}, the checkpoint's {only_theirs:?}"
+        );
+
+        let (other, _) = Weights::random(12, &device);
+        let mut other = UNet2DConditionModel::load(&other, &UNetConfig::demo()).unwrap();
+        let x = Tensor::<4>::random([1, 9, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let ctx = Tensor::<3>::random([1, 4, 384], Distribution::Normal(0.0, 1.0), &device);
+        assert!(max_abs(other.forward(x.clone(), 300.0, &ctx) - unet.forward(x.clone(), 300.0, &ctx)) > 1e-3);
+        let applied = other.load_from(&mut crate::pack::snapshot::loading_store(snapshot)).unwrap();
+        assert!(applied.is_success() && applied.missing.is_empty(), "{applied:?}");
+        assert_eq!(max_abs(other.forward(x.clone(), 300.0, &ctx) - unet.forward(x, 300.0, &ctx)), 0.0);
     }
 
     /// The output has the latents' shape with the config's channels, and a batch item comes

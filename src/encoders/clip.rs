@@ -4,6 +4,7 @@
 //! (`vocab.json`, `merges.txt`) into the `tokenizer.json` the `tokenizers` crate runs.
 //! The encoder layer is shared with the style-reference encoder (`image.rs`).
 
+use burn::module::Module;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
@@ -12,9 +13,10 @@ use serde_json::{Value, json};
 
 use crate::error::ModelError;
 use crate::nn::{LayerNorm, Linear, TokenEmbedding, gelu};
-use crate::pack::weights::{Init, Weights};
+use crate::pack::weights::{FloatParam, Init, Weights};
 
 /// One pre-norm transformer layer: `x + attn(ln1 x)`, then `x + mlp(ln2 x)`.
+#[derive(Module, Debug)]
 pub(crate) struct ClipEncoderLayer {
     norm1: LayerNorm,
     q: Linear,
@@ -90,6 +92,9 @@ pub struct ClipTextConfig {
     pub layer_norm_eps: f64,
 }
 
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for ClipTextConfig {}
+
 fn seventy_seven() -> usize {
     77
 }
@@ -102,11 +107,13 @@ fn clip_eps() -> f64 {
 
 /// `CLIPTextModel`: token ids → `last_hidden_state` (after `final_layer_norm`), the context
 /// SD 1.x and 2.x feed their UNets.
+#[derive(Module, Debug)]
 pub struct ClipTextModel {
+    #[module(skip)]
     config: ClipTextConfig,
     quick_gelu: bool,
     token_embedding: TokenEmbedding,
-    position_embedding: Tensor<2>,
+    position_embedding: FloatParam<2>,
     layers: Vec<ClipEncoderLayer>,
     final_norm: LayerNorm,
 }
@@ -130,7 +137,7 @@ impl ClipTextModel {
             config: config.clone(),
             quick_gelu,
             token_embedding: TokenEmbedding::load(&e.pp("token_embedding"), config.vocab_size, h)?,
-            position_embedding: e.pp("position_embedding").tensor(
+            position_embedding: e.pp("position_embedding").float(
                 "weight",
                 [config.max_position_embeddings, h],
                 Init::FanIn(1),
@@ -156,7 +163,7 @@ impl ClipTextModel {
         }
         let h = self.config.hidden_size;
         let tokens = self.token_embedding.lookup(ids, device)?;
-        let mut x: Tensor<3> = (tokens + self.position_embedding.clone().narrow(0, 0, t)).reshape([1, t, h]);
+        let mut x: Tensor<3> = (tokens + self.position_embedding.val().narrow(0, 0, t)).reshape([1, t, h]);
         for layer in &self.layers {
             x = layer.forward(x, self.config.num_attention_heads, self.quick_gelu, true);
         }

@@ -2,6 +2,7 @@
 //! its parameter names and config) whose patch tokens PFV masks before MEPA attends to them
 //! (docs/METHOD.md §5–6). IP-Adapter uses the same model family for its image prompts.
 
+use burn::module::Module;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::clip::{ClipEncoderLayer, is_quick_gelu};
 use crate::error::ModelError;
 use crate::nn::LayerNorm;
-use crate::pack::weights::{Init, Weights};
+use crate::pack::weights::{FloatParam, Init, Weights};
 
 /// transformers' `CLIPVisionConfig` fields the encoder reads, plus which hidden state feeds
 /// the image prompt and how pixels are normalised (a CLIP image processor's mean and std).
@@ -38,6 +39,9 @@ pub struct ImageEncoderConfig {
     #[serde(default = "clip_std")]
     pub image_std: [f32; 3],
 }
+
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for ImageEncoderConfig {}
 
 fn three() -> usize {
     3
@@ -78,12 +82,14 @@ impl ImageEncoderConfig {
 }
 
 /// `CLIPVisionModel` up to the chosen hidden state: pixels → tokens (CLS first).
+#[derive(Module, Debug)]
 pub struct ImageEncoder {
+    #[module(skip)]
     config: ImageEncoderConfig,
     quick_gelu: bool,
-    patch_embedding: Tensor<4>,
-    class_embedding: Tensor<1>,
-    position_embedding: Tensor<2>,
+    patch_embedding: FloatParam<4>,
+    class_embedding: FloatParam<1>,
+    position_embedding: FloatParam<2>,
     pre_norm: LayerNorm,
     layers: Vec<ClipEncoderLayer>,
 }
@@ -115,13 +121,13 @@ impl ImageEncoder {
         Ok(Self {
             config: config.clone(),
             quick_gelu,
-            patch_embedding: e.pp("patch_embedding").tensor(
+            patch_embedding: e.pp("patch_embedding").float(
                 "weight",
                 [h, config.num_channels, p, p],
                 Init::FanIn(config.num_channels * p * p),
             )?,
-            class_embedding: e.tensor("class_embedding", [h], Init::FanIn(1))?,
-            position_embedding: e.pp("position_embedding").tensor("weight", [positions, h], Init::FanIn(1))?,
+            class_embedding: e.float("class_embedding", [h], Init::FanIn(1))?,
+            position_embedding: e.pp("position_embedding").float("weight", [positions, h], Init::FanIn(1))?,
             pre_norm: LayerNorm::load(&vm.pp("pre_layrnorm"), h, eps)?,
             layers,
         })
@@ -151,12 +157,12 @@ impl ImageEncoder {
         let [b, _, _, _] = pixels.dims();
         let h = self.config.hidden_size;
         let p = self.config.patch_size;
-        let patches = conv2d(pixels, self.patch_embedding.clone(), None, ConvOptions::new([p, p], [0, 0], [1, 1], 1));
+        let patches = conv2d(pixels, self.patch_embedding.val(), None, ConvOptions::new([p, p], [0, 0], [1, 1], 1));
         let [_, _, gh, gw] = patches.dims();
         let patches = patches.reshape([b, h, gh * gw]).swap_dims(1, 2);
-        let cls = self.class_embedding.clone().reshape([1, 1, h]).expand([b, 1, h]);
+        let cls = self.class_embedding.val().reshape([1, 1, h]).expand([b, 1, h]);
         let n = gh * gw + 1;
-        let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.clone().reshape([1, n, h]);
+        let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.val().reshape([1, n, h]);
         x = self.pre_norm.forward(x);
         for layer in &self.layers {
             x = layer.forward(x, self.config.num_attention_heads, self.quick_gelu, false);

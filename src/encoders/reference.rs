@@ -4,6 +4,7 @@
 //! the hidden patches' tokens are dropped, so the reference's own product cannot leak into
 //! the ad. The kept tokens become MEPA's image prompt.
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage, RgbaImage};
@@ -162,6 +163,7 @@ impl Default for ReferenceOptions {
 }
 
 /// The image encoder and the projection to the UNet's cross-attention width.
+#[derive(Module, Debug)]
 pub struct ReferenceEncoder {
     pub encoder: ImageEncoder,
     pub projection: ImageProjection,

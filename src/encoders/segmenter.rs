@@ -11,6 +11,7 @@
 //! takes about half a second there (native and in the browser), while on a GPU its first pass
 //! compiles kernels for shapes no other model part has (4 minutes on SwiftShader; BENCHMARKS.md).
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbaImage;
 use image::imageops::{FilterType, resize};
@@ -23,10 +24,14 @@ use crate::pack::weights::Weights;
 /// The largest side a pack's segmenter may declare: its input is one image of that size.
 const MAX_SIDE: usize = 1024;
 
+#[derive(Module, Debug)]
 pub struct Segmenter {
     unet: UNet2DConditionModel,
     side: usize,
+    /// The empty prompt the cut-out UNet was trained with (computed, not a parameter).
+    #[module(skip)]
     context: Tensor<3>,
+    #[module(skip)]
     device: Device,
 }
 

@@ -4,6 +4,7 @@
 //! the `tokenizers` crate reading the pack's `tokenizer.json`. Its last hidden states are the
 //! UNet's cross-attention context.
 
+use burn::module::Module;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::ModelError;
 use crate::nn::{LayerNorm, Linear, TokenEmbedding, gelu};
-use crate::pack::weights::{Init, Weights};
+use crate::pack::weights::{FloatParam, Init, Weights};
 
 /// transformers' `BertConfig` fields the encoder reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ pub struct BertConfig {
     #[serde(default = "gelu_name")]
     pub hidden_act: String,
 }
+
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for BertConfig {}
 
 fn two() -> usize {
     2
@@ -71,6 +75,9 @@ pub enum TextEncoderConfig {
     Clip(ClipTextConfig),
 }
 
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for TextEncoderConfig {}
+
 impl TextEncoderConfig {
     /// Width of the hidden states (must equal the UNet's `cross_attention_dim`).
     pub fn hidden_size(&self) -> usize {
@@ -81,13 +88,16 @@ impl TextEncoderConfig {
     }
 }
 
+#[derive(Module, Debug)]
 enum TextModel {
     Bert(BertModel),
     Clip(ClipTextModel),
 }
 
 /// Prompt → cross-attention context: the tokenizer and the encoder together.
+#[derive(Module, Debug)]
 pub struct TextEncoder {
+    #[module(skip)]
     tokenizer: PromptTokenizer,
     model: TextModel,
 }
@@ -119,6 +129,7 @@ impl TextEncoder {
     }
 }
 
+#[derive(Module, Debug)]
 struct BertLayer {
     query: Linear,
     key: Linear,
@@ -131,11 +142,13 @@ struct BertLayer {
 }
 
 /// `BertModel` without the pooler: token ids → last hidden states.
+#[derive(Module, Debug)]
 pub struct BertModel {
+    #[module(skip)]
     config: BertConfig,
     word_embeddings: TokenEmbedding,
-    position_embeddings: Tensor<2>,
-    token_type_embeddings: Tensor<2>,
+    position_embeddings: FloatParam<2>,
+    token_type_embeddings: FloatParam<2>,
     embeddings_norm: LayerNorm,
     layers: Vec<BertLayer>,
 }
@@ -171,12 +184,12 @@ impl BertModel {
         Ok(Self {
             config: config.clone(),
             word_embeddings: TokenEmbedding::load(&e.pp("word_embeddings"), config.vocab_size, h)?,
-            position_embeddings: e.pp("position_embeddings").tensor(
+            position_embeddings: e.pp("position_embeddings").float(
                 "weight",
                 [config.max_position_embeddings, h],
                 Init::FanIn(1),
             )?,
-            token_type_embeddings: e.pp("token_type_embeddings").tensor(
+            token_type_embeddings: e.pp("token_type_embeddings").float(
                 "weight",
                 [config.type_vocab_size, h],
                 Init::FanIn(1),
@@ -201,8 +214,8 @@ impl BertModel {
         }
         let h = self.config.hidden_size;
         let words = self.word_embeddings.lookup(ids, device)?;
-        let positions = self.position_embeddings.clone().narrow(0, 0, t);
-        let token_type = self.token_type_embeddings.clone().narrow(0, 0, 1);
+        let positions = self.position_embeddings.val().narrow(0, 0, t);
+        let token_type = self.token_type_embeddings.val().narrow(0, 0, 1);
         let mut x: Tensor<3> = self.embeddings_norm.forward(words + positions + token_type).reshape([1, t, h]);
         let heads = self.config.num_attention_heads;
         let split = |x: Tensor<3>| x.reshape([1, t, heads, h / heads]).swap_dims(1, 2);
@@ -257,6 +270,7 @@ fn undefined_special_token(processor: &serde_json::Value) -> Option<String> {
 }
 
 /// The model's own tokenizer (`tokenizer.json`): WordPiece for BERT, byte-level BPE for CLIP.
+#[derive(Clone, Debug)]
 pub struct PromptTokenizer {
     inner: tokenizers::Tokenizer,
 }

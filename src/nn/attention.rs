@@ -1,10 +1,12 @@
 //! diffusers' `Attention` (`models/attention_processor.py`): the layer owns the projections
 //! `to_q`, `to_k`, `to_v`, `to_out.0`, and an [`AttentionProcessor`] decides how its queries
-//! meet what they attend to, as diffusers' `set_attn_processor` does. [`PlainProcessor`] is
-//! Stable Diffusion's scaled dot-product attention; MEPA's processor
-//! (`crate::denoise::mepa::MepaProcessor`) is the other implementation, chosen per layer when
-//! the pack carries its projections (docs/METHOD.md §6).
+//! meet what they attend to, as diffusers' `set_attn_processor` does. The processor is the
+//! layer's type parameter (a burn module like the projections): [`PlainProcessor`] is Stable
+//! Diffusion's scaled dot-product attention; the UNet's cross-attention layers take
+//! `crate::denoise::mepa::CrossAttentionProcessor`, MEPA's processor where the pack carries its
+//! projections (docs/METHOD.md §6).
 
+use burn::module::{Module, ModuleDisplay};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -37,11 +39,12 @@ impl RegionPrompt {
 /// How a layer's queries meet its prompts, before `to_out`. `prompts[0]` is the layer's own
 /// context (keys and values through its `to_k`/`to_v`); a processor may take further prompts
 /// through projections of its own.
-pub trait AttentionProcessor: Send + Sync {
+pub trait AttentionProcessor: Module + ModuleDisplay + Sync {
     /// # Shapes
     /// - q: `[batch, queries, heads × head_dim]` (the layer's `to_q`)
     /// - output: `[batch, queries, heads × head_dim]`
-    fn attend(&self, layer: &Attention, q: &Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3>;
+    fn attend<P: AttentionProcessor>(&self, layer: &Attention<P>, q: &Tensor<3>, prompts: &[RegionPrompt])
+    -> Tensor<3>;
 
     /// Whether the processor takes an image prompt (`prompts[1]`).
     fn takes_image_prompt(&self) -> bool {
@@ -52,22 +55,29 @@ pub trait AttentionProcessor: Send + Sync {
 /// diffusers' `AttnProcessor2_0`: `λ · M ⊙ softmax(Q Kᵀ/√d) V` over the layer's own context;
 /// with λ = 1 and no mask, exactly scaled dot-product attention. Further prompts are ignored:
 /// a plain layer has no projections for them.
+#[derive(Module, Debug)]
 pub struct PlainProcessor;
 
 impl AttentionProcessor for PlainProcessor {
-    fn attend(&self, layer: &Attention, q: &Tensor<3>, prompts: &[RegionPrompt]) -> Tensor<3> {
+    fn attend<P: AttentionProcessor>(
+        &self,
+        layer: &Attention<P>,
+        q: &Tensor<3>,
+        prompts: &[RegionPrompt],
+    ) -> Tensor<3> {
         layer.attend(q, &prompts[0], &layer.to_k, &layer.to_v)
     }
 }
 
 /// Multi-head attention with diffusers' parameter names.
-pub struct Attention {
+#[derive(Module, Debug)]
+pub struct Attention<P = PlainProcessor> {
     heads: usize,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
-    processor: Box<dyn AttentionProcessor>,
+    processor: P,
 }
 
 impl Attention {
@@ -89,13 +99,16 @@ impl Attention {
             to_k: Linear::load(&w.pp("to_k"), context_dim, inner, qkv_bias)?,
             to_v: Linear::load(&w.pp("to_v"), context_dim, inner, qkv_bias)?,
             to_out: Linear::load(&w.pp("to_out").pp(0), inner, query_dim, true)?,
-            processor: Box::new(PlainProcessor),
+            processor: PlainProcessor,
         })
     }
+}
 
+impl<P: AttentionProcessor> Attention<P> {
     /// The layer with another processor (diffusers' `set_processor`).
-    pub fn with_processor(self, processor: Box<dyn AttentionProcessor>) -> Self {
-        Self { processor, ..self }
+    pub fn with_processor<Q: AttentionProcessor>(self, processor: Q) -> Attention<Q> {
+        let Self { heads, to_q, to_k, to_v, to_out, .. } = self;
+        Attention { heads, to_q, to_k, to_v, to_out, processor }
     }
 
     /// Whether this layer's processor takes an image prompt.

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::attention::explicit_attention;
 use super::{Conv2d, GroupNorm, LayerNorm, Linear, silu_ops};
 use crate::kernels;
-use crate::pack::weights::Param;
+use crate::pack::weights::{QuantizedWeight, Weight, float_param};
 use burn::tensor::ops::ConvOptions;
 
 /// `[b, c, h, w]`, groups, eps: the diffusers shapes (32 groups, eps 1e-5 / 1e-6), a group
@@ -125,8 +125,8 @@ pub fn group_norm_layer(groups: usize, channels: usize, eps: f64, device: &Devic
     GroupNorm {
         groups,
         eps,
-        weight: Tensor::from_data(TensorData::new(scale, [channels]), device),
-        bias: Tensor::from_data(TensorData::new(shift, [channels]), device),
+        weight: float_param(Tensor::from_data(TensorData::new(scale, [channels]), device)),
+        bias: float_param(Tensor::from_data(TensorData::new(shift, [channels]), device)),
     }
 }
 
@@ -200,8 +200,11 @@ pub fn conv2d_layer(
     options.padding = [(top, bottom), (left, right)];
     let shift: Vec<f32> = (0..c_out).map(|c| (c as f32 * 0.9).cos()).collect();
     Conv2d {
-        weight: Param::Float(Tensor::from_data(TensorData::new(weight, [c_out, c_in, kernel, kernel]), device)),
-        bias: bias.then(|| Tensor::from_data(TensorData::new(shift, [c_out]), device)),
+        weight: Weight::Float(float_param(Tensor::from_data(
+            TensorData::new(weight, [c_out, c_in, kernel, kernel]),
+            device,
+        ))),
+        bias: bias.then(|| float_param(Tensor::from_data(TensorData::new(shift, [c_out]), device))),
         options,
     }
 }
@@ -214,7 +217,7 @@ pub async fn conv2d(device: &Device) -> Result<Vec<Checked>, String> {
         let x = input(shape, device);
         // The kernel itself, not `Conv2d::forward`: the layers use it only on request.
         let (ran_ours, ours) =
-            match kernels::conv2d(x.clone(), conv.weight.value(), conv.bias.as_ref(), stride, padding) {
+            match kernels::conv2d(x.clone(), conv.weight.value(), conv.bias.as_deref(), stride, padding) {
                 Ok(y) => (true, host(y).await?),
                 Err(x) => (false, host(conv.forward_ops(x)).await?),
             };
@@ -232,11 +235,13 @@ pub async fn quantized_conv2d(device: &Device) -> Result<Vec<Checked>, String> {
     for (shape, c_out, kernel, stride, padding, bias, q4) in QUANTIZED_CONV2D_CASES {
         let mut conv = conv2d_layer(shape[1], c_out, kernel, stride, padding, bias, device);
         let weight = host(conv.weight.value()).await?;
-        conv.weight = Param::quantize(&weight, [c_out, shape[1], kernel, kernel], q4, device);
-        let Param::Quantized { blocks, shape: weight_shape } = &conv.weight else { unreachable!("built quantised") };
+        conv.weight = Weight::quantize(&weight, [c_out, shape[1], kernel, kernel], q4, device);
+        let Weight::Quantized(QuantizedWeight { blocks, shape: weight_shape }) = &conv.weight else {
+            unreachable!("built quantised")
+        };
         let x = input(shape, device);
         let (ran_ours, ours) =
-            match kernels::quantized_conv2d(x.clone(), blocks, *weight_shape, conv.bias.as_ref(), stride, padding) {
+            match kernels::quantized_conv2d(x.clone(), blocks, *weight_shape, conv.bias.as_deref(), stride, padding) {
                 Ok(y) => (true, host(y).await?),
                 Err(x) => (false, host(conv.forward_ops(x)).await?),
             };
@@ -255,8 +260,8 @@ pub fn quantized_linear_layer(d_in: usize, d_out: usize, q4: bool, bias: bool, d
     let weight: Vec<f32> = (0..d_out * d_in).map(|i| scale * ((i as f32) * 0.377).sin()).collect();
     let shift: Vec<f32> = (0..d_out).map(|c| (c as f32 * 0.9).cos()).collect();
     Linear {
-        weight: Param::quantize(&weight, [d_out, d_in], q4, device),
-        bias: bias.then(|| Tensor::from_data(TensorData::new(shift, [d_out]), device)),
+        weight: Weight::quantize(&weight, [d_out, d_in], q4, device),
+        bias: bias.then(|| float_param(Tensor::from_data(TensorData::new(shift, [d_out]), device))),
     }
 }
 
@@ -268,8 +273,8 @@ pub async fn quantized_linear(device: &Device) -> Result<Vec<Checked>, String> {
         let layer = quantized_linear_layer(shape[2], d_out, q4, bias, device);
         let n: usize = shape.iter().product();
         let x = input([1, 1, 1, n], device).reshape(shape);
-        let Param::Quantized { blocks, .. } = &layer.weight else { unreachable!("built quantised") };
-        let (ran_ours, ours) = match kernels::quantized_linear(x.clone(), blocks, d_out, layer.bias.as_ref()) {
+        let Weight::Quantized(QuantizedWeight { blocks, .. }) = &layer.weight else { unreachable!("built quantised") };
+        let (ran_ours, ours) = match kernels::quantized_linear(x.clone(), blocks, d_out, layer.bias.as_deref()) {
             Ok(y) => (true, host(y).await?),
             Err(x) => (false, host(layer.forward_ops(x)).await?),
         };

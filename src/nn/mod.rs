@@ -2,13 +2,16 @@
 //!
 //! Each layer keeps PyTorch's storage layout (conv `[out, in, kh, kw]`, linear `[out, in]`),
 //! so a diffusers checkpoint loads without conversion; the linear weight is used transposed
-//! (a view, no copy). Conv and linear weights are [`Param`]s: f32, or quantised blocks
-//! expanded when the layer runs.
+//! (a view, no copy). Conv and linear weights are [`Weight`]s: f32, or quantised blocks
+//! expanded when the layer runs. Every layer is a burn [`Module`], its parameters burn
+//! parameters, named as diffusers names them: the models built from these layers derive
+//! `Module` too, so burn's visitors, device moves and snapshots work on them.
 
 pub mod attention;
 pub mod kernel_check;
 pub mod resnet;
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 use burn::tensor::module::{conv2d, interpolate, layer_norm, linear};
@@ -16,12 +19,14 @@ use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 
 use crate::error::ModelError;
 use crate::kernels;
-use crate::pack::weights::{Init, Param, Weights};
+use crate::pack::weights::{FloatParam, Init, QuantizedWeight, Weight, Weights};
 
 /// `torch.nn.Conv2d` with square kernel, symmetric padding and no dilation.
+#[derive(Module, Debug)]
 pub struct Conv2d {
-    weight: Param<4>,
-    bias: Option<Tensor<1>>,
+    weight: Weight<4>,
+    bias: Option<FloatParam<1>>,
+    #[module(skip)]
     options: ConvOptions<2>,
 }
 
@@ -38,7 +43,7 @@ impl Conv2d {
         let fan_in = c_in * kernel * kernel;
         Ok(Self {
             weight: w.param("weight", [c_out, c_in, kernel, kernel], Init::FanIn(fan_in))?,
-            bias: Some(w.tensor("bias", [c_out], Init::FanIn(fan_in))?),
+            bias: Some(w.float("bias", [c_out], Init::FanIn(fan_in))?),
             options: ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
         })
     }
@@ -85,11 +90,11 @@ impl Conv2d {
         }
         let (stride, padding) = (o.stride[0], [top, bottom, left, right]);
         let ours = match &self.weight {
-            Param::Quantized { blocks, shape } if kernels::layers_use_quantized_conv2d(&x) => {
-                kernels::quantized_conv2d(x, blocks, *shape, self.bias.as_ref(), stride, padding)
+            Weight::Quantized(QuantizedWeight { blocks, shape }) if kernels::layers_use_quantized_conv2d(&x) => {
+                kernels::quantized_conv2d(x, blocks, *shape, self.bias.as_deref(), stride, padding)
             }
-            Param::Float(w) if kernels::layers_use_conv2d(&x) => {
-                kernels::conv2d(x, w.clone(), self.bias.as_ref(), stride, padding)
+            Weight::Float(w) if kernels::layers_use_conv2d(&x) => {
+                kernels::conv2d(x, w.val(), self.bias.as_deref(), stride, padding)
             }
             _ => Err(x),
         };
@@ -102,27 +107,28 @@ impl Conv2d {
     }
 
     pub fn bias(&self) -> Option<&Tensor<1>> {
-        self.bias.as_ref()
+        self.bias.as_deref()
     }
 
     /// The tensor-op version (burn's conv2d): the CPU path, and the kernel's reference.
     pub fn forward_ops(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(x, self.weight.value(), self.bias.clone(), self.options.clone())
+        conv2d(x, self.weight.value(), self.bias.as_ref().map(|b| b.val()), self.options.clone())
     }
 }
 
 /// `torch.nn.Linear`.
+#[derive(Module, Debug)]
 pub struct Linear {
     /// `[d_out, d_in]`, as PyTorch stores it.
-    weight: Param<2>,
-    bias: Option<Tensor<1>>,
+    weight: Weight<2>,
+    bias: Option<FloatParam<1>>,
 }
 
 impl Linear {
     /// Loads `weight` `[d_out, d_in]` and, when `bias`, `bias` `[d_out]`.
     pub fn load(w: &Weights, d_in: usize, d_out: usize, bias: bool) -> Result<Self, ModelError> {
         let weight = w.param("weight", [d_out, d_in], Init::FanIn(d_in))?;
-        let bias = if bias { Some(w.tensor("bias", [d_out], Init::FanIn(d_in))?) } else { None };
+        let bias = if bias { Some(w.float("bias", [d_out], Init::FanIn(d_in))?) } else { None };
         Ok(Self { weight, bias })
     }
 
@@ -137,9 +143,9 @@ impl Linear {
         // kept and expanded packs make the same bytes.
         let on_cpu = kernels::runs_on(&x) == Some(kernels::Place::Cpu);
         let x = match &self.weight {
-            Param::Float(w) => kernels::linear(x, w, self.bias.as_ref()),
-            Param::Quantized { .. } if on_cpu => kernels::linear(x, &self.weight.value(), self.bias.as_ref()),
-            Param::Quantized { .. } => Err(x),
+            Weight::Float(w) => kernels::linear(x, w, self.bias.as_deref()),
+            Weight::Quantized(_) if on_cpu => kernels::linear(x, &self.weight.value(), self.bias.as_deref()),
+            Weight::Quantized(_) => Err(x),
         };
         let x = match x {
             Ok(y) => return y,
@@ -155,26 +161,27 @@ impl Linear {
     /// `x` back where it does not run.
     pub fn forward_quantized<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
         match &self.weight {
-            Param::Quantized { blocks, shape: [d_out, _] } => {
-                kernels::quantized_linear(x, blocks, *d_out, self.bias.as_ref())
+            Weight::Quantized(QuantizedWeight { blocks, shape: [d_out, _] }) => {
+                kernels::quantized_linear(x, blocks, *d_out, self.bias.as_deref())
             }
-            Param::Float(_) => Err(x),
+            Weight::Float(_) => Err(x),
         }
     }
 
     /// The tensor-op version (the weight expanded to f32 when quantised, then burn's matmul):
     /// the CPU path, and the kernel's reference.
     pub fn forward_ops<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.value().transpose(), self.bias.clone())
+        linear(x, self.weight.value().transpose(), self.bias.as_ref().map(|b| b.val()))
     }
 }
 
 /// `torch.nn.GroupNorm` (affine) over `[batch, channels, h, w]`.
+#[derive(Module, Debug)]
 pub struct GroupNorm {
     groups: usize,
     eps: f64,
-    weight: Tensor<1>,
-    bias: Tensor<1>,
+    weight: FloatParam<1>,
+    bias: FloatParam<1>,
 }
 
 impl GroupNorm {
@@ -188,8 +195,8 @@ impl GroupNorm {
         Ok(Self {
             groups,
             eps,
-            weight: w.tensor("weight", [channels], Init::Ones)?,
-            bias: w.tensor("bias", [channels], Init::Zeros)?,
+            weight: w.float("weight", [channels], Init::Ones)?,
+            bias: w.float("bias", [channels], Init::Zeros)?,
         })
     }
 
@@ -227,21 +234,22 @@ impl GroupNorm {
         let centered = grouped - mean;
         let var = mean_of(centered.clone().powi_scalar(2));
         let normed = (centered / var.add_scalar(self.eps).sqrt()).reshape([b, c, h, wd]);
-        normed * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
     }
 }
 
 /// `torch.nn.LayerNorm` over the last axis.
+#[derive(Module, Debug)]
 pub struct LayerNorm {
     eps: f64,
-    weight: Tensor<1>,
-    bias: Tensor<1>,
+    weight: FloatParam<1>,
+    bias: FloatParam<1>,
 }
 
 impl LayerNorm {
     /// Loads `weight` and `bias` `[dim]`.
     pub fn load(w: &Weights, dim: usize, eps: f64) -> Result<Self, ModelError> {
-        Ok(Self { eps, weight: w.tensor("weight", [dim], Init::Ones)?, bias: w.tensor("bias", [dim], Init::Zeros)? })
+        Ok(Self { eps, weight: w.float("weight", [dim], Init::Ones)?, bias: w.float("bias", [dim], Init::Zeros)? })
     }
 
     /// # Shapes
@@ -261,7 +269,7 @@ impl LayerNorm {
 
     /// The tensor-op version: the CPU path, and the kernel's reference.
     pub fn forward_ops<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
     }
 }
 
@@ -290,7 +298,11 @@ pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
 /// `torch.nn.Embedding` kept on the CPU: a prompt needs only a few dozen rows, and the table
 /// is the largest single tensor of SD's text encoders (CLIP ViT-L: 49 408 × 768, 145 MiB in
 /// f32), more than WebGPU's default 128 MiB buffer binding. Only the looked-up rows are uploaded.
+///
+/// The table is host memory, not a device parameter, so burn's module machinery skips it.
+#[derive(Module, Debug)]
 pub struct TokenEmbedding {
+    #[module(skip)]
     table: Vec<f32>,
     rows: usize,
     dim: usize,

@@ -1,5 +1,6 @@
 //! diffusers' `ResnetBlock2D`, shared by the UNet, the ControlNet and the KL VAE.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::{Conv2d, GroupNorm, Linear, silu};
@@ -7,6 +8,7 @@ use crate::error::ModelError;
 use crate::pack::weights::Weights;
 
 /// diffusers' `ResnetBlock2D` with a time embedding (`resnet_time_scale_shift="default"`).
+#[derive(Module, Debug)]
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,

@@ -9,6 +9,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod quant;
+pub mod snapshot;
 pub mod weights;
 
 use std::collections::BTreeMap;

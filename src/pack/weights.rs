@@ -7,7 +7,7 @@
 //! how the committed demo-model script writes a pack without a second description of
 //! the architecture.
 //!
-//! Layer weights come back as a [`Param`]: f32, or — for a q8/q4 pack loaded with
+//! Layer weights come back as a [`Weight`]: f32, or — for a q8/q4 pack loaded with
 //! [`QuantizedWeights::Keep`] — the pack's blocks as a burn quantised tensor, expanded to f32
 //! layer by layer as the model runs, so device memory holds 0.28 (q8) or 0.16 (q4) of the
 //! f32 weights.
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use burn::module::Module;
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -109,25 +110,40 @@ impl QuantizedWeights {
     pub const KEEP_ABOVE_BYTES: u64 = 1 << 30;
 }
 
-/// A layer weight as the device holds it.
-#[derive(Clone)]
-pub enum Param<const D: usize> {
-    Float(Tensor<D>),
-    /// Block-quantised values, flat (blocks of 32 run over the row-major elements, as in the
-    /// pack), and the shape to give them when expanded.
-    Quantized {
-        blocks: Tensor<1>,
-        shape: [usize; D],
-    },
+/// A float tensor as a burn module parameter. Ours are never trained here (inference only),
+/// so they are made initialised, without asking for gradients.
+pub type FloatParam<const D: usize> = burn::module::Param<Tensor<D>>;
+
+/// `tensor` as a [`FloatParam`] with a fresh id.
+pub fn float_param<const D: usize>(tensor: Tensor<D>) -> FloatParam<D> {
+    burn::module::Param::initialized(burn::module::ParamId::new(), tensor)
 }
 
-impl<const D: usize> Param<D> {
+/// A layer weight as the device holds it: f32, or the pack's quantised blocks. Either way a
+/// burn parameter, so the models' `Module` derives reach it (burn's visitors, device moves,
+/// parameter counts, snapshots).
+#[derive(Module, Debug)]
+pub enum Weight<const D: usize> {
+    Float(FloatParam<D>),
+    Quantized(QuantizedWeight<D>),
+}
+
+/// Block-quantised values, flat (blocks of 32 run over the row-major elements, as in the
+/// pack), and the shape to give them when expanded.
+#[derive(Module, Debug)]
+pub struct QuantizedWeight<const D: usize> {
+    pub blocks: FloatParam<1>,
+    #[module(skip)]
+    pub shape: [usize; D],
+}
+
+impl<const D: usize> Weight<D> {
     /// The weight in f32 (for a quantised one, expanded now: a temporary the size of this
     /// layer's weight).
     pub fn value(&self) -> Tensor<D> {
         match self {
-            Param::Float(t) => t.clone(),
-            Param::Quantized { blocks, shape } => blocks.clone().dequantize().reshape(*shape),
+            Weight::Float(t) => t.val(),
+            Weight::Quantized(q) => q.blocks.val().dequantize().reshape(q.shape),
         }
     }
 }
@@ -219,9 +235,19 @@ impl<'a> Weights<'a> {
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
 
+    /// [`Weights::tensor`] as a module parameter (norm scales, biases, embeddings).
+    pub fn float<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<FloatParam<D>, ModelError> {
+        self.tensor(name, shape, init).map(float_param)
+    }
+
     /// A layer weight (conv, linear): like [`Weights::tensor`], except that a quantised pack
     /// tensor stays quantised on the device under [`QuantizedWeights::Keep`].
-    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Param<D>, ModelError> {
+    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Weight<D>, ModelError> {
         if let (QuantizedWeights::Keep, Source::File { file, tensors }) = (self.quantized, &self.source) {
             let key = self.key(name);
             if let Ok(view) = tensors.tensor(&key)
@@ -229,10 +255,13 @@ impl<'a> Weights<'a> {
             {
                 let data = burn_blocks(file, tensors, &key, &view, &shape)?;
                 self.device_bytes.fetch_add(data.as_bytes().len() as u64, Ordering::Relaxed);
-                return Ok(Param::Quantized { blocks: Tensor::from_data(data, &self.device), shape });
+                return Ok(Weight::Quantized(QuantizedWeight {
+                    blocks: float_param(Tensor::from_data(data, &self.device)),
+                    shape,
+                }));
             }
         }
-        self.tensor(name, shape, init).map(Param::Float)
+        self.float(name, shape, init).map(Weight::Float)
     }
 
     /// The values of `name` (exactly `shape`) on the CPU, for weights that are only ever
@@ -358,7 +387,7 @@ fn blocks_data(b: &Blocks<'_>) -> TensorData {
     TensorData::from_bytes_vec(bytes, [b.n], DType::QFloat(scheme))
 }
 
-impl<const D: usize> Param<D> {
+impl<const D: usize> Weight<D> {
     /// `values` (row-major, `shape`) quantised as a pack stores them (`q4`, else q8) and kept
     /// quantised on `device`, as [`QuantizedWeights::Keep`] loads them: for the kernel checks
     /// and benchmarks, which need a quantised layer without a pack file.
@@ -371,7 +400,7 @@ impl<const D: usize> Param<D> {
             (q.into_iter().map(|v| v as u8).collect(), s)
         };
         let data = blocks_data(&Blocks { n: values.len(), values: &bytes, scales, q4 });
-        Param::Quantized { blocks: Tensor::from_data(data, device), shape }
+        Weight::Quantized(QuantizedWeight { blocks: float_param(Tensor::from_data(data, device)), shape })
     }
 }
 
@@ -507,7 +536,7 @@ mod tests {
                 .with_quantized(QuantizedWeights::Keep);
             let a = expand.pp(layer).param("weight", [4, 32], Init::Zeros).unwrap();
             let b = keep.pp(layer).param("weight", [4, 32], Init::Zeros).unwrap();
-            assert!(matches!(a, Param::Float(_)) && matches!(b, Param::Quantized { .. }), "{layer}");
+            assert!(matches!(a, Weight::Float(_)) && matches!(b, Weight::Quantized(_)), "{layer}");
             let (a, b) = (host(a.value()), host(b.value()));
             let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
             assert_eq!(worst, 0.0, "{layer}: kept and expanded values differ by {worst}");

@@ -9,6 +9,7 @@ pub mod preview;
 pub mod tiling;
 pub mod tiny;
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,9 @@ pub struct VaeConfig {
     #[serde(default = "default_up")]
     pub up_block_types: Vec<DecoderBlockType>,
 }
+
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for VaeConfig {}
 
 /// The KL VAE's block kinds, as diffusers' config names them: one of each is all SD uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +174,7 @@ impl VaeConfig {
 
 /// The VAE's single-head spatial self-attention (diffusers `Attention` with `group_norm`,
 /// `residual_connection=True`), applied in both mid blocks.
+#[derive(Module, Debug)]
 struct VaeAttention {
     group_norm: GroupNorm,
     inner: crate::nn::attention::Attention,
@@ -191,6 +196,7 @@ impl VaeAttention {
     }
 }
 
+#[derive(Module, Debug)]
 struct VaeMidBlock {
     resnet0: ResnetBlock2D,
     attention: VaeAttention,
@@ -213,12 +219,14 @@ impl VaeMidBlock {
     }
 }
 
+#[derive(Module, Debug)]
 struct CodecBlock {
     resnets: Vec<ResnetBlock2D>,
     resample: Option<Conv2d>,
 }
 
 /// Image → latent distribution mean (diffusers `Encoder` + `quant_conv`).
+#[derive(Module, Debug)]
 pub struct VaeEncoder {
     conv_in: Conv2d,
     down_blocks: Vec<CodecBlock>,
@@ -315,6 +323,7 @@ impl VaeEncoder {
 }
 
 /// Latents → image (diffusers `post_quant_conv` + `Decoder`).
+#[derive(Module, Debug)]
 pub struct VaeDecoder {
     post_quant_conv: Conv2d,
     conv_in: Conv2d,
@@ -408,6 +417,9 @@ pub enum VaeModelConfig {
     Kl(VaeConfig),
 }
 
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for VaeModelConfig {}
+
 impl VaeModelConfig {
     /// Image pixels per latent pixel along one side.
     pub fn downscale(&self) -> usize {
@@ -440,6 +452,7 @@ impl From<VaeConfig> for VaeModelConfig {
 }
 
 /// Image → scaled latents, for either VAE.
+#[derive(Module, Debug)]
 pub enum LatentEncoder {
     Kl(VaeEncoder),
     Tiny(TinyEncoder),
@@ -470,6 +483,7 @@ impl LatentEncoder {
 }
 
 /// Scaled latents → image, for either VAE.
+#[derive(Module, Debug)]
 pub enum LatentDecoder {
     Kl(VaeDecoder),
     Tiny(TinyDecoder),

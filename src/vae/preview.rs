@@ -17,7 +17,7 @@ use image::{Rgba, RgbaImage};
 const RIDGE: f64 = 1e-3;
 
 /// The running least-squares fit and the last step's latents and preview.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct LatentPreview {
     /// Normal equations over `[z, 1]` (k = channels + 1): XᵀX (k × k) and XᵀY (k × 3).
     xtx: Vec<f64>,
@@ -30,8 +30,8 @@ pub struct LatentPreview {
     latest: Option<RgbaImage>,
 }
 
-/// The model's preview state, shared by its runs.
-pub type SharedPreview = Mutex<LatentPreview>;
+/// The model's preview state, shared by its runs (and by copies of the model).
+pub type SharedPreview = std::sync::Arc<Mutex<LatentPreview>>;
 
 impl LatentPreview {
     /// Adds the cells of `latents` (`[1, c, lh, lw]`) against the mean colours of `image`'s

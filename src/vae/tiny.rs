@@ -7,6 +7,7 @@
 //! mask-conditioned decoder for TAESD, `training/condition_decoder.py`, docs/METHOD.md §4): it
 //! reads the product's own pixels, which the latents alone cannot hold to 30 dB.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub struct TinyVaeConfig {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mask_condition: bool,
 }
+
+/// burn's `Config` (JSON save and load) over the serde mapping of diffusers' `config.json`.
+impl burn::config::Config for TinyVaeConfig {}
 
 fn three() -> usize {
     3
@@ -120,6 +124,7 @@ impl TinyVaeConfig {
 }
 
 /// `AutoencoderTinyBlock`: `relu(conv(relu(conv(relu(conv(x))))) + x)` (equal widths, so the skip is the identity).
+#[derive(Module, Debug)]
 struct TinyBlock {
     convs: [Conv2d; 3],
 }
@@ -137,24 +142,36 @@ impl TinyBlock {
     }
 }
 
+#[derive(Module, Debug)]
 enum Layer {
     Conv(Conv2d),
     Block(TinyBlock),
-    Relu,
-    Upsample,
-    /// Where a conditioned decoder blends in the product's features (a no-op without them).
-    Blend,
+    Relu(Relu),
+    Upsample(Upsample),
+    Blend(Blend),
 }
+
+/// `relu` between the convs (no parameters).
+#[derive(Module, Debug)]
+struct Relu;
+
+/// Nearest-neighbour 2× upsampling (no parameters).
+#[derive(Module, Debug)]
+struct Upsample;
+
+/// Where a conditioned decoder blends in the product's features (a no-op without them).
+#[derive(Module, Debug)]
+struct Blend;
 
 fn run(layers: &[Layer], mut x: Tensor<4>, product: Option<&ProductFeatures>) -> Tensor<4> {
     for layer in layers {
         x = match (layer, product) {
             (Layer::Conv(c), _) => c.forward(x),
             (Layer::Block(b), _) => b.forward(x),
-            (Layer::Relu, _) => relu(x),
-            (Layer::Upsample, _) => upsample_nearest_2x(x),
-            (Layer::Blend, Some(p)) => p.blend(x),
-            (Layer::Blend, None) => x,
+            (Layer::Relu(_), _) => relu(x),
+            (Layer::Upsample(_), _) => upsample_nearest_2x(x),
+            (Layer::Blend(_), Some(p)) => p.blend(x),
+            (Layer::Blend(_), None) => x,
         };
     }
     x
@@ -178,6 +195,7 @@ impl ProductPixels {
 
 /// The condition encoder (`decoder.condition_encoder.layers.N`): a 3×3 conv from the masked
 /// product and its mask at full size, then one 4×4 stride-2 conv per coarser decoder level.
+#[derive(Module, Debug)]
 struct ConditionEncoder {
     convs: Vec<Conv2d>,
 }
@@ -238,6 +256,7 @@ fn downsample_nearest(x: Tensor<4>, k: usize) -> Tensor<4> {
 }
 
 /// Image → latents × `scaling_factor` (`EncoderTiny`; deterministic).
+#[derive(Module, Debug)]
 pub struct TinyEncoder {
     layers: Vec<Layer>,
     levels: usize,
@@ -287,6 +306,7 @@ impl TinyEncoder {
 }
 
 /// Latents → image (`DecoderTiny`), with the product-condition branch when the config has one.
+#[derive(Module, Debug)]
 pub struct TinyDecoder {
     layers: Vec<Layer>,
     levels: usize,
@@ -301,14 +321,14 @@ impl TinyDecoder {
         let lw = w.pp("decoder").pp("layers");
         let c = &config.decoder_block_out_channels;
         let mut layers =
-            vec![Layer::Conv(Conv2d::load(&lw.pp(0), config.latent_channels, c[0], 3, 1, 1)?), Layer::Relu];
+            vec![Layer::Conv(Conv2d::load(&lw.pp(0), config.latent_channels, c[0], 3, 1, 1)?), Layer::Relu(Relu)];
         let n = config.num_decoder_blocks.len();
         // `Layer::Blend` takes no index in diffusers' `nn.Sequential`, so indices skip them.
-        let index = |layers: &[Layer]| layers.iter().filter(|l| !matches!(l, Layer::Blend)).count();
+        let index = |layers: &[Layer]| layers.iter().filter(|l| !matches!(l, Layer::Blend(_))).count();
         for (i, &blocks) in config.num_decoder_blocks.iter().enumerate() {
             // The condition's blends: before each level's blocks and before the output conv.
             if blocks > 0 {
-                layers.push(Layer::Blend);
+                layers.push(Layer::Blend(Blend));
             }
             for _ in 0..blocks {
                 let idx = index(&layers);
@@ -316,9 +336,9 @@ impl TinyDecoder {
             }
             let last = i + 1 == n;
             if !last {
-                layers.push(Layer::Upsample);
+                layers.push(Layer::Upsample(Upsample));
             } else {
-                layers.push(Layer::Blend);
+                layers.push(Layer::Blend(Blend));
             }
             let idx = index(&layers);
             layers.push(Layer::Conv(if last {
