@@ -139,6 +139,13 @@ fn the_default_model_is_one_burn_module_holding_every_pack_weight() {
     assert_eq!(model.devices(), vec![device.clone()]);
     let moved = model.clone().to_device(&device);
     assert_eq!(moved.num_params(), expected);
+    // burn's display of the module tree: every component, readable (shapes, not values).
+    let shown = model.to_string();
+    for part in ["UNet2DConditionModel", "ControlNetModel", "TextEncoder", "ImageEncoder", "Segmenter", "MepaProcessor"]
+    {
+        assert!(shown.contains(part), "burn's display of the model lacks {part}");
+    }
+    assert!(shown.len() < 1_000_000, "the model's display is {} bytes: some field prints its values", shown.len());
 }
 
 #[test]

@@ -270,9 +270,16 @@ fn undefined_special_token(processor: &serde_json::Value) -> Option<String> {
 }
 
 /// The model's own tokenizer (`tokenizer.json`): WordPiece for BERT, byte-level BPE for CLIP.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PromptTokenizer {
     inner: tokenizers::Tokenizer,
+}
+
+/// By its vocabulary's size (burn's module display prints it; the vocabulary itself is 30 000 words).
+impl std::fmt::Debug for PromptTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptTokenizer").field("vocab_size", &self.inner.get_vocab_size(true)).finish()
+    }
 }
 
 impl PromptTokenizer {

@@ -303,7 +303,7 @@ pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
 #[derive(Module, Debug)]
 pub struct TokenEmbedding {
     #[module(skip)]
-    table: Vec<f32>,
+    table: HostTable,
     rows: usize,
     dim: usize,
 }
@@ -311,7 +311,7 @@ pub struct TokenEmbedding {
 impl TokenEmbedding {
     /// Loads `weight` `[rows, dim]`.
     pub fn load(w: &Weights, rows: usize, dim: usize) -> Result<Self, ModelError> {
-        Ok(Self { table: w.values("weight", &[rows, dim], Init::FanIn(1))?, rows, dim })
+        Ok(Self { table: HostTable(w.values("weight", &[rows, dim], Init::FanIn(1))?), rows, dim })
     }
 
     /// `[ids.len(), dim]`; every id must be below the table's row count.
@@ -325,9 +325,20 @@ impl TokenEmbedding {
                     self.rows
                 )));
             }
-            out.extend_from_slice(&self.table[id * self.dim..(id + 1) * self.dim]);
+            out.extend_from_slice(&self.table.0[id * self.dim..(id + 1) * self.dim]);
         }
         Ok(Tensor::from_data(burn::tensor::TensorData::new(out, [ids.len(), self.dim]), device))
+    }
+}
+
+/// A table in host memory, shown by its size: burn's module display prints a skipped field
+/// with `Debug`, and eleven million floats help nobody reading it.
+#[derive(Clone)]
+struct HostTable(Vec<f32>);
+
+impl std::fmt::Debug for HostTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} f32 on the host", self.0.len())
     }
 }
 

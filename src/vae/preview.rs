@@ -17,7 +17,7 @@ use image::{Rgba, RgbaImage};
 const RIDGE: f64 = 1e-3;
 
 /// The running least-squares fit and the last step's latents and preview.
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct LatentPreview {
     /// Normal equations over `[z, 1]` (k = channels + 1): XᵀX (k × k) and XᵀY (k × 3).
     xtx: Vec<f64>,
@@ -32,6 +32,13 @@ pub struct LatentPreview {
 
 /// The model's preview state, shared by its runs (and by copies of the model).
 pub type SharedPreview = std::sync::Arc<Mutex<LatentPreview>>;
+
+/// Whether a fit was learnt (burn's module display of the model prints it).
+impl std::fmt::Debug for LatentPreview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatentPreview").field("fitted", &self.fit.is_some()).finish()
+    }
+}
 
 impl LatentPreview {
     /// Adds the cells of `latents` (`[1, c, lh, lw]`) against the mean colours of `image`'s
