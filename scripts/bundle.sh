@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prebuilt web bundle in web-bundle/: the wasm module (gzipped) and its JS bindings (adcanvas.js
+# The prebuilt web bundle in web-bundle/: the wasm module (gzipped, for unpacking with nothing but
+# gzip, and Brotli-compressed, what browsers download) and its JS bindings (adcanvas.js
 # and the snippets/ it imports: the crate's inline JS) for the
 # default build, kept in the repository so that serving the studio needs no Rust toolchain and no
 # 40-minute build. SOURCE_HASH names the sources it was built from; scripts/serve.sh serves the
@@ -22,7 +23,7 @@ source_hash() {
 }
 
 fresh() {
-  [[ -f "$BUNDLE/SOURCE_HASH" && -f "$BUNDLE/adcanvas_bg.wasm.gz" && -f "$BUNDLE/adcanvas.js" ]] \
+  [[ -f "$BUNDLE/SOURCE_HASH" && -f "$BUNDLE/adcanvas_bg.wasm.gz" && -f "$BUNDLE/adcanvas_bg.wasm.br" && -f "$BUNDLE/adcanvas.js" ]] \
     && [[ "$(cat "$BUNDLE/SOURCE_HASH")" == "$(source_hash)" ]] \
     && imports_present
 }
@@ -49,8 +50,14 @@ case "${1:-}" in
     rm -rf "$BUNDLE/snippets"
     if [[ -d "$DIST/pkg/snippets" ]]; then cp -r "$DIST/pkg/snippets" "$BUNDLE/snippets"; fi
     gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm" > "$BUNDLE/adcanvas_bg.wasm.gz"
+    # build-web.sh compressed it already (Brotli at quality 11 takes ~50 s on 2 cores).
+    if [[ -f "$DIST/pkg/adcanvas_bg.wasm.br" ]]; then
+      cp "$DIST/pkg/adcanvas_bg.wasm.br" "$BUNDLE/adcanvas_bg.wasm.br"
+    else
+      brotli -q 11 -c "$DIST/pkg/adcanvas_bg.wasm" > "$BUNDLE/adcanvas_bg.wasm.br"
+    fi
     source_hash > "$BUNDLE/SOURCE_HASH"
-    echo "bundle: $(du -h "$BUNDLE/adcanvas_bg.wasm.gz" | cut -f1) gzipped wasm for sources $(cat "$BUNDLE/SOURCE_HASH" | cut -c1-12)"
+    echo "bundle: $(du -h "$BUNDLE/adcanvas_bg.wasm.gz" | cut -f1) gzipped, $(du -h "$BUNDLE/adcanvas_bg.wasm.br" | cut -f1) Brotli wasm for sources $(cat "$BUNDLE/SOURCE_HASH" | cut -c1-12)"
     ;;
   check)
     DIST="${2:?usage: scripts/bundle.sh check DIST}"
@@ -62,6 +69,10 @@ case "${1:-}" in
     if ! diff -r -q "$DIST/pkg/snippets" "$BUNDLE/snippets" >/dev/null 2>&1 \
       && [[ -d "$DIST/pkg/snippets" || -d "$BUNDLE/snippets" ]]; then
       echo "bundle: web-bundle/snippets/ differs from the build's (run scripts/bundle.sh update DIST, and commit it)" >&2
+      exit 1
+    fi
+    if ! cmp -s <(brotli -d -c "$BUNDLE/adcanvas_bg.wasm.br") <(gzip -d -c "$BUNDLE/adcanvas_bg.wasm.gz"); then
+      echo "bundle: web-bundle/'s Brotli and gzip copies are not the same module" >&2
       exit 1
     fi
     if cmp -s <(gzip -9 -n -c "$DIST/pkg/adcanvas_bg.wasm") "$BUNDLE/adcanvas_bg.wasm.gz" \
@@ -80,6 +91,7 @@ case "${1:-}" in
     cp "$BUNDLE/SOURCE_HASH" "$DIST/pkg/SOURCE_HASH"
     if [[ -d "$BUNDLE/snippets" ]]; then cp -r "$BUNDLE/snippets" "$DIST/pkg/snippets"; fi
     cp "$BUNDLE/adcanvas_bg.wasm.gz" "$DIST/pkg/adcanvas_bg.wasm.gz"
+    cp "$BUNDLE/adcanvas_bg.wasm.br" "$DIST/pkg/adcanvas_bg.wasm.br"
     gzip -d -c "$BUNDLE/adcanvas_bg.wasm.gz" > "$DIST/pkg/adcanvas_bg.wasm"
     ;;
   *) sed -n '2,13p' "$0" >&2; exit 2 ;;

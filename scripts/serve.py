@@ -3,9 +3,9 @@
 
 Serves a directory (default: dist) with MIME types that browsers need for
 WebAssembly and ES modules, and with `Cache-Control: no-cache` so a rebuilt
-wasm module is always picked up. Where build-web.sh left a gzipped copy `FILE.gz`
-beside a file, a browser that accepts gzip gets that (`Content-Encoding: gzip`):
-the wasm module shrinks from about 25 MB to 5 MB on the wire. Every file may be read from
+wasm module is always picked up. Where build-web.sh left a compressed copy beside a file, a
+browser that accepts its encoding gets that: `FILE.br` (Brotli) first, else `FILE.gz` (gzip);
+the wasm module is 21.6 MB, 4.6 MB gzipped, 2.8 MB in Brotli. Every file may be read from
 any origin (CORS), so other sites can embed the widget (docs/WIDGET.md).
 
     python3 scripts/serve.py                     # http://127.0.0.1:8080/ serving dist/
@@ -64,6 +64,19 @@ CSP = "; ".join([
 APP_PAGES = {"/", "/index.html", "/www/frame.html"}
 
 
+
+def accepted_encodings(header: str) -> set[str]:
+    """The content codings an `Accept-Encoding` header allows (`q=0` refuses one)."""
+    accepted = set()
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        q = params.strip()
+        if q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"):
+            continue
+        if name.strip():
+            accepted.add(name.strip().lower())
+    return accepted
+
 class Handler(SimpleHTTPRequestHandler):
     # Copy so the class-level mapping of the stdlib handler is not mutated.
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
@@ -82,19 +95,22 @@ class Handler(SimpleHTTPRequestHandler):
         super().end_headers()
 
     def send_head(self):
-        """The precompressed `FILE.gz` for a client that accepts gzip, else the file itself."""
+        """The precompressed `FILE.br` or `FILE.gz` for a client that accepts that encoding,
+        else the file itself."""
         path = self.translate_path(self.path)
-        gz = path + ".gz"
-        accepts = "gzip" in self.headers.get("Accept-Encoding", "")
-        if not (accepts and os.path.isfile(path) and os.path.isfile(gz)):
+        accepted = accepted_encodings(self.headers.get("Accept-Encoding", ""))
+        for encoding, suffix in (("br", ".br"), ("gzip", ".gz")):
+            if encoding in accepted and os.path.isfile(path) and os.path.isfile(path + suffix):
+                break
+        else:
             return super().send_head()
         try:
-            f = open(gz, "rb")
+            f = open(path + suffix, "rb")
         except OSError:
             return super().send_head()
         self.send_response(200)
         self.send_header("Content-Type", self.guess_type(path))
-        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Encoding", encoding)
         self.send_header("Vary", "Accept-Encoding")
         self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
         self.end_headers()

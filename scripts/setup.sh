@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what adcanvas needs that a fresh Debian machine with Rust lacks; skips what is present.
-#   Debian: chromium + chromedriver (browser tests), Mesa lavapipe (native WebGPU on the CPU)
+#   Debian: chromium + chromedriver (browser tests), Mesa lavapipe (native WebGPU on the CPU), brotli
 #   rustup: the wasm32 target and rustfmt;  cargo: wasm-bindgen-cli (same version as the crate);  npm: test deps
 # `scripts/setup.sh --no-web-build` leaves out the wasm32 target and wasm-bindgen-cli (about 10 minutes
 # cold), for runs that take the wasm module from the prebuilt web bundle.
@@ -13,6 +13,8 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 ldconfig -p | grep -q libvulkan.so.1 || need_apt+=(libvulkan1)
+# The web build's Brotli copies (scripts/build-web.sh) and the bundle's check.
+command -v brotli >/dev/null || need_apt+=(brotli)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
