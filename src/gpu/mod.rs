@@ -94,17 +94,20 @@ impl OpenedDevice {
     }
 }
 
-/// cubecl's autotuning effort, set once before the first GPU device opens: `minimal`, unless
-/// `CUBECL_AUTOTUNE_LEVEL` or a `cubecl.toml` asks for another level (natively).
+/// cubecl's autotuning effort natively, set once before the first GPU device opens: `minimal`,
+/// unless `CUBECL_AUTOTUNE_LEVEL` or a `cubecl.toml` asks for another level.
 ///
 /// A first ad pays for every kernel variant the autotuner compiles and times; at cubecl's
 /// default level ("balanced") that is several per matmul and convolution shape, which is most
 /// of a first ad on a software adapter and tens of seconds on a real GPU (BENCHMARKS.md).
+/// The browser build has no autotuner at all (burn's `autotune` feature is native-only in
+/// Cargo.toml): each op runs the kernel burn picks from the shape and the adapter's limits, so a
+/// first ad compiles one kernel per shape and times none.
 pub fn configure_kernels() {
-    use cubecl::config::autotune::AutotuneLevel;
     use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     #[cfg(not(target_arch = "wasm32"))]
     let config = {
+        use cubecl::config::autotune::AutotuneLevel;
         let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
         if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none()
             && matches!(config.autotune.level, AutotuneLevel::Balanced)
@@ -114,11 +117,7 @@ pub fn configure_kernels() {
         config
     };
     #[cfg(target_arch = "wasm32")]
-    let config = {
-        let mut config = CubeClRuntimeConfig::default();
-        config.autotune.level = AutotuneLevel::Minimal;
-        config
-    };
+    let config = CubeClRuntimeConfig::default();
     // Kept when the configuration was already read (a second device, or a test harness).
     let _ = CubeClRuntimeConfig::try_set(config);
 }
