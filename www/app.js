@@ -3,7 +3,7 @@
 // CPU where the browser has no usable GPU.
 
 import {
-  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, drawPreview, encodeAd, field, isFatal,
+  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, drawPreview, encodeAd, fatalCause, field, isFatal,
   messageOf, parseSize, pastedImages, placementSize, previewEvery, remainingTime, resultImage, toBytes,
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
@@ -427,7 +427,7 @@ function restoredPhoto() {
 function showFatal(err) {
   state.crashed = true;
   const onGpu = state.device === 'gpu';
-  setStatus('error', `The GPU or the WebAssembly engine stopped (${messageOf(err)}). ` +
+  setStatus('error', `${fatalCause(err)} ` +
     `Your photo and settings are kept: reload the page to continue${onGpu ? ', or continue on the CPU (below)' : ''}.`);
   // A GPU that was lost may be lost again: the CPU path needs none (the same page, ?device=cpu).
   if (onGpu) {

@@ -32,10 +32,21 @@ export async function bytesOf(data) {
   return toBytes(data);
 }
 
-/** A trap in the wasm module (panic, lost device) leaves it unusable until a reload. */
+/** The pipeline's own answer when the GPU stops mid-run (`PipelineError::Gpu`), its advice at the end. */
+const GPU_STOPPED = /^(The GPU stopped responding \(.*\)\.) Your photo and settings are kept: .*$/s;
+
+/** A trap in the wasm module (panic, lost device) leaves it unusable until a reload; so does a GPU
+ * the pipeline found stopped (a destroyed device fails the next read back, not with a trap). */
 export function isFatal(err) {
   return (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) ||
-    /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err));
+    /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err)) || GPU_STOPPED.test(messageOf(err));
+}
+
+/** What stopped, as one sentence for a fatal error's message, the page's advice to follow it. */
+export function fatalCause(err) {
+  const message = messageOf(err);
+  const gpu = GPU_STOPPED.exec(message);
+  return gpu ? gpu[1] : `The GPU or the WebAssembly engine stopped (${message}).`;
 }
 
 /** `{ available, software, message }` from the module's own check; a failing check counts as

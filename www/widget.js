@@ -12,7 +12,7 @@
 // Nothing is uploaded anywhere: the photo stays in the visitor's browser.
 
 import {
-  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, drawPreview, encodeAd, field, isFatal,
+  PLACEMENTS, SCENE_PRESETS, adFileName, bytesOf, deviceOf, deviceSentence, drawPreview, encodeAd, fatalCause, field, isFatal,
   messageOf, parseSize, pastedImages, placementSize, previewEvery, remainingTime, resultImage, toBytes,
 } from './common.js';
 import { MaskEditor, isCutoutFailure } from './mask-editor.js';
@@ -795,7 +795,7 @@ export class AdcanvasStudio extends HTMLElement {
       this.#crashed = true;
       // A GPU that was lost may be lost again: the CPU needs none, and the photo comes along.
       const onGpu = field(this.#studio?.info, 'device') === 'gpu';
-      message = `The GPU or the WebAssembly engine stopped (${messageOf(cause)}). ` +
+      message = `${fatalCause(cause)} ` +
         (onGpu ? 'Continue on this computer\'s CPU (your photo comes along), or reload the page.' : 'Reload the page to continue.');
       this.#ui.recover.hidden = !onGpu;
     }
