@@ -30,6 +30,88 @@ fn every_fuzz_input_on_record_runs_without_a_panic() {
     println!("fuzz inputs replayed: {}", ran.join(", "));
 }
 
+/// CI's brief fuzzing run: every target's recorded inputs mutated for a second each by a
+/// fixed-seed generator (bit flips, bytes overwritten with edge values, runs inserted, removed or
+/// repeated, truncation, splices of two inputs), in seconds and with nothing more to build. It is
+/// not coverage-guided: the long runs are libFuzzer's (`scripts/fuzz.sh`, docs/RELIABILITY.md).
+/// An input that panics is written to the temporary folder and named in the failure, to be added
+/// to `tests/fuzz/TARGET/` with its fix.
+#[test]
+fn every_fuzz_target_survives_a_brief_mutation_run() {
+    use rand::{Rng, SeedableRng};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let mut ran = Vec::new();
+    for (index, (name, target)) in targets::TARGETS.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21 + index as u64);
+        let mut paths: Vec<_> = std::fs::read_dir(root.join(name)).unwrap().map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        let inputs: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        // One second a target: thousands of runs for most, fewer for a photo (~14 ms when it
+        // decodes). The generator's sequence is fixed; only where it stops depends on the machine.
+        let started = std::time::Instant::now();
+        let mut runs = 0;
+        while started.elapsed() < std::time::Duration::from_secs(1) {
+            let run = runs;
+            runs += 1;
+            let mut data = inputs[rng.random_range(0..inputs.len())].clone();
+            for _ in 0..rng.random_range(1..=4) {
+                mutate(&mut data, &inputs, &mut rng);
+            }
+            if std::panic::catch_unwind(|| target(&data)).is_err() {
+                let keep = std::env::temp_dir().join(format!("adcanvas-fuzz-{name}-{run}.bin"));
+                std::fs::write(&keep, &data).unwrap();
+                panic!("fuzz target {name} panicked on mutation {run}, kept in {}", keep.display());
+            }
+        }
+        ran.push(format!("{name}: {runs} in {:.1} s", started.elapsed().as_secs_f32()));
+    }
+    println!("mutated inputs run: {}", ran.join(", "));
+}
+
+/// One of libFuzzer's simple mutations, at a random place in `data`.
+fn mutate(data: &mut Vec<u8>, inputs: &[Vec<u8>], rng: &mut impl rand::Rng) {
+    const EDGES: [u8; 6] = [0, 1, 0x7f, 0x80, 0xfe, 0xff];
+    let at = |rng: &mut dyn rand::RngCore, len: usize| if len == 0 { 0 } else { (rng.next_u32() as usize) % len };
+    match rng.random_range(0..7) {
+        0 if !data.is_empty() => {
+            let i = at(rng, data.len());
+            data[i] ^= 1 << rng.random_range(0..8);
+        }
+        1 if !data.is_empty() => {
+            let i = at(rng, data.len());
+            data[i] = EDGES[rng.random_range(0..EDGES.len())];
+        }
+        2 => {
+            let i = at(rng, data.len() + 1);
+            let n = rng.random_range(1..=16);
+            let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            data.splice(i..i, bytes);
+        }
+        3 if !data.is_empty() => {
+            let i = at(rng, data.len());
+            let n = rng.random_range(1..=64).min(data.len() - i);
+            data.drain(i..i + n);
+        }
+        4 if !data.is_empty() => {
+            let i = at(rng, data.len());
+            let n = rng.random_range(1..=64).min(data.len() - i);
+            let run = data[i..i + n].to_vec();
+            data.splice(i..i, run);
+        }
+        5 => {
+            let keep = at(rng, data.len() + 1);
+            data.truncate(keep);
+        }
+        _ => {
+            let other = &inputs[rng.random_range(0..inputs.len())];
+            let cut = at(rng, data.len() + 1);
+            let from = at(rng, other.len() + 1);
+            data.truncate(cut);
+            data.extend_from_slice(&other[from..]);
+        }
+    }
+}
+
 #[test]
 fn the_fuzz_targets_are_the_ones_the_script_and_the_fuzz_crate_name() {
     let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml")).unwrap();
