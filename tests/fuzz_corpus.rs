@@ -71,41 +71,40 @@ fn every_fuzz_target_survives_a_brief_mutation_run() {
 /// One of libFuzzer's simple mutations, at a random place in `data`.
 fn mutate(data: &mut Vec<u8>, inputs: &[Vec<u8>], rng: &mut impl rand::Rng) {
     const EDGES: [u8; 6] = [0, 1, 0x7f, 0x80, 0xfe, 0xff];
-    let at = |rng: &mut dyn rand::RngCore, len: usize| if len == 0 { 0 } else { (rng.next_u32() as usize) % len };
     match rng.random_range(0..7) {
         0 if !data.is_empty() => {
-            let i = at(rng, data.len());
+            let i = rng.random_range(0..data.len());
             data[i] ^= 1 << rng.random_range(0..8);
         }
         1 if !data.is_empty() => {
-            let i = at(rng, data.len());
+            let i = rng.random_range(0..data.len());
             data[i] = EDGES[rng.random_range(0..EDGES.len())];
         }
         2 => {
-            let i = at(rng, data.len() + 1);
+            let i = rng.random_range(0..data.len() + 1);
             let n = rng.random_range(1..=16);
             let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
             data.splice(i..i, bytes);
         }
         3 if !data.is_empty() => {
-            let i = at(rng, data.len());
+            let i = rng.random_range(0..data.len());
             let n = rng.random_range(1..=64).min(data.len() - i);
             data.drain(i..i + n);
         }
         4 if !data.is_empty() => {
-            let i = at(rng, data.len());
+            let i = rng.random_range(0..data.len());
             let n = rng.random_range(1..=64).min(data.len() - i);
             let run = data[i..i + n].to_vec();
             data.splice(i..i, run);
         }
         5 => {
-            let keep = at(rng, data.len() + 1);
+            let keep = rng.random_range(0..data.len() + 1);
             data.truncate(keep);
         }
         _ => {
             let other = &inputs[rng.random_range(0..inputs.len())];
-            let cut = at(rng, data.len() + 1);
-            let from = at(rng, other.len() + 1);
+            let cut = rng.random_range(0..data.len() + 1);
+            let from = rng.random_range(0..other.len() + 1);
             data.truncate(cut);
             data.extend_from_slice(&other[from..]);
         }

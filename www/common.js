@@ -38,8 +38,9 @@ const GPU_STOPPED = /^(The GPU stopped responding \(.*\)\.) Your photo and setti
 /** A trap in the wasm module (panic, lost device) leaves it unusable until a reload; so does a GPU
  * the pipeline found stopped (a destroyed device fails the next read back, not with a trap). */
 export function isFatal(err) {
+  const message = messageOf(err);
   return (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) ||
-    /unreachable|device (was )?lost|RuntimeError/i.test(messageOf(err)) || GPU_STOPPED.test(messageOf(err));
+    /unreachable|device (was )?lost|RuntimeError/i.test(message) || GPU_STOPPED.test(message);
 }
 
 /** What stopped, as one sentence for a fatal error's message, the page's advice to follow it. */
