@@ -69,6 +69,15 @@ fn quantized_linear_reading_packed_q8_and_q4_matches_the_expanded_weight() {
     }
 }
 
+#[test]
+fn gemm_routine_matches_burns_matmul_on_views_and_odd_shapes() {
+    let checked = pollster::block_on(kernel_check::matmul(&gpu())).unwrap();
+    assert_eq!(checked.len(), kernel_check::MATMUL_CASES.len() + 2);
+    for c in &checked {
+        assert!(c.ran_ours && c.agrees(), "{c:?}");
+    }
+}
+
 /// The CPU's kernels (src/kernels/cpu.rs: convolution, GroupNorm, the quantised layers expanded,
 /// attention on unsplit heads, GEGLU) against burn's tensor ops on the same CPU device, every case.
 #[test]

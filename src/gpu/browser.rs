@@ -75,6 +75,27 @@ pub async fn probe() -> WebGpuProbe {
     WebGpuProbe { usable: true, software: false, message: "WebGPU is available.".to_string() }
 }
 
+/// Whether the browser's default adapter is a software one (SwiftShader, flagged as a fallback
+/// adapter or named so in its info): the page runs there only when asked (`?device=gpu`), and
+/// the matmul routine is chosen for it ([`crate::kernels::matmul`]).
+pub async fn adapter_is_software() -> bool {
+    let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
+    if gpu.is_undefined() || gpu.is_null() {
+        return false;
+    }
+    match request_adapter(&gpu).await {
+        Ok(Some(adapter)) => {
+            let info = get(&adapter, "info");
+            let named = ["architecture", "description", "device"]
+                .iter()
+                .filter_map(|key| get(&info, key).as_string())
+                .any(|s| s.to_lowercase().contains("swiftshader"));
+            is_fallback(&adapter) || named
+        }
+        _ => false,
+    }
+}
+
 /// `adapter.info.isFallbackAdapter` (the older `adapter.isFallbackAdapter` where `info` lacks it).
 fn is_fallback(adapter: &JsValue) -> bool {
     let from_info = get(&get(adapter, "info"), "isFallbackAdapter");

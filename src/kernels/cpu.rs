@@ -93,6 +93,12 @@ impl Kernels for Flex {
         tensor(kernels::geglu(values(&x), b * n, c2 / 2), [b, n, c2 / 2])
     }
 
+    /// burn-flex's matmul: the layers call [`super::matmul`]'s kernel on the GPU only.
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::backend::ops::FloatTensorOps;
+        Self::float_matmul(lhs, rhs)
+    }
+
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = x.layout().shape().clone();
         FlexTensor::from_data(TensorData::new(kernels::silu(values(&x)), shape))

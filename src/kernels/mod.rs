@@ -12,6 +12,7 @@
 pub mod conv2d;
 pub mod cpu;
 pub mod group_norm;
+pub mod matmul;
 pub mod quantized_linear;
 pub mod tile;
 
@@ -70,6 +71,11 @@ pub trait Kernels: Backend {
         has_bias: bool,
     ) -> FloatTensor<Self>;
 
+    /// `lhs` `[.., m, k]` times `rhs` `[.., k, n]` (either may be a strided view; `rhs`'s
+    /// leading dimensions may be 1, broadcast): on the GPU with the routine [`matmul`] chooses.
+    #[fusion(dtype = lhs, shape = matmul_shape(lhs, rhs))]
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// GEGLU's activation: `x` `[batch, rows, 2f]` → `x[.., :f] · gelu(x[.., f:])` (exact, erf
     /// GELU), the transformer feed-forward's middle, in one pass.
     #[fusion(dtype = x, shape = geglu_shape(x))]
@@ -98,6 +104,13 @@ pub trait Kernels: Backend {
 
 fn conv2d_shape(x: &Shape, weight: &Shape, stride: &usize, padding: &[usize; 4]) -> Shape {
     conv2d::output_shape(x, weight, *stride, *padding)
+}
+
+fn matmul_shape(lhs: &Shape, rhs: &Shape) -> Shape {
+    let rank = lhs.num_dims();
+    let mut dims: Vec<usize> = (0..rank - 2).map(|i| lhs[i].max(rhs[i])).collect();
+    dims.extend([lhs[rank - 2], rhs[rank - 1]]);
+    Shape::from(dims)
 }
 
 fn geglu_shape(x: &Shape) -> Shape {
@@ -159,6 +172,10 @@ impl Kernels for CubeBackend {
         has_bias: bool,
     ) -> FloatTensor<Self> {
         quantized_linear::launch(x, weight, bias, d_out, has_bias)
+    }
+
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::matmul(lhs, rhs)
     }
 
     /// burn's slice, GELU and multiply: the layers call [`geglu`] on the CPU only.
@@ -361,6 +378,24 @@ pub fn linear<const D: usize>(
     Ok(Tensor::<3>::from_dispatch(out).reshape(out_dims))
 }
 
+/// `lhs` `[.., m, k]` times `rhs` `[.., k, n]`: the GPU's routine chosen by [`matmul`]'s rule
+/// where [`layers_use_gemm`] says so, burn's matmul (and its autotuner) elsewhere.
+pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+    if !layers_use_gemm(&lhs) {
+        return lhs.matmul(rhs);
+    }
+    gemm(lhs, &rhs).unwrap_or_else(|lhs| lhs.matmul(rhs))
+}
+
+/// `lhs` times `rhs` with our routine choice ([`matmul`]) on a GPU device whatever the rule says
+/// (for the checks), or `lhs` back elsewhere.
+pub fn gemm<const D: usize>(lhs: Tensor<D>, rhs: &Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    if D < 2 || runs_on(&lhs) != Some(Place::Gpu) || rhs.dtype() != DType::F32 {
+        return Err(lhs);
+    }
+    Ok(Tensor::from_dispatch(<Dispatch as Kernels>::matmul(lhs.into_dispatch(), rhs.clone().into_dispatch())))
+}
+
 /// softmax(Q Kᵀ/√d) V per head on `[batch, tokens, heads × dim]` tensors, merged heads out,
 /// where our CPU kernel runs; `q` back elsewhere (the GPU runs burn's fused attention).
 pub fn attention(q: Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
@@ -439,6 +474,13 @@ pub fn layers_use_conv2d(x: &Tensor<4>) -> bool {
         KernelUse::Proven => runs_on(x) == Some(Place::Cpu),
         KernelUse::All => true,
     }
+}
+
+/// Whether the layers' GPU matrix products (linear layers, attention) launch cubek's `Gemm`
+/// routine themselves ([`matmul`]): where [`matmul::layers_take_gemm`]'s table of measured
+/// adapters says so in the browser, or natively under `ADCANVAS_MATMUL=gemm`.
+pub fn layers_use_gemm<const D: usize>(x: &Tensor<D>) -> bool {
+    kernel_use() != KernelUse::Stock && runs_on(x) == Some(Place::Gpu) && matmul::layers_take_gemm()
 }
 
 /// Whether the layers run [`quantized_conv2d`] for their quantised weights: with

@@ -175,6 +175,12 @@ pub const FUSED_ATTENTION_MAX_HEAD_DIM: usize = 256;
 /// softmax(Q Kᵀ/√d) V over `[batch, heads, tokens, head_dim]` tensors: burn's fused kernel
 /// for heads up to [`FUSED_ATTENTION_MAX_HEAD_DIM`] wide, else [`explicit_attention`].
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    if kernels::layers_use_gemm(&q) {
+        // burn's attention without an autotuner is these three ops, its products on the unit
+        // routine; ours choose the routine (kernels::matmul).
+        let scale = 1.0 / (q.dims()[3] as f32).sqrt();
+        return kernels::matmul(softmax(kernels::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale), 3), v);
+    }
     match q.dims()[3] <= FUSED_ATTENTION_MAX_HEAD_DIM {
         true => attention(q, k, v, None, None, AttentionModuleOptions::default()),
         false => explicit_attention(q, k, v),

@@ -77,6 +77,19 @@ pub const ATTENTION_CASES: [([usize; 3], usize, usize, usize); 7] = [
     ([1, 50, 50], 1, 64, 64),
 ];
 
+/// `[batch, m, k]`, n, rhs batch (1: broadcast, as a weight), rhs transposed (a view, as a
+/// weight `[n, k]` is read): a default-model projection over 32² tokens, SD 1.5's 320 → 1280
+/// feed-forward, the attention products on split heads (below), sizes that are not multiples
+/// of any tile, one row, one column.
+pub const MATMUL_CASES: [([usize; 3], usize, usize, bool); 6] = [
+    ([2, 1024, 32], 32, 1, true),
+    ([1, 64, 320], 1280, 1, true),
+    ([3, 7, 48], 70, 1, true),
+    ([2, 33, 17], 29, 2, false),
+    ([1, 1, 96], 33, 1, true),
+    ([4, 50, 9], 1, 4, false),
+];
+
 /// `[batch, rows, 2f]` for GEGLU: the default model's feed-forward (2 × 256 wide at 32²), SD
 /// 1.5's (2 × 1280), an odd width and one row.
 pub const GEGLU_CASES: [[usize; 3]; 4] = [[2, 1024, 512], [1, 64, 2560], [3, 7, 34], [1, 1, 2]];
@@ -320,6 +333,39 @@ pub async fn attention(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
+/// Every matmul case: [`kernels::gemm`] (cubek's routine chosen by our rule) against burn's
+/// matmul, and the attention products on heads split by views (`[b, heads, tokens, width]`,
+/// keys transposed). Ours runs on the GPU only (the CPU runs burn-flex's GEMM).
+pub async fn matmul(device: &Device) -> Result<Vec<Checked>, String> {
+    let mut out = Vec::new();
+    let mut check = async |case: String, lhs: Tensor<4>, rhs: Tensor<4>| -> Result<(), String> {
+        let ops = host(lhs.clone().matmul(rhs.clone())).await?;
+        let (ran_ours, ours) = match kernels::gemm(lhs, &rhs) {
+            Ok(y) => (true, host(y).await?),
+            Err(_) => (false, ops.clone()),
+        };
+        out.push(Checked::compare(case, ran_ours, &ours, &ops));
+        Ok(())
+    };
+    for ([b, m, k], n, rhs_batch, transposed) in MATMUL_CASES {
+        let lhs = input([1, b, m, k], device).mul_scalar(0.3);
+        let rhs = match transposed {
+            true => input([1, rhs_batch, n, k], device).swap_dims(2, 3),
+            false => input([1, rhs_batch, k, n], device),
+        }
+        .mul_scalar(-0.2);
+        let what = if transposed { "transposed" } else { "plain" };
+        check(format!("matmul [{b}, {m}, {k}] x [{rhs_batch}, {k}, {n}] {what}"), lhs, rhs).await?;
+    }
+    // Q Kᵀ and P V as attention makes them: 8 heads of 8 split from [2, 64, 64] by views.
+    let split = |t: Tensor<4>| t.reshape([2, 64, 8, 8]).swap_dims(1, 2);
+    let (q, k) = (split(input([1, 2, 64, 64], device)), split(input([1, 2, 64, 64], device).mul_scalar(-0.7)));
+    check("matmul attention scores Q Kᵀ, 8 heads of 8".into(), q.clone(), k.swap_dims(2, 3)).await?;
+    let p = input([2, 8, 64, 64], device).mul_scalar(0.1);
+    check("matmul attention output P V, 8 heads of 8".into(), p, q).await?;
+    Ok(out)
+}
+
 /// Every GEGLU case: [`kernels::geglu`] against `hidden · gelu(gate)` in tensor ops (erf GELU).
 /// Ours runs on the CPU only.
 pub async fn geglu(device: &Device) -> Result<Vec<Checked>, String> {
@@ -338,16 +384,20 @@ pub async fn geglu(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
-/// Every kernel's cases that run ours on `device` (attention and GEGLU only on the CPU).
+/// Every kernel's cases that run ours on `device` (attention and GEGLU only on the CPU, the
+/// matmul routine only on the GPU).
 pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = group_norm(device).await?;
     out.extend(layer_norm(device).await?);
     out.extend(conv2d(device).await?);
     out.extend(quantized_conv2d(device).await?);
     out.extend(quantized_linear(device).await?);
-    if kernels::runs_on(&Tensor::<1>::zeros([1], device)) == Some(kernels::Place::Cpu) {
-        out.extend(attention(device).await?);
-        out.extend(geglu(device).await?);
+    match kernels::runs_on(&Tensor::<1>::zeros([1], device)) {
+        Some(kernels::Place::Cpu) => {
+            out.extend(attention(device).await?);
+            out.extend(geglu(device).await?);
+        }
+        _ => out.extend(matmul(device).await?),
     }
     Ok(out)
 }

@@ -151,6 +151,9 @@ impl Linear {
             Ok(y) => return y,
             Err(x) => x,
         };
+        if kernels::layers_use_gemm(&x) && !kernels::layers_use_quantized_linear() {
+            return self.forward_gemm(x);
+        }
         if !kernels::layers_use_quantized_linear() {
             return self.forward_ops(x);
         }
@@ -165,6 +168,16 @@ impl Linear {
                 kernels::quantized_linear(x, blocks, *d_out, self.bias.as_deref())
             }
             Weight::Float(_) => Err(x),
+        }
+    }
+
+    /// The weight (expanded to f32 when quantised) through [`kernels::matmul`], whose GPU routine
+    /// is chosen by rule where no autotuner chooses; the bias a tensor op, fused with what follows.
+    pub fn forward_gemm<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let y = kernels::matmul(x, self.weight.value().transpose().unsqueeze::<D>());
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
         }
     }
 

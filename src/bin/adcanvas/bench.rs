@@ -103,9 +103,9 @@ fn time<const D: usize>(device: &Device, repeats: usize, mut f: impl FnMut() -> 
 }
 
 /// `sd` too: SD 1.5's shapes take minutes per run on a software adapter. `only`: the kernel
-/// families to time (`group_norm`, `conv2d`, `linear`), all when empty.
+/// families to time (`group_norm`, `conv2d`, `linear`, `matmul`), all when empty.
 pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool, only: &[String]) -> Result<(), String> {
-    const FAMILIES: [&str; 3] = ["group_norm", "conv2d", "linear"];
+    const FAMILIES: [&str; 4] = ["group_norm", "conv2d", "linear", "matmul"];
     if let Some(unknown) = only.iter().find(|k| !FAMILIES.contains(&k.as_str())) {
         return Err(format!("--only {unknown}: the kernels are {}", FAMILIES.join(", ")));
     }
@@ -170,6 +170,24 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool, only: &[Str
                 Row { kernel: "quantized_linear", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
             rows.push(row.print());
         }
+    }
+    println!();
+    if family("matmul") {
+        header("matmul, f32 weight", "shape → d_out", "ours GFLOP/s");
+    }
+    for (what, shape, d_out) in LINEARS.into_iter().filter(|row| family("matmul") && wanted(row.0)) {
+        let [b, t, d_in] = shape;
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        // A weight as the layers hold it, [d_out, d_in], read transposed through a view.
+        let w =
+            Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.05), device).transpose().unsqueeze::<3>();
+        // Stock: burn's matmul (natively its autotuner's pick; in a build without one, `Auto`).
+        let stock = time(device, repeats, || x.clone().matmul(w.clone()));
+        let ours = time(device, repeats, || kernels::gemm(x.clone(), &w).expect("on the GPU"));
+        let gflop = 2.0 * (b * t * d_in * d_out) as f64 / 1e9;
+        let label = format!("{shape:?}→{d_out}");
+        let row = Row { kernel: "matmul_gemm", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
+        rows.push(row.print());
     }
     println!("{}", serde_json::json!({ "adapter": adapter, "repeats": repeats, "kernels": rows }));
     Ok(())
