@@ -164,11 +164,19 @@ def main():
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--crop", type=int, default=SIZE, help="the side training crops are stretched to (the network "
                     "is read at READ_SIZE; a run may continue at READ_SIZE to train where it is read, 1.8x the time)")
+    ap.add_argument("--init-pack", default=None, help="a new run starts from this pack's segmenter (its q8 weights "
+                    "dequantised) instead of from scratch; a run with a state.pt resumes that and ignores this")
     args = ap.parse_args()
     print("threads", threads())
     torch.manual_seed(0)
     images, masks = load_sets([args.data] + ([args.procedural] if args.procedural else []))
-    run = Run(args.run, new_model(), lr=args.lr, weight_decay=1e-4)
+    model = new_model()
+    if args.init_pack and not os.path.exists(os.path.join(args.run, "state.pt")):
+        import pack
+
+        model.load_state_dict(pack.load_component(args.init_pack, "segmenter", model.state_dict()))
+        print(f"starts from {args.init_pack}'s segmenter", flush=True)
+    run = Run(args.run, model, lr=args.lr, weight_decay=1e-4)
     model, ema, opt, step, dev = run.model, run.ema, run.opt, run.step, run.device
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     rng = np.random.default_rng(step)
