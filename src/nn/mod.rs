@@ -137,7 +137,8 @@ impl Linear {
     ///
     /// On the CPU an f32 weight goes to our GEMM, which reads `x` through its strides; a
     /// quantised weight on a GPU device is read packed by our kernel under
-    /// `ADCANVAS_KERNELS=all`.
+    /// `ADCANVAS_KERNELS=all`; elsewhere on a GPU the matmul routine is the adapter table's
+    /// ([`kernels::layers_use_gemm`]) or burn's.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // On the CPU a quantised weight is expanded and takes the same GEMM as an f32 one, so
         // kept and expanded packs make the same bytes.
@@ -151,13 +152,17 @@ impl Linear {
             Ok(y) => return y,
             Err(x) => x,
         };
-        if kernels::layers_use_gemm(&x) && !kernels::layers_use_quantized_linear() {
-            return self.forward_gemm(x);
+        let x = match kernels::layers_use_quantized_linear() {
+            true => match self.forward_quantized(x) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            false => x,
+        };
+        match kernels::layers_use_gemm(&x) {
+            true => self.forward_gemm(x),
+            false => self.forward_ops(x),
         }
-        if !kernels::layers_use_quantized_linear() {
-            return self.forward_ops(x);
-        }
-        self.forward_quantized(x).unwrap_or_else(|x| self.forward_ops(x))
     }
 
     /// Our quantised-weight kernel whatever `ADCANVAS_KERNELS` says (for the benchmark), or
