@@ -35,6 +35,20 @@ fn fused_group_norm_matches_the_tensor_ops_on_the_same_gpu() {
     }
 }
 
+/// The 64-unit cubes SwiftShader gets (`group_norm::UNITS_SWIFTSHADER`), here on lavapipe: the
+/// adapter flag only changes the cube size, so the results must agree the same way. (Another
+/// test running meanwhile may take 64-unit cubes too; its answers do not change.)
+#[test]
+fn fused_group_norm_with_swiftshaders_cube_size_matches_the_tensor_ops() {
+    let gpu = gpu();
+    adcanvas::kernels::set_adapter_is_swiftshader(true);
+    let checked = pollster::block_on(kernel_check::group_norm(&gpu));
+    adcanvas::kernels::set_adapter_is_swiftshader(false);
+    for c in &checked.unwrap() {
+        assert!(c.ran_ours && c.agrees(), "{c:?}");
+    }
+}
+
 #[test]
 fn layer_norm_on_the_group_norm_kernel_matches_the_tensor_ops() {
     let checked = pollster::block_on(kernel_check::layer_norm(&gpu())).unwrap();

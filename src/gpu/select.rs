@@ -105,6 +105,7 @@ fn open_on_worker(allow_software: bool, options: &GpuOptions) -> Outcome {
             Err(why) => return drop(send.send(Message::NoAdapter(why))),
         };
         let report = describe(&adapter.get_info());
+        crate::kernels::set_adapter_is_swiftshader(report.name.to_lowercase().contains("swiftshader"));
         let _ = send.send(Message::Chosen(report.clone()));
         // A panic in wgpu or cubecl is this GPU failing, not the program: catch it and say so.
         let result = watchdog::quietly(|| {

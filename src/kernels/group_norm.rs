@@ -20,6 +20,12 @@ use cubecl::prelude::*;
 /// adapter's guaranteed 256 invocations per workgroup.
 pub const UNITS: usize = 256;
 
+/// Units per cube on SwiftShader, which runs a cube's units as coroutines on a CPU core and
+/// pays for each at every barrier: a 64² ad's 636 GroupNorms took 2.53 s with 256 units and
+/// 0.74 s with 64 (the whole warm ad 6.05 → 5.28 s; on lavapipe 64 units were slower, 0.23
+/// against 0.18 s; BENCHMARKS.md, 2026-12-07 22:00).
+pub const UNITS_SWIFTSHADER: usize = 64;
+
 /// Sums every unit's `value` across the cube: a tree over shared memory, `units` a power of two.
 #[cube]
 fn cube_sum(partial: &mut Shared<[f32]>, value: f32, unit: u32) -> f32 {
@@ -107,10 +113,11 @@ pub fn launch(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, groups: usize,
     let output = empty_device_dtype(x.client.clone(), x.device.clone(), shape, DType::F32);
     let channels_per_group = channels / groups;
     let group_len = channels_per_group * h * w;
+    let units = if super::adapter_is_swiftshader() { UNITS_SWIFTSHADER } else { UNITS };
     group_norm_kernel::launch(
         &output.client.clone(),
         CubeCount::Static((batch * groups) as u32, 1, 1),
-        CubeDim::new_1d(UNITS as u32),
+        CubeDim::new_1d(units as u32),
         x.into_tensor_arg(),
         gamma.into_tensor_arg(),
         beta.into_tensor_arg(),
@@ -120,7 +127,7 @@ pub fn launch(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, groups: usize,
         channels_per_group as u32,
         groups as u32,
         eps,
-        UNITS,
+        units,
         silu,
     );
     output

@@ -14,12 +14,10 @@
 //! | lavapipe | 1.75× faster matmuls at 64², denoising 1.65× slower at 256² | `SimpleUnit` |
 //! | hardware GPUs | not measured (none was lent) | `SimpleUnit` (burn's own choice) |
 //!
-//! A browser opens the GPU through [`crate::gpu`], which tells [`choose_for_adapter`] whether
-//! the adapter is SwiftShader (the page runs there only when asked, `?device=gpu`, and in
-//! the browser tests). Natively the autotuner chooses, and `ADCANVAS_MATMUL=gemm` forces this
+//! [`crate::gpu`] records whether the opened adapter is SwiftShader
+//! ([`super::adapter_is_swiftshader`]; the page runs there only when asked, `?device=gpu`, and
+//! in the browser tests). Natively the autotuner chooses, and `ADCANVAS_MATMUL=gemm` forces this
 //! path to set it beside the autotuner's choice on one build.
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::{DType, Shape};
@@ -33,13 +31,6 @@ use cubek::matmul::routine::BlueprintStrategy;
 use cubek::matmul::strategy::Strategy;
 use cubek::std::InputBinding;
 
-static GEMM_ADAPTER: AtomicBool = AtomicBool::new(false);
-
-/// Records whether the opened browser adapter is one the table gives `Gemm` (SwiftShader).
-pub fn choose_for_adapter(swiftshader: bool) {
-    GEMM_ADAPTER.store(swiftshader, Ordering::Relaxed);
-}
-
 /// Whether the layers launch [`matmul`] themselves on the GPU: the table's answer for the
 /// browser's adapter; natively `ADCANVAS_MATMUL=gemm` (the autotuner chooses otherwise).
 pub fn layers_take_gemm() -> bool {
@@ -50,7 +41,7 @@ pub fn layers_take_gemm() -> bool {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        GEMM_ADAPTER.load(Ordering::Relaxed)
+        super::adapter_is_swiftshader()
     }
 }
 

@@ -411,6 +411,20 @@ pub fn attention(q: Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, heads: usize) -> Re
     Ok(Tensor::from_dispatch(out))
 }
 
+static SWIFTSHADER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records whether the GPU just opened is SwiftShader (Chromium's software adapter, natively or
+/// in the page): the one adapter whose launch choices were measured apart from burn's defaults
+/// ([`matmul`]'s routine, [`group_norm`]'s units per cube). Set by [`crate::gpu`] on opening.
+pub fn set_adapter_is_swiftshader(swiftshader: bool) {
+    SWIFTSHADER.store(swiftshader, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the opened GPU is SwiftShader ([`set_adapter_is_swiftshader`]).
+pub fn adapter_is_swiftshader() -> bool {
+    SWIFTSHADER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Where our kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
