@@ -10,7 +10,7 @@
 //!
 //! | adapter | `Gemm` (plane-level, no shared-memory stage) against `SimpleUnit` | chosen |
 //! |---|---|---|
-//! | SwiftShader (Chromium's, natively and in the page) | ads 1.9–3× faster at 64² and 256² (matmuls 80 % of a warm ad's GPU time before) | `Gemm` |
+//! | SwiftShader (Chromium's, natively and in the page) | denoising 5× faster at 64², 1.9× at 256² natively; ads 1.5–2.4× faster in the page | `Gemm` |
 //! | lavapipe | 1.75× faster matmuls at 64², denoising 1.65× slower at 256² | `SimpleUnit` |
 //! | hardware GPUs | not measured (none was lent) | `SimpleUnit` (burn's own choice) |
 //!
