@@ -75,10 +75,10 @@ pub async fn probe() -> WebGpuProbe {
     WebGpuProbe { usable: true, software: false, message: "WebGPU is available.".to_string() }
 }
 
-/// Whether the browser's default adapter is a software one (SwiftShader, flagged as a fallback
-/// adapter or named so in its info): the page runs there only when asked (`?device=gpu`), and
-/// the matmul routine is chosen for it ([`crate::kernels::matmul`]).
-pub async fn adapter_is_software() -> bool {
+/// Whether the browser's default adapter is SwiftShader: named so in its info, or flagged as a
+/// fallback adapter (Chromium's fallback is SwiftShader). The page runs there only when asked
+/// (`?device=gpu`), and the launch choices measured for it apply ([`crate::kernels::matmul`]).
+pub async fn adapter_is_swiftshader() -> bool {
     let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
     if gpu.is_undefined() || gpu.is_null() {
         return false;

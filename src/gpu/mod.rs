@@ -178,7 +178,7 @@ async fn open_browser_gpu() -> Result<Device, DeviceError> {
         Device::wgpu_options().init_with_setup_async().await.map_err(|e| DeviceError(format!("{e:?}")))?;
     let limits = setup.device.limits();
     set_buffer_limit(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size));
-    crate::kernels::set_adapter_is_swiftshader(browser::adapter_is_software().await);
+    crate::kernels::set_adapter_is_swiftshader(browser::adapter_is_swiftshader().await);
     *cached = Some(device.clone());
     Ok(device)
 }

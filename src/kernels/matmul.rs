@@ -53,9 +53,7 @@ pub fn matmul(lhs: CubeTensor, rhs: CubeTensor) -> CubeTensor {
     assert_eq!(rank, rs.num_dims(), "matmul: operands of different rank");
     assert_eq!(ls[rank - 1], rs[rank - 2], "matmul: inner dimensions differ");
     assert!(lhs.dtype == DType::F32 && rhs.dtype == DType::F32, "matmul: f32 operands only");
-    let mut out_dims: Vec<usize> = (0..rank - 2).map(|i| ls[i].max(rs[i])).collect();
-    out_dims.extend([ls[rank - 2], rs[rank - 1]]);
-    let out = empty_device_dtype(lhs.client.clone(), lhs.device.clone(), Shape::from(out_dims), DType::F32);
+    let out = empty_device_dtype(lhs.client.clone(), lhs.device.clone(), output_shape(&ls, &rs), DType::F32);
     let gemm = Strategy::MultiLevel(multi_level::Strategy::Gemm(BlueprintStrategy::Inferred(GemmStrategy {
         target_num_planes: None,
     })));
@@ -69,6 +67,14 @@ pub fn matmul(lhs: CubeTensor, rhs: CubeTensor) -> CubeTensor {
         }
     }
     out
+}
+
+/// `[.., m, k]` times `[.., k, n]` → `[.., m, n]`, leading dimensions broadcast.
+pub fn output_shape(lhs: &Shape, rhs: &Shape) -> Shape {
+    let rank = lhs.num_dims();
+    let mut dims: Vec<usize> = (0..rank - 2).map(|i| lhs[i].max(rhs[i])).collect();
+    dims.extend([lhs[rank - 2], rhs[rank - 1]]);
+    Shape::from(dims)
 }
 
 fn launch(strategy: &Strategy, lhs: &CubeTensor, rhs: &CubeTensor, out: &CubeTensor) -> Result<(), MatmulSetupError> {

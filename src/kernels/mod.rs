@@ -73,7 +73,7 @@ pub trait Kernels: Backend {
 
     /// `lhs` `[.., m, k]` times `rhs` `[.., k, n]` (either may be a strided view; `rhs`'s
     /// leading dimensions may be 1, broadcast): on the GPU with the routine [`matmul`] chooses.
-    #[fusion(dtype = lhs, shape = matmul_shape(lhs, rhs))]
+    #[fusion(dtype = lhs, shape = matmul::output_shape(lhs, rhs))]
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// GEGLU's activation: `x` `[batch, rows, 2f]` → `x[.., :f] · gelu(x[.., f:])` (exact, erf
@@ -104,13 +104,6 @@ pub trait Kernels: Backend {
 
 fn conv2d_shape(x: &Shape, weight: &Shape, stride: &usize, padding: &[usize; 4]) -> Shape {
     conv2d::output_shape(x, weight, *stride, *padding)
-}
-
-fn matmul_shape(lhs: &Shape, rhs: &Shape) -> Shape {
-    let rank = lhs.num_dims();
-    let mut dims: Vec<usize> = (0..rank - 2).map(|i| lhs[i].max(rhs[i])).collect();
-    dims.extend([lhs[rank - 2], rhs[rank - 1]]);
-    Shape::from(dims)
 }
 
 fn geglu_shape(x: &Shape) -> Shape {

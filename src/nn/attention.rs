@@ -176,10 +176,9 @@ pub const FUSED_ATTENTION_MAX_HEAD_DIM: usize = 256;
 /// for heads up to [`FUSED_ATTENTION_MAX_HEAD_DIM`] wide, else [`explicit_attention`].
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     if kernels::layers_use_gemm(&q) {
-        // burn's attention without an autotuner is these three ops, its products on the unit
-        // routine; ours choose the routine (kernels::matmul).
-        let scale = 1.0 / (q.dims()[3] as f32).sqrt();
-        return kernels::matmul(softmax(kernels::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale), 3), v);
+        // burn's attention without an autotuner is the same three ops, its products on the
+        // unit routine; the explicit ones take the adapter table's (kernels::matmul).
+        return explicit_attention(q, k, v);
     }
     match q.dims()[3] <= FUSED_ATTENTION_MAX_HEAD_DIM {
         true => attention(q, k, v, None, None, AttentionModuleOptions::default()),
@@ -187,12 +186,13 @@ pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) ->
     }
 }
 
-/// The same product in three plain ops, as diffusers' `AttnProcessor` computes it. Its
-/// scores take queries × keys floats per head, which `VaeConfig::decoder_peak_bytes`
+/// The same product in three plain ops, as diffusers' `AttnProcessor` computes it; the two
+/// products through [`kernels::matmul`] (burn's matmul unless the adapter table says otherwise,
+/// and always on the CPU, where this is our attention kernel's reference). Its scores take queries × keys floats per head, which `VaeConfig::decoder_peak_bytes`
 /// counts for the VAE's mid-block.
 pub fn explicit_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let scale = 1.0 / (q.dims()[3] as f32).sqrt();
-    softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
+    kernels::matmul(softmax(kernels::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale), 3), v)
 }
 
 /// `[batch, heads, tokens, head_dim]` → `[batch, tokens, heads × head_dim]`.
