@@ -9,6 +9,8 @@
 #[cfg(target_arch = "wasm32")]
 pub mod browser;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod kernel_cache;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod select;
 pub mod watchdog;
 
@@ -114,6 +116,7 @@ pub fn configure_kernels() {
         {
             config.autotune.level = AutotuneLevel::Minimal;
         }
+        config.environment.path = cubecl::config::cache::CacheConfig::Directory(kernel_cache::open());
         config
     };
     #[cfg(target_arch = "wasm32")]
