@@ -42,7 +42,7 @@ else
 fi
 stamp "browser tests started in the background; their report follows the native tests'"
 BROWSER_LOG="$(dirname "$DIST")/browser-tests.log"
-(cd tests/e2e && exec node --test --test-concurrency=1 app.test.mjs) >"$BROWSER_LOG" 2>&1 &
+(cd tests/e2e && ADCANVAS_DIST="$DIST" exec node --test --test-concurrency=1 app.test.mjs) >"$BROWSER_LOG" 2>&1 &
 browser=$!
 trap 'kill $browser 2>/dev/null || true' EXIT
 stamp "native tests"
