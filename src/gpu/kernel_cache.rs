@@ -38,7 +38,7 @@ fn directory() -> PathBuf {
 }
 
 /// Moves a database file that is not a whole SQLite file (not one at all, or cut short by a
-/// full disk or a killed process) to `NAME.damaged`, with its journal files, and says so.
+/// full disk or a killed process) to `NAME.db.damaged`, with its journal files, and says so.
 ///
 /// cubecl reads such a file without complaint, but then records an entry only once it has been
 /// written, so every lookup misses and every autotune measures the device again: a 32² ad on

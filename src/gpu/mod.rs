@@ -104,7 +104,8 @@ impl OpenedDevice {
 /// of a first ad on a software adapter and tens of seconds on a real GPU (BENCHMARKS.md).
 /// The browser build has no autotuner at all (burn's `autotune` feature is native-only in
 /// Cargo.toml): each op runs the kernel burn picks from the shape and the adapter's limits, so a
-/// first ad compiles one kernel per shape and times none.
+/// first ad compiles one kernel per shape and times none. Natively the autotuner's results are
+/// kept between processes ([`kernel_cache`]).
 pub fn configure_kernels() {
     use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     #[cfg(not(target_arch = "wasm32"))]
@@ -116,7 +117,11 @@ pub fn configure_kernels() {
         {
             config.autotune.level = AutotuneLevel::Minimal;
         }
-        config.environment.path = cubecl::config::cache::CacheConfig::Directory(kernel_cache::open());
+        // Our cache directory, unless a `cubecl.toml` names one (its default is the project's `target/`).
+        use cubecl::config::cache::CacheConfig;
+        if matches!(config.environment.path, CacheConfig::Target) {
+            config.environment.path = CacheConfig::Directory(kernel_cache::open());
+        }
         config
     };
     #[cfg(target_arch = "wasm32")]
