@@ -3,13 +3,11 @@
 //! equal what `generate` makes for the same inputs and seed, the bad rows are reported with their
 //! reasons, and no temporary file is left.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Cli, fixture, tmp};
+use crate::common::{Cli, fixture, tmp};
 
 /// The manifest's rows: product, prompt, seed, count, fill (empty = the default).
 const ROWS: &[(&str, &str, u64, &str, &str)] = &[

@@ -1,10 +1,8 @@
 //! The `adcanvas` binary: report, output file, determinism, and clear failures.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{Cli, fixture, tmp};
+use crate::common::{Cli, fixture, tmp};
 
 #[test]
 fn generate_writes_png_and_json_report() {

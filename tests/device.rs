@@ -4,9 +4,7 @@
 //! Each run is a child process with a deadline: a run still going at the deadline is killed and
 //! the test fails as a hang.
 
-mod common;
-
-use common::{Cli, fixture, tmp};
+use crate::common::{Cli, fixture, tmp};
 
 /// A small, fast ad; the device is the CLI's default (`auto`) unless a test adds one.
 fn small_ad(out: &std::path::Path) -> Cli {

@@ -122,7 +122,7 @@ fn the_fuzz_targets_are_the_ones_the_script_and_the_fuzz_crate_name() {
 }
 
 /// Writes the seeds that only the crate can make (the tiny pack's manifest and UNet file) into
-/// `tests/fuzz/`: `cargo test --release --test fuzz_corpus -- --ignored write_pack_seeds`.
+/// `tests/fuzz/`: `cargo test --release --test integration -- --ignored fuzz_corpus::write_pack_seeds`.
 #[test]
 #[ignore]
 fn write_pack_seeds() {
