@@ -92,6 +92,28 @@ fn gemm_routine_matches_burns_matmul_on_views_and_odd_shapes() {
     }
 }
 
+/// Attention in one launch (src/kernels/attention.rs) against Q Kᵀ, softmax and P V on split heads:
+/// the default model's self- and cross-attention, SD's 40-wide heads, one query, key counts that
+/// are not a multiple of the key block, a value width unlike the key's, a 64-wide head.
+#[test]
+fn flash_attention_matches_the_explicit_product_on_odd_shapes() {
+    let checked = pollster::block_on(kernel_check::attention(&gpu())).unwrap();
+    assert_eq!(checked.len(), kernel_check::ATTENTION_CASES.len());
+    for c in &checked {
+        assert!(c.ran_ours && c.agrees(), "{c:?}");
+    }
+}
+
+/// A head wider than the kernel takes (SD's VAE: one head of 512) is declined, and the layer runs
+/// its tensor ops.
+#[test]
+fn flash_attention_declines_heads_wider_than_it_holds() {
+    let gpu = gpu();
+    let t = |n: usize| Tensor::<3>::zeros([1, n, 512], &gpu);
+    assert!(adcanvas::kernels::attention(t(4), &t(4), &t(4), 1).is_err());
+    assert!(adcanvas::kernels::attention(t(4), &t(4), &t(4), 2).is_ok());
+}
+
 /// The CPU's kernels (src/kernels/cpu.rs: convolution, GroupNorm, the quantised layers expanded,
 /// attention on unsplit heads, GEGLU) against burn's tensor ops on the same CPU device, every case.
 #[test]
@@ -112,8 +134,8 @@ fn cpu_kernels_match_the_tensor_ops() {
 }
 
 /// The extension's GPU side of the ops the layers call ours on the CPU only (linear on strided
-/// tokens, GEGLU, attention on unsplit heads) is burn's own ops: the same results as the layer's
-/// tensor ops, so a caller that routes them to the GPU gets the same numbers.
+/// tokens, GEGLU) is burn's own ops, and attention on unsplit heads our kernel: the same results
+/// as the layer's tensor ops, so a caller that routes them to the GPU gets the same numbers.
 #[test]
 fn gpu_side_of_the_cpu_only_ops_matches_the_tensor_ops() {
     use adcanvas::kernels::Kernels;

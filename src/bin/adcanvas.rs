@@ -494,7 +494,7 @@ enum Command {
         /// Only the default model's shapes, not SD 1.5's (minutes per run on lavapipe).
         #[arg(long)]
         default_only: bool,
-        /// Only these kernels (comma-separated: group_norm, conv2d, linear, matmul); all when absent.
+        /// Only these kernels (comma-separated: group_norm, conv2d, linear, matmul, attention); all when absent.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

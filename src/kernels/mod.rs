@@ -9,6 +9,7 @@
 //! run: the layer then runs its tensor-op version, which is also each kernel's reference in the
 //! tests. `shaders/README.md` lists the kernels.
 
+pub mod attention;
 pub mod conv2d;
 pub mod cpu;
 pub mod group_norm;
@@ -207,11 +208,14 @@ impl Kernels for CubeBackend {
         }
     }
 
-    /// burn's own attention with the heads split and merged around it: the layers call
-    /// [`attention`] on the CPU only, so this is for completeness of the extension.
+    /// Ours ([`attention::launch`]) for heads it takes; burn's own attention with the heads split
+    /// and merged around it for wider ones.
     fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         use burn::backend::TensorMetadata;
         use burn::backend::ops::{FloatTensorOps, ModuleOps};
+        if attention::takes(q.shape()[2] / heads, v.shape()[2] / heads) {
+            return attention::launch(q, k, v, heads);
+        }
         let split = |t: FloatTensor<Self>| {
             let [b, n, c] = std::array::from_fn(|i| t.shape()[i]);
             Self::float_swap_dims(Self::float_reshape(t, Shape::new([b, n, heads, c / heads])), 1, 2)
@@ -390,9 +394,12 @@ pub fn gemm<const D: usize>(lhs: Tensor<D>, rhs: &Tensor<D>) -> Result<Tensor<D>
 }
 
 /// softmax(Q Kᵀ/√d) V per head on `[batch, tokens, heads × dim]` tensors, merged heads out,
-/// where our CPU kernel runs; `q` back elsewhere (the GPU runs burn's fused attention).
+/// where our kernels run (on the GPU for heads up to [`attention::MAX_HEAD_WIDTH`] wide); `q`
+/// back elsewhere. The layers call it where [`layers_use_attention`] says.
 pub fn attention(q: Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
-    if runs_on(&q) != Some(Place::Cpu) || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
+    let Some(place) = runs_on(&q) else { return Err(q) };
+    let takes = place == Place::Cpu || attention::takes(q.dims()[2] / heads, v.dims()[2] / heads);
+    if !takes || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
         return Err(q);
     }
     let out = <Dispatch as Kernels>::attention(
@@ -488,6 +495,18 @@ pub fn layers_use_conv2d(x: &Tensor<4>) -> bool {
 /// adapters says so in the browser, or natively under `ADCANVAS_MATMUL=gemm`.
 pub fn layers_use_gemm<const D: usize>(x: &Tensor<D>) -> bool {
     kernel_use() != KernelUse::Stock && runs_on(x) == Some(Place::Gpu) && matmul::layers_take_gemm()
+}
+
+/// Whether the layers run [`attention`] on `q`: on the CPU, and on SwiftShader, where it was
+/// measured 20–37× faster than the explicit product the layers ran there (BENCHMARKS.md
+/// 2026-12-08); on other GPUs only under `ADCANVAS_KERNELS=all` (on lavapipe 0.3–0.85× burn's
+/// fused attention; no hardware GPU has timed it).
+pub fn layers_use_attention(q: &Tensor<3>) -> bool {
+    match (kernel_use(), runs_on(q)) {
+        (KernelUse::Stock, _) | (_, None) => false,
+        (_, Some(Place::Cpu)) | (KernelUse::All, Some(Place::Gpu)) => true,
+        (KernelUse::Proven, Some(Place::Gpu)) => adapter_is_swiftshader(),
+    }
 }
 
 /// Whether the layers run [`quantized_conv2d`] for their quantised weights: with

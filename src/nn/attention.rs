@@ -139,13 +139,17 @@ impl<P: AttentionProcessor> Attention<P> {
     }
 
     /// `λ · M ⊙ softmax(Q Kᵀ/√d) V` for one prompt through the projections `to_k`, `to_v` (the
-    /// layer's own, or a processor's), heads merged: the term every processor sums. On the CPU
-    /// our kernel reads the heads in place ([`kernels::attention`]); elsewhere they are split
-    /// for burn's fused attention and merged after.
+    /// layer's own, or a processor's), heads merged: the term every processor sums. Where
+    /// [`kernels::layers_use_attention`] says, our kernel reads the heads in place
+    /// ([`kernels::attention`]); elsewhere they are split for burn's attention and merged after.
     pub fn attend(&self, q: &Tensor<3>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
         let k = to_k.forward(prompt.tokens.clone());
         let v = to_v.forward(prompt.tokens.clone());
-        let mut out = match kernels::attention(q.clone(), &k, &v, self.heads) {
+        let ours = match kernels::layers_use_attention(q) {
+            true => kernels::attention(q.clone(), &k, &v, self.heads),
+            false => Err(q.clone()),
+        };
+        let mut out = match ours {
             Ok(out) => out,
             Err(q) => {
                 merge_heads(scaled_dot_product_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v)))

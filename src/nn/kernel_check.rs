@@ -304,8 +304,7 @@ pub async fn quantized_linear(device: &Device) -> Result<Vec<Checked>, String> {
 }
 
 /// Every attention case: [`kernels::attention`] on `[batch, tokens, heads × width]` against
-/// [`explicit_attention`] on the heads split and merged by tensor ops. Ours runs on the CPU
-/// only (the GPU runs burn's fused attention).
+/// [`explicit_attention`] on the heads split and merged by tensor ops, on the CPU and the GPU.
 pub async fn attention(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = Vec::new();
     for ([b, nq, nk], heads, d, d_v) in ATTENTION_CASES {
@@ -384,19 +383,17 @@ pub async fn geglu(device: &Device) -> Result<Vec<Checked>, String> {
     Ok(out)
 }
 
-/// Every kernel's cases that run ours on `device` (attention and GEGLU only on the CPU, the
-/// matmul routine only on the GPU).
+/// Every kernel's cases that run ours on `device` (GEGLU only on the CPU, the matmul routine
+/// only on the GPU).
 pub async fn all(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = group_norm(device).await?;
     out.extend(layer_norm(device).await?);
     out.extend(conv2d(device).await?);
     out.extend(quantized_conv2d(device).await?);
     out.extend(quantized_linear(device).await?);
+    out.extend(attention(device).await?);
     match kernels::runs_on(&Tensor::<1>::zeros([1], device)) {
-        Some(kernels::Place::Cpu) => {
-            out.extend(attention(device).await?);
-            out.extend(geglu(device).await?);
-        }
+        Some(kernels::Place::Cpu) => out.extend(geglu(device).await?),
         _ => out.extend(matmul(device).await?),
     }
     Ok(out)

@@ -46,6 +46,17 @@ const LINEARS: [(&str, [usize; 3], usize); 5] = [
     ("SD 1.5 cross-attn k/v", [2, 77, 768], 320),
 ];
 
+/// `(what, [batch, queries, keys], heads, head width)` of attention: the default model's self-
+/// and cross-attention (77 text tokens) at a 256² ad's 16² latent and a 512² ad's 32², SD 1.5's
+/// at 512² (batch 2).
+const ATTENTIONS: [(&str, [usize; 3], usize, usize); 5] = [
+    ("default UNet self-attention, 16² latent", [2, 256, 256], 8, 8),
+    ("default UNet cross-attention, 16² latent", [2, 256, 77], 8, 8),
+    ("default UNet self-attention, 32² latent", [2, 1024, 1024], 8, 8),
+    ("SD 1.5 self-attention, 64² latent", [2, 4096, 4096], 8, 40),
+    ("SD 1.5 cross-attention, 64² latent", [2, 4096, 77], 8, 40),
+];
+
 fn header(kernel: &str, shape: &str, rate: &str) {
     println!("{kernel:<28} {shape:>22} {:>12} {:>12} {:>9} {rate:>13}", "stock ms", "ours ms", "speed-up");
 }
@@ -103,9 +114,9 @@ fn time<const D: usize>(device: &Device, repeats: usize, mut f: impl FnMut() -> 
 }
 
 /// `sd` too: SD 1.5's shapes take minutes per run on a software adapter. `only`: the kernel
-/// families to time (`group_norm`, `conv2d`, `linear`, `matmul`), all when empty.
+/// families to time (`group_norm`, `conv2d`, `linear`, `matmul`, `attention`), all when empty.
 pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool, only: &[String]) -> Result<(), String> {
-    const FAMILIES: [&str; 4] = ["group_norm", "conv2d", "linear", "matmul"];
+    const FAMILIES: [&str; 5] = ["group_norm", "conv2d", "linear", "matmul", "attention"];
     if let Some(unknown) = only.iter().find(|k| !FAMILIES.contains(&k.as_str())) {
         return Err(format!("--only {unknown}: the kernels are {}", FAMILIES.join(", ")));
     }
@@ -187,6 +198,33 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool, only: &[Str
         let gflop = 2.0 * (b * t * d_in * d_out) as f64 / 1e9;
         let label = format!("{shape:?}→{d_out}");
         let row = Row { kernel: "matmul_gemm", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
+        rows.push(row.print());
+    }
+    println!();
+    if family("attention") {
+        header("attention, heads in place", "[b, queries, keys] heads × width", "ours GFLOP/s");
+    }
+    for (what, [b, nq, nk], heads, d) in ATTENTIONS.into_iter().filter(|row| family("attention") && wanted(row.0)) {
+        let t = |n: usize| Tensor::<3>::random([b, n, heads * d], Distribution::Normal(0.0, 1.0), device);
+        let (q, k, v) = (t(nq), t(nk), t(nk));
+        let split = |x: Tensor<3>| {
+            let [b, n, _] = x.dims();
+            x.reshape([b, n, heads, d]).swap_dims(1, 2)
+        };
+        // Stock: the heads split by a copy, burn's attention (or, where the layers take cubek's
+        // Gemm, the explicit product), the heads merged by another copy, as the layer does.
+        let stock = time(device, repeats, || {
+            let out = adcanvas::nn::attention::scaled_dot_product_attention(
+                split(q.clone()),
+                split(k.clone()),
+                split(v.clone()),
+            );
+            out.swap_dims(1, 2).reshape([b, nq, heads * d])
+        });
+        let ours = time(device, repeats, || kernels::attention(q.clone(), &k, &v, heads).expect("on the GPU"));
+        let gflop = 4.0 * (b * heads * nq * nk * d) as f64 / 1e9;
+        let label = format!("[{b}, {nq}, {nk}] {heads}×{d}");
+        let row = Row { kernel: "attention", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
         rows.push(row.print());
     }
     println!("{}", serde_json::json!({ "adapter": adapter, "repeats": repeats, "kernels": rows }));
