@@ -94,7 +94,8 @@ fn gemm_routine_matches_burns_matmul_on_views_and_odd_shapes() {
 
 /// Attention in one launch (src/kernels/attention.rs) against Q Kᵀ, softmax and P V on split heads:
 /// the default model's self- and cross-attention, SD's 40-wide heads, one query, key counts that
-/// are not a multiple of the key block, a value width unlike the key's, a 64-wide head.
+/// are not a multiple of the key block, a value width unlike the key's, a 64-wide head; every
+/// other case with a MEPA region mask and weight applied in the kernel.
 #[test]
 fn flash_attention_matches_the_explicit_product_on_odd_shapes() {
     let checked = pollster::block_on(kernel_check::attention(&gpu())).unwrap();
@@ -110,8 +111,8 @@ fn flash_attention_matches_the_explicit_product_on_odd_shapes() {
 fn flash_attention_declines_heads_wider_than_it_holds() {
     let gpu = gpu();
     let t = |n: usize| Tensor::<3>::zeros([1, n, 512], &gpu);
-    assert!(adcanvas::kernels::attention(t(4), &t(4), &t(4), 1).is_err());
-    assert!(adcanvas::kernels::attention(t(4), &t(4), &t(4), 2).is_ok());
+    assert!(adcanvas::kernels::attention(t(4), &t(4), &t(4), 1, None, 1.0).is_err());
+    assert!(adcanvas::kernels::attention(t(4), &t(4), &t(4), 2, None, 1.0).is_ok());
 }
 
 /// The CPU's kernels (src/kernels/cpu.rs: convolution, GroupNorm, the quantised layers expanded,
@@ -180,7 +181,10 @@ fn gpu_side_of_the_cpu_only_ops_matches_the_tensor_ops() {
         q.clone().into_dispatch(),
         k.clone().into_dispatch(),
         v.clone().into_dispatch(),
+        v.clone().into_dispatch(),
         2,
+        false,
+        1.0,
     ));
     let split = |t: Tensor<3>| {
         let [b, n, _] = t.dims();

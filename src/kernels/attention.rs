@@ -9,7 +9,9 @@
 //! rows in registers. The cube walks the keys in blocks: its units stage a block of K and V rows
 //! in shared memory, each unit scores its queries against the block, and folds the block into
 //! its rows with the online softmax (the running maximum `m` and sum `l`; a row rescaled by
-//! exp(m_old − m_new) when a block raises its maximum). Each row is divided by `l` at the end.
+//! exp(m_old − m_new) when a block raises its maximum). Each row is divided by `l` at the end,
+//! and multiplied by the prompt's weight λ and, for MEPA's image prompt, its region mask at that
+//! query (docs/METHOD.md), so a region prompt's term needs no launch of its own.
 //!
 //! A block holds 8 keys ([`block_keys`]; fewer only where their rows would not fit 16 KiB of
 //! shared memory, every WebGPU adapter's minimum). Heads wider than 256 (SD's VAE attends in one
@@ -36,11 +38,15 @@ fn attention_kernel(
     q: &Tensor<f32>,
     k: &Tensor<f32>,
     v: &Tensor<f32>,
+    mask: &Tensor<f32>,
     output: &mut Tensor<f32>,
     queries: u32,
     keys: u32,
     heads: u32,
     scale: f32,
+    weight: f32,
+    mask_batch_stride: u32,
+    #[comptime] has_mask: bool,
     #[comptime] width: u32,
     #[comptime] value_width: u32,
     #[comptime] block: u32,
@@ -186,7 +192,11 @@ fn attention_kernel(
         let query = first + r * UNITS;
         if query < queries {
             let out_at = (batch * queries + query) * heads * value_width + head * value_width;
-            let inv_sum = 1.0f32 / running_sum[r as usize];
+            // The prompt's weight λ and, for a region prompt, its mask at this query (MEPA).
+            let mut inv_sum = weight / running_sum[r as usize];
+            if has_mask {
+                inv_sum *= mask[(batch * mask_batch_stride + query) as usize];
+            }
             #[unroll]
             for c in 0..value_width {
                 output[(out_at + c) as usize] = out_rows[(r * value_width + c) as usize] * inv_sum;
@@ -223,12 +233,23 @@ pub fn takes(width: usize, value_width: usize) -> bool {
 }
 
 /// `q` `[batch, queries, heads × d]`, `k` `[batch, keys, heads × d]`, `v` `[batch, keys, heads
-/// × d_v]`, f32: softmax(Q Kᵀ/√d) V per head, `[batch, queries, heads × d_v]`. The caller has
-/// checked [`takes`]. Non-contiguous inputs are made contiguous first.
-pub fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, heads: usize) -> CubeTensor {
+/// × d_v]`, f32: `weight · mask ⊙ softmax(Q Kᵀ/√d) V` per head, `[batch, queries, heads × d_v]`,
+/// with `mask` `[batch or 1, queries, 1]` read only when `has_mask` (MEPA's region prompt: its
+/// λ and region mask applied as each row is written). The caller has checked [`takes`].
+/// Non-contiguous inputs are made contiguous first.
+pub fn launch(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: CubeTensor,
+    heads: usize,
+    has_mask: bool,
+    weight: f32,
+) -> CubeTensor {
     let q = burn_cubecl::kernel::into_contiguous(q);
     let k = burn_cubecl::kernel::into_contiguous(k);
     let v = burn_cubecl::kernel::into_contiguous(v);
+    let mask = burn_cubecl::kernel::into_contiguous(mask);
     let (qs, ks, vs) = (q.meta.shape().clone(), k.meta.shape().clone(), v.meta.shape().clone());
     let [batch, queries, c] = [qs[0], qs[1], qs[2]];
     let keys = ks[1];
@@ -240,6 +261,14 @@ pub fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, heads: usize) -> Cube
     if queries == 0 {
         return output;
     }
+    let mask_batch_stride = match has_mask {
+        true => {
+            let ms = mask.meta.shape().clone();
+            assert!(ms.num_elements() == queries || ms.num_elements() == batch * queries, "attention: mask {ms:?}");
+            if ms.num_elements() == queries { 0 } else { queries as u32 }
+        }
+        false => 0,
+    };
     let rows = rows_per_unit(queries, width, value_width) as u32;
     let block = block_keys(width, value_width) as u32;
     attention_kernel::launch(
@@ -249,11 +278,15 @@ pub fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, heads: usize) -> Cube
         q.into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
+        mask.into_tensor_arg(),
         output.clone().into_tensor_arg(),
         queries as u32,
         keys as u32,
         heads as u32,
         1.0 / (width as f32).sqrt(),
+        weight,
+        mask_batch_stride,
+        has_mask,
         width as u32,
         value_width as u32,
         block,

@@ -104,9 +104,27 @@ impl Kernels for Flex {
         FlexTensor::from_data(TensorData::new(kernels::silu(values(&x)), shape))
     }
 
-    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+    /// Our attention kernel, then each output row scaled by the weight and the mask at its query.
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        heads: usize,
+        has_mask: bool,
+        weight: f32,
+    ) -> FloatTensor<Self> {
         let ([b, nq, c], [_, nk, _], [_, _, c_v]) = (dims::<3>(&q), dims::<3>(&k), dims::<3>(&v));
-        let out = kernels::attention(values(&q), values(&k), values(&v), [b, nq, nk], c / heads, c_v / heads, heads);
+        let mut out =
+            kernels::attention(values(&q), values(&k), values(&v), [b, nq, nk], c / heads, c_v / heads, heads);
+        let mask = if has_mask { Some(values(&mask)) } else { None };
+        if has_mask || weight != 1.0 {
+            for (row, values) in out.chunks_mut(c_v).enumerate() {
+                // A mask of batch 1 holds for every batch.
+                let at = mask.as_ref().map_or(1.0, |m| m[row % m.len()]);
+                values.iter_mut().for_each(|x| *x *= weight * at);
+            }
+        }
         tensor(out, [b, nq, c_v])
     }
 }

@@ -86,10 +86,19 @@ pub trait Kernels: Backend {
     #[fusion(dtype = x, shape = x)]
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// softmax(Q Kᵀ/√d) V for each of `heads` heads, on `[batch, tokens, heads × dim]` tensors
-    /// as the projections make them (heads neither split nor merged by a copy).
+    /// `weight · mask ⊙ softmax(Q Kᵀ/√d) V` for each of `heads` heads, on `[batch, tokens, heads ×
+    /// dim]` tensors as the projections make them (heads neither split nor merged by a copy);
+    /// `mask` `[batch or 1, queries, 1]` (a MEPA region prompt's) read only when `has_mask`.
     #[fusion(dtype = q, shape = attention_shape(q, v))]
-    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        heads: usize,
+        has_mask: bool,
+        weight: f32,
+    ) -> FloatTensor<Self>;
 
     /// `x` `[rows, d_in]` times a block-quantised weight `[d_out, d_in]` (flat, as the pack
     /// stores it) transposed, plus `bias` when `has_bias`; the weight is expanded in the kernel.
@@ -209,12 +218,20 @@ impl Kernels for CubeBackend {
     }
 
     /// Ours ([`attention::launch`]) for heads it takes; burn's own attention with the heads split
-    /// and merged around it for wider ones.
-    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+    /// and merged around it for wider ones, then the weight and mask.
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        heads: usize,
+        has_mask: bool,
+        weight: f32,
+    ) -> FloatTensor<Self> {
         use burn::backend::TensorMetadata;
         use burn::backend::ops::{FloatTensorOps, ModuleOps};
         if attention::takes(q.shape()[2] / heads, v.shape()[2] / heads) {
-            return attention::launch(q, k, v, heads);
+            return attention::launch(q, k, v, mask, heads, has_mask, weight);
         }
         let split = |t: FloatTensor<Self>| {
             let [b, n, c] = std::array::from_fn(|i| t.shape()[i]);
@@ -223,7 +240,14 @@ impl Kernels for CubeBackend {
         let (b, n) = (q.shape()[0], q.shape()[1]);
         let c_v = v.shape()[2];
         let out = <Self as ModuleOps<Self>>::attention(split(q), split(k), split(v), None, None, Default::default());
-        Self::float_reshape(Self::float_swap_dims(out, 1, 2), Shape::new([b, n, c_v]))
+        let out = Self::float_mul_scalar(
+            Self::float_reshape(Self::float_swap_dims(out, 1, 2), Shape::new([b, n, c_v])),
+            weight.into(),
+        );
+        match has_mask {
+            true => Self::float_mul(out, mask),
+            false => out,
+        }
     }
 }
 
@@ -393,20 +417,38 @@ pub fn gemm<const D: usize>(lhs: Tensor<D>, rhs: &Tensor<D>) -> Result<Tensor<D>
     Ok(Tensor::from_dispatch(<Dispatch as Kernels>::matmul(lhs.into_dispatch(), rhs.clone().into_dispatch())))
 }
 
-/// softmax(Q Kᵀ/√d) V per head on `[batch, tokens, heads × dim]` tensors, merged heads out,
-/// where our kernels run (on the GPU for heads up to [`attention::MAX_HEAD_WIDTH`] wide); `q`
-/// back elsewhere. The layers call it where [`layers_use_attention`] says.
-pub fn attention(q: Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
+/// `weight · mask ⊙ softmax(Q Kᵀ/√d) V` per head on `[batch, tokens, heads × dim]` tensors,
+/// merged heads out (`mask` `[batch or 1, queries, 1]`, a MEPA region prompt's), where our
+/// kernels run (on the GPU for heads up to [`attention::MAX_HEAD_WIDTH`] wide); `q` back
+/// elsewhere. The layers call it where [`layers_use_attention`] says.
+pub fn attention(
+    q: Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
+    heads: usize,
+    mask: Option<&Tensor<3>>,
+    weight: f32,
+) -> Result<Tensor<3>, Tensor<3>> {
     let Some(place) = runs_on(&q) else { return Err(q) };
     let takes = place == Place::Cpu || attention::takes(q.dims()[2] / heads, v.dims()[2] / heads);
-    if !takes || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
+    let mask_fits = mask.is_none_or(|m| {
+        let [mb, mq, one] = m.dims();
+        (mb == 1 || mb == q.dims()[0]) && mq == q.dims()[1] && one == 1 && m.dtype() == DType::F32
+    });
+    if !takes || !mask_fits || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
         return Err(q);
     }
+    let has_mask = mask.is_some();
+    // Never read when `has_mask` is false: the values bind there, with no allocation.
+    let mask = mask.cloned().unwrap_or_else(|| v.clone());
     let out = <Dispatch as Kernels>::attention(
         q.into_dispatch(),
         k.clone().into_dispatch(),
         v.clone().into_dispatch(),
+        mask.into_dispatch(),
         heads,
+        has_mask,
+        weight,
     );
     Ok(Tensor::from_dispatch(out))
 }

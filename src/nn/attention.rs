@@ -145,16 +145,17 @@ impl<P: AttentionProcessor> Attention<P> {
     pub fn attend(&self, q: &Tensor<3>, prompt: &RegionPrompt, to_k: &Linear, to_v: &Linear) -> Tensor<3> {
         let k = to_k.forward(prompt.tokens.clone());
         let v = to_v.forward(prompt.tokens.clone());
-        let ours = match kernels::layers_use_attention(q) {
-            true => kernels::attention(q.clone(), &k, &v, self.heads),
-            false => Err(q.clone()),
-        };
-        let mut out = match ours {
-            Ok(out) => out,
-            Err(q) => {
-                merge_heads(scaled_dot_product_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v)))
+        if kernels::layers_use_attention(q) {
+            // The kernel applies λ and the region mask as it writes each row.
+            if let Ok(out) = kernels::attention(q.clone(), &k, &v, self.heads, prompt.mask.as_ref(), prompt.scale) {
+                return out;
             }
-        };
+        }
+        let mut out = merge_heads(scaled_dot_product_attention(
+            self.split_heads(q.clone()),
+            self.split_heads(k),
+            self.split_heads(v),
+        ));
         if let Some(mask) = &prompt.mask {
             out = out * mask.clone();
         }

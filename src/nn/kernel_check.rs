@@ -307,7 +307,7 @@ pub async fn quantized_linear(device: &Device) -> Result<Vec<Checked>, String> {
 /// [`explicit_attention`] on the heads split and merged by tensor ops, on the CPU and the GPU.
 pub async fn attention(device: &Device) -> Result<Vec<Checked>, String> {
     let mut out = Vec::new();
-    for ([b, nq, nk], heads, d, d_v) in ATTENTION_CASES {
+    for (i, ([b, nq, nk], heads, d, d_v)) in ATTENTION_CASES.into_iter().enumerate() {
         let wave = |n: usize, shape: [usize; 3], phase: f32| {
             let values: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.173 + phase).sin() * 1.5).collect();
             Tensor::<3>::from_data(TensorData::new(values, shape), device)
@@ -320,13 +320,28 @@ pub async fn attention(device: &Device) -> Result<Vec<Checked>, String> {
             t.reshape([b, n, heads, width]).swap_dims(1, 2)
         };
         let merged = |t: Tensor<4>| t.swap_dims(1, 2).reshape([b, nq, heads * d_v]);
-        let ops = merged(explicit_attention(split(q.clone(), d), split(k.clone(), d), split(v.clone(), d_v)));
+        // Every other case as MEPA's image prompt: a region mask (alternately per batch and
+        // shared by the batch) and a weight λ.
+        let mask = (i % 2 == 1).then(|| {
+            let mb = if i % 4 == 1 { b } else { 1 };
+            let values: Vec<f32> = (0..mb * nq).map(|j| ((j as f32) * 0.61).sin().abs()).collect();
+            Tensor::<3>::from_data(TensorData::new(values, [mb, nq, 1]), device)
+        });
+        let weight = if mask.is_some() { 0.7 } else { 1.0 };
+        let mut ops = merged(explicit_attention(split(q.clone(), d), split(k.clone(), d), split(v.clone(), d_v)));
+        if let Some(mask) = &mask {
+            ops = (ops * mask.clone()).mul_scalar(weight);
+        }
         let ops = host(ops).await?;
-        let (ran_ours, ours) = match kernels::attention(q, &k, &v, heads) {
+        let (ran_ours, ours) = match kernels::attention(q, &k, &v, heads, mask.as_ref(), weight) {
             Ok(y) => (true, host(y).await?),
             Err(_) => (false, ops.clone()),
         };
-        let case = format!("attention [{b}, {nq}, {nk}], {heads} heads of {d}/{d_v}");
+        let masked = match &mask {
+            Some(m) => format!(", mask of batch {}, λ {weight}", m.dims()[0]),
+            None => String::new(),
+        };
+        let case = format!("attention [{b}, {nq}, {nk}], {heads} heads of {d}/{d_v}{masked}");
         out.push(Checked::compare(case, ran_ours, &ours, &ops));
     }
     Ok(out)

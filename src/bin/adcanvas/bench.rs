@@ -221,7 +221,8 @@ pub fn run(device: &Device, adapter: &str, repeats: usize, sd: bool, only: &[Str
             );
             out.swap_dims(1, 2).reshape([b, nq, heads * d])
         });
-        let ours = time(device, repeats, || kernels::attention(q.clone(), &k, &v, heads).expect("on the GPU"));
+        let ours =
+            time(device, repeats, || kernels::attention(q.clone(), &k, &v, heads, None, 1.0).expect("on the GPU"));
         let gflop = 4.0 * (b * heads * nq * nk * d) as f64 / 1e9;
         let label = format!("[{b}, {nq}, {nk}] {heads}×{d}");
         let row = Row { kernel: "attention", what, shape: label, stock, ours, work: gflop, rate: "gflop_per_s" };
