@@ -522,13 +522,15 @@ fn enabled() -> bool {
 
 /// Whether the layers run [`conv2d`] on `x`: on the CPU by default (with it the default model's
 /// VAE decode, almost all convolution, went from 2.03× PyTorch's time to 1.04×; BENCHMARKS.md,
-/// 2026-12-07); on the GPU only under `ADCANVAS_KERNELS=all` until it is measured faster than
-/// burn's convolution (on lavapipe it is 0.8–1.0×).
+/// 2026-12-07) and on SwiftShader (1.2–2.2× burn's convolution there, a warm 128² ad's decode
+/// 8.1 → 5.6 s natively; BENCHMARKS.md, 2026-12-08); on other GPUs only under
+/// `ADCANVAS_KERNELS=all` until it is measured faster than burn's convolution (on lavapipe it is
+/// 0.8–1.0×).
 pub fn layers_use_conv2d(x: &Tensor<4>) -> bool {
-    match kernel_use() {
-        KernelUse::Stock => false,
-        KernelUse::Proven => runs_on(x) == Some(Place::Cpu),
-        KernelUse::All => true,
+    match (kernel_use(), runs_on(x)) {
+        (KernelUse::Stock, _) | (_, None) => false,
+        (_, Some(Place::Cpu)) | (KernelUse::All, Some(Place::Gpu)) => true,
+        (KernelUse::Proven, Some(Place::Gpu)) => adapter_is_swiftshader(),
     }
 }
 
