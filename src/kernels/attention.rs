@@ -22,7 +22,7 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
-/// Queries per cube, one per unit.
+/// Units per cube; each holds [`rows_per_unit`] queries.
 const UNITS: u32 = 64;
 
 /// The widest head (query/key or value) the kernel takes: its row lives in registers.
@@ -32,6 +32,7 @@ pub const MAX_HEAD_WIDTH: usize = 256;
 /// infinities to propagate NaNs.
 const FAR_BELOW: f32 = -1.0e30;
 
+/// One cube: `rows` × [`UNITS`] queries of one (batch, head) (`CUBE_POS_Y`) against every key.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn attention_kernel(
