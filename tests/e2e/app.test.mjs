@@ -976,7 +976,8 @@ test('offline: a second visit loads the app and the model from the cache with th
     const busy = await uploadAndWait(page, path.join(FIXTURES, 'busy_photos', 'heldout_17.jpg'));
     assert.equal(busy.state, 'error');
     assert.match(busy.text, /not plain enough.*cut-out network for busy backgrounds could not be loaded.*paint over the product below/s, busy.text);
-    assert.equal(await page.locator('#mask-editor').isVisible(), true, 'the brush opens');
+    // The page sets the error, then opens the brush on the decoded photo: wait for it, not a race.
+    await page.locator('#mask-editor').waitFor({ state: 'visible', timeout: MINUTE });
 
     // A cached file gone bad is found by its hash, dropped and fetched again.
     await page.evaluate(async () => {
